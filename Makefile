@@ -1,0 +1,41 @@
+# The two commands of the README: `make run` and `make test`. Each sets up .venv by itself.
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(CURDIR)/$(VENV)/bin
+STAMP := $(VENV)/.installed
+SAMPLE_DIR ?= ../shared/data/cocostuff-sample
+PROFILE ?=
+export PATH := $(BIN):$(PATH)
+
+.PHONY: setup run test mirror profile bench clean
+
+setup: $(STAMP)
+
+# Re-installs only when pyproject.toml changes. torch/torchvision are pinned with == so pip takes
+# the local wheels instead of resolving a multi-GB download.
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[test]'
+	touch $(STAMP)
+
+# A local COCO-layout mirror of the real sample data; the demo profile downloads from it.
+mirror: $(STAMP)
+	srseg mirror build --sample $(SAMPLE_DIR) --output data/mirror
+
+profile: $(STAMP)
+	@if [ -n "$(PROFILE)" ]; then srseg profile use $(PROFILE); fi
+
+run: $(STAMP) mirror profile
+	dvc repro
+	@echo "outputs: data/ (dvc status / dvc metrics show)"
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+bench: $(STAMP)
+	$(BIN)/python bench/degrade.py
+
+clean:
+	rm -rf $(VENV) data .dvc/cache .dvc/tmp

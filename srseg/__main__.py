@@ -1,0 +1,3 @@
+from srseg.cli import main
+
+raise SystemExit(main())

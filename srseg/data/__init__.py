@@ -1,0 +1,1 @@
+"""COCO-Stuff data: download, label maps, class map, manifests and the training dataset."""

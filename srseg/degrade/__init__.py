@@ -1,0 +1,1 @@
+"""LR synthesis: MATLAB-exact bicubic and Real-ESRGAN-style high-order degradation."""

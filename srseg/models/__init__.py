@@ -1,0 +1,1 @@
+"""Generator (shared decoder, SR + segmentation heads), discriminator and losses."""

@@ -1,0 +1,85 @@
+"""params.yaml is read into typed sections; bad input fails with the key named."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+
+from srseg.config import ConfigError, Params, load_params
+from srseg.profiles import use_profile
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture()
+def params_copy(tmp_path: Path) -> Path:
+    shutil.copy(REPO / "params.yaml", tmp_path / "params.yaml")
+    shutil.copytree(REPO / "profiles", tmp_path / "profiles")
+    return tmp_path / "params.yaml"
+
+
+def _write(path: Path, data: dict) -> Path:
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def test_repo_params_load_as_demo_profile() -> None:
+    params = load_params(REPO / "params.yaml")
+    assert isinstance(params, Params)
+    assert params.profile == "demo"
+    assert params.download.mode == "subset"
+    assert params.degrade.scale == 4
+    assert params.degrade.high_order.jpeg_quality == (30, 95)
+
+
+def test_every_profile_validates() -> None:
+    for name in ("demo", "paper"):
+        params = load_params(REPO / "params.yaml", profile=name)
+        assert params.profile == name
+    assert load_params(REPO / "params.yaml", profile="paper").download.mirror is None
+
+
+def test_unknown_key_is_named(tmp_path: Path) -> None:
+    path = _write(tmp_path / "params.yaml", {"download": {"subset_sise": 3}})
+    with pytest.raises(ConfigError) as err:
+        load_params(path)
+    message = str(err.value)
+    assert str(path) in message and "download.subset_sise" in message
+
+
+def test_out_of_range_and_wrong_choice_name_allowed_values(tmp_path: Path) -> None:
+    path = _write(tmp_path / "params.yaml", {"degrade": {"scale": 5, "method": "nearest"}})
+    with pytest.raises(ConfigError) as err:
+        load_params(path)
+    message = str(err.value)
+    assert "degrade.scale" in message and "2, 3 or 4" in message
+    assert "degrade.method" in message and "'bicubic' or 'highorder'" in message
+
+
+def test_wrong_type_and_inverted_range(tmp_path: Path) -> None:
+    path = _write(tmp_path / "params.yaml", {"download": {"subset_size": "many"}})
+    with pytest.raises(ConfigError, match=r"download.subset_size"):
+        load_params(path)
+    path = _write(tmp_path / "params.yaml", {"degrade": {"high_order": {"noise_sigma": [30, 1]}}})
+    with pytest.raises(ConfigError, match=r"noise_sigma: lower bound 30.0 is above upper bound 1.0"):
+        load_params(path)
+
+
+def test_missing_file_and_unknown_profile(tmp_path: Path, params_copy: Path) -> None:
+    with pytest.raises(ConfigError, match="not found"):
+        load_params(tmp_path / "nope.yaml")
+    with pytest.raises(ConfigError, match=r"profile 'huge'.*available: demo, paper"):
+        load_params(params_copy, profile="huge")
+
+
+def test_use_profile_rewrites_params_and_keeps_comments(params_copy: Path) -> None:
+    params = use_profile(params_copy, "paper")
+    assert params.download.mode == "full"
+    text = params_copy.read_text()
+    assert "# srseg parameters" in text and "profile: paper" in text
+    assert load_params(params_copy).download.mirror is None
+    use_profile(params_copy, "demo")
+    assert load_params(params_copy) == load_params(REPO / "params.yaml")
