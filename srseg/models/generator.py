@@ -1,0 +1,224 @@
+"""The multitask generator: one SRResNet-style trunk and shared decoder, two output layers.
+
+Rad et al. (arXiv 1907.12488) attach a segmentation output layer to the shared decoder of a
+SRGAN-family generator so that the semantic task shapes the decoder's features during training.
+At inference only the SR output layer runs, so the deployed network is an ordinary SR net.
+
+Layout (all sizes are constructor parameters)::
+
+    lr -> first conv (k x k) -> act ----------------------------.          (LR resolution)
+              -> num_blocks residual blocks -> conv (+BN) -> (+) global skip
+         -> shared decoder: upsample stages [conv -> pixel shuffle -> act] (HR resolution)
+                            then decoder_convs x [conv 3x3 -> act]
+         -> shared HR features --+--> sr_head  : conv -> RGB           (used at inference)
+                                 '--> seg_head : conv(s) -> class logits (training only)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+_SEG_PREFIX = "seg_head."
+
+
+def count_parameters(module: nn.Module, trainable_only: bool = False) -> int:
+    """Number of scalar parameters (shared parameters counted once)."""
+    return sum(p.numel() for p in module.parameters() if p.requires_grad or not trainable_only)
+
+
+def _check_odd_kernel(name: str, value: int) -> None:
+    if value < 1 or value % 2 == 0:
+        raise ValueError(f"{name} must be a positive odd integer (same padding), got {value!r}")
+
+
+def upsample_factors(scale: int) -> list[int]:
+    """Pixel-shuffle stages for a scale: x2 stages for powers of two, one x3 stage for 3."""
+    if scale == 3:
+        return [3]
+    if isinstance(scale, int) and scale >= 2 and scale & (scale - 1) == 0:
+        return [2] * (scale.bit_length() - 1)
+    raise ValueError(f"scale must be 3 or a power of two >= 2 (2, 4, 8, ...), got {scale!r}")
+
+
+class ResidualBlock(nn.Module):
+    """conv-(BN)-PReLU-conv-(BN) + identity; ``res_scale`` < 1 stabilises deep BN-free bodies."""
+
+    def __init__(self, num_features: int, use_batchnorm: bool = False, res_scale: float = 1.0) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(num_features, num_features, 3, padding=1, bias=not use_batchnorm)
+        self.bn1: nn.Module = nn.BatchNorm2d(num_features) if use_batchnorm else nn.Identity()
+        self.act = nn.PReLU(num_features)
+        self.conv2 = nn.Conv2d(num_features, num_features, 3, padding=1, bias=not use_batchnorm)
+        self.bn2: nn.Module = nn.BatchNorm2d(num_features) if use_batchnorm else nn.Identity()
+        self.res_scale = res_scale
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = self.bn2(self.conv2(self.act(self.bn1(self.conv1(x)))))
+        if self.res_scale != 1.0:
+            out = out * self.res_scale
+        return x + out
+
+
+class UpsampleStage(nn.Module):
+    """conv to F*r^2 channels, pixel shuffle by r, PReLU (sub-pixel convolution, Shi et al.)."""
+
+    def __init__(self, num_features: int, factor: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(num_features, num_features * factor * factor, 3, padding=1)
+        self.shuffle = nn.PixelShuffle(factor)
+        self.act = nn.PReLU(num_features)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.act(self.shuffle(self.conv(x)))
+
+
+class MultiTaskSRNet(nn.Module):
+    """SRResNet-style generator with a shared decoder and SR + segmentation output layers.
+
+    Inputs are float images in [0, 1], shape (N, in_channels, h, w); any h, w >= 1 works.
+    ``forward`` returns only the SR image (N, in_channels, scale*h, scale*w), unclamped, and never
+    runs the segmentation head; ``forward_multitask`` returns ``(sr, seg_logits)`` with logits of
+    shape (N, num_classes, scale*h, scale*w). ``num_classes=0`` builds a pure SR net
+    (``seg_head is None``).
+
+    ``seg_head_features=None`` makes the segmentation head one conv (``head_kernel_size``) from the
+    shared features to the logits; an integer adds a hidden conv 3x3 + ReLU of that width followed
+    by a 1x1 classifier, giving the semantic task its own capacity.
+    """
+
+    def __init__(
+        self,
+        scale: int = 4,
+        in_channels: int = 3,
+        num_features: int = 64,
+        num_blocks: int = 16,
+        num_classes: int = 171,
+        decoder_convs: int = 1,
+        seg_head_features: int | None = None,
+        use_batchnorm: bool = False,
+        first_kernel_size: int = 9,
+        head_kernel_size: int = 3,
+        res_scale: float = 1.0,
+    ) -> None:
+        super().__init__()
+        factors = upsample_factors(scale)
+        for name, value in (("in_channels", in_channels), ("num_features", num_features)):
+            if value < 1:
+                raise ValueError(f"{name} must be >= 1, got {value!r}")
+        counts = (("num_blocks", num_blocks), ("num_classes", num_classes), ("decoder_convs", decoder_convs))
+        for name, value in counts:
+            if value < 0:
+                raise ValueError(f"{name} must be >= 0, got {value!r}")
+        if seg_head_features is not None and seg_head_features < 1:
+            raise ValueError(f"seg_head_features must be None or >= 1, got {seg_head_features!r}")
+        if not res_scale > 0:
+            raise ValueError(f"res_scale must be > 0, got {res_scale!r}")
+        _check_odd_kernel("first_kernel_size", first_kernel_size)
+        _check_odd_kernel("head_kernel_size", head_kernel_size)
+
+        self._config: dict[str, Any] = {
+            "scale": scale,
+            "in_channels": in_channels,
+            "num_features": num_features,
+            "num_blocks": num_blocks,
+            "num_classes": num_classes,
+            "decoder_convs": decoder_convs,
+            "seg_head_features": seg_head_features,
+            "use_batchnorm": use_batchnorm,
+            "first_kernel_size": first_kernel_size,
+            "head_kernel_size": head_kernel_size,
+            "res_scale": res_scale,
+        }
+        self.scale = scale
+        self.num_classes = num_classes
+
+        # Feature extractor and residual trunk at LR resolution.
+        self.head = nn.Sequential(
+            nn.Conv2d(in_channels, num_features, first_kernel_size, padding=first_kernel_size // 2),
+            nn.PReLU(num_features),
+        )
+        self.body = nn.Sequential(
+            *(ResidualBlock(num_features, use_batchnorm, res_scale) for _ in range(num_blocks)),
+            nn.Conv2d(num_features, num_features, 3, padding=1, bias=not use_batchnorm),
+            nn.BatchNorm2d(num_features) if use_batchnorm else nn.Identity(),
+        )
+        # Shared decoder: upsampling then HR-resolution convolutions.
+        decoder: list[nn.Module] = [UpsampleStage(num_features, f) for f in factors]
+        for _ in range(decoder_convs):
+            decoder += [nn.Conv2d(num_features, num_features, 3, padding=1), nn.PReLU(num_features)]
+        self.decoder = nn.Sequential(*decoder)
+
+        # Task-specific output layers.
+        pad = head_kernel_size // 2
+        self.sr_head = nn.Conv2d(num_features, in_channels, head_kernel_size, padding=pad)
+        self.seg_head: nn.Module | None
+        if num_classes == 0:
+            self.seg_head = None
+        elif seg_head_features is None:
+            self.seg_head = nn.Conv2d(num_features, num_classes, head_kernel_size, padding=pad)
+        else:
+            self.seg_head = nn.Sequential(
+                nn.Conv2d(num_features, seg_head_features, 3, padding=1),
+                nn.ReLU(inplace=True),
+                nn.Conv2d(seg_head_features, num_classes, 1),
+            )
+
+    @property
+    def config(self) -> dict[str, Any]:
+        """Constructor arguments, so the same network can be rebuilt (export, checkpoints)."""
+        return dict(self._config)
+
+    @property
+    def has_seg_head(self) -> bool:
+        return self.seg_head is not None
+
+    def shared_features(self, lr: Tensor) -> Tensor:
+        """Last shared HR features, the input of both output layers."""
+        if lr.dim() != 4:
+            raise ValueError(f"expected an (N, C, H, W) batch, got shape {tuple(lr.shape)}")
+        feat = self.head(lr)
+        feat = feat + self.body(feat)
+        return self.decoder(feat)
+
+    def forward(self, lr: Tensor) -> Tensor:
+        """Inference path: the SR image only (unclamped); the segmentation head is not run."""
+        return self.sr_head(self.shared_features(lr))
+
+    def forward_multitask(self, lr: Tensor) -> tuple[Tensor, Tensor]:
+        """Training path: ``(sr, seg_logits)`` from the same shared features."""
+        if self.seg_head is None:
+            raise RuntimeError("forward_multitask needs a segmentation head, but this net has num_classes=0")
+        feat = self.shared_features(lr)
+        return self.sr_head(feat), self.seg_head(feat)
+
+    @torch.no_grad()
+    def super_resolve(self, lr: Tensor) -> Tensor:
+        """Inference helper: SR output clamped to the valid [0, 1] range, without autograd."""
+        return self.forward(lr).clamp_(0.0, 1.0)
+
+    def sr_state_dict(self) -> dict[str, Tensor]:
+        """State dict without the segmentation head: everything the SR path needs."""
+        return {k: v for k, v in self.state_dict().items() if not k.startswith(_SEG_PREFIX)}
+
+    def num_parameters(self, include_seg_head: bool = True) -> int:
+        """Parameter count, optionally without the training-only segmentation head."""
+        total = count_parameters(self)
+        if not include_seg_head and self.seg_head is not None:
+            total -= count_parameters(self.seg_head)
+        return total
+
+
+def build_sr_only(model: MultiTaskSRNet) -> MultiTaskSRNet:
+    """A ``num_classes=0`` copy of ``model`` with identical shared and SR weights (for export).
+
+    The copy lives on the same device/dtype as ``model`` and is in the same train/eval mode.
+    """
+    sr_net = MultiTaskSRNet(**{**model.config, "num_classes": 0, "seg_head_features": None})
+    ref = next(model.parameters())
+    sr_net.to(device=ref.device, dtype=ref.dtype)
+    sr_net.load_state_dict(model.sr_state_dict(), strict=True)
+    sr_net.train(model.training)
+    return sr_net
