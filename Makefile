@@ -8,7 +8,7 @@ SAMPLE_DIR ?= ../shared/data/cocostuff-sample
 PROFILE ?=
 export PATH := $(BIN):$(PATH)
 
-.PHONY: setup run test mirror profile bench clean
+.PHONY: setup browser run test mirror profile bench clean
 
 setup: $(STAMP)
 
@@ -31,7 +31,14 @@ run: $(STAMP) mirror profile
 	dvc repro
 	@echo "outputs: data/ (dvc status / dvc metrics show)"
 
-test: $(STAMP)
+# Debian's Chromium for the user-study browser test (Playwright drives it; no browser download).
+browser:
+	@if [ ! -x /usr/bin/chromium ]; then \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	  else echo "make browser: run 'sudo apt-get install chromium' for the browser test" >&2; exit 1; fi; \
+	fi
+
+test: $(STAMP) browser
 	$(BIN)/python -m pytest -q
 
 bench: $(STAMP)
