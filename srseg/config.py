@@ -100,6 +100,158 @@ class DegradeConfig(_Section):
     high_order: HighOrderConfig = HighOrderConfig()
 
 
+class GeneratorConfig(_Section):
+    """SRResNet-family generator with a shared decoder and two output layers."""
+
+    num_features: int = Field(64, ge=4, le=1024)
+    num_blocks: int = Field(16, ge=1, le=256)
+    decoder_convs: int = Field(1, ge=0, le=8, description="convolutions at HR resolution shared by both heads")
+
+
+class DiscriminatorConfig(_Section):
+    num_features: int = Field(64, ge=4, le=1024)
+    spectral_norm: bool = False
+    gan_type: Literal["standard", "relativistic"] = "relativistic"
+
+
+class LossConfig(_Section):
+    pixel: Literal["l1", "mse"] = "l1"
+    pixel_weight: float = Field(1.0, ge=0.0)
+    perceptual_weight: float = Field(1.0, ge=0.0, description="GAN stage only")
+    perceptual_layer: str = "conv5_4"
+    vgg_weights: str = Field("auto", description="auto (torchvision cache) | none (random, logged) | path to a .pth")
+    adversarial_weight: float = Field(5e-3, ge=0.0, le=1.0)
+    lambda_seg: float = Field(0.1, ge=0.0, description="0 = SR-only ablation")
+    seg_class_weights: Literal["none", "inverse_sqrt", "median_freq"] = "none"
+
+
+class StageConfig(_Section):
+    """Schedule of one training stage (PSNR warm start or GAN)."""
+
+    iterations: int = Field(..., ge=1)
+    lr: float = Field(..., gt=0.0, le=1.0)
+    lr_milestones: tuple[int, ...] = ()
+    lr_gamma: float = Field(0.5, gt=0.0, le=1.0)
+    val_every: int = Field(..., ge=1)
+    checkpoint_every: int = Field(..., ge=1)
+
+
+class TrainConfig(_Section):
+    scale: Literal[2, 3, 4] = 4
+    class_map: Literal["fine171", "coarse8"] = "fine171"
+    generator: GeneratorConfig = GeneratorConfig()
+    discriminator: DiscriminatorConfig = DiscriminatorConfig()
+    loss: LossConfig = LossConfig()
+    psnr_stage: StageConfig = StageConfig(iterations=1000, lr=2e-4, val_every=200, checkpoint_every=200)
+    gan_stage: StageConfig = StageConfig(iterations=1000, lr=1e-4, val_every=200, checkpoint_every=200)
+    batch_size: int = Field(16, ge=1, description="global batch; split across DDP ranks")
+    patch_size: int = Field(96, ge=8, description="HR patch side in pixels")
+    lr_source: Literal["gpu", "precomputed"] = Field(
+        "gpu", description="gpu: MATLAB bicubic LR made inside the step; precomputed: read paths.lr_root"
+    )
+    num_workers: int = Field(2, ge=0, le=64)
+    ema_decay: float = Field(0.999, ge=0.0, lt=1.0)
+    keep_checkpoints: int = Field(2, ge=1)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    amp: bool = Field(True, description="bf16 autocast on CUDA (ignored on CPU)")
+    channels_last: bool = True
+    compile: bool = False
+    seed: int = Field(0, ge=0)
+    deterministic: bool = False
+    output_dir: str = "outputs/train"
+    train_split: str = Field("train2017", min_length=1, description="manifest split used for training")
+    val_split: str = Field("val2017", min_length=1, description="manifest split used for validation")
+    augment: bool = Field(True, description="random flips / 90-degree rotations of training patches")
+    adam_betas: tuple[float, float] = (0.9, 0.99)
+    log_every: int = Field(10, ge=1, description="iterations between loss read-backs (host syncs) and logs")
+    val_max_images: int = Field(0, ge=0, description="0 = the whole val split")
+    val_samples: int = Field(2, ge=0, description="val images drawn into the SR/segmentation sample grid")
+
+    @model_validator(mode="after")
+    def _patch_fits_scale(self) -> "TrainConfig":
+        if self.patch_size % self.scale:
+            raise ValueError(f"patch_size {self.patch_size} must be a multiple of scale {self.scale}")
+        return self
+
+    @field_validator("adam_betas")
+    @classmethod
+    def _betas_in_range(cls, value: tuple[float, float]) -> tuple[float, float]:
+        if not all(0.0 <= b < 1.0 for b in value):
+            raise ValueError(f"adam_betas must both lie in [0, 1), got {list(value)}")
+        return value
+
+
+class MlflowConfig(_Section):
+    tracking_uri: str = Field("sqlite:///mlflow.db", description="MLFLOW_TRACKING_URI overrides this")
+    experiment: str = "srseg"
+    enabled: bool = Field(True, description="false: training writes no MLflow runs (files only)")
+
+
+class EvaluateConfig(_Section):
+    """Which models to compare on the val split, and how."""
+
+    split: str = Field("val2017", min_length=1)
+    methods: dict[str, str] = Field(
+        default_factory=lambda: {
+            "multitask": "outputs/train/gan/best.safetensors",
+            "sr_only": "outputs/ablation/gan/best.safetensors",
+            "bicubic": "bicubic",
+        },
+        description="name -> generator weights path | bicubic | models:/NAME@ALIAS",
+    )
+    compare: tuple[str, str] = ("multitask", "sr_only")
+    seg_model: str | None = "multitask"
+    lpips_weights: str = Field("auto", description="auto (torch hub cache only) | none (random, flagged) | folder")
+    niqe_params: str | None = None
+    bootstrap: int = Field(1000, ge=0, le=100000)
+    seed: int = Field(0, ge=0)
+    gallery_crops: int = Field(4, ge=0, le=64)
+    crop_size: int = Field(96, ge=8)
+    max_images: int | None = Field(None, ge=1)
+    output_dir: str = "outputs/evaluate"
+
+    @model_validator(mode="after")
+    def _known_methods(self) -> "EvaluateConfig":
+        names = set(self.methods)
+        for name in (*self.compare, *( [self.seg_model] if self.seg_model else [])):
+            if name not in names:
+                raise ValueError(f"{name!r} is not one of evaluate.methods ({', '.join(sorted(names))})")
+        return self
+
+
+class StudyConfig(_Section):
+    """Pairwise user study built from the evaluation outputs."""
+
+    methods: tuple[str, ...] = ("multitask", "sr_only", "bicubic")
+    num_images: int = Field(8, ge=1)
+    crop_size: int = Field(128, ge=16)
+    attention_checks: int = Field(2, ge=0)
+    seed: int = Field(0, ge=0)
+    show_reference: bool = False
+    attention_threshold: float = Field(0.75, ge=0.0, le=1.0)
+    bootstrap: int = Field(1000, ge=0)
+    output_dir: str = "outputs/study"
+
+
+class ExportConfig(_Section):
+    weights: str = Field("outputs/train/gan/best.safetensors", description="generator weights to export")
+    output_dir: str = "outputs/export"
+    opset: int = Field(18, ge=11, le=25)
+
+
+class RegistryConfig(_Section):
+    model_name: str = Field("srseg-sr-x4", min_length=1)
+
+
+class PromoteConfig(_Section):
+    """The gate that moves the `champion` alias."""
+
+    max_psnr_drop_db: float = Field(0.05, ge=0.0)
+    perceptual: Literal["lpips", "study", "none"] = "lpips"
+    min_lpips_gain: float = Field(0.0, ge=0.0)
+    min_study_preference: float = Field(0.5, ge=0.0, le=1.0)
+
+
 class Params(_Section):
     """The whole ``params.yaml``."""
 
@@ -107,6 +259,13 @@ class Params(_Section):
     paths: PathsConfig = PathsConfig()
     download: DownloadConfig = DownloadConfig()
     degrade: DegradeConfig = DegradeConfig()
+    train: TrainConfig = TrainConfig()
+    evaluate: EvaluateConfig = EvaluateConfig()
+    study: StudyConfig = StudyConfig()
+    export: ExportConfig = ExportConfig()
+    registry: RegistryConfig = RegistryConfig()
+    promote: PromoteConfig = PromoteConfig()
+    mlflow: MlflowConfig = MlflowConfig()
 
 
 def _format_errors(source: str, error: ValidationError) -> str:

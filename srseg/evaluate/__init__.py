@@ -1,0 +1,22 @@
+"""The evaluation stage: metrics with CIs, per-class analysis, LPIPS/NIQE, reports and gallery.
+
+Modules: ``run`` (the :func:`evaluate` orchestrator), ``methods`` (model strings -> SR functions),
+``lpips`` and ``niqe`` (perceptual metrics), ``stats`` (bootstrap CIs, paired differences),
+``perclass`` (class-restricted metrics) and ``report`` (CSV/Markdown/PNG/HTML writers).
+
+``evaluate`` is imported on first use, so ``import srseg.evaluate.stats`` stays free of torch.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["evaluate"]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "evaluate":
+        from srseg.evaluate.run import evaluate
+
+        return evaluate
+    raise AttributeError(f"module 'srseg.evaluate' has no attribute {name!r}")

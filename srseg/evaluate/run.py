@@ -1,0 +1,749 @@
+"""The ``evaluate`` stage: score several SR methods on the validation images, image by image.
+
+For every image: LR = MATLAB bicubic downscale of the modcropped HR (or the precomputed LR of
+``lr_root``); each method super-resolves it; we measure ``psnr_y``/``ssim_y``/``psnr_rgb``
+(:mod:`srseg.metrics`, border = scale), LPIPS and NIQE when their weights/parameters are
+available, per-class sums on the HR label map, and the segmentation confusion matrix of
+``seg_model``. Only sums and per-image numbers are kept, so memory does not grow with image size.
+
+Afterwards: bootstrap CIs over images, paired differences between methods, per-class tables, plots,
+an HTML gallery of crops where semantics helped or hurt most, and optional MLflow logging.
+
+Input modes: ``hr_root`` with a ``manifest.json`` (``srseg download`` layout: labels available,
+``split`` selects the split) or a plain folder of images (e.g. Set5 ``HR/``: no labels, so no
+per-class analysis or segmentation; ``split`` is ignored; ``lr_root`` may hold ``<name>.png`` or
+``<name>x<scale>.png``).
+
+Outputs in ``output_dir`` (see :func:`evaluate` for metrics.json's schema)::
+
+    metrics.json  per_image.csv  per_class.csv  per_class.md  summary.md  gallery.html  gallery/*.png
+    plots/per_class_gain.csv  plots/per_class_gain.png  plots/train_<dir>_<csv>.png
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+import torch
+
+from srseg.degrade.bicubic import bicubic_downscale, modcrop
+from srseg.errors import SrsegError
+from srseg.evaluate import report
+from srseg.evaluate.methods import Method, load_method, resolve_device, to_tensor, to_uint8
+from srseg.evaluate.perclass import PerClassAccumulator, crop, image_class_stats, pooled_psnr
+from srseg.evaluate.stats import paired_difference, summarize
+from srseg.fileio import write_json_atomic, write_text_atomic
+from srseg.imageio import IMAGE_EXTENSIONS, list_images, load_rgb, save_png_atomic
+from srseg.metrics import image_metrics, rgb_to_y
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_COMPARE: tuple[str, str] = ("multitask", "sr_only")
+BASE_METRICS: tuple[str, ...] = ("psnr_y", "ssim_y", "psnr_rgb")
+HIGHER_IS_BETTER: dict[str, bool] = {"psnr_y": True, "ssim_y": True, "psnr_rgb": True, "lpips": False, "niqe": False}
+LPIPS_UNAVAILABLE = "unavailable: no weights"
+NIQE_UNAVAILABLE = "unavailable: no parameter file"
+RESERVED_NAMES = frozenset({"diff", "meta", "per_class", "seg"})
+_METRIC_KEY = re.compile(r"[^A-Za-z0-9_\-. /]")
+
+
+class EvaluateError(SrsegError, ValueError):
+    """Bad evaluation arguments or inputs; the message names the value or file."""
+
+
+@dataclass
+class _Image:
+    id: str
+    hr: np.ndarray  # (H, W, 3) uint8, modcropped
+    lr: np.ndarray  # (H/s, W/s, 3) uint8
+    label: np.ndarray | None  # (H, W) uint8 training ids, 255 = ignore
+
+
+def _to_u8(t: torch.Tensor) -> np.ndarray:
+    """Dataset float (3, H, W) in [0, 1] (made by /255 from uint8) back to exact (H, W, 3) uint8."""
+    return t.mul(255.0).round_().clamp_(0, 255).to(torch.uint8).permute(1, 2, 0).numpy()
+
+
+def _downscale(hr: np.ndarray, scale: int) -> np.ndarray:
+    return bicubic_downscale(torch.from_numpy(hr).permute(2, 0, 1), scale).permute(1, 2, 0).numpy()
+
+
+class _Source:
+    """Random access to the evaluation images in either input mode."""
+
+    def __init__(self, hr_root: Path, split: str, scale: int, class_map: str, lr_root: Path | None, max_images: int | None) -> None:
+        self.scale = scale
+        self.lr_root = lr_root
+        self.labelled = (hr_root / "manifest.json").is_file()
+        if self.labelled:
+            from srseg.data.dataset import FullImageDataset
+
+            self.dataset = FullImageDataset(hr_root, split, scale, class_map, lr_root=lr_root)
+            self.class_names: tuple[str, ...] = self.dataset.class_map.names
+            count = len(self.dataset)
+        else:
+            if not hr_root.is_dir():
+                raise EvaluateError(f"hr_root {hr_root}: not a dataset root (no manifest.json) nor an image folder")
+            self.files = list_images(hr_root)
+            self.root = hr_root
+            self.class_names = ()
+            self.lr_files = self._pair_lr(lr_root) if lr_root is not None else None
+            count = len(self.files)
+        if count == 0:
+            raise EvaluateError(f"hr_root {hr_root}: no images" + (f" in split {split!r}" if self.labelled else ""))
+        self.count = count if max_images is None else min(count, max_images)
+
+    def _pair_lr(self, lr_root: Path) -> dict[str, str]:
+        found = list_images(lr_root)
+        by_key: dict[str, str] = {}
+        for rel in found:
+            stem = str(Path(rel).with_suffix(""))
+            by_key.setdefault(stem, rel)
+            by_key.setdefault(re.sub(rf"[_-]?x{self.scale}$", "", stem, flags=re.IGNORECASE), rel)
+        pairs: dict[str, str] = {}
+        for rel in self.files:
+            stem = str(Path(rel).with_suffix(""))
+            if stem not in by_key:
+                raise EvaluateError(f"lr_root {lr_root}: no LR image for {self.root / rel} (looked for {stem}[x{self.scale}] with {sorted(IMAGE_EXTENSIONS)})")
+            pairs[rel] = by_key[stem]
+        return pairs
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __getitem__(self, index: int) -> _Image:
+        if self.labelled:
+            item = self.dataset[index]
+            hr = _to_u8(item["hr"])
+            lr = _to_u8(item["lr"]) if "lr" in item else _downscale(hr, self.scale)
+            label = item["label"].numpy().astype(np.uint8)
+            return _Image(f"{int(item['id']):012d}", hr, lr, label)
+        rel = self.files[index]
+        hr = np.ascontiguousarray(modcrop(load_rgb(self.root / rel), self.scale))
+        if self.lr_files is not None:
+            assert self.lr_root is not None
+            lr_path = self.lr_root / self.lr_files[rel]
+            lr = load_rgb(lr_path)
+            expected = (hr.shape[0] // self.scale, hr.shape[1] // self.scale)
+            if lr.shape[:2] != expected:
+                raise EvaluateError(f"{lr_path}: LR is {lr.shape[1]}x{lr.shape[0]}, expected {expected[1]}x{expected[0]} for {self.root / rel}")
+        else:
+            lr = _downscale(hr, self.scale)
+        return _Image(str(Path(rel).with_suffix("")), hr, lr, None)
+
+    def __iter__(self) -> Iterator[_Image]:
+        for index in range(self.count):
+            yield self[index]
+
+
+def _check_args(methods: dict[str, str], scale: int, seg_model: str | None, bootstrap: int, gallery_crops: int, crop_size: int, max_images: int | None) -> None:
+    if not isinstance(methods, dict) or not methods:
+        raise EvaluateError(f"methods must be a non-empty {{name: model string}} dict, got {methods!r}")
+    for name, spec in methods.items():
+        if not isinstance(name, str) or not name.strip() or name in RESERVED_NAMES:
+            raise EvaluateError(f"method name {name!r} is empty or reserved ({sorted(RESERVED_NAMES)})")
+        if not isinstance(spec, (str, Path)) or not str(spec).strip():
+            raise EvaluateError(f"method {name!r}: model string must be a non-empty string, got {spec!r}")
+    if not isinstance(scale, int) or scale < 2:
+        raise EvaluateError(f"scale must be an integer >= 2, got {scale!r}")
+    if seg_model is not None and seg_model not in methods:
+        raise EvaluateError(f"seg_model {seg_model!r} is not one of the methods {sorted(methods)}")
+    if not isinstance(bootstrap, int) or bootstrap < 0:
+        raise EvaluateError(f"bootstrap must be an integer >= 0, got {bootstrap!r}")
+    if not isinstance(gallery_crops, int) or gallery_crops < 0:
+        raise EvaluateError(f"gallery_crops must be an integer >= 0, got {gallery_crops!r}")
+    if not isinstance(crop_size, int) or crop_size < scale:
+        raise EvaluateError(f"crop_size must be an integer >= scale {scale}, got {crop_size!r}")
+    if max_images is not None and (not isinstance(max_images, int) or max_images < 1):
+        raise EvaluateError(f"max_images must be None or an integer >= 1, got {max_images!r}")
+
+
+def _resolve_compare(compare: tuple[str, str] | None, methods: dict[str, str]) -> tuple[str, str] | None:
+    if compare is None:
+        return None
+    a, b = compare
+    missing = [m for m in (a, b) if m not in methods]
+    if not missing and a != b:
+        return (a, b)
+    if tuple(compare) == DEFAULT_COMPARE:
+        logger.info("no %r/%r methods: per-class gains and the gallery comparison are skipped", a, b)
+        return None
+    raise EvaluateError(f"compare {tuple(compare)!r}: names {missing or [a]} must be two different methods of {sorted(methods)}")
+
+
+def _load_lpips(weights: str, net: str, device: torch.device) -> tuple[Any, str | None]:
+    """(LPIPS module or None, reason it is unavailable)."""
+    from srseg.evaluate.lpips import load_lpips
+    from srseg.models.vgg import MissingWeightsError
+
+    try:
+        return load_lpips(weights, net).to(device), None
+    except MissingWeightsError as exc:
+        logger.warning("LPIPS not computed (%s): %s", LPIPS_UNAVAILABLE, exc)
+        return None, str(exc)
+
+
+def _lpips_description(model: Any, reason: str | None) -> str:
+    if model is None:
+        return f"{LPIPS_UNAVAILABLE} ({reason})"
+    if model.random_weights:
+        return "random backbone and uniform linear weights (lpips_weights='none'): values are not comparable"
+    return f"weights {model.weights_source}"
+
+
+def _clean(value: Any) -> Any:
+    """JSON-safe: numpy scalars to Python, non-finite floats to None (as the train stage does)."""
+    if isinstance(value, dict):
+        return {str(k): _clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_clean(v) for v in value]
+    if isinstance(value, (np.floating, float)):
+        return float(value) if math.isfinite(float(value)) else None
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, np.bool_):
+        return bool(value)
+    return value
+
+
+def _diff_pairs(methods: Sequence[str], compare: tuple[str, str] | None) -> list[tuple[str, str]]:
+    pairs: list[tuple[str, str]] = [compare] if compare is not None else []
+    if "bicubic" in methods:
+        pairs += [(m, "bicubic") for m in methods if m != "bicubic" and (m, "bicubic") not in pairs]
+    return pairs
+
+
+def _seg_scores(confusion: np.ndarray) -> dict[str, float]:
+    tp = np.diag(confusion).astype(np.float64)
+    union = confusion.sum(axis=0) + confusion.sum(axis=1) - tp
+    present = union > 0
+    total = confusion.sum()
+    return {
+        "miou": float(np.mean(tp[present] / union[present])) if present.any() else math.nan,
+        "pixel_acc": float(tp.sum() / total) if total else math.nan,
+        "seg_classes_present": int(present.sum()),
+    }
+
+
+def _crop_window(mask: np.ndarray | None, height: int, width: int, size: int, scale: int) -> tuple[int, int, int, int]:
+    """(top, left, h, w) of a crop of about ``size`` px, on the LR grid, covering most of ``mask``."""
+    ch = max(scale, min(size, height) - min(size, height) % scale)
+    cw = max(scale, min(size, width) - min(size, width) % scale)
+    if mask is None or not mask.any():
+        cy, cx = height // 2, width // 2
+    else:
+        from scipy.ndimage import uniform_filter
+
+        density = uniform_filter(mask.astype(np.float32), size=(ch, cw), mode="constant")
+        cy, cx = np.unravel_index(int(np.argmax(density)), density.shape)
+    top = int(np.clip(cy - ch // 2, 0, height - ch)) // scale * scale
+    left = int(np.clip(cx - cw // 2, 0, width - cw)) // scale * scale
+    return top, left, ch, cw
+
+
+def _gallery(
+    output_dir: Path,
+    source: _Source,
+    loaded: dict[str, Method],
+    bicubic: Method,
+    picks: list[tuple[str, str, int, int | None, str]],
+    scale: int,
+    crop_size: int,
+    intro: str,
+    device: torch.device,
+) -> Path:
+    """Re-run the methods on the chosen images and write crops + gallery.html."""
+    folder = output_dir / "gallery"
+    folder.mkdir(parents=True, exist_ok=True)
+    for stale in folder.glob("*.png"):
+        stale.unlink()
+    columns = [("LR (nearest)", None), ("bicubic", bicubic)]
+    columns += [(name, m) for name, m in loaded.items() if m.kind != "bicubic"]
+    rows: list[report.GalleryRow] = []
+    for row_index, (title, detail, image_index, class_id, key) in enumerate(picks):
+        image = source[image_index]
+        height, width = image.hr.shape[:2]
+        mask = image.label == class_id if (image.label is not None and class_id is not None) else None
+        top, left, ch, cw = _crop_window(mask, height, width, crop_size, scale)
+        region = (slice(top, top + ch), slice(left, left + cw))
+        lr_t = to_tensor(image.lr, device)
+        row = report.GalleryRow(title, f"{detail}; image {image.id}; crop {cw}x{ch} at ({left}, {top})")
+        crop_mask = mask[region] if mask is not None else None
+        tiles: list[tuple[str, np.ndarray]] = []
+        for label, method in columns:
+            if method is None:
+                lr_crop = image.lr[top // scale : (top + ch) // scale, left // scale : (left + cw) // scale]
+                tiles.append((label, np.repeat(np.repeat(lr_crop, scale, axis=0), scale, axis=1)))
+            else:
+                tiles.append((label, to_uint8(method.super_resolve(lr_t))[region]))
+        tiles.append(("HR", image.hr[region]))
+        y_ref = rgb_to_y(image.hr[region])
+        for col, (label, pixels) in enumerate(tiles):
+            caption = label
+            if label not in ("HR", "LR (nearest)"):
+                err = (rgb_to_y(np.ascontiguousarray(pixels)) - y_ref) ** 2
+                sel = crop_mask if crop_mask is not None and crop_mask.any() else np.ones_like(err, dtype=bool)
+                value = float(pooled_psnr(err[sel].sum(), sel.sum()))
+                caption = f"{label}: PSNR_Y {report.format_value(value, 2)} dB" + (" (class pixels)" if crop_mask is not None else "")
+            name = f"{row_index:02d}_{report.slug(key)[:40]}_{col}_{report.slug(label)[:30]}.png"
+            save_png_atomic(folder / name, np.ascontiguousarray(pixels))
+            row.tiles.append(report.GalleryTile(caption, f"gallery/{name}"))
+        rows.append(row)
+    return report.write_gallery(output_dir / "gallery.html", "srseg evaluation gallery", intro, rows)
+
+
+def _min_class_pixels(crop_size: int) -> int:
+    """Classes smaller than a sixteenth of a gallery crop are too small to show or rank."""
+    return max(1, crop_size * crop_size // 16)
+
+
+def _gallery_picks(
+    class_rows: list[dict[str, Any]],
+    acc: PerClassAccumulator | None,
+    per_image_diff: np.ndarray | None,
+    ids: list[str],
+    compare: tuple[str, str] | None,
+    n: int,
+    crop_size: int,
+) -> list[tuple[str, str, int, int | None, str]]:
+    """(title, detail, image index, class id, file key) for the gallery rows."""
+    if n == 0:
+        return []
+    picks: list[tuple[str, str, int, int | None, str]] = []
+    if acc is not None and compare is not None and class_rows:
+        a, b = compare
+        min_pixels = _min_class_pixels(crop_size)
+        finite = [r for r in class_rows if math.isfinite(r.get("psnr_y_gain", math.nan))]
+        usable = [r for r in finite if r["pixels"] >= min_pixels] or finite
+        usable.sort(key=lambda r: r["psnr_y_gain"], reverse=True)
+        n_top = (n + 1) // 2
+        chosen = usable[:n_top] + [r for r in usable[::-1][: n - n_top] if r not in usable[:n_top]]
+        for r in chosen:
+            gains = acc.image_gains(int(r["class_id"]), a, b)
+            counts = acc.pixel_counts_by_image(int(r["class_id"]))
+            image_index = max(counts, key=lambda i: counts[i])
+            title = f"{r['class']}: {a} - {b} = {r['psnr_y_gain']:+.3f} dB PSNR_Y (class pixels, all images)"
+            detail = f"{int(r['pixels'])} px in {r['images']} images; this image {gains.get(image_index, math.nan):+.3f} dB"
+            picks.append((title, detail, image_index, int(r["class_id"]), str(r["class"])))
+        return picks
+    if per_image_diff is not None and compare is not None:
+        order = [int(i) for i in np.argsort(-np.nan_to_num(per_image_diff, nan=-np.inf))]
+        n_top = (n + 1) // 2
+        indices = order[:n_top] + [i for i in order[::-1][: n - n_top] if i not in order[:n_top]]
+        for i in indices:
+            picks.append((f"image {ids[i]}: {compare[0]} - {compare[1]} = {per_image_diff[i]:+.3f} dB PSNR_Y", "centre crop", i, None, ids[i]))
+        return picks
+    return [(f"image {ids[i]}", "centre crop", i, None, ids[i]) for i in range(min(n, len(ids)))]
+
+
+def _gain_key(row: dict[str, Any]) -> float:
+    """Sort key: largest PSNR_Y gain first, classes without a finite gain last."""
+    gain = row.get("psnr_y_gain", math.nan)
+    return -gain if isinstance(gain, float) and math.isfinite(gain) else math.inf
+
+
+def _summary_markdown(
+    result: dict[str, Any],
+    methods: Sequence[str],
+    metric_names: Sequence[str],
+    class_rows: list[dict[str, Any]],
+    compare: tuple[str, str] | None,
+    files: Sequence[str],
+) -> str:
+    meta = result["meta"]
+    lines = [
+        "# Evaluation summary",
+        "",
+        f"- images: {meta['images']} ({meta['input']}" + (f", split `{meta['split']}`, class map `{meta['class_map']}`" if meta["split"] else "")
+        + f"), scale x{meta['scale']}, border {meta['crop_border']} px",
+        f"- LPIPS: {meta['lpips']}",
+        f"- NIQE: {meta['niqe']}",
+        f"- CIs: {int(meta['confidence'] * 100)}% percentile bootstrap over images, {meta['bootstrap']} resamples, seed {meta['seed']}",
+        "",
+        "## Methods",
+        "",
+    ]
+    rows = []
+    for m in methods:
+        row: dict[str, Any] = {"method": m, "model": meta["methods"][m]}
+        for k in metric_names:
+            v = result[m].get(k)
+            ci = result[m].get(f"{k}_ci")
+            row[k] = v if not isinstance(v, (int, float)) or ci is None else f"{report.format_value(v)} [{report.format_value(ci[0])}, {report.format_value(ci[1])}]"
+        for k in ("miou", "pixel_acc"):
+            if k in result[m]:
+                row[k] = result[m][k]
+        rows.append(row)
+    cols = ["method", "model", *metric_names] + [k for k in ("miou", "pixel_acc") if any(k in r for r in rows)]
+    lines.append(report.markdown_table(rows, cols))
+    if result["diff"]:
+        lines += ["## Paired differences (a - b, per image)", ""]
+        drows = []
+        for pair, d in result["diff"].items():
+            for k in metric_names:
+                if k in d:
+                    ci = d.get(f"{k}_ci") or [None, None]
+                    drows.append({"pair": pair, "metric": k, "mean": d[k], "ci": f"[{report.format_value(ci[0])}, {report.format_value(ci[1])}]", "improved": d.get(f"{k}_improved")})
+        lines.append(report.markdown_table(drows, ["pair", "metric", "mean", "ci", "improved"], ["pair", "metric", "mean diff", "95% CI", "fraction of images improved"]))
+    if class_rows and compare is not None:
+        ranked = sorted((r for r in class_rows if math.isfinite(r.get("psnr_y_gain", math.nan))), key=lambda r: r["psnr_y_gain"], reverse=True)
+        cols = ["class", "pixels", "images", "psnr_y_gain", "psnr_y_gain_ci_lo", "psnr_y_gain_ci_hi", "ssim_y_gain"]
+        a, b = (report.md_escape(m) for m in compare)
+        lines += [f"## Per-class PSNR_Y gain of {a} over {b}: top 10", "", report.markdown_table(ranked[:10], cols)]
+        lines += ["## Bottom 10", "", report.markdown_table(ranked[::-1][:10], cols)]
+    lines += ["## Files", ""] + [f"- [{name}]({name})" for name in files]
+    return "\n".join(lines) + "\n"
+
+
+def _mlflow_log(uri: str, run_id: str | None, experiment: str, result: dict[str, Any], output_dir: Path) -> str:
+    """Log flattened numeric metrics, settings as tags and the output folder; returns the run id."""
+    from mlflow import MlflowClient
+    from mlflow.entities import Metric
+
+    client = MlflowClient(tracking_uri=uri)
+    own = run_id is None
+    if own:
+        found = client.get_experiment_by_name(experiment)
+        exp_id = found.experiment_id if found is not None else client.create_experiment(experiment)
+        run_id = client.create_run(exp_id, run_name="evaluate", tags={"stage": "evaluate"}).info.run_id
+        logger.info("MLflow: new run %s ('evaluate') in experiment %r at %s", run_id, experiment, uri)
+    else:
+        client.get_run(run_id)  # fails early, naming the run, if it does not exist
+    assert run_id is not None
+    try:
+        stamp = int(time.time() * 1000)
+        metrics: list[Metric] = []
+
+        def add(prefix: str, tree: dict[str, Any]) -> None:
+            for key, value in tree.items():
+                name = _METRIC_KEY.sub("_", f"{prefix}{key}")
+                if isinstance(value, bool) or value is None:
+                    continue
+                if isinstance(value, (int, float)):
+                    metrics.append(Metric(name, float(value), stamp, 0))
+                elif isinstance(value, list) and len(value) == 2 and all(isinstance(v, (int, float)) for v in value):
+                    metrics.extend([Metric(f"{name}_lo", float(value[0]), stamp, 0), Metric(f"{name}_hi", float(value[1]), stamp, 0)])
+                elif isinstance(value, dict):
+                    add(f"{name}.", value)
+
+        add("", {k: v for k, v in result.items() if k != "meta"})
+        for start in range(0, len(metrics), 1000):
+            client.log_batch(run_id, metrics=metrics[start : start + 1000])
+        meta = result["meta"]
+        tags = {f"evaluate.method.{k}": str(v)[:5000] for k, v in meta["methods"].items()}
+        tags.update({f"evaluate.{k}": str(meta[k])[:5000] for k in ("split", "scale", "class_map", "images", "lpips", "niqe", "bootstrap", "seed")})
+        for key, value in tags.items():
+            client.set_tag(run_id, _METRIC_KEY.sub("_", key), value)
+        client.log_artifacts(run_id, str(output_dir), artifact_path="evaluate")
+    except Exception:
+        if own:
+            client.set_terminated(run_id, "FAILED")
+        raise
+    if own:
+        client.set_terminated(run_id, "FINISHED")
+    return run_id
+
+
+@dataclass
+class _Scores:
+    """Everything the per-image pass keeps: numbers, not images."""
+
+    ids: list[str]
+    values: dict[str, dict[str, list[float]]]  # method -> metric -> per-image values
+    rows: list[dict[str, Any]]  # per_image.csv rows
+    classes: PerClassAccumulator | None
+    confusion: np.ndarray | None
+
+
+def _score_images(
+    source: _Source,
+    loaded: dict[str, Method],
+    seg_model: str | None,
+    lpips_model: Any,
+    niqe_model: Any,
+    measured: list[str],
+    border: int,
+    device: torch.device,
+) -> _Scores:
+    """One pass over the images: SR by every method, metrics, class sums, segmentation confusion."""
+    from srseg.evaluate.niqe import niqe
+
+    names = list(loaded)
+    num_classes = len(source.class_names)
+    scores = _Scores(
+        ids=[],
+        values={m: {k: [] for k in measured} for m in names},
+        rows=[],
+        classes=PerClassAccumulator(source.class_names, names) if source.labelled else None,
+        confusion=np.zeros((num_classes, num_classes), dtype=np.int64) if seg_model is not None else None,
+    )
+    logger.info("evaluating %d image(s) x%d with %s on %s", len(source), source.scale, ", ".join(names), device)
+    for index, image in enumerate(source):
+        scores.ids.append(image.id)
+        lr_t = to_tensor(image.lr, device)
+        hr_cropped = crop(image.hr, border)
+        hr_embedding = None
+        if lpips_model is not None:
+            with torch.inference_mode():
+                hr_embedding = lpips_model.embed(to_tensor(hr_cropped, device))
+        class_stats = {}
+        for name, method in loaded.items():
+            if name == seg_model:
+                sr_t, logits = method.super_resolve_and_segment(lr_t)
+                assert image.label is not None and scores.confusion is not None
+                pred = logits[0].argmax(dim=0).cpu().numpy()
+                valid = image.label != 255
+                pairs = image.label[valid].astype(np.int64) * num_classes + pred[valid]
+                scores.confusion += np.bincount(pairs, minlength=num_classes * num_classes).reshape(num_classes, num_classes)
+            else:
+                sr_t = method.super_resolve(lr_t)
+            sr = to_uint8(sr_t)
+            if sr.shape != image.hr.shape:
+                raise EvaluateError(
+                    f"method {name!r} made {sr.shape[1]}x{sr.shape[0]} from image {image.id}, HR is {image.hr.shape[1]}x{image.hr.shape[0]}"
+                )
+            row: dict[str, Any] = {"image": image.id, "method": name, **image_metrics(sr, image.hr, border)}
+            lpips_map = None
+            if lpips_model is not None:
+                with torch.inference_mode():
+                    embedding = lpips_model.embed(to_tensor(crop(sr, border), device))
+                    dist, spatial = lpips_model.compare(embedding, hr_embedding, hr_cropped.shape[:2])
+                row["lpips"] = float(dist[0])
+                lpips_map = spatial[0, 0].cpu().numpy()
+            if niqe_model is not None:
+                row["niqe"] = niqe(sr, niqe_model, border)
+            for k in measured:
+                scores.values[name][k].append(float(row[k]))
+            scores.rows.append(row)
+            if scores.classes is not None and image.label is not None:
+                class_stats[name] = image_class_stats(sr, image.hr, image.label, num_classes, border, lpips_map)
+        if scores.classes is not None and class_stats:
+            scores.classes.add(index, class_stats)
+        if (index + 1) % 50 == 0 or index + 1 == len(source):
+            logger.info("evaluated %d/%d images", index + 1, len(source))
+    return scores
+
+
+def _summaries(
+    scores: _Scores, measured: list[str], compare: tuple[str, str] | None, bootstrap: int, seed: int, confidence: float
+) -> dict[str, Any]:
+    """Per-method means with CIs and the paired differences (metrics.json minus meta/per_class)."""
+    result: dict[str, Any] = {}
+    names = list(scores.values)
+    for name in names:
+        out: dict[str, Any] = {"images": len(scores.ids)}
+        for k in measured:
+            s = summarize(scores.values[name][k], bootstrap, seed, confidence)
+            out[k], out[f"{k}_ci"] = s.mean, list(s.ci)
+        result[name] = out
+    result["diff"] = {}
+    for a, b in _diff_pairs(names, compare):
+        d: dict[str, Any] = {}
+        for k in measured:
+            pd = paired_difference(scores.values[a][k], scores.values[b][k], bootstrap, seed, confidence, HIGHER_IS_BETTER[k])
+            d[k], d[f"{k}_ci"], d[f"{k}_improved"] = pd.mean, list(pd.ci), pd.frac_improved
+        d["images"] = len(scores.ids)
+        result["diff"][f"{a}-{b}"] = d
+    return result
+
+
+def _write_class_outputs(
+    output_dir: Path,
+    acc: PerClassAccumulator,
+    names: list[str],
+    compare: tuple[str, str] | None,
+    class_map: str,
+    min_pixels: int,
+    bootstrap: int,
+    seed: int,
+    confidence: float,
+) -> tuple[list[dict[str, Any]], list[str]]:
+    """per_class.csv/.md and, with a comparison, plots/per_class_gain.csv/.png; (rows, files written)."""
+    rows = acc.table(compare, bootstrap, seed, confidence)
+    present = set(rows[0]) if rows else set()
+    metric_cols = [f"{m}.{k}" for m in names for k in ("psnr_y", "ssim_y", "lpips") if f"{m}.{k}" in present]
+    gain_cols = [c for c in ("psnr_y_gain", "psnr_y_gain_ci_lo", "psnr_y_gain_ci_hi", "ssim_y_gain", "lpips_gain") if c in present]
+    columns = ["class_id", "class", "pixels", "images", *metric_cols, *gain_cols]
+    report.write_csv(output_dir / "per_class.csv", rows, columns)
+    title = f"# Per-class metrics ({class_map}, {len(rows)} classes seen, pooled over pixels)\n\n"
+    if compare is not None:
+        title += f"Gains are {report.md_escape(compare[0])} minus {report.md_escape(compare[1])}; sorted by PSNR_Y gain.\n\n"
+    ranked = sorted(rows, key=_gain_key) if compare is not None else rows
+    write_text_atomic(output_dir / "per_class.md", title + report.markdown_table(ranked, columns))
+    files = ["per_class.csv", "per_class.md"]
+    if compare is not None:
+        report.write_csv(output_dir / "plots" / "per_class_gain.csv", rows, ["class", "pixels", *gain_cols])
+        files.append("plots/per_class_gain.csv")
+        title = f"PSNR_Y gain per class: {compare[0]} - {compare[1]} (dB)"
+        if report.plot_class_gains(output_dir / "plots" / "per_class_gain.png", rows, "psnr_y_gain", title, min_pixels=min_pixels):
+            files.append("plots/per_class_gain.png")
+    return rows, files
+
+
+def evaluate(
+    methods: dict[str, str],
+    hr_root: Path,
+    split: str,
+    scale: int,
+    class_map: str,
+    output_dir: Path,
+    lr_root: Path | None = None,
+    seg_model: str | None = None,
+    lpips_weights: str = "auto",
+    niqe_params: Path | None = None,
+    bootstrap: int = 1000,
+    seed: int = 0,
+    gallery_crops: int = 4,
+    crop_size: int = 96,
+    mlflow_uri: str | None = None,
+    mlflow_run_id: str | None = None,
+    device: str = "auto",
+    max_images: int | None = None,
+    *,
+    compare: tuple[str, str] | None = DEFAULT_COMPARE,
+    train_dirs: Sequence[Path] | None = None,
+    lpips_net: str = "alex",
+    confidence: float = 0.95,
+    mlflow_experiment: str = "srseg",
+) -> dict[str, Any]:
+    """Evaluate ``methods`` ({name: model string}, see :mod:`srseg.evaluate.methods`) and write reports.
+
+    Returns the content of ``metrics.json`` (plus ``meta.mlflow_run_id`` when logged)::
+
+        {"<method>": {"psnr_y": float, "psnr_y_ci": [lo, hi], "ssim_y": ..., "ssim_y_ci": ...,
+                      "psnr_rgb": ..., "psnr_rgb_ci": ...,
+                      "lpips": float | "unavailable: no weights", "lpips_ci": [lo, hi] (if a float),
+                      "lpips_random_weights": true (only with lpips_weights="none"),
+                      "niqe": float | "unavailable: no parameter file", "niqe_ci": [lo, hi] (if a float),
+                      "miou": float, "pixel_acc": float, "seg_classes_present": int (seg_model only),
+                      "images": int},
+         "diff": {"<a>-<b>": {"<metric>": mean of a - b, "<metric>_ci": [lo, hi],
+                              "<metric>_improved": fraction of images where a is better, "images": int}},
+         "per_class": {"compare": "<a>-<b>" | null, "classes": int, "psnr_y_gain_positive": fraction},
+         "meta": {"images", "input", "split", "scale", "crop_border", "class_map", "methods",
+                  "seg_model", "lpips", "lpips_net", "lpips_random_weights", "niqe", "bootstrap",
+                  "seed", "confidence", "compare"}}
+
+    Non-finite numbers (PSNR of identical images, an empty CI) are written as null. Differences
+    are ``compare[0] - compare[1]`` and every non-bicubic method minus ``bicubic`` when present.
+    ``lpips_weights``: ``auto`` | ``none`` | a directory (see :mod:`srseg.evaluate.lpips`); missing
+    weights make LPIPS the string ``"unavailable: no weights"`` (reason logged). ``niqe_params``:
+    an ``.npz`` pristine model; None reports ``"unavailable: no parameter file"``; a given path
+    that does not exist is an error.
+    """
+    started = time.perf_counter()
+    methods = {str(k): str(v) for k, v in methods.items()} if isinstance(methods, dict) else methods
+    _check_args(methods, scale, seg_model, bootstrap, gallery_crops, crop_size, max_images)
+    if mlflow_run_id is not None and mlflow_uri is None:
+        raise EvaluateError(f"mlflow_run_id {mlflow_run_id!r} given without mlflow_uri")
+    compare = _resolve_compare(compare, methods)
+    output_dir, hr_root = Path(output_dir), Path(hr_root)
+    lr_root = Path(lr_root) if lr_root is not None else None
+    dev = resolve_device(device)
+    border = scale
+
+    source = _Source(hr_root, split, scale, class_map, lr_root, max_images)
+    if seg_model is not None and not source.labelled:
+        raise EvaluateError(f"seg_model {seg_model!r} needs labels, but {hr_root} is an image folder without a manifest")
+    niqe_model = None
+    if niqe_params is not None:
+        from srseg.evaluate.niqe import load_niqe_params
+
+        niqe_model = load_niqe_params(niqe_params)
+    else:
+        logger.info("NIQE not computed (%s): set niqe_params to a pristine model .npz", NIQE_UNAVAILABLE)
+    loaded = {name: load_method(name, spec, scale, dev, tracking_uri=mlflow_uri) for name, spec in methods.items()}
+    if seg_model is not None:
+        seg = loaded[seg_model]
+        if seg.network is None or not seg.can_segment:
+            raise EvaluateError(f"seg_model {seg_model!r} ({methods[seg_model]}) is not a generator weights file with a segmentation head")
+        if seg.network.num_classes != len(source.class_names):
+            raise EvaluateError(
+                f"seg_model {seg_model!r} predicts {seg.network.num_classes} classes, class map {class_map!r} has {len(source.class_names)}"
+            )
+    lpips_model, lpips_reason = _load_lpips(lpips_weights, lpips_net, dev)
+    lpips_random = bool(lpips_model is not None and lpips_model.random_weights)
+    measured = list(BASE_METRICS) + (["lpips"] if lpips_model is not None else []) + (["niqe"] if niqe_model is not None else [])
+    names = list(loaded)
+
+    scores = _score_images(source, loaded, seg_model, lpips_model, niqe_model, measured, border, dev)
+    result = _summaries(scores, measured, compare, bootstrap, seed, confidence)
+    for name in names:
+        if lpips_model is None:
+            result[name]["lpips"] = LPIPS_UNAVAILABLE
+        elif lpips_random:
+            result[name]["lpips_random_weights"] = True
+        if niqe_model is None:
+            result[name]["niqe"] = NIQE_UNAVAILABLE
+    if scores.confusion is not None and seg_model is not None:
+        result[seg_model].update(_seg_scores(scores.confusion))
+
+    output_dir.mkdir(parents=True, exist_ok=True)
+    files = ["metrics.json", "per_image.csv"]
+    report.write_csv(output_dir / "per_image.csv", scores.rows, ["image", "method", *measured])
+    class_rows: list[dict[str, Any]] = []
+    if scores.classes is not None:
+        class_rows, written = _write_class_outputs(
+            output_dir, scores.classes, names, compare, class_map, _min_class_pixels(crop_size), bootstrap, seed, confidence
+        )
+        files += written
+    positive = [r["psnr_y_gain"] > 0 for r in class_rows if math.isfinite(r.get("psnr_y_gain", math.nan))]
+    result["per_class"] = {
+        "compare": f"{compare[0]}-{compare[1]}" if compare is not None and scores.classes is not None else None,
+        "classes": len(class_rows),
+        "psnr_y_gain_positive": float(np.mean(positive)) if positive else None,
+    }
+    for train_dir in train_dirs or []:
+        files += [png.relative_to(output_dir).as_posix() for png in report.plot_training_curves(Path(train_dir), output_dir / "plots")]
+
+    if gallery_crops > 0:
+        per_image_diff = None
+        if compare is not None:
+            per_image_diff = np.asarray(scores.values[compare[0]]["psnr_y"]) - np.asarray(scores.values[compare[1]]["psnr_y"])
+        picks = _gallery_picks(class_rows, scores.classes, per_image_diff, scores.ids, compare, gallery_crops, crop_size)
+        bicubic = next((m for m in loaded.values() if m.kind == "bicubic"), None) or load_method("bicubic", "bicubic", scale, dev)
+        by_class = compare is not None and scores.classes is not None
+        intro = (
+            f"Crops of about {crop_size} HR px, x{scale}. "
+            + (f"Rows: the classes where {compare[0]} beats {compare[1]} most and least in PSNR_Y on the class's pixels, "
+               "each crop centred on that class in the image where it covers most pixels. " if by_class and compare else "")
+            + "LR is shown nearest-upscaled; captions give PSNR_Y on the crop's class pixels (or the whole crop)."
+        )
+        _gallery(output_dir, source, loaded, bicubic, picks, scale, crop_size, intro, dev)
+        files.append("gallery.html")
+
+    result["meta"] = {
+        "images": len(scores.ids),
+        "input": "manifest" if source.labelled else "image folder",
+        "hr_root": str(hr_root),
+        "lr_root": str(lr_root) if lr_root is not None else None,
+        "split": split if source.labelled else None,
+        "scale": scale,
+        "crop_border": border,
+        "class_map": class_map if source.labelled else None,
+        "methods": dict(methods),
+        "seg_model": seg_model,
+        "lpips": _lpips_description(lpips_model, lpips_reason),
+        "lpips_net": lpips_net,
+        "lpips_random_weights": lpips_random,
+        "niqe": str(niqe_params) if niqe_params is not None else NIQE_UNAVAILABLE,
+        "bootstrap": bootstrap,
+        "seed": seed,
+        "confidence": confidence,
+        "compare": list(compare) if compare else None,
+    }
+    result = _clean(result)
+    summary = _summary_markdown(result, names, [*BASE_METRICS, "lpips", "niqe"], class_rows, compare, [*files, "summary.md"])
+    write_text_atomic(output_dir / "summary.md", summary)
+    write_json_atomic(output_dir / "metrics.json", result)
+    logger.info("evaluation of %d images written to %s in %.1f s", len(scores.ids), output_dir, time.perf_counter() - started)
+    if mlflow_uri is not None:
+        result["meta"]["mlflow_run_id"] = _mlflow_log(mlflow_uri, mlflow_run_id, mlflow_experiment, result, output_dir)
+    return result

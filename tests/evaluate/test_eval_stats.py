@@ -1,0 +1,82 @@
+"""Bootstrap CIs and paired differences on inputs whose answer is known."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from srseg.evaluate.stats import bootstrap_ci, bootstrap_statistic, paired_difference, summarize
+
+
+def test_ci_of_a_constant_is_degenerate() -> None:
+    lo, hi = bootstrap_ci(np.full(40, 28.5), n_boot=500, seed=3)
+    assert lo == hi == pytest.approx(28.5)
+
+
+def test_ci_of_a_known_sample_covers_the_mean_with_the_expected_width() -> None:
+    rng = np.random.default_rng(12)
+    sample = rng.normal(10.0, 2.0, size=400)
+    lo, hi = bootstrap_ci(sample, n_boot=2000, seed=0)
+    assert lo < sample.mean() < hi
+    assert lo < 10.0 < hi
+    expected = 2 * 1.96 * sample.std(ddof=1) / math.sqrt(sample.size)  # normal-theory width
+    assert hi - lo == pytest.approx(expected, rel=0.15)
+
+
+def test_ci_is_deterministic_with_the_seed() -> None:
+    sample = np.random.default_rng(1).exponential(size=50)
+    assert bootstrap_ci(sample, 300, seed=7) == bootstrap_ci(sample, 300, seed=7)
+    assert bootstrap_ci(sample, 300, seed=7) != bootstrap_ci(sample, 300, seed=8)
+
+
+def test_chunked_resampling_matches_a_single_chunk() -> None:
+    """More replicates than one chunk: still one seeded stream, so the interval is stable."""
+    sample = np.arange(30, dtype=float)
+    a = bootstrap_ci(sample, 1000, seed=5)
+    b = bootstrap_ci(sample, 1000, seed=5)
+    assert a == b and a[0] < 14.5 < a[1]
+
+
+def test_paired_difference_ci_excludes_zero_for_a_planted_shift() -> None:
+    rng = np.random.default_rng(0)
+    base = rng.normal(27.0, 3.0, size=60)  # large between-image spread
+    a = base + 0.2 + rng.normal(0.0, 0.05, size=60)  # small but consistent gain
+    result = paired_difference(a, base, n_boot=1000, seed=0)
+    assert result.ci[0] > 0.0
+    assert result.mean == pytest.approx(0.2, abs=0.03)
+    assert result.frac_improved > 0.95 and result.n == 60
+    # Lower-is-better metrics count a decrease as an improvement.
+    flipped = paired_difference(a, base, n_boot=100, seed=0, higher_is_better=False)
+    assert flipped.frac_improved < 0.05
+
+
+def test_paired_difference_without_a_shift_covers_zero() -> None:
+    rng = np.random.default_rng(4)
+    base = rng.normal(0.8, 0.05, size=80)
+    noisy = base + rng.normal(0.0, 0.01, size=80)
+    lo, hi = paired_difference(noisy, base, 1000, seed=0).ci
+    assert lo < 0.0 < hi
+
+
+def test_nans_are_dropped_and_edge_cases_are_explicit() -> None:
+    s = summarize([1.0, float("nan"), 3.0], n_boot=100)
+    assert s.mean == 2.0 and s.n == 2
+    assert all(math.isnan(v) for v in bootstrap_ci([1.0, 2.0], n_boot=0))
+    assert all(math.isnan(v) for v in bootstrap_ci([], n_boot=10))
+    inf = summarize([math.inf, math.inf], n_boot=50)
+    assert inf.mean == math.inf and inf.ci == (math.inf, math.inf)
+    same = paired_difference([math.inf, 30.0], [math.inf, 29.0], n_boot=50)
+    assert same.n == 1 and same.mean == 1.0  # identical reconstructions (inf - inf) are dropped
+    with pytest.raises(ValueError, match="equal lengths"):
+        paired_difference([1.0, 2.0], [1.0], n_boot=10)
+    with pytest.raises(ValueError, match="n_boot"):
+        bootstrap_ci([1.0], n_boot=-1)
+
+
+def test_bootstrap_statistic_supports_pooled_statistics() -> None:
+    sse = np.array([10.0, 40.0, 90.0])
+    count = np.array([10.0, 10.0, 10.0])
+    lo, hi = bootstrap_statistic(3, lambda idx: sse[idx].sum(axis=1) / count[idx].sum(axis=1), 500, seed=0)
+    assert 1.0 <= lo <= hi <= 9.0
