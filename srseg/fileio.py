@@ -28,11 +28,16 @@ def sha256_bytes(data: bytes) -> str:
 
 
 @contextlib.contextmanager
-def atomic_open(path: str | os.PathLike[str], mode: str = "wb") -> Iterator[IO[Any]]:
-    """Open a temp file next to ``path``; rename it over ``path`` only if the block succeeds."""
+def atomic_open(path: str | os.PathLike[str], mode: str = "wb", permissions: int = 0o644) -> Iterator[IO[Any]]:
+    """Open a temp file next to ``path``; rename it over ``path`` only if the block succeeds.
+
+    ``mkstemp`` creates files as 0600; outputs are meant to be shared (served, uploaded, read by
+    other users of a cluster volume), so they get ``permissions`` instead.
+    """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    os.fchmod(fd, permissions)
     try:
         with os.fdopen(fd, mode) as handle:
             yield handle
