@@ -1,0 +1,26 @@
+"""MLflow model registry for the SR head: log + register (``challenger``), gated promotion to
+``champion``, rollback, copy to another registered model, and a code-free loader.
+
+Importing this package imports MLflow (no other side effects).
+"""
+
+from srseg.registry.loader import SRHeadLoadError, is_sr_head_model, load_sr_head, load_sr_head_dir
+from srseg.registry.log_model import ModelVersionInfo, RegistryError, log_and_register
+from srseg.registry.promote import Criterion, Decision, Gate, copy_to, evaluate_gate, promote, rollback
+
+__all__ = [
+    "Criterion",
+    "Decision",
+    "Gate",
+    "ModelVersionInfo",
+    "RegistryError",
+    "SRHeadLoadError",
+    "copy_to",
+    "evaluate_gate",
+    "is_sr_head_model",
+    "load_sr_head",
+    "load_sr_head_dir",
+    "log_and_register",
+    "promote",
+    "rollback",
+]
