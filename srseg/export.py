@@ -392,8 +392,9 @@ sr = session.run(["sr"], {{"lr": lr_numpy_float32}})[0].clip(0, 1)
 MLflow registry (after the register stage logged this SR head):
 
 ```python
-import mlflow.pytorch
-model = mlflow.pytorch.load_model("models:/{report.model_name}@champion")
+from srseg.registry import load_sr_head  # rebuilds the net from safetensors; runs no stored code
+model = load_sr_head("models:/{report.model_name}@champion")
+# or, any pyfunc consumer: mlflow.pyfunc.load_model("models:/{report.model_name}@champion").predict(lr_numpy)
 ```
 
 Command line: `srseg upscale INPUTS... --model {WEIGHTS_FILE} --output OUT` (tiled, keeps alpha,

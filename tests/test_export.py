@@ -128,7 +128,7 @@ def test_model_card_contents(exported: tuple) -> None:
     assert "| `niqe` | 5.1 | - | - |" in card
     for heading in ["## Intended use", "## Limitations", "## How to load", "## Speed"]:
         assert heading in card
-    snippets = ["load_generator(", "torch.jit.load(", "ort.InferenceSession(", "mlflow.pytorch.load_model("]
+    snippets = ["load_generator(", "torch.jit.load(", "ort.InferenceSession(", "load_sr_head("]
     for snippet in snippets + ["models:/srseg-sr@champion"]:
         assert snippet in card
     assert "SR head (shipped)" in card and "forward_multitask" in card
