@@ -14,9 +14,113 @@ log = logging.getLogger("srseg")
 
 
 def _load(args: argparse.Namespace):
-    from srseg.config import load_params
+    from srseg.config import load_params, with_overrides
 
-    return load_params(args.params, profile=args.profile)
+    return with_overrides(load_params(args.params, profile=args.profile), args.set or [])
+
+
+def _print_json(obj: object) -> None:
+    print(json.dumps(obj, indent=2, default=str))
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from srseg.stages.train import run_train
+
+    summary = run_train(
+        _load(args),
+        args.stage,
+        output_dir=args.output_dir,
+        init_from=args.init_from,
+        resume=not args.no_resume,
+        max_iterations=args.max_iterations,
+    )
+    _print_json(summary)
+    return 0
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from srseg.stages import run_evaluate
+
+    methods = dict(m.split("=", 1) for m in args.method) if args.method else None
+    result = run_evaluate(_load(args), output_dir=args.output_dir, methods=methods)
+    for name, values in result.items():
+        if name in {"diff", "meta", "per_class"} or not isinstance(values, dict):
+            continue
+        print(f"{name:<12} psnr_y {values.get('psnr_y')}  ssim_y {values.get('ssim_y')}  lpips {values.get('lpips')}")
+    return 0
+
+
+def _cmd_study(args: argparse.Namespace) -> int:
+    params = _load(args)
+    bundle = Path(args.bundle or Path(params.study.output_dir) / "bundle")
+    if args.study_command == "build":
+        from srseg.stages import run_study_build
+
+        print(f"bundle: {run_study_build(params)}")
+    elif args.study_command == "invite":
+        from srseg.study.app import create_admin_token, create_invitations
+
+        for rater, url in create_invitations(bundle, args.count, args.base_url):
+            print(f"{rater}\t{url}")
+        if args.admin:
+            print(f"admin token (shown once): {create_admin_token(bundle)}")
+    elif args.study_command == "serve":
+        from srseg.study.app import serve_study
+
+        serve_study(bundle, host=args.host, port=args.port, workers=args.workers, secure_cookies=args.secure_cookies)
+    elif args.study_command == "analyze":
+        from srseg.stages import run_study_analyze
+
+        _print_json(run_study_analyze(params, bundle=bundle))
+    elif args.study_command == "export":
+        from srseg.study.crowd import export_crowd_csv
+
+        print(export_crowd_csv(bundle, args.output, base_url=args.base_url))
+    elif args.study_command == "import":
+        from srseg.study.crowd import import_crowd_votes
+
+        report = import_crowd_votes(bundle, args.csv)
+        print(f"{args.csv}: {report.rows} rows, {report.inserted} new votes, {report.duplicates} duplicates")
+    return 0
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from srseg.stages import run_export
+
+    _print_json(run_export(_load(args), weights=args.weights, output_dir=args.output_dir))
+    return 0
+
+
+def _cmd_register(args: argparse.Namespace) -> int:
+    from srseg.stages import run_register
+
+    _print_json(run_register(_load(args), export_dir=args.export_dir))
+    return 0
+
+
+def _cmd_promote(args: argparse.Namespace) -> int:
+    from srseg.stages import run_promote
+
+    decision = run_promote(_load(args), dry_run=args.dry_run)
+    return 0 if decision["action"] != "reject" or args.allow_reject else 3
+
+
+def _cmd_rollback(args: argparse.Namespace) -> int:
+    from srseg.stages import run_rollback
+
+    run_rollback(_load(args), dry_run=args.dry_run)
+    return 0
+
+
+def _cmd_upscale(args: argparse.Namespace) -> int:
+    from srseg.inference.upscale import upscale
+
+    written = upscale(
+        args.inputs, args.output, model=args.model, scale=args.scale, tile=args.tile or None,
+        tile_overlap=args.tile_overlap, batch_size=args.batch_size, device=args.device, precision=args.precision,
+    )
+    print(f"wrote {len(written)} images to {args.output}")
+    return 0
 
 
 def _cmd_download(args: argparse.Namespace) -> int:
@@ -82,10 +186,11 @@ def _cmd_params_show(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="srseg", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="srseg", description="srseg: multitask super-resolution pipeline (one subcommand per stage)")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     parser.add_argument("--params", type=Path, default=Path("params.yaml"), help="parameter file (default: params.yaml)")
     parser.add_argument("--profile", default=None, help="apply profiles/<name>.yaml on top, in memory")
+    parser.add_argument("--set", action="append", metavar="KEY.PATH=VALUE", help="override one parameter (repeatable)")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("download", help="fetch COCO-Stuff images + label maps (params: download)")
@@ -107,6 +212,70 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--crop-border", type=int, default=None, help="pixels cropped per border (default: scale)")
     p.add_argument("--json", type=Path, default=None, help="write per-image and mean values here")
     p.set_defaults(func=_cmd_metrics)
+
+    p = sub.add_parser("train", help="train one stage (params: train, mlflow); torchrun-ready")
+    p.add_argument("--stage", choices=("psnr", "gan"), required=True)
+    p.add_argument("--output-dir", type=Path, default=None, help="override train.output_dir")
+    p.add_argument("--init-from", type=Path, default=None, help="GAN stage start weights (default <output>/psnr/best)")
+    p.add_argument("--no-resume", action="store_true", help="ignore existing checkpoints")
+    p.add_argument("--max-iterations", type=int, default=None, help="stop early after this iteration")
+    p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("evaluate", help="compare methods on the val split (params: evaluate)")
+    p.add_argument("--output-dir", type=Path, default=None)
+    p.add_argument("--method", action="append", metavar="NAME=MODEL", help="replace evaluate.methods (repeatable)")
+    p.set_defaults(func=_cmd_evaluate)
+
+    p = sub.add_parser("study", help="pairwise user study (params: study)")
+    p.add_argument("--bundle", type=Path, default=None, help="default <study.output_dir>/bundle")
+    ssub = p.add_subparsers(dest="study_command", required=True)
+    ssub.add_parser("build", help="super-resolve val images per method and write the bundle")
+    s_inv = ssub.add_parser("invite", help="print N invitation links (tokens are stored hashed)")
+    s_inv.add_argument("--count", type=int, required=True)
+    s_inv.add_argument("--base-url", default="http://127.0.0.1:8000")
+    s_inv.add_argument("--admin", action="store_true", help="also create an admin token")
+    s_srv = ssub.add_parser("serve", help="serve the study (gunicorn)")
+    s_srv.add_argument("--host", default="127.0.0.1")
+    s_srv.add_argument("--port", type=int, default=8000)
+    s_srv.add_argument("--workers", type=int, default=1)
+    s_srv.add_argument("--secure-cookies", action="store_true", help="behind HTTPS")
+    ssub.add_parser("analyze", help="win rates, Bradley-Terry scores, agreement")
+    s_exp = ssub.add_parser("export", help="CSV of pairs for external crowdsourcing")
+    s_exp.add_argument("--output", type=Path, required=True)
+    s_exp.add_argument("--base-url", default=None)
+    s_imp = ssub.add_parser("import", help="CSV of crowd votes back into the store")
+    s_imp.add_argument("--csv", type=Path, required=True)
+    p.set_defaults(func=_cmd_study)
+
+    p = sub.add_parser("export", help="SR head: TorchScript, ONNX, safetensors, model card (params: export)")
+    p.add_argument("--weights", type=Path, default=None)
+    p.add_argument("--output-dir", type=Path, default=None)
+    p.set_defaults(func=_cmd_export)
+
+    p = sub.add_parser("register", help="log the exported SR head to MLflow as @challenger")
+    p.add_argument("--export-dir", type=Path, default=None)
+    p.set_defaults(func=_cmd_register)
+
+    p = sub.add_parser("promote", help="move @champion to @challenger if the gate passes (params: promote)")
+    p.add_argument("--dry-run", action="store_true")
+    p.add_argument("--allow-reject", action="store_true", help="exit 0 when the gate rejects (default: exit 3)")
+    p.set_defaults(func=_cmd_promote)
+
+    p = sub.add_parser("rollback", help="re-point @champion to the previous champion")
+    p.add_argument("--dry-run", action="store_true")
+    p.set_defaults(func=_cmd_rollback)
+
+    p = sub.add_parser("upscale", help="super-resolve files or folders (tiled)")
+    p.add_argument("inputs", nargs="+", type=Path)
+    p.add_argument("--model", required=True, help="weights path | export dir | bicubic | models:/NAME@ALIAS")
+    p.add_argument("--output", type=Path, required=True)
+    p.add_argument("--scale", type=int, default=4)
+    p.add_argument("--tile", type=int, default=256, help="LR tile size; 0 = whole image")
+    p.add_argument("--tile-overlap", type=int, default=16)
+    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    p.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), default="auto")
+    p.set_defaults(func=_cmd_upscale)
 
     p = sub.add_parser("mirror", help="local COCO-layout mirrors")
     msub = p.add_subparsers(dest="mirror_command", required=True)

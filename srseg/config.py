@@ -337,3 +337,29 @@ def load_params(path: str | Path = "params.yaml", profile: str | None = None) ->
         raw["profile"] = profile
         source = f"{params_path} + {profile_path(params_path, profile)}"
     return parse_params(raw, source)
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``"train.loss.lambda_seg=0"`` -> (["train", "loss", "lambda_seg"], 0); the value is YAML."""
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"--set {text!r}: expected KEY.PATH=VALUE")
+    try:
+        parsed = yaml.safe_load(value)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"--set {text!r}: value is not valid YAML ({exc})") from exc
+    return key.strip().split("."), parsed
+
+
+def with_overrides(params: Params, overrides: list[str], source: str = "--set") -> Params:
+    """A new ``Params`` with dotted-key overrides applied and validated again."""
+    if not overrides:
+        return params
+    raw = params.model_dump(mode="json")
+    for text in overrides:
+        path, value = parse_override(text)
+        patch: dict[str, Any] = {path[-1]: value}
+        for part in reversed(path[:-1]):
+            patch = {part: patch}
+        raw = deep_merge(raw, patch)
+    return parse_params(raw, f"{source} {' '.join(overrides)}")

@@ -83,3 +83,18 @@ def test_use_profile_rewrites_params_and_keeps_comments(params_copy: Path) -> No
     assert load_params(params_copy).download.mirror is None
     use_profile(params_copy, "demo")
     assert load_params(params_copy) == load_params(REPO / "params.yaml")
+
+
+def test_set_overrides_are_validated() -> None:
+    from srseg.config import with_overrides
+
+    params = load_params(REPO / "params.yaml")
+    ablation = with_overrides(params, ["train.loss.lambda_seg=0", "train.output_dir=outputs/ablation"])
+    assert ablation.train.loss.lambda_seg == 0 and ablation.train.output_dir == "outputs/ablation"
+    assert params.train.loss.lambda_seg != 0  # the original is untouched
+    with pytest.raises(ConfigError, match=r"train.loss.lambda_seg"):
+        with_overrides(params, ["train.loss.lambda_seg=-1"])
+    with pytest.raises(ConfigError, match=r"train.nonsense"):
+        with_overrides(params, ["train.nonsense=1"])
+    with pytest.raises(ConfigError, match="KEY.PATH=VALUE"):
+        with_overrides(params, ["lambda"])

@@ -1,0 +1,118 @@
+"""Shipping stages: export the SR head, register it as ``@challenger``, promote it by a gate."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from srseg.config import Params
+from srseg.fileio import read_json
+from srseg.stages.evaluate import run_evaluate, tracking_uri
+
+log = logging.getLogger(__name__)
+
+EVAL_METRIC_KEYS = ("psnr_y", "ssim_y", "psnr_rgb", "lpips", "niqe")
+
+
+def _evaluated_metrics(params: Params) -> dict[str, Any]:
+    """Metrics (with CIs) of the exported method from the evaluate stage, when it ran."""
+    path = Path(params.evaluate.output_dir) / "metrics.json"
+    if not path.is_file():
+        log.warning("%s not found: the model card and registry tags will say 'not evaluated'", path)
+        return {}
+    method = params.evaluate.compare[0]
+    numbers = read_json(path).get(method, {})
+    metrics: dict[str, Any] = {}
+    for key in EVAL_METRIC_KEYS:
+        value = numbers.get(key)
+        if isinstance(value, (int, float)):
+            ci = numbers.get(f"{key}_ci")
+            metrics[key] = {"value": value, "ci": ci} if ci else value
+    return metrics
+
+
+def run_export(params: Params, weights: Path | None = None, output_dir: Path | None = None) -> dict[str, Any]:
+    """SR-only network from the trained generator: TorchScript, ONNX, safetensors, model card."""
+    from srseg.data.manifest import manifest_checksum
+    from srseg.export import export_sr_head
+
+    cfg = params.export
+    report = export_sr_head(
+        Path(weights or cfg.weights),
+        Path(output_dir or cfg.output_dir),
+        opset=cfg.opset,
+        data_version=manifest_checksum(params.paths.data_root),
+        metrics=_evaluated_metrics(params),
+        model_name=params.registry.model_name,
+    )
+    return report.to_dict()
+
+
+def run_register(params: Params, export_dir: Path | None = None) -> dict[str, Any]:
+    """Log the exported SR head to MLflow and register a new version with alias ``challenger``."""
+    from srseg.data.manifest import manifest_checksum
+    from srseg.registry import log_and_register
+    from srseg.train.tracking import git_commit
+
+    folder = Path(export_dir or params.export.output_dir)
+    uri = tracking_uri(params)
+    if uri is None:
+        raise ValueError("mlflow.enabled is false: registering a model needs an MLflow tracking URI")
+    tags = {"data_manifest_sha256": manifest_checksum(params.paths.data_root)}
+    commit = git_commit()
+    if commit:
+        tags["git_commit"] = commit
+    metrics = {k: (v["value"] if isinstance(v, dict) else v) for k, v in _evaluated_metrics(params).items()}
+    info = log_and_register(
+        folder / "sr_head.safetensors",
+        params.registry.model_name,
+        tracking_uri=uri,
+        tags=tags,
+        metrics=metrics,
+        model_card=folder / "MODEL_CARD.md",
+        experiment_name=params.mlflow.experiment,
+    )
+    return {"name": info.name, "version": info.version, "run_id": info.run_id, "model_uri": info.model_uri,
+            "aliases": list(info.aliases)}
+
+
+def registry_evaluator(params: Params, output_root: Path):
+    """``model_uri -> metrics``: the evaluate stage's numbers for one registered version."""
+
+    def evaluate_uri(model_uri: str) -> dict[str, Any]:
+        name = model_uri.rsplit("/", 1)[-1].replace("@", "_")
+        result = run_evaluate(params, output_dir=output_root / name, methods={"candidate": model_uri})
+        return {k: v for k, v in result["candidate"].items() if k in EVAL_METRIC_KEYS}
+
+    return evaluate_uri
+
+
+def run_promote(params: Params, dry_run: bool = False) -> dict[str, Any]:
+    """Compare ``@challenger`` with ``@champion`` on the val split; move ``champion`` if the gate passes."""
+    from srseg.registry import Gate, promote
+
+    cfg = params.promote
+    gate = Gate(
+        max_psnr_drop_db=cfg.max_psnr_drop_db,
+        perceptual=cfg.perceptual,
+        min_lpips_gain=cfg.min_lpips_gain,
+        min_study_preference=cfg.min_study_preference,
+    )
+    decision = promote(
+        params.registry.model_name,
+        tracking_uri=tracking_uri(params),
+        evaluation=registry_evaluator(params, Path(params.evaluate.output_dir) / "promotion"),
+        gate=gate,
+        dry_run=dry_run,
+    )
+    print(decision.table())
+    return decision.to_dict()
+
+
+def run_rollback(params: Params, dry_run: bool = False) -> dict[str, Any]:
+    from srseg.registry import rollback
+
+    decision = rollback(params.registry.model_name, tracking_uri=tracking_uri(params), dry_run=dry_run)
+    print(decision.table())
+    return decision.to_dict()

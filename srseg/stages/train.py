@@ -1,0 +1,243 @@
+"""Training stage entry: ``run_train(params, "psnr" | "gan")``, called by ``srseg train`` and DVC.
+
+Multi-GPU: launch the same command under torchrun, e.g.
+``torchrun --nproc_per_node=8 -m srseg train --stage psnr`` (add ``--nnodes``/``--node_rank``/
+``--master_addr`` for several nodes); ``train.batch_size`` stays the global batch.
+
+Output layout (``<output_dir>`` = ``train.output_dir`` unless overridden)::
+
+    <output_dir>/mlflow_parent.json            parent MLflow run shared by both stages
+    <output_dir>/class_counts.json             cached label pixel counts (class-weighted CE only)
+    <output_dir>/<stage>/                      stage = psnr | gan
+        checkpoints/iter_XXXXXXXX.pt (+.sha256)  full training state, newest keep_checkpoints kept
+        best.safetensors (+.json)              EMA generator with the best val psnr_y
+        final.safetensors (+.json)             EMA generator after the last iteration
+        metrics.json                           DVC metrics: best/last validation, last losses
+        plots/train_loss.csv, plots/val.csv    DVC plots (one row per log / validation)
+        samples/iter_XXXXXXXX.png              LR | SR | HR | predicted seg | true seg grids
+        config.yaml                            the resolved parameters of this run
+        mlflow_run.json                        this stage's (nested) MLflow run id
+
+The GAN stage starts from ``<output_dir>/psnr/best.safetensors`` (or ``init_from``), which is
+its DVC dependency. Weight files are ``srseg.generator/1`` (``srseg.models.io``: safetensors plus a
+JSON sidecar with the network config, digest and metadata such as stage, iteration and val
+metrics); ``srseg.models.io.load_generator`` rebuilds the full multitask net from them.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+
+from srseg.config import Params
+from srseg.fileio import read_json, write_json_atomic, write_text_atomic
+
+if TYPE_CHECKING:
+    from srseg.train.engine import TrainHooks
+
+logger = logging.getLogger(__name__)
+
+
+def class_pixel_counts(hr_root: str | Path, split: str, class_map: Any, cache: Path) -> list[int]:
+    """Labelled pixels per training class over a split, cached by manifest checksum."""
+    from PIL import Image
+
+    from srseg.data.manifest import Manifest, manifest_checksum
+
+    checksum = manifest_checksum(hr_root)
+    key = {"manifest_sha256": checksum, "split": split, "class_map": class_map.name}
+    if cache.is_file():
+        cached = read_json(cache)
+        if isinstance(cached, dict) and all(cached.get(k) == v for k, v in key.items()):
+            return [int(c) for c in cached["counts"]]
+    manifest = Manifest.load(hr_root)
+    counts = np.zeros(256, dtype=np.int64)
+    for sample in manifest.splits[split]:
+        if sample.label is None:
+            continue
+        with Image.open(Path(hr_root) / sample.label) as img:
+            label = np.asarray(img, dtype=np.uint8)
+        counts += np.bincount(class_map.apply(label).ravel(), minlength=256)
+    result = [int(c) for c in counts[: class_map.num_classes]]
+    write_json_atomic(cache, {**key, "counts": result})
+    return result
+
+
+def _check_init(sidecar: dict[str, Any], expected: dict[str, Any], path: Path) -> None:
+    if sidecar.get("config") != expected:
+        raise ValueError(
+            f"{path}: generator config {sidecar.get('config')} does not match train.generator "
+            f"settings {expected}; retrain the PSNR stage or restore the parameters"
+        )
+
+
+def run_train(
+    params: Params,
+    stage: Literal["psnr", "gan"],
+    *,
+    output_dir: str | Path | None = None,
+    init_from: str | Path | None = None,
+    parent_run_id: str | None = None,
+    resume: bool = True,
+    max_iterations: int | None = None,
+    hooks: TrainHooks | None = None,
+) -> dict[str, Any]:
+    """Train one stage and return a summary (also written to ``<stage>/metrics.json``).
+
+    ``output_dir`` overrides ``train.output_dir``. ``init_from`` is the GAN stage's starting
+    weights (default ``<output_dir>/psnr/best.safetensors``; ignored by the PSNR stage). ``parent_run_id``
+    forces the MLflow parent run (default: the one recorded in ``output_dir``, or a new one).
+    ``resume=False`` ignores existing checkpoints. ``max_iterations`` stops early after that
+    iteration with a checkpoint (smoke runs). ``hooks`` is a ``srseg.train.engine.TrainHooks``.
+    Runs as one rank of a DDP job when launched by torchrun.
+    """
+    import torch
+    import yaml
+
+    from srseg.data.classmap import get_class_map
+    from srseg.data.dataset import FullImageDataset, PairedPatchDataset
+    from srseg.data.manifest import Manifest, manifest_checksum
+    from srseg.models.io import load_state_dict_file
+    from srseg.models.losses import class_frequency_weights
+    from srseg.train.distributed import barrier, broadcast_object, cleanup_distributed, init_distributed, per_rank_batch
+    from srseg.train.engine import (
+        BEST_WEIGHTS,
+        FINAL_WEIGHTS,
+        STAGES,
+        DeterminismState,
+        Trainer,
+        build_generator,
+        clear_stage_outputs,
+    )
+    from srseg.train.tracking import MlflowTracker, NullTracker, flatten, git_commit, resolve_tracking_uri, system_info
+
+    if stage not in STAGES:
+        raise ValueError(f"stage must be one of {STAGES}, got {stage!r}")
+    cfg = params.train
+    out_root = Path(output_dir if output_dir is not None else cfg.output_dir)
+    stage_dir = out_root / stage
+    determinism = DeterminismState()
+    dist_info = init_distributed(cfg.device)
+    tracker: Any = NullTracker()
+    try:
+        per_rank_batch(cfg.batch_size, dist_info.world_size)
+        class_map = get_class_map(cfg.class_map)
+        hr_root = Path(params.paths.data_root)
+        lr_root = Path(params.paths.lr_root) if cfg.lr_source == "precomputed" else None
+        train_set = PairedPatchDataset(
+            hr_root, cfg.train_split, cfg.scale, cfg.patch_size, class_map,
+            lr_root=lr_root, augment=cfg.augment, seed=cfg.seed,
+        )
+        if len(train_set) == 0:
+            raise ValueError(f"{hr_root}: split {cfg.train_split!r} has no images")
+        val_set = None
+        if cfg.val_split in Manifest.load(hr_root).splits:
+            val_set = FullImageDataset(hr_root, cfg.val_split, cfg.scale, class_map, lr_root=lr_root)
+        else:
+            logger.warning("%s has no split %r: training without validation or best weights", hr_root, cfg.val_split)
+
+        class_weights = None
+        if cfg.loss.seg_class_weights != "none":
+            counts = None
+            if dist_info.is_main:
+                counts = class_pixel_counts(hr_root, cfg.train_split, class_map, out_root / "class_counts.json")
+            counts = broadcast_object(counts, dist_info)
+            class_weights = class_frequency_weights(counts, cfg.loss.seg_class_weights)
+
+        init_weights = None
+        if stage == "gan":
+            if init_from is not None:
+                init_path = Path(init_from)
+            else:
+                init_path = out_root / "psnr" / BEST_WEIGHTS
+                final = out_root / "psnr" / FINAL_WEIGHTS
+                if not init_path.is_file() and final.is_file():
+                    logger.warning("%s missing (PSNR stage ran without validation): using %s", init_path, final)
+                    init_path = final
+            if not init_path.is_file():
+                raise FileNotFoundError(f"GAN stage needs the PSNR stage's weights at {init_path}; run --stage psnr first")
+            init_weights, sidecar = load_state_dict_file(init_path)
+            _check_init(sidecar, build_generator(cfg, class_map.num_classes).config, init_path)
+            logger.info("GAN stage starts from %s (%s)", init_path, sidecar.get("metadata", {}))
+
+        resolved = params.model_dump(mode="json")
+        if dist_info.is_main:
+            if not resume:
+                for path in clear_stage_outputs(stage_dir):
+                    logger.warning("resume=False: removed previous output %s", path)
+            stage_dir.mkdir(parents=True, exist_ok=True)
+            write_text_atomic(stage_dir / "config.yaml", yaml.safe_dump(resolved, sort_keys=False))
+            if params.mlflow.enabled:
+                flat = flatten(resolved)
+                tracker = MlflowTracker.open(
+                    resolve_tracking_uri(params.mlflow.tracking_uri),
+                    params.mlflow.experiment,
+                    out_root,
+                    stage,
+                    parent_run_id=parent_run_id,
+                    resume=resume,
+                    parent_params=flat,
+                )
+                tracker.log_params(flat)
+                commit = git_commit()
+                device_name = torch.cuda.get_device_name(dist_info.device) if dist_info.device.type == "cuda" else "cpu"
+                tags = {
+                    "stage": stage,
+                    "data.manifest_sha256": manifest_checksum(hr_root),
+                    "data.lr_source": cfg.lr_source,
+                    **system_info(device_name, dist_info.world_size),
+                }
+                if lr_root is not None:
+                    tags["data.lr_manifest_sha256"] = manifest_checksum(lr_root)
+                if commit:
+                    tags["git_commit"] = commit
+                    tags["mlflow.source.git.commit"] = commit
+                tracker.set_tags(tags)
+                tracker.log_artifact(stage_dir / "config.yaml")
+                class_file = stage_dir / "class_map.json"
+                write_json_atomic(class_file, class_map.to_json())
+                tracker.log_artifact(class_file)
+        barrier(dist_info)
+
+        trainer = Trainer(
+            cfg, stage, stage_dir, train_set, val_set,
+            num_classes=class_map.num_classes,
+            dist_info=dist_info,
+            tracker=tracker,
+            init_weights=init_weights,
+            class_weights=class_weights,
+            hooks=hooks,
+        )
+        if resume:
+            trainer.resume()
+        result = trainer.train(until=max_iterations)
+        summary = {
+            "stage": stage,
+            "stage_dir": str(stage_dir),
+            "iteration": result.iteration,
+            "finished": result.finished,
+            "best_psnr_y": result.best_psnr_y,
+            "best_iteration": result.best_iteration,
+            "val": result.last_val,
+            "samples_per_s": result.samples_per_s,
+            "data_wait_share": result.data_wait_share,
+            "run_id": tracker.run_id,
+            "parent_run_id": tracker.parent_run_id,
+        }
+        if dist_info.is_main:
+            if result.best_iteration:
+                tracker.log_metrics({"best/psnr_y": result.best_psnr_y}, step=result.iteration)
+            for name in ("metrics.json", "plots/train_loss.csv", "plots/val.csv"):
+                if (stage_dir / name).is_file():
+                    tracker.log_artifact(stage_dir / name, str(Path(name).parent) if "/" in name else None)
+            tracker.finish("FINISHED")
+        return summary
+    except BaseException as exc:
+        tracker.finish("KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
+        raise
+    finally:
+        cleanup_distributed(dist_info)
+        determinism.restore()
