@@ -94,7 +94,13 @@ def _cmd_export(args: argparse.Namespace) -> int:
 def _cmd_register(args: argparse.Namespace) -> int:
     from srseg.stages import run_register
 
-    _print_json(run_register(_load(args), export_dir=args.export_dir))
+    params = _load(args)
+    info = run_register(params, export_dir=args.export_dir)
+    _print_json(info)
+    if args.record is not None:
+        from srseg.fileio import write_json_atomic
+
+        write_json_atomic(args.record, info)
     return 0
 
 
@@ -217,7 +223,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stage", choices=("psnr", "gan"), required=True)
     p.add_argument("--output-dir", type=Path, default=None, help="override train.output_dir")
     p.add_argument("--init-from", type=Path, default=None, help="GAN stage start weights (default <output>/psnr/best)")
-    p.add_argument("--no-resume", action="store_true", help="ignore existing checkpoints")
+    p.add_argument("--no-resume", action="store_true", help="delete this stage's previous outputs and start over")
     p.add_argument("--max-iterations", type=int, default=None, help="stop early after this iteration")
     p.set_defaults(func=_cmd_train)
 
@@ -254,6 +260,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("register", help="log the exported SR head to MLflow as @challenger")
     p.add_argument("--export-dir", type=Path, default=None)
+    p.add_argument("--record", type=Path, default=None, help="also write the registered version as JSON here")
     p.set_defaults(func=_cmd_register)
 
     p = sub.add_parser("promote", help="move @champion to @challenger if the gate passes (params: promote)")

@@ -33,6 +33,7 @@ class PathsConfig(_Section):
     data_root: str = "data/cocostuff"
     lr_root: str = "data/lr"
     mirror_dir: str = "data/mirror"
+    ablation_dir: str = Field("outputs/ablation", description="training output of the lambda_seg = 0 ablation")
 
 
 class UploadConfig(_Section):
@@ -241,6 +242,7 @@ class ExportConfig(_Section):
 
 class RegistryConfig(_Section):
     model_name: str = Field("srseg-sr-x4", min_length=1)
+    record: str = Field("outputs/registered.json", description="what `srseg register` registered (DVC output)")
 
 
 class PromoteConfig(_Section):

@@ -16,6 +16,7 @@ Output layout (``<output_dir>`` = ``train.output_dir`` unless overridden)::
         plots/train_loss.csv, plots/val.csv    DVC plots (one row per log / validation)
         samples/iter_XXXXXXXX.png              LR | SR | HR | predicted seg | true seg grids
         config.yaml                            the resolved parameters of this run
+        class_map.json                         training ids -> COCO-Stuff classes of the seg head
         mlflow_run.json                        this stage's (nested) MLflow run id
 
 The GAN stage starts from ``<output_dir>/psnr/best.safetensors`` (or ``init_from``), which is
@@ -88,11 +89,13 @@ def run_train(
     """Train one stage and return a summary (also written to ``<stage>/metrics.json``).
 
     ``output_dir`` overrides ``train.output_dir``. ``init_from`` is the GAN stage's starting
-    weights (default ``<output_dir>/psnr/best.safetensors``; ignored by the PSNR stage). ``parent_run_id``
-    forces the MLflow parent run (default: the one recorded in ``output_dir``, or a new one).
-    ``resume=False`` ignores existing checkpoints. ``max_iterations`` stops early after that
-    iteration with a checkpoint (smoke runs). ``hooks`` is a ``srseg.train.engine.TrainHooks``.
-    Runs as one rank of a DDP job when launched by torchrun.
+    weights (default ``<output_dir>/psnr/best.safetensors``; ignored by the PSNR stage).
+    ``parent_run_id`` forces the MLflow parent run (default: the one recorded in ``output_dir``,
+    or a new one). ``resume=True`` continues from the newest valid checkpoint (refused if the
+    objective's settings changed); ``resume=False`` deletes this stage's previous outputs and
+    starts over. ``max_iterations`` stops after that iteration with a checkpoint (smoke runs).
+    ``hooks`` is a ``srseg.train.engine.TrainHooks``. Runs as one rank of a DDP job when launched
+    by torchrun; the process group is created from torchrun's environment and destroyed at the end.
     """
     import torch
     import yaml
@@ -170,6 +173,7 @@ def run_train(
                     logger.warning("resume=False: removed previous output %s", path)
             stage_dir.mkdir(parents=True, exist_ok=True)
             write_text_atomic(stage_dir / "config.yaml", yaml.safe_dump(resolved, sort_keys=False))
+            write_json_atomic(stage_dir / "class_map.json", class_map.to_json())
             if params.mlflow.enabled:
                 flat = flatten(resolved)
                 tracker = MlflowTracker.open(
@@ -197,9 +201,7 @@ def run_train(
                     tags["mlflow.source.git.commit"] = commit
                 tracker.set_tags(tags)
                 tracker.log_artifact(stage_dir / "config.yaml")
-                class_file = stage_dir / "class_map.json"
-                write_json_atomic(class_file, class_map.to_json())
-                tracker.log_artifact(class_file)
+                tracker.log_artifact(stage_dir / "class_map.json")
         barrier(dist_info)
 
         trainer = Trainer(

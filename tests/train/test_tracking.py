@@ -1,0 +1,134 @@
+"""MLflow tracking against a real ``mlflow server`` (SQLite backend, proxied artifacts) on
+loopback: parent run with nested PSNR and GAN stage runs, params, metrics, tags, image artifacts;
+plus the pure helpers."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+from trainkit import free_port, tiny_params
+
+from srseg.data.manifest import manifest_checksum
+from srseg.fileio import read_json
+from srseg.stages.train import run_train
+from srseg.train.tracking import PARENT_TAG, flatten, git_commit, resolve_tracking_uri
+
+SERVER_START_TIMEOUT_S = 90.0
+
+
+@pytest.fixture(scope="module")
+def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real tracking server; stopped (by PID) at teardown."""
+    base = tmp_path_factory.mktemp("mlflow_server")
+    port = free_port()
+    log = open(base / "server.log", "wb")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "server",
+         "--backend-store-uri", f"sqlite:///{base / 'db.sqlite'}",
+         "--artifacts-destination", str(base / "artifacts"),
+         "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
+        stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},  # no GenAI job runner
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + SERVER_START_TIMEOUT_S
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"mlflow server exited with {proc.returncode}: {(base / 'server.log').read_text()[-3000:]}")
+            try:
+                with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
+                    if response.status == 200:
+                        break
+            except (urllib.error.URLError, OSError):
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"mlflow server not healthy after {SERVER_START_TIMEOUT_S}s: "
+                            f"{(base / 'server.log').read_text()[-3000:]}")
+            time.sleep(0.5)
+        yield url
+    finally:
+        # The server runs workers in its own session: signal the whole group it leads, by its PID.
+        try:
+            os.killpg(proc.pid, 15)
+        except ProcessLookupError:
+            pass
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, 9)
+            proc.wait(timeout=20)
+        log.close()
+
+
+def test_parent_and_nested_stage_runs_on_a_real_server(
+    mlflow_server: str, prepared_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mlflow import MlflowClient
+
+    unused_db = tmp_path / "must_not_exist.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)  # wins over params.mlflow.tracking_uri
+    params = tiny_params(prepared_root, tmp_path / "out", {
+        "mlflow": {"enabled": True, "tracking_uri": f"sqlite:///{unused_db}", "experiment": "srseg-test"},
+        "train": {"psnr_stage": {"iterations": 4, "val_every": 2}, "gan_stage": {"iterations": 2, "val_every": 2}},
+    })
+    psnr = run_train(params, "psnr")
+    gan = run_train(params, "gan")
+    assert not unused_db.exists()
+    assert psnr["parent_run_id"] == gan["parent_run_id"] and psnr["run_id"] != gan["run_id"]
+    recorded = read_json(tmp_path / "out" / "mlflow_parent.json")
+    assert recorded["run_id"] == psnr["parent_run_id"] and recorded["tracking_uri"] == mlflow_server
+
+    client = MlflowClient(tracking_uri=mlflow_server)
+    experiment = client.get_experiment_by_name("srseg-test")
+    children = client.search_runs([experiment.experiment_id], f"tags.`{PARENT_TAG}` = '{psnr['parent_run_id']}'")
+    assert sorted(r.data.tags["stage"] for r in children) == ["gan", "psnr"]
+    parent = client.get_run(psnr["parent_run_id"])
+    assert parent.data.params["train.loss.lambda_seg"] == "0.1"
+
+    for summary, stage, steps in ((psnr, "psnr", [2, 4]), (gan, "gan", [2])):
+        run = client.get_run(summary["run_id"])
+        assert run.info.status == "FINISHED"
+        params_logged = run.data.params
+        assert params_logged["train.generator.num_features"] == "8"
+        assert params_logged["train.adam_betas"] == "[0.9, 0.99]"
+        tags = run.data.tags
+        assert tags["data.manifest_sha256"] == manifest_checksum(prepared_root)
+        commit = git_commit()  # None outside a git checkout (e.g. an image without .git)
+        assert tags.get("git_commit") == commit and tags.get("mlflow.source.git.commit") == commit
+        if commit is not None:
+            assert len(commit) == 40
+        assert tags["sys.torch_version"] and tags["sys.device_name"] == "cpu" and tags["sys.world_size"] == "1"
+        history = client.get_metric_history(summary["run_id"], "train/pixel")
+        assert [m.step for m in history] == steps  # log_every = 2
+        val = client.get_metric_history(summary["run_id"], "val/psnr_y")
+        assert val and all(m.value == m.value for m in val)  # present and not NaN
+        assert "val/miou" in run.data.metrics and "best/psnr_y" in run.data.metrics
+        artifacts = {a.path for a in client.list_artifacts(summary["run_id"])}
+        assert {"config.yaml", "class_map.json", "metrics.json", "samples", "plots"} <= artifacts
+        samples = [a.path for a in client.list_artifacts(summary["run_id"], "samples")]
+        assert samples and all(p.endswith(".png") for p in samples)
+        local = client.download_artifacts(summary["run_id"], samples[-1], str(tmp_path / f"dl_{stage}"))
+        assert Path(local).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    gan_metrics = client.get_run(gan["run_id"]).data.metrics
+    assert {"train/adv_g", "train/d", "train/perceptual"} <= set(gan_metrics)
+
+
+def test_tracking_uri_env_override(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    assert resolve_tracking_uri("sqlite:///mlflow.db") == "sqlite:///mlflow.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5000")
+    assert resolve_tracking_uri("sqlite:///mlflow.db") == "http://127.0.0.1:5000"
+
+
+def test_flatten_params() -> None:
+    flat = flatten({"train": {"loss": {"lambda_seg": 0.1}, "betas": (0.9, 0.99), "name": None}})
+    assert flat == {"train.loss.lambda_seg": "0.1", "train.betas": "[0.9, 0.99]", "train.name": "None"}
