@@ -21,7 +21,7 @@ def _max_diff(a: nn.Module, b: nn.Module) -> float:
 def test_converges_towards_model_weights() -> None:
     torch.manual_seed(0)
     model = _net()
-    ema = ModelEMA(model, decay=0.9)
+    ema = ModelEMA(model, decay=0.9, warmup=False)
     with torch.no_grad():
         for p in model.parameters():
             p.add_(1.0)
@@ -64,3 +64,13 @@ def test_ema_is_a_copy_and_state_round_trip() -> None:
     assert restored.num_updates == 1
     with pytest.raises(ValueError, match="decay"):
         ModelEMA(model, decay=1.5)
+
+
+def test_warmup_limits_early_decay_and_reaches_configured_decay() -> None:
+    model = torch.nn.Linear(2, 2)
+    ema = ModelEMA(model, decay=0.999)
+    assert ema.effective_decay() == pytest.approx(0.1)  # first update keeps 10% of the random init
+    for _ in range(20000):
+        ema.num_updates += 1
+    assert ema.effective_decay() == pytest.approx(0.999)
+    assert ModelEMA(model, decay=0.999, warmup=False).effective_decay() == 0.999
