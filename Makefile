@@ -27,9 +27,17 @@ mirror: $(STAMP)
 profile: $(STAMP)
 	@if [ -n "$(PROFILE)" ]; then srseg profile use $(PROFILE); fi
 
+# The main job: the whole DVC pipeline (download ... register), then the gated promotion.
 run: $(STAMP) mirror profile
 	dvc repro
-	@echo "outputs: data/ (dvc status / dvc metrics show)"
+	srseg promote --allow-reject
+	@echo
+	@echo "done. Look at:"
+	@echo "  dvc metrics show                     validation + evaluation numbers"
+	@echo "  outputs/evaluate/summary.md, gallery.html   per-class tables and side-by-side crops"
+	@echo "  outputs/export/MODEL_CARD.md         the shipped SR head"
+	@echo "  mlflow ui --backend-store-uri sqlite:///mlflow.db   runs + registry (@challenger, @champion)"
+	@echo "  srseg study serve                    the user study (invite raters with srseg study invite)"
 
 # Debian's Chromium for the user-study browser test (Playwright drives it; no browser download).
 browser:
