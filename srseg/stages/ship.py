@@ -106,7 +106,6 @@ def run_promote(params: Params, dry_run: bool = False) -> dict[str, Any]:
         gate=gate,
         dry_run=dry_run,
     )
-    print(decision.table())
     return decision.to_dict()
 
 
@@ -114,5 +113,4 @@ def run_rollback(params: Params, dry_run: bool = False) -> dict[str, Any]:
     from srseg.registry import rollback
 
     decision = rollback(params.registry.model_name, tracking_uri=tracking_uri(params), dry_run=dry_run)
-    print(decision.table())
     return decision.to_dict()
