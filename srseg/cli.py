@@ -118,6 +118,25 @@ def _cmd_rollback(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_pipeline(args: argparse.Namespace) -> int:
+    from srseg.pipeline import commands
+
+    if args.pipeline_command == "compile":
+        print(f"compiled {commands.compile_pipeline(image=args.image, output=args.output)}")
+        return 0
+    arguments = commands.pipeline_arguments(args.arg or [])
+    if args.pipeline_command == "run":
+        run = commands.run_local(_load(args), profile=None, arguments=arguments)
+        print(f"local run finished: model {run.model_uri}; artifacts under {run.pipeline_root}")
+        return 0
+    result = commands.submit(
+        args.host, params=_load(args), profile=None, arguments=arguments, experiment=args.experiment,
+        run_name=args.run_name, namespace=args.namespace, wait=args.wait,
+    )
+    print(f"run {result.run_id}: {result.url} ({result.state})")
+    return 0 if not args.wait or result.succeeded else 1
+
+
 def _cmd_upscale(args: argparse.Namespace) -> int:
     from srseg.inference.upscale import upscale
 
@@ -283,6 +302,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     p.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), default="auto")
     p.set_defaults(func=_cmd_upscale)
+
+    p = sub.add_parser("pipeline", help="Kubeflow pipeline: compile, run locally, submit to a cluster")
+    psub_k = p.add_subparsers(dest="pipeline_command", required=True)
+    k = psub_k.add_parser("compile", help="write the IR YAML (pipelines/training_pipeline.yaml)")
+    k.add_argument("--image", default="srseg:0.1.0", help="container image of every step")
+    k.add_argument("--output", type=Path, default=None)
+    for name, helptext in (("run", "run the whole pipeline here with kfp.local (SubprocessRunner)"),
+                           ("submit", "submit the compiled pipeline to a KFP endpoint (token: KFP_TOKEN)")):
+        k = psub_k.add_parser(name, help=helptext)
+        k.add_argument("--arg", action="append", metavar="NAME=VALUE", help="pipeline parameter (repeatable)")
+        if name == "submit":
+            k.add_argument("--host", required=True)
+            k.add_argument("--experiment", default="srseg")
+            k.add_argument("--run-name", default=None)
+            k.add_argument("--namespace", default=None)
+            k.add_argument("--wait", action="store_true", help="follow the run until it ends")
+    p.set_defaults(func=_cmd_pipeline)
 
     p = sub.add_parser("mirror", help="local COCO-layout mirrors")
     msub = p.add_subparsers(dest="mirror_command", required=True)

@@ -1,0 +1,76 @@
+"""KFP components, one module per stage, each a thin wrapper over ``srseg.stages``.
+
+The modules hold plain functions; :func:`make_components` turns them into KFP components for one
+project image. The image is a compile-time choice (``srseg pipeline compile --image``) and ends up
+in the compiled IR of every step. ``install_kfp_package=False``: the image already has kfp (a
+pinned dependency of srseg), so steps start without a pip install and without network access.
+Each body imports srseg inside the function: only the body is embedded in the IR, and it runs in
+the image.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from components.degrade import degrade
+from components.download import download
+from components.evaluate import evaluate
+from components.export import export
+from components.params import resolve_params
+from components.promote import gate, promote
+from components.register import register
+from components.study_analyze import study_analyze
+from components.study_build import study_build
+from components.train import collect_model, train
+from components.trainjob import launch_trainjob
+
+
+@dataclass(frozen=True)
+class Components:
+    """The pipeline's components, all built on the same image."""
+
+    image: str
+    resolve_params: Any
+    download: Any
+    degrade: Any
+    train: Any
+    launch_trainjob: Any
+    collect_model: Any
+    evaluate: Any
+    study_build: Any
+    study_analyze: Any
+    export: Any
+    register: Any
+    gate: Any
+    promote: Any
+
+
+_FUNCTIONS: dict[str, Callable[..., Any]] = {
+    "resolve_params": resolve_params,
+    "download": download,
+    "degrade": degrade,
+    "train": train,
+    "launch_trainjob": launch_trainjob,
+    "collect_model": collect_model,
+    "evaluate": evaluate,
+    "study_build": study_build,
+    "study_analyze": study_analyze,
+    "export": export,
+    "register": register,
+    "gate": gate,
+    "promote": promote,
+}
+
+
+def make_components(image: str) -> Components:
+    """Build every component with ``image`` as its base image."""
+    from kfp import dsl
+
+    if not image or any(c.isspace() for c in image):
+        raise ValueError(f"image must be a container image reference, got {image!r}")
+
+    def build(func: Callable[..., Any]) -> Any:
+        return dsl.component(base_image=image, install_kfp_package=False)(func)
+
+    return Components(image=image, **{name: build(func) for name, func in _FUNCTIONS.items()})

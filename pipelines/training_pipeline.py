@@ -1,0 +1,182 @@
+"""The srseg training pipeline for Kubeflow Pipelines v2.
+
+    params -> download -> degrade -> train multitask  \\  -> evaluate -> export -> register -> gate -> [promote]
+                                   -> train sr_only    /       \\-> study_build -> study_analyze ----/
+
+Each training branch runs in one pod (``torchrun --nproc_per_node=<gpus_per_node>``) when
+``nodes == 1``, or as a Kubeflow Trainer TrainJob on ``nodes`` nodes otherwise; either way the
+model is collected from the volume into a Model artifact. Promotion runs only if the gate passes.
+
+Compile-time (:func:`build_pipeline` arguments; change them and recompile):
+  ``image`` (every step's base image and the TrainJob's image), ``mount_path`` (where the dataset
+  PVC is mounted), and the CPU/memory of the small steps (:data:`STEP_RESOURCES`).
+
+Run-time (pipeline parameters): everything in the signature of ``srseg_training`` below, including
+the GPU count of the training step (accelerator limit), the PVC and secret names, extra GPU
+tolerations and the GPU node selector, and the training step's CPU/memory. The toleration of the
+standard ``nvidia.com/gpu:NoSchedule`` taint is compiled in (a dict-valued parameter default
+would make the compiled file differ from run to run). Run-time resources and kfp-kubernetes
+settings are parameter placeholders in the IR: they need a KFP 2.x backend recent enough to
+resolve them; for an older backend, turn them into constants here and recompile.
+
+Data: the dataset stays on the PVC (``work_dir``); artifacts carry manifests, models and reports.
+Secrets (optional, as env on every step but ``resolve-params``): ``s3_secret`` with keys
+AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, ``mlflow_secret`` with key MLFLOW_TRACKING_TOKEN.
+"""
+
+from typing import Any
+
+from kfp import dsl, kubernetes
+
+from components import Components, make_components
+from srseg.pipeline import DEFAULT_IMAGE, MOUNT_PATH
+from srseg.pipeline.steps import GPU_RESOURCE, GPU_TOLERATION, MLFLOW_SECRET_ENV, S3_SECRET_ENV
+
+PIPELINE_NAME = "srseg-training"
+# CPU and memory (request = limit) of the steps that do not train; compile-time.
+STEP_RESOURCES: dict[str, tuple[str, str]] = {
+    "resolve_params": ("1", "1Gi"),
+    "download": ("2", "4Gi"),
+    "degrade": ("8", "16Gi"),
+    "launch_trainjob": ("1", "2Gi"),
+    "collect_model": ("1", "4Gi"),
+    "evaluate": ("8", "32Gi"),
+    "study_build": ("4", "16Gi"),
+    "study_analyze": ("2", "4Gi"),
+    "export": ("4", "16Gi"),
+    "register": ("2", "4Gi"),
+    "gate": ("4", "16Gi"),
+    "promote": ("4", "16Gi"),
+}
+
+
+def _sized(task: dsl.PipelineTask, step: str) -> dsl.PipelineTask:
+    cpu, memory = STEP_RESOURCES[step]
+    return task.set_cpu_request(cpu).set_cpu_limit(cpu).set_memory_request(memory).set_memory_limit(memory)
+
+
+def _on_volume(task: dsl.PipelineTask, pvc_name: Any, mount_path: str, s3_secret: Any, mlflow_secret: Any) -> dsl.PipelineTask:
+    """Dataset PVC plus the S3 and MLflow secrets as environment (both optional)."""
+    kubernetes.mount_pvc(task, pvc_name=pvc_name, mount_path=mount_path)
+    kubernetes.use_secret_as_env(task, secret_name=s3_secret, secret_key_to_env=S3_SECRET_ENV, optional=True)
+    kubernetes.use_secret_as_env(task, secret_name=mlflow_secret, secret_key_to_env=MLFLOW_SECRET_ENV, optional=True)
+    return task
+
+
+def build_pipeline(image: str = DEFAULT_IMAGE, mount_path: str = MOUNT_PATH):
+    """The pipeline function for ``image`` with the dataset PVC mounted at ``mount_path``."""
+    c: Components = make_components(image)
+
+    @dsl.pipeline(
+        name=PIPELINE_NAME,
+        description=f"srseg multitask SR (Rad et al. 1907.12488): data, training + ablation, evaluation, "
+        f"study, export, registry. Image {image}; dataset PVC at {mount_path}.",
+    )
+    def srseg_training(
+        params_yaml: str = "",
+        profile: str = "",
+        data_mode: str = "",
+        subset_size: int = 0,
+        mirror: str = "",
+        scale: int = 0,
+        lambda_seg: float = -1.0,
+        gpus_per_node: int = 1,
+        nodes: int = 1,
+        mlflow_uri: str = "",
+        s3_bucket: str = "",
+        s3_prefix: str = "",
+        s3_endpoint_url: str = "",
+        work_dir: str = mount_path,
+        pvc_name: str = "srseg-data",
+        s3_secret: str = "srseg-s3",
+        mlflow_secret: str = "srseg-mlflow",
+        gpu_tolerations: list = [],
+        gpu_node_selector: dict = {},
+        train_cpu: str = "16",
+        train_memory: str = "64Gi",
+        trainer_runtime: str = "torch-distributed",
+        trainer_namespace: str = "",
+        train_timeout_s: int = 604800,
+    ) -> str:
+        """Returns the registered model version's URI (models:/NAME/VERSION).
+
+        params_yaml: params file content ("" = the image's params.yaml); profile: profile applied
+        on top ("" = none); data_mode / subset_size / mirror / scale / mlflow_uri / s3_*: overrides,
+        "" or 0 = as in the params ("none" mirror = official hosts); lambda_seg < 0 = as in the
+        params (the ablation branch always uses 0).
+        """
+        volume = dict(pvc_name=pvc_name, mount_path=mount_path, s3_secret=s3_secret, mlflow_secret=mlflow_secret)
+
+        resolved = c.resolve_params(
+            params_yaml=params_yaml, profile=profile, work_dir=work_dir, data_mode=data_mode,
+            subset_size=subset_size, mirror=mirror, scale=scale, mlflow_uri=mlflow_uri,
+            s3_bucket=s3_bucket, s3_prefix=s3_prefix, s3_endpoint_url=s3_endpoint_url,
+        ).set_display_name("resolve-params")
+        _sized(resolved, "resolve_params")
+        params = resolved.outputs["params"]
+
+        download = c.download(params=params).set_display_name("download")
+        download.set_retry(num_retries=3, backoff_duration="60s", backoff_factor=2.0, backoff_max_duration="3600s")
+        download.set_caching_options(False)  # the source and the volume can change under equal inputs
+        _on_volume(_sized(download, "download"), **volume)
+
+        degrade = c.degrade(params=params, dataset=download.outputs["dataset"]).set_display_name("degrade")
+        _on_volume(_sized(degrade, "degrade"), **volume)
+
+        models = {}
+        for branch, branch_lambda in (("multitask", lambda_seg), ("sr_only", 0.0)):
+            data = dict(params=params, dataset=download.outputs["dataset"], lr_dataset=degrade.outputs["lr_dataset"],
+                        work_dir=work_dir, branch=branch, lambda_seg=branch_lambda)
+            with dsl.If(nodes > 1, name=f"multi-node-{branch}"):
+                launch = c.launch_trainjob(
+                    **data, image=image, nodes=nodes, gpus_per_node=gpus_per_node, cpu=train_cpu,
+                    memory=train_memory, pvc_name=pvc_name, mount_path=mount_path, tolerations=gpu_tolerations,
+                    node_selector=gpu_node_selector, s3_secret=s3_secret, mlflow_secret=mlflow_secret,
+                    runtime=trainer_runtime, namespace=trainer_namespace, timeout_s=train_timeout_s,
+                ).set_display_name(f"trainjob-{branch}")
+                launch.set_retry(num_retries=2, backoff_duration="300s", backoff_factor=2.0)
+                _on_volume(_sized(launch, "launch_trainjob"), **volume)
+            with dsl.Else(name=f"one-node-{branch}"):
+                train = c.train(**data, gpus=gpus_per_node).set_display_name(f"train-{branch}")
+                train.set_accelerator_type(GPU_RESOURCE).set_accelerator_limit(gpus_per_node)
+                train.set_cpu_request(train_cpu).set_cpu_limit(train_cpu)
+                train.set_memory_request(train_memory).set_memory_limit(train_memory)
+                train.set_retry(num_retries=2, backoff_duration="300s", backoff_factor=2.0)  # resumes from checkpoints
+                kubernetes.add_toleration(train, **GPU_TOLERATION)  # the usual taint of GPU nodes
+                kubernetes.add_toleration_json(train, gpu_tolerations)  # plus the cluster's own
+                kubernetes.add_node_selector_json(train, gpu_node_selector)
+                kubernetes.empty_dir_mount(train, volume_name="dshm", mount_path="/dev/shm", medium="Memory")
+                _on_volume(train, **volume)
+            collect = c.collect_model(
+                train_dir=dsl.OneOf(launch.outputs["train_dir"], train.outputs["train_dir"]), branch=branch
+            ).set_display_name(f"model-{branch}")
+            _on_volume(_sized(collect, "collect_model"), **volume)
+            models[branch] = collect.outputs["model"]
+
+        evaluate = c.evaluate(params=params, multitask=models["multitask"], sr_only=models["sr_only"])
+        _on_volume(_sized(evaluate.set_display_name("evaluate"), "evaluate"), **volume)
+
+        study_build = c.study_build(params=params, multitask=models["multitask"], sr_only=models["sr_only"])
+        study_build.set_display_name("study-build").set_caching_options(False)
+        _on_volume(_sized(study_build, "study_build"), **volume)
+        study_analyze = c.study_analyze(params=params, bundle=study_build.outputs["bundle"])
+        study_analyze.set_display_name("study-analyze").set_caching_options(False)  # votes keep coming in
+        _on_volume(_sized(study_analyze, "study_analyze"), **volume)
+
+        export = c.export(params=params, model=models["multitask"], evaluation=evaluate.outputs["results"])
+        _on_volume(_sized(export.set_display_name("export"), "export"), **volume)
+        register = c.register(params=params, exported=export.outputs["exported"], evaluation=evaluate.outputs["results"])
+        register.set_display_name("register")
+        register.set_caching_options(False)  # a cached step would skip the registration
+        _on_volume(_sized(register, "register"), **volume)
+
+        gate = c.gate(params=params, registered=register.outputs["registered"]).set_display_name("gate")
+        gate.after(study_analyze).set_caching_options(False)  # the registry changes between runs
+        _on_volume(_sized(gate, "gate"), **volume)
+        with dsl.If(gate.outputs["Output"] == True, name="gate-passed"):  # noqa: E712 - a KFP condition, not a bool
+            promote = c.promote(params=params, registered=register.outputs["registered"]).set_display_name("promote")
+            promote.set_caching_options(False)
+            _on_volume(_sized(promote, "promote"), **volume)
+        return register.outputs["model_uri"]
+
+    return srseg_training

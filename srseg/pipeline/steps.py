@@ -1,0 +1,452 @@
+"""Glue shared by the KFP components: params in and out of artifacts, the work-dir layout on the
+dataset volume, the torchrun command line, and reading a training run's outputs back.
+
+Components embed only their own function body in the compiled pipeline, so anything two of them
+need lives here (in the image) instead of being copied into each body. Nothing here knows about
+KFP types: components hand in plain paths and get plain values back, which keeps this testable.
+
+Layout under ``work_dir`` (the mounted dataset PVC on a cluster, a local folder under kfp.local)::
+
+    data/cocostuff/                   paths.data_root (download output)
+    data/lr/                          paths.lr_root (degrade output)
+    runs/<key>/<branch>/              train.output_dir of one branch (multitask | sr_only)
+        params.yaml                   the exact parameters torchrun's ranks read
+        psnr/ gan/                    stage outputs (checkpoints, best/final weights, metrics.json)
+
+``<key>`` hashes the branch's parameters and the dataset manifest, so a retried or re-run step
+with the same inputs resumes the same checkpoints and a changed input starts afresh.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import math
+import mimetypes
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+
+from srseg.config import Params, deep_merge, load_profile_overrides, parse_params
+from srseg.fileio import read_json, write_text_atomic
+from srseg.pipeline.trainjob import GPU_RESOURCE, SecretEnv, TrainJobConfig, job_name, shell_command
+
+PARAMS_FILE = "params.yaml"
+BRANCHES = ("multitask", "sr_only")
+STAGES = ("psnr", "gan")
+GPU_TOLERATION = {"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"}  # the usual GPU node taint
+# Kubernetes secret key -> environment variable, for the S3 and MLflow secrets of every step.
+S3_SECRET_ENV = {"AWS_ACCESS_KEY_ID": "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY": "AWS_SECRET_ACCESS_KEY"}
+MLFLOW_SECRET_ENV = {"MLFLOW_TRACKING_TOKEN": "MLFLOW_TRACKING_TOKEN"}
+# Files of the GAN stage that make up the trained model handed to evaluation and export.
+MODEL_PATTERNS = ("best.pt", "best.pt.sha256", "final.pt", "final.pt.sha256", "*.safetensors", "*.safetensors.json",
+                  "metrics.json", "config.yaml", "class_map.json")
+
+
+# --------------------------------------------------------------------------------- parameters
+
+
+def _sections_with(field: str) -> list[str]:
+    """Params sections that have ``field`` (``scale`` lives in degrade, train and later sections)."""
+    sections = []
+    for name, info in Params.model_fields.items():
+        annotation = info.annotation
+        if isinstance(annotation, type) and field in getattr(annotation, "model_fields", {}):
+            sections.append(name)
+    return sections
+
+
+def pipeline_overrides(
+    *,
+    work_dir: str,
+    data_mode: str = "",
+    subset_size: int = 0,
+    mirror: str = "",
+    scale: int = 0,
+    mlflow_uri: str = "",
+    s3_bucket: str = "",
+    s3_prefix: str = "",
+    s3_endpoint_url: str = "",
+) -> dict[str, Any]:
+    """Map the pipeline's run-time parameters onto params sections.
+
+    Empty strings and zeros mean "as in the params file" (KFP parameters cannot be None).
+    ``mirror="none"`` selects the official hosts. Paths always move under ``work_dir``.
+    """
+    if not work_dir:
+        raise ValueError("work_dir must name the folder that holds the dataset (the PVC mount path on a cluster)")
+    root = Path(work_dir)
+    out: dict[str, Any] = {"paths": {"data_root": str(root / "data" / "cocostuff"), "lr_root": str(root / "data" / "lr")}}
+    download: dict[str, Any] = {}
+    if data_mode:
+        download["mode"] = data_mode
+    if subset_size:
+        download["subset_size"] = subset_size
+    if mirror:
+        download["mirror"] = None if mirror.lower() == "none" else mirror
+    upload = {k: v for k, v in (("bucket", s3_bucket), ("prefix", s3_prefix), ("endpoint_url", s3_endpoint_url)) if v}
+    if upload:
+        download["upload"] = upload
+    if download:
+        out["download"] = download
+    if scale:
+        for section in _sections_with("scale"):
+            out.setdefault(section, {})["scale"] = scale
+    if mlflow_uri:
+        out["mlflow"] = {"tracking_uri": mlflow_uri}
+    return out
+
+
+def resolve_params(params_yaml: str, profile: str, overrides: Mapping[str, Any], base_dir: str | Path = ".") -> Params:
+    """Validated params: ``params_yaml`` (or ``base_dir/params.yaml`` when empty), then the
+    profile (``base_dir/profiles/<profile>.yaml``), then ``overrides``."""
+    base = Path(base_dir)
+    if params_yaml.strip():
+        source = "params_yaml (pipeline parameter)"
+        try:
+            raw = yaml.safe_load(params_yaml)
+        except yaml.YAMLError as exc:
+            raise ValueError(f"{source}: not valid YAML ({exc})") from exc
+        if not isinstance(raw, dict):
+            raise ValueError(f"{source}: top level must be a mapping of sections")
+    else:
+        path = base / PARAMS_FILE
+        if not path.is_file():
+            raise FileNotFoundError(f"params_yaml is empty and {path.resolve()} does not exist (pass the file content)")
+        source = str(path)
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    if profile:
+        raw = deep_merge(raw, load_profile_overrides(base / PARAMS_FILE, profile))
+        raw["profile"] = profile
+        source += f" + profile {profile!r}"
+    return parse_params(deep_merge(raw, dict(overrides)), source)
+
+
+def dump_params(params: Params) -> str:
+    """YAML text of the resolved params (what every step reads back)."""
+    return yaml.safe_dump(params.model_dump(mode="json"), sort_keys=False)
+
+
+def write_params(path: str | Path, params: Params) -> Path:
+    write_text_atomic(path, dump_params(params))
+    return Path(path)
+
+
+def read_params(path: str | Path) -> Params:
+    """Params from a file written by :func:`write_params` (a params artifact or a run's copy)."""
+    path = Path(path)
+    return parse_params(yaml.safe_load(path.read_text(encoding="utf-8")) or {}, str(path))
+
+
+def params_digest(params: Params) -> str:
+    return hashlib.sha256(dump_params(params).encode("utf-8")).hexdigest()
+
+
+def model_overrides(params: Params, models: Mapping[str, str | Path]) -> dict[str, Any]:
+    """Point ``evaluate.methods`` and ``export.weights`` at the trained-model artifacts.
+
+    The params name weights where training writes them: ``<train.output_dir>/gan/<file>`` for
+    the multitask branch, ``<paths.ablation_dir>/gan/<file>`` for sr_only. In the pipeline those
+    GAN-stage files arrive as Model artifacts (``models``: branch -> folder), so such paths are
+    rewritten into the artifact folders; other methods (bicubic, models:/...) stay as they are.
+    """
+    roots = {"multitask": Path(params.train.output_dir), "sr_only": Path(params.paths.ablation_dir)}
+    unknown = set(models) - set(roots)
+    if unknown:
+        raise ValueError(f"unknown branches {sorted(unknown)} (expected {sorted(roots)})")
+
+    def relocate(value: str) -> str:
+        for branch, folder in models.items():
+            try:
+                rel = Path(value).relative_to(roots[branch])
+            except ValueError:
+                continue
+            if len(rel.parts) != 2 or rel.parts[0] != "gan":
+                raise ValueError(f"{value}: the pipeline hands over the GAN stage's weights only (<dir>/gan/<file>)")
+            return str(Path(folder) / rel.name)
+        return value
+
+    return {
+        "evaluate": {"methods": {name: relocate(spec) for name, spec in params.evaluate.methods.items()}},
+        "export": {"weights": relocate(params.export.weights)},
+    }
+
+
+def stage_params(
+    params_path: str | Path,
+    *,
+    models: Mapping[str, str | Path] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Params:
+    """The params artifact with the step's own inputs and output folders applied (validated)."""
+    params = read_params(params_path)
+    raw = params.model_dump(mode="json")
+    if models:
+        raw = deep_merge(raw, model_overrides(params, models))
+    return parse_params(deep_merge(raw, dict(overrides or {})), f"{params_path} (step overrides)")
+
+
+# ----------------------------------------------------------------------------------- datasets
+
+
+def record_dataset(root: str | Path, artifact_path: str | Path) -> dict[str, Any]:
+    """Copy ``root/manifest.json`` into a KFP Dataset artifact and describe the dataset.
+
+    The images stay on the volume (too large to copy between steps); the artifact carries the
+    manifest (every file's SHA-256) and, as metadata, where the data is and its checksum.
+    """
+    from srseg.data.manifest import MANIFEST_NAME, Manifest, manifest_checksum
+
+    root = Path(root)
+    manifest = Manifest.load(root)
+    Path(artifact_path).parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(root / MANIFEST_NAME, artifact_path)
+    return {
+        "path": str(root),
+        "kind": manifest.kind,
+        "manifest_sha256": manifest_checksum(root),
+        "images": {split: len(samples) for split, samples in manifest.splits.items()},
+    }
+
+
+# ---------------------------------------------------------------------------------- training
+
+
+def branch_params(params: Params, work_dir: str | Path, branch: str, lambda_seg: float, data_sha256: str) -> Params:
+    """The params of one training branch, with ``train.output_dir`` set to its run folder.
+
+    ``lambda_seg < 0`` keeps the params' value (the multitask branch); ``0`` is the SR-only
+    ablation. The run folder depends on these params and the dataset, see the module docstring.
+    """
+    if branch not in BRANCHES:
+        raise ValueError(f"branch must be one of {BRANCHES}, got {branch!r}")
+    raw = params.model_dump(mode="json")
+    if lambda_seg >= 0:
+        raw["train"]["loss"]["lambda_seg"] = lambda_seg
+    raw["train"]["output_dir"] = ""
+    key = hashlib.sha256((json.dumps(raw, sort_keys=True) + data_sha256).encode("utf-8")).hexdigest()[:16]
+    raw["train"]["output_dir"] = str(Path(work_dir) / "runs" / key / branch)
+    return parse_params(raw, f"branch {branch}")
+
+
+def prepare_branch(params_path: str | Path, work_dir: str | Path, branch: str, lambda_seg: float, data_sha256: str) -> tuple[Path, Path]:
+    """Write the branch's params into its run folder; returns (run folder, params file)."""
+    params = branch_params(read_params(params_path), work_dir, branch, lambda_seg, data_sha256)
+    train_dir = Path(params.train.output_dir)
+    train_dir.mkdir(parents=True, exist_ok=True)
+    return train_dir, write_params(train_dir / PARAMS_FILE, params)
+
+
+def torchrun_command(params_file: str | Path, stage: str, nproc_per_node: int | None, python: str | None = None) -> list[str]:
+    """``torchrun ... -m srseg --params FILE train --stage STAGE``.
+
+    ``nproc_per_node`` set: one standalone node with that many ranks (the in-pod, multi-GPU case;
+    the rendezvous picks a free local port). ``None``: no topology flags, torchrun reads them from
+    the ``PET_*`` variables Kubeflow Trainer sets on every node of a TrainJob.
+    """
+    if stage not in STAGES:
+        raise ValueError(f"stage must be one of {STAGES}, got {stage!r}")
+    launcher = [python, "-m", "torch.distributed.run"] if python else ["torchrun"]
+    topology = [] if nproc_per_node is None else ["--standalone", "--nnodes=1", f"--nproc_per_node={max(1, nproc_per_node)}"]
+    return [*launcher, *topology, "-m", "srseg", "--params", str(params_file), "train", "--stage", stage]
+
+
+def local_torchrun_command(params_file: str | Path, stage: str, nproc_per_node: int) -> list[str]:
+    """The in-pod command, run by the current interpreter (no reliance on PATH)."""
+    return torchrun_command(params_file, stage, nproc_per_node, python=sys.executable)
+
+
+def run_training(params_file: str | Path, nproc_per_node: int) -> None:
+    """Both stages (PSNR, then GAN from its weights), each one torchrun job in this pod."""
+    for stage in STAGES:
+        command = local_torchrun_command(params_file, stage, nproc_per_node)
+        code = subprocess.run(command, check=False).returncode
+        if code:
+            raise RuntimeError(f"{stage} stage failed: torchrun exited with code {code} (see the log above): {shlex.join(command)}")
+
+
+def trainjob_config(
+    *,
+    train_dir: str | Path,
+    params_file: str | Path,
+    image: str,
+    namespace: str,
+    nodes: int,
+    gpus_per_node: int,
+    cpu: str,
+    memory: str,
+    pvc_name: str,
+    mount_path: str,
+    tolerations: list[dict[str, Any]],
+    node_selector: dict[str, str],
+    s3_secret: str,
+    mlflow_secret: str,
+    runtime: str,
+    timeout_s: int,
+) -> TrainJobConfig:
+    """The TrainJob that runs both stages on ``nodes`` nodes with what the launcher step has."""
+    train_dir = Path(train_dir)
+    if Path(mount_path) not in train_dir.parents:
+        raise ValueError(f"{train_dir} is not on the dataset volume mounted at {mount_path}: the TrainJob could not see it")
+    branch = train_dir.name
+    if gpus_per_node and GPU_TOLERATION not in tolerations:
+        tolerations = [GPU_TOLERATION, *tolerations]
+    secret_env = [SecretEnv(env, s3_secret, key) for key, env in S3_SECRET_ENV.items() if s3_secret]
+    secret_env += [SecretEnv(env, mlflow_secret, key) for key, env in MLFLOW_SECRET_ENV.items() if mlflow_secret]
+    return TrainJobConfig(
+        name=job_name(f"srseg-{branch.replace('_', '-')}", train_dir.parent.name),
+        namespace=namespace,
+        image=image,
+        command=shell_command([torchrun_command(params_file, stage, None) for stage in STAGES]),
+        num_nodes=nodes,
+        gpus_per_node=gpus_per_node,
+        cpu=cpu,
+        memory=memory,
+        runtime=runtime,
+        pvc_name=pvc_name or None,
+        mount_path=mount_path,
+        tolerations=tolerations,
+        node_selector=node_selector,
+        secret_env=secret_env,
+        labels={"srseg/branch": branch.replace("_", "-")},
+        active_deadline_s=timeout_s or None,
+    )
+
+
+def training_record(train_dir: str | Path) -> dict[str, Any]:
+    """MLflow run ids and the final metrics of a finished two-stage training run."""
+    train_dir = Path(train_dir)
+    gan = train_dir / "gan"
+    if not gan.is_dir():
+        raise FileNotFoundError(f"{gan} does not exist: the GAN stage did not run (see the training step's log)")
+
+    def record(path: Path) -> dict[str, Any]:
+        data = read_json(path) if path.is_file() else {}
+        return data if isinstance(data, dict) else {}
+
+    metrics = record(gan / "metrics.json")
+    params_file = train_dir / PARAMS_FILE
+    lambda_seg = read_params(params_file).train.loss.lambda_seg if params_file.is_file() else None
+    return {
+        "train_dir": str(train_dir),
+        "lambda_seg": lambda_seg,
+        "mlflow_run_id": str(record(gan / "mlflow_run.json").get("run_id", "")),
+        "mlflow_psnr_run_id": str(record(train_dir / "psnr" / "mlflow_run.json").get("run_id", "")),
+        "mlflow_parent_run_id": str(record(train_dir / "mlflow_parent.json").get("run_id", "")),
+        "metrics": metrics,
+    }
+
+
+def copy_model_files(train_dir: str | Path, dest: str | Path) -> list[str]:
+    """Copy the GAN stage's weights and metadata into ``dest``; returns the file names."""
+    gan = Path(train_dir) / "gan"
+    dest = Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    copied = sorted({p.name for pattern in MODEL_PATTERNS for p in gan.glob(pattern) if p.is_file()})
+    if not any(name.endswith((".pt", ".safetensors")) for name in copied):
+        raise FileNotFoundError(f"{gan} holds no weights file (best.pt, final.pt or *.safetensors)")
+    for name in copied:
+        shutil.copy2(gan / name, dest / name)
+    params_file = Path(train_dir) / PARAMS_FILE
+    if params_file.is_file():
+        shutil.copy2(params_file, dest / PARAMS_FILE)
+        copied.append(PARAMS_FILE)
+    return copied
+
+
+# ------------------------------------------------------------------------------------- study
+
+
+def votes_store(bundle_dir: str | Path) -> Path | None:
+    """The votes database of a study bundle, or None while nobody has served the study yet."""
+    from srseg.study.store import DB_NAME, default_state_dir
+
+    path = default_state_dir(Path(bundle_dir)) / DB_NAME
+    return path if path.is_file() else None
+
+
+def no_votes_report(bundle_dir: str | Path, out_dir: str | Path) -> dict[str, Any]:
+    """What the analysis step writes before any vote exists (a fresh bundle in this run)."""
+    text = (f"# User study\n\nNo votes yet for the bundle at `{bundle_dir}`: serve it with "
+            f"`srseg study serve --bundle <bundle>` (or import crowd votes) and analyse again.\n")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(out / "report.md", text)
+    write_text_atomic(out / "report.html", f"<p>No votes yet for the bundle at <code>{bundle_dir}</code>.</p>\n")
+    return {"votes": 0}
+
+
+# ------------------------------------------------------------------------------------ reports
+
+
+def scalar_metrics(tree: Any, prefix: str = "") -> dict[str, float]:
+    """Finite numbers of a nested metrics dict, keyed ``a/b/c`` (KFP Metrics holds scalars only)."""
+    out: dict[str, float] = {}
+    if isinstance(tree, Mapping):
+        for key, value in tree.items():
+            out.update(scalar_metrics(value, f"{prefix}{key}/"))
+    elif isinstance(tree, (int, float)) and not isinstance(tree, bool) and math.isfinite(tree):
+        out[prefix.rstrip("/")] = float(tree)
+    return out
+
+
+_IMG_SRC = re.compile(r'(<img\b[^>]*?\bsrc=")([^":]+)(")', re.IGNORECASE)
+
+
+def inline_images(html: str, base_dir: str | Path) -> str:
+    """Embed the relative ``<img src>`` files of ``html`` as data URIs, so the page renders
+    as one KFP HTML artifact (the UI shows a single file, not its folder)."""
+    base = Path(base_dir).resolve()
+
+    def embed(match: re.Match[str]) -> str:
+        path = (base / match.group(2)).resolve()
+        if base not in path.parents or not path.is_file():
+            return match.group(0)
+        kind = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+        data = base64.b64encode(path.read_bytes()).decode("ascii")
+        return f"{match.group(1)}data:{kind};base64,{data}{match.group(3)}"
+
+    return _IMG_SRC.sub(embed, html)
+
+
+def publish(src: str | Path, dest: str | Path, missing: str, html: bool = False) -> bool:
+    """Copy a stage's report file into a KFP Markdown/HTML artifact (images inlined for HTML).
+
+    A missing file writes ``missing`` instead, so the step still shows why there is no report.
+    """
+    src, dest = Path(src), Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    if not src.is_file():
+        dest.write_text(f"<p>{missing}</p>\n" if html else f"{missing}\n", encoding="utf-8")
+        return False
+    text = src.read_text(encoding="utf-8")
+    dest.write_text(inline_images(text, src.parent) if html else text, encoding="utf-8")
+    return True
+
+
+def decision_markdown(result: Mapping[str, Any]) -> str:
+    """A promotion decision (``Decision.to_dict()``) as Markdown: verdict, criteria table, JSON."""
+    parts = [
+        "# Promotion decision", "",
+        f"**{result.get('action', '?')}** ({'passed' if result.get('passed') else 'not passed'}): {result.get('reason', '')}", "",
+    ]
+    criteria = result.get("criteria") or []
+    if criteria:
+        parts += ["| criterion | challenger | champion | threshold | result |", "| --- | --- | --- | --- | --- |"]
+        parts += [f"| {c.get('name')} | {c.get('challenger')} | {c.get('champion')} | {c.get('threshold')} | "
+                  f"{'pass' if c.get('passed') else 'FAIL'} |" for c in criteria]
+        parts.append("")
+    parts += ["```json", json.dumps(result, indent=2, sort_keys=True, default=str), "```", ""]
+    return "\n".join(parts)
+
+
+def plain_metadata(values: Mapping[str, Any]) -> dict[str, Any]:
+    """The JSON-safe scalar entries of a stage result, for ``artifact.metadata``."""
+    return {str(k): v for k, v in values.items() if isinstance(v, (str, int, float, bool)) and not (isinstance(v, float) and not math.isfinite(v))}

@@ -1,0 +1,234 @@
+"""The compiled pipeline (IR YAML) carries what the cluster needs: GPU requests on training, retries
+on download, caching off where reruns must happen, promotion behind the gate, the kfp-kubernetes
+platform settings (PVC, secrets, tolerations, node selector), the image chosen at compile time;
+and the committed ``pipelines/training_pipeline.yaml`` is exactly what compiling gives today."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from srseg.pipeline import PIPELINE_PACKAGE, commands
+
+REPO = Path(__file__).resolve().parents[2]
+COMMITTED = REPO / PIPELINE_PACKAGE
+IMAGE = "registry.example/srseg:9.9.9"
+SMALL_STEPS = ("resolve-params", "download", "degrade", "collect-model", "collect-model-2", "evaluate", "study-build",
+               "study-analyze", "export", "register", "gate", "promote", "launch-trainjob", "launch-trainjob-2")
+
+
+@pytest.fixture(scope="module")
+def compiled(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(pipeline spec, kubernetes platform spec) compiled for ``IMAGE``."""
+    out = commands.compile_pipeline(IMAGE, tmp_path_factory.mktemp("ir") / "p.yaml", root=REPO)
+    spec, platform = yaml.safe_load_all(out.read_text())
+    return spec, platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+
+
+def all_tasks(spec: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Every task of the root DAG and of the nested condition DAGs, by task name."""
+    tasks: dict[str, dict[str, Any]] = {}
+    for dag in [spec["root"]["dag"], *(c["dag"] for c in spec["components"].values() if "dag" in c)]:
+        tasks.update(dag["tasks"])
+    return tasks
+
+
+def executor(spec: dict[str, Any], task: str) -> tuple[str, dict[str, Any]]:
+    label = spec["components"][all_tasks(spec)[task]["componentRef"]["name"]]["executorLabel"]
+    return label, spec["deploymentSpec"]["executors"][label]["container"]
+
+
+def test_committed_pipeline_is_up_to_date(tmp_path: Path) -> None:
+    image = commands.package_image(COMMITTED)
+    fresh = commands.compile_pipeline(image, tmp_path / "fresh.yaml", root=REPO)
+    assert fresh.read_text() == COMMITTED.read_text(), (
+        f"{PIPELINE_PACKAGE} is stale: run `srseg pipeline compile --image {image}` and commit the result"
+    )
+
+
+def test_image_is_chosen_at_compile_time(compiled: tuple[dict, dict]) -> None:
+    spec, _ = compiled
+    executors = spec["deploymentSpec"]["executors"]
+    assert {e["container"]["image"] for e in executors.values()} == {IMAGE}
+    for e in executors.values():  # the image has kfp: no pip install when a step starts
+        assert "pip install" not in " ".join(e["container"]["command"])
+    launcher = all_tasks(spec)["launch-trainjob"]["inputs"]["parameters"]["image"]
+    assert launcher["runtimeValue"]["constant"] == IMAGE  # the TrainJob runs the same image
+    assert IMAGE in spec["pipelineInfo"]["description"]
+
+
+def test_training_requests_gpus_and_resources(compiled: tuple[dict, dict]) -> None:
+    spec, platform = compiled
+    for task in ("train", "train-2"):
+        label, container = executor(spec, task)
+        res = container["resources"]
+        assert res["accelerator"]["resourceType"] == "nvidia.com/gpu"
+        assert res["accelerator"]["resourceCount"] == "{{$.inputs.parameters['pipelinechannel--gpus_per_node']}}"
+        assert res["resourceCpuLimit"] == "{{$.inputs.parameters['pipelinechannel--train_cpu']}}"
+        assert res["resourceMemoryLimit"] == "{{$.inputs.parameters['pipelinechannel--train_memory']}}"
+        gpus = all_tasks(spec)[task]["inputs"]["parameters"]["gpus"]
+        assert gpus["componentInputParameter"] == "pipelinechannel--gpus_per_node"  # torchrun --nproc_per_node
+        assert all_tasks(spec)[task]["retryPolicy"]["maxRetryCount"] == 2
+        k8s = platform[label]
+        assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in k8s["tolerations"]
+        assert {"tolerationJson": {"componentInputParameter": "pipelinechannel--gpu_tolerations"}} in k8s["tolerations"]
+        assert k8s["nodeSelector"] == {"nodeSelectorJson": {"componentInputParameter": "pipelinechannel--gpu_node_selector"}}
+        assert k8s["emptyDirMounts"] == [{"medium": "Memory", "mountPath": "/dev/shm", "volumeName": "dshm"}]
+    lambdas = {all_tasks(spec)[t]["inputs"]["parameters"]["lambda_seg"].get("runtimeValue", {}).get("constant")
+               for t in ("train", "train-2")}
+    assert 0.0 in lambdas  # the SR-only ablation branch
+
+
+def test_every_step_has_cpu_and_memory_limits(compiled: tuple[dict, dict]) -> None:
+    spec, _ = compiled
+    for task in SMALL_STEPS:
+        res = executor(spec, task)[1]["resources"]
+        assert res["resourceCpuLimit"] and res["resourceMemoryLimit"], task
+        assert "accelerator" not in res, task  # only training holds GPUs; the TrainJob launcher only waits
+
+
+def test_download_retries_with_backoff(compiled: tuple[dict, dict]) -> None:
+    spec, _ = compiled
+    assert all_tasks(spec)["download"]["retryPolicy"] == {
+        "backoffDuration": "60s", "backoffFactor": 2.0, "backoffMaxDuration": "3600s", "maxRetryCount": 3,
+    }
+
+
+def test_caching_is_off_where_reruns_must_happen(compiled: tuple[dict, dict]) -> None:
+    spec, _ = compiled
+    tasks = all_tasks(spec)
+    for task in ("download", "study-build", "study-analyze", "register", "gate", "promote"):
+        assert not tasks[task].get("cachingOptions", {}).get("enableCache", False), task
+    for task in ("resolve-params", "degrade", "train", "train-2", "evaluate", "export"):
+        assert tasks[task]["cachingOptions"]["enableCache"] is True, task
+
+
+def test_promotion_runs_only_when_the_gate_passes(compiled: tuple[dict, dict]) -> None:
+    spec, _ = compiled
+    root = spec["root"]["dag"]["tasks"]
+    (name,) = [n for n, t in root.items() if "promote" in spec["components"][t["componentRef"]["name"]].get("dag", {}).get("tasks", {})]
+    condition = root[name]
+    assert condition["triggerPolicy"]["condition"] == "inputs.parameter_values['pipelinechannel--gate-Output'] == true"
+    assert condition["inputs"]["parameters"]["pipelinechannel--gate-Output"]["taskOutputParameter"] == {
+        "outputParameterKey": "Output", "producerTask": "gate",
+    }
+    assert set(root["gate"]["dependentTasks"]) >= {"register", "study-analyze"}
+
+
+def test_multi_node_training_goes_through_a_trainjob(compiled: tuple[dict, dict]) -> None:
+    spec, _ = compiled
+    root = spec["root"]["dag"]["tasks"]
+    branches = [n for n, t in root.items() if n.startswith("condition-branches")]
+    assert len(branches) == 2  # multitask and sr_only
+    for name in branches:
+        inner = spec["components"][root[name]["componentRef"]["name"]]["dag"]["tasks"]
+        conditions = {t["triggerPolicy"]["condition"]: t for t in inner.values()}
+        assert set(conditions) == {"int(inputs.parameter_values['pipelinechannel--nodes']) > 1",
+                                   "!(int(inputs.parameter_values['pipelinechannel--nodes']) > 1)"}
+    for collect in ("collect-model", "collect-model-2"):  # either path's run folder feeds the model artifact
+        source = root[collect]["inputs"]["parameters"]["train_dir"]["taskOutputParameter"]
+        assert source["producerTask"] in branches
+
+
+def test_platform_settings_pvc_and_secrets(compiled: tuple[dict, dict]) -> None:
+    spec, platform = compiled
+    tasks = all_tasks(spec)
+    for task in tasks:
+        if task.startswith("condition") or task == "resolve-params":
+            continue
+        label, _ = executor(spec, task)
+        k8s = platform[label]
+        (pvc,) = k8s["pvcMount"]
+        assert pvc["mountPath"] == "/mnt/srseg" and pvc["pvcNameParameter"]["componentInputParameter"].endswith("pvc_name"), task
+        secrets = {s["secretNameParameter"]["componentInputParameter"].split("--")[-1]: s for s in k8s["secretAsEnv"]}
+        assert secrets["s3_secret"]["keyToEnv"] == [
+            {"envVar": "AWS_ACCESS_KEY_ID", "secretKey": "AWS_ACCESS_KEY_ID"},
+            {"envVar": "AWS_SECRET_ACCESS_KEY", "secretKey": "AWS_SECRET_ACCESS_KEY"},
+        ], task
+        assert secrets["mlflow_secret"]["keyToEnv"] == [{"envVar": "MLFLOW_TRACKING_TOKEN", "secretKey": "MLFLOW_TRACKING_TOKEN"}]
+        assert all(s["optional"] for s in secrets.values())
+    assert executor(spec, "resolve-params")[0] not in platform  # reads no data, needs no secret
+
+
+def test_pipeline_parameters(compiled: tuple[dict, dict]) -> None:
+    spec, _ = compiled
+    params = spec["root"]["inputDefinitions"]["parameters"]
+    expected = {
+        "params_yaml": "STRING", "profile": "STRING", "data_mode": "STRING", "subset_size": "NUMBER_INTEGER",
+        "mirror": "STRING", "scale": "NUMBER_INTEGER", "lambda_seg": "NUMBER_DOUBLE", "gpus_per_node": "NUMBER_INTEGER",
+        "nodes": "NUMBER_INTEGER", "mlflow_uri": "STRING", "s3_bucket": "STRING", "s3_prefix": "STRING",
+        "s3_endpoint_url": "STRING", "work_dir": "STRING", "pvc_name": "STRING", "s3_secret": "STRING",
+        "mlflow_secret": "STRING", "gpu_tolerations": "LIST", "gpu_node_selector": "STRUCT", "train_cpu": "STRING",
+        "train_memory": "STRING", "trainer_runtime": "STRING", "trainer_namespace": "STRING", "train_timeout_s": "NUMBER_INTEGER",
+    }
+    assert {k: v["parameterType"] for k, v in params.items()} == expected
+    assert params["nodes"]["defaultValue"] == 1 and params["work_dir"]["defaultValue"] == "/mnt/srseg"
+    assert spec["root"]["outputDefinitions"]["parameters"]["Output"]["parameterType"] == "STRING"  # the model URI
+
+
+def test_mount_path_is_a_compile_option(tmp_path: Path) -> None:
+    out = commands.compile_pipeline(IMAGE, tmp_path / "p.yaml", mount_path="/data/srseg", root=REPO)
+    spec, platform = yaml.safe_load_all(out.read_text())
+    mounts = {m["mountPath"] for e in platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"].values()
+              for m in e.get("pvcMount", [])}
+    assert mounts == {"/data/srseg"} and spec["root"]["inputDefinitions"]["parameters"]["work_dir"]["defaultValue"] == "/data/srseg"
+
+
+def test_bad_image_or_checkout_fails_clearly(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="container image reference"):
+        commands.compile_pipeline("my image", tmp_path / "p.yaml", root=REPO)
+    with pytest.raises(commands.PipelineError, match="not the srseg checkout"):
+        commands.compile_pipeline(IMAGE, tmp_path / "p.yaml", root=tmp_path)
+    assert not (tmp_path / "p.yaml").exists()
+
+
+class FakeClient:
+    def __init__(self) -> None:
+        self.calls: list[dict[str, Any]] = []
+
+    def create_run_from_pipeline_package(self, package: str, **kwargs: Any) -> Any:
+        self.calls.append({"package": package, **kwargs})
+        return type("Result", (), {"run_id": "run-123"})()
+
+    def wait_for_run_completion(self, run_id: str, timeout: float) -> Any:
+        return type("Run", (), {"state": "SUCCEEDED"})()
+
+
+def test_submit_sends_resolved_params(tmp_path: Path) -> None:
+    client = FakeClient()
+    result = commands.submit(
+        "https://kfp.example/pipeline", package=COMMITTED, params=REPO / "params.yaml", profile="paper",
+        arguments={"nodes": 2, "gpus_per_node": 8}, experiment="srseg-test", run_name="r1", wait=True, client=client,
+    )
+    assert result.run_id == "run-123" and result.succeeded
+    assert result.url == "https://kfp.example/pipeline/#/runs/details/run-123"
+    (call,) = client.calls
+    assert call["experiment_name"] == "srseg-test" and call["run_name"] == "r1"
+    args = call["arguments"]
+    assert args["profile"] == "" and args["nodes"] == 2 and args["gpus_per_node"] == 8
+    sent = yaml.safe_load(args["params_yaml"])
+    assert sent["profile"] == "paper" and sent["download"]["mode"] == "full"  # the profile was applied client-side
+    default_client = FakeClient()
+    image_default = commands.submit("h", package=COMMITTED, params=None, profile="demo", client=default_client)
+    assert image_default.state is None
+    assert {k: default_client.calls[0]["arguments"][k] for k in ("params_yaml", "profile")} == {"params_yaml": "", "profile": "demo"}
+
+
+def test_params_objects_and_typed_arguments() -> None:
+    from srseg.config import load_params
+
+    loaded = load_params(REPO / "params.yaml").model_copy(update={"profile": "custom"})  # e.g. the CLI's, --set applied
+    assert yaml.safe_load(commands.params_arguments(loaded, "ignored")["params_yaml"])["profile"] == "custom"
+    args = commands.pipeline_arguments(
+        ["nodes=2", "lambda_seg=0.05", "mlflow_uri=http://m:5000", 'gpu_node_selector={"pool": "a100"}', "gpu_tolerations=[]"],
+        COMMITTED,
+    )
+    assert args == {"nodes": 2, "lambda_seg": 0.05, "mlflow_uri": "http://m:5000", "gpu_node_selector": {"pool": "a100"},
+                    "gpu_tolerations": []}
+    with pytest.raises(commands.PipelineError, match="one of"):
+        commands.pipeline_arguments(["gpus=2"], COMMITTED)
+    with pytest.raises(commands.PipelineError, match="NUMBER_INTEGER"):
+        commands.pipeline_arguments(["nodes=two"], COMMITTED)

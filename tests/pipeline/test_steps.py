@@ -1,0 +1,140 @@
+"""The component glue in ``srseg.pipeline.steps``: pipeline parameters onto params, run folders
+keyed by params and data, the files a trained model is made of, and reports fit for the KFP UI."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+import yaml
+
+from srseg.config import ConfigError
+from srseg.pipeline import steps
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_overrides_keep_params_values_unless_set(tmp_path: Path) -> None:
+    assert steps.pipeline_overrides(work_dir="/mnt/srseg") == {
+        "paths": {"data_root": "/mnt/srseg/data/cocostuff", "lr_root": "/mnt/srseg/data/lr"},
+    }
+    out = steps.pipeline_overrides(work_dir="/w", data_mode="full", subset_size=5, mirror="none", scale=2,
+                                   mlflow_uri="http://mlflow:5000", s3_bucket="b", s3_prefix="p")
+    assert out["download"] == {"mode": "full", "subset_size": 5, "mirror": None, "upload": {"bucket": "b", "prefix": "p"}}
+    assert out["degrade"]["scale"] == out["train"]["scale"] == 2
+    assert out["mlflow"] == {"tracking_uri": "http://mlflow:5000"}
+    with pytest.raises(ValueError, match="work_dir"):
+        steps.pipeline_overrides(work_dir="")
+
+
+def test_resolve_params_from_content_or_file_with_profile(tmp_path: Path) -> None:
+    overrides = steps.pipeline_overrides(work_dir=str(tmp_path), scale=3)
+    from_repo = steps.resolve_params("", "paper", overrides, base_dir=REPO)
+    assert from_repo.profile == "paper" and from_repo.download.mode == "full" and from_repo.train.scale == 3
+    assert from_repo.paths.data_root == str(tmp_path / "data" / "cocostuff")
+    content = steps.resolve_params("download: {subset_size: 2}\n", "", overrides, base_dir=tmp_path)
+    assert content.download.subset_size == 2
+    assert steps.read_params(steps.write_params(tmp_path / "p.yaml", content)) == content
+    with pytest.raises(ConfigError, match="download.subset_size"):
+        steps.resolve_params("download: {subset_size: 0}\n", "", overrides)
+    with pytest.raises(FileNotFoundError, match="params_yaml is empty"):
+        steps.resolve_params("", "", overrides, base_dir=tmp_path)
+
+
+def test_branch_run_folders_depend_on_params_and_data(tmp_path: Path) -> None:
+    params = steps.resolve_params("", "", steps.pipeline_overrides(work_dir=str(tmp_path)), base_dir=REPO)
+    multitask = steps.branch_params(params, tmp_path, "multitask", -1.0, "sha-a")
+    ablation = steps.branch_params(params, tmp_path, "sr_only", 0.0, "sha-a")
+    assert multitask.train.loss.lambda_seg == params.train.loss.lambda_seg and ablation.train.loss.lambda_seg == 0.0
+    assert Path(multitask.train.output_dir).parent.parent == tmp_path / "runs"
+    assert Path(multitask.train.output_dir).name == "multitask"
+    again = steps.branch_params(params, tmp_path, "multitask", -1.0, "sha-a")
+    assert again.train.output_dir == multitask.train.output_dir  # a retry resumes the same checkpoints
+    assert steps.branch_params(params, tmp_path, "multitask", -1.0, "sha-b").train.output_dir != multitask.train.output_dir
+    train_dir, params_file = steps.prepare_branch(steps.write_params(tmp_path / "p.yaml", params), tmp_path, "sr_only", 0.0, "x")
+    assert params_file == train_dir / "params.yaml" and steps.read_params(params_file).train.output_dir == str(train_dir)
+    with pytest.raises(ValueError, match="branch"):
+        steps.branch_params(params, tmp_path, "other", 0.0, "x")
+
+
+def test_model_artifacts_replace_the_training_paths(tmp_path: Path) -> None:
+    params = steps.resolve_params("", "", steps.pipeline_overrides(work_dir=str(tmp_path)), base_dir=REPO)
+    multitask, sr_only = tmp_path / "a", tmp_path / "b"
+    out = steps.model_overrides(params, {"multitask": multitask, "sr_only": sr_only})
+    methods = out["evaluate"]["methods"]
+    assert methods["multitask"] == str(multitask / Path(params.evaluate.methods["multitask"]).name)
+    assert methods["sr_only"] == str(sr_only / Path(params.evaluate.methods["sr_only"]).name)
+    assert methods["bicubic"] == "bicubic"
+    assert out["export"]["weights"] == str(multitask / Path(params.export.weights).name)
+    staged = steps.stage_params(steps.write_params(tmp_path / "p.yaml", params), models={"multitask": multitask},
+                                overrides={"evaluate": {"output_dir": "/x"}})
+    assert staged.evaluate.output_dir == "/x" and staged.evaluate.methods["sr_only"] == params.evaluate.methods["sr_only"]
+    psnr = params.model_copy(update={"export": params.export.model_copy(update={"weights": f"{params.train.output_dir}/psnr/best.safetensors"})})
+    with pytest.raises(ValueError, match="GAN stage's weights only"):
+        steps.model_overrides(psnr, {"multitask": multitask})
+
+
+def test_torchrun_commands() -> None:
+    assert steps.torchrun_command("/v/p.yaml", "gan", None) == [
+        "torchrun", "-m", "srseg", "--params", "/v/p.yaml", "train", "--stage", "gan",
+    ]
+    assert steps.torchrun_command("p.yaml", "psnr", 0, python="py") == [
+        "py", "-m", "torch.distributed.run", "--standalone", "--nnodes=1", "--nproc_per_node=1",
+        "-m", "srseg", "--params", "p.yaml", "train", "--stage", "psnr",
+    ]
+    with pytest.raises(ValueError, match="stage"):
+        steps.torchrun_command("p.yaml", "both", 1)
+
+
+def test_model_files_and_training_record(tmp_path: Path) -> None:
+    run = tmp_path / "runs" / "k" / "multitask"
+    (run / "gan" / "checkpoints").mkdir(parents=True)
+    (run / "psnr").mkdir()
+    for name in ("final.safetensors", "final.safetensors.json", "best.safetensors", "best.safetensors.json", "metrics.json"):
+        (run / "gan" / name).write_text("{}" if name.endswith("json") else "w")
+    (run / "gan" / "checkpoints" / "iter_00000002.pt").write_text("big")
+    (run / "gan" / "metrics.json").write_text('{"best": {"psnr_y": 20.5, "iteration": 2}, "val": {"lpips": null}, "ok": true}')
+    (run / "gan" / "mlflow_run.json").write_text('{"run_id": "gan-run"}')
+    (run / "mlflow_parent.json").write_text('{"run_id": "parent"}')
+    copied = steps.copy_model_files(run, tmp_path / "model")
+    assert copied == ["best.safetensors", "best.safetensors.json", "final.safetensors", "final.safetensors.json", "metrics.json"]
+    record = steps.training_record(run)
+    assert (record["mlflow_run_id"], record["mlflow_parent_run_id"], record["mlflow_psnr_run_id"]) == ("gan-run", "parent", "")
+    assert steps.scalar_metrics(record["metrics"]) == {"best/psnr_y": 20.5, "best/iteration": 2.0}
+    (tmp_path / "empty" / "gan").mkdir(parents=True)
+    with pytest.raises(FileNotFoundError, match="no weights file"):
+        steps.copy_model_files(tmp_path / "empty", tmp_path / "m2")
+    with pytest.raises(FileNotFoundError, match="GAN stage did not run"):
+        steps.training_record(tmp_path / "nothing")
+
+
+def test_reports_for_the_kfp_ui(tmp_path: Path) -> None:
+    (tmp_path / "gallery").mkdir()
+    (tmp_path / "gallery" / "a.png").write_bytes(b"\x89PNG")
+    (tmp_path / "secret.png").write_bytes(b"x")
+    html = '<img src="gallery/a.png"> <img src="../secret.png"> <img src="https://x/y.png">'
+    out = steps.inline_images(html, tmp_path)
+    assert 'src="data:image/png;base64,iVBORw=="' in out and 'src="../secret.png"' in out and 'src="https://x/y.png"' in out
+    assert steps.publish(tmp_path / "missing.md", tmp_path / "o.md", "no report") is False
+    assert (tmp_path / "o.md").read_text() == "no report\n"
+    md = steps.decision_markdown({"passed": False, "action": "reject", "reason": "gate failed", "criteria": [
+        {"name": "psnr_y", "challenger": 27.0, "champion": 28.0, "threshold": ">= champion - 0.05", "passed": False}]})
+    assert "**reject** (not passed): gate failed" in md and "| psnr_y | 27.0 | 28.0 | >= champion - 0.05 | FAIL |" in md
+    assert steps.plain_metadata({"a": 1, "b": float("nan"), "c": [1], "d": "x"}) == {"a": 1, "d": "x"}
+
+
+def test_components_import_srseg_inside_their_bodies() -> None:
+    """Only a component's body travels in the IR: srseg must be imported inside it, not at the top."""
+    for path in sorted((REPO / "components").glob("*.py")):
+        if path.name == "__init__.py":
+            continue
+        tree = ast.parse(path.read_text())
+        top = [n for n in tree.body if isinstance(n, (ast.Import, ast.ImportFrom))]
+        assert all(not (getattr(n, "module", "") or "").startswith("srseg") for n in top), path.name
+        funcs = [n for n in tree.body if isinstance(n, ast.FunctionDef)]
+        assert funcs, path.name
+        for func in funcs:
+            inner = [n for n in ast.walk(func) if isinstance(n, ast.ImportFrom) and (n.module or "").startswith("srseg")]
+            assert inner, f"{path.name}:{func.name} does not call srseg"
+    assert yaml.safe_load((REPO / "params.yaml").read_text())  # the image's default params parse
