@@ -80,7 +80,20 @@ def _filter_valid(img: np.ndarray, g: np.ndarray) -> np.ndarray:
     return out
 
 
-def _ssim_2d(x: np.ndarray, y: np.ndarray) -> float:
+SSIM_WINDOW = _SSIM_WINDOW
+SSIM_MARGIN = _SSIM_WINDOW // 2  # pixels lost per border by the 'valid' SSIM map
+
+
+def ssim_map(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """SSIM map of two (H, W) arrays on the 0..255 scale over the 'valid' region (H-10, W-10).
+
+    Its mean is the image SSIM; per-class SSIM averages it over a (shifted) class mask.
+    """
+    x, y = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    if x.shape != y.shape or x.ndim != 2:
+        raise ValueError(f"ssim_map: expected two equal (H, W) arrays, got {x.shape} and {y.shape}")
+    if min(x.shape) < _SSIM_WINDOW:
+        raise ValueError(f"ssim_map: image {x.shape[1]}x{x.shape[0]} is smaller than the {_SSIM_WINDOW}x{_SSIM_WINDOW} window")
     g = _gaussian_window()
     mu_x, mu_y = _filter_valid(x, g), _filter_valid(y, g)
     mu_xx, mu_yy, mu_xy = mu_x * mu_x, mu_y * mu_y, mu_x * mu_y
@@ -89,7 +102,7 @@ def _ssim_2d(x: np.ndarray, y: np.ndarray) -> float:
     sigma_xy = _filter_valid(x * y, g) - mu_xy
     num = (2.0 * mu_xy + _SSIM_C1) * (2.0 * sigma_xy + _SSIM_C2)
     den = (mu_xx + mu_yy + _SSIM_C1) * (sigma_xx + sigma_yy + _SSIM_C2)
-    return float(np.mean(num / den))
+    return num / den
 
 
 def ssim(a: np.ndarray, b: np.ndarray) -> float:
@@ -102,8 +115,8 @@ def ssim(a: np.ndarray, b: np.ndarray) -> float:
     if x.shape[0] < _SSIM_WINDOW or x.shape[1] < _SSIM_WINDOW:
         raise ValueError(f"ssim: image {x.shape[0]}x{x.shape[1]} is smaller than the {_SSIM_WINDOW}x{_SSIM_WINDOW} window")
     if x.ndim == 2:
-        return _ssim_2d(x, y)
-    return float(np.mean([_ssim_2d(x[:, :, c], y[:, :, c]) for c in range(x.shape[2])]))
+        return float(np.mean(ssim_map(x, y)))
+    return float(np.mean([np.mean(ssim_map(x[:, :, c], y[:, :, c])) for c in range(x.shape[2])]))
 
 
 def image_metrics(pred: np.ndarray, ref: np.ndarray, crop_border: int) -> dict[str, float]:

@@ -28,47 +28,9 @@ from typing import Sequence
 import numpy as np
 
 from srseg.evaluate.stats import bootstrap_statistic
-from srseg.metrics import rgb_to_y
+from srseg.metrics import SSIM_MARGIN, SSIM_WINDOW, rgb_to_y, ssim_map
 
-SSIM_WINDOW = 11
-SSIM_SIGMA = 1.5
-SSIM_MARGIN = SSIM_WINDOW // 2
-_C1 = (0.01 * 255.0) ** 2
-_C2 = (0.03 * 255.0) ** 2
 IGNORE_INDEX = 255
-
-
-def _window() -> np.ndarray:
-    offsets = np.arange(SSIM_WINDOW, dtype=np.float64) - (SSIM_WINDOW - 1) / 2.0
-    g = np.exp(-(offsets**2) / (2.0 * SSIM_SIGMA**2))
-    return g / g.sum()
-
-
-def _filter_valid(img: np.ndarray, g: np.ndarray) -> np.ndarray:
-    n = len(g)
-    rows = img.shape[0] - n + 1
-    acc = sum(g[k] * img[k : k + rows] for k in range(n))
-    cols = img.shape[1] - n + 1
-    return sum(g[k] * acc[:, k : k + cols] for k in range(n))
-
-
-def ssim_map(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """SSIM map of two (H, W) arrays on the 0..255 scale over the 'valid' region: (H-10, W-10).
-
-    Its mean equals :func:`srseg.metrics.ssim` (a test checks that they stay in step).
-    """
-    a, b = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
-    if a.shape != b.shape or a.ndim != 2:
-        raise ValueError(f"ssim_map: expected two equal (H, W) arrays, got {a.shape} and {b.shape}")
-    if min(a.shape) < SSIM_WINDOW:
-        raise ValueError(f"ssim_map: image {a.shape[1]}x{a.shape[0]} is smaller than the {SSIM_WINDOW}x{SSIM_WINDOW} window")
-    g = _window()
-    mu_a, mu_b = _filter_valid(a, g), _filter_valid(b, g)
-    aa, bb, ab = mu_a * mu_a, mu_b * mu_b, mu_a * mu_b
-    s_aa = _filter_valid(a * a, g) - aa
-    s_bb = _filter_valid(b * b, g) - bb
-    s_ab = _filter_valid(a * b, g) - ab
-    return ((2.0 * ab + _C1) * (2.0 * s_ab + _C2)) / ((aa + bb + _C1) * (s_aa + s_bb + _C2))
 
 
 def crop(array: np.ndarray, border: int) -> np.ndarray:
