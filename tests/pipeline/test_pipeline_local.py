@@ -1,6 +1,7 @@
 """End to end: the committed IR, reloaded with ``kfp.components.load_component_from_file``, runs
 under ``kfp.local`` (SubprocessRunner, no venv) on the demo profile with the sample mirror, against
-a real MLflow server on loopback, and ends with a registered model version promoted to champion."""
+a real MLflow server whose artifacts live in S3 (SeaweedFS) on loopback, uploads the prepared
+dataset to that S3, and ends with a registered model version promoted to champion."""
 
 from __future__ import annotations
 
@@ -51,7 +52,7 @@ def test_compiled_pipeline_runs_locally_to_a_registered_model(
     cocostuff_sample: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from mlflow import MlflowClient
-    from registry.servers import mlflow_server
+    from registry.servers import mlflow_on_seaweed
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)  # it would override the pipeline's mlflow_uri
     monkeypatch.chdir(tmp_path)  # steps inherit the working directory; keep them out of the checkout
@@ -61,11 +62,21 @@ def test_compiled_pipeline_runs_locally_to_a_registered_model(
     params_file = tmp_path / "params.yaml"
     params_file.write_text(yaml.safe_dump(raw, sort_keys=False))
 
-    with mlflow_server(tmp_path / "mlflow") as server:
+    with mlflow_on_seaweed(tmp_path / "servers", bucket="srseg") as (server, s3, destination):
+        # the steps are subprocesses of this one: S3 credentials reach them through the environment
+        monkeypatch.setenv("AWS_ACCESS_KEY_ID", s3.access_key)
+        monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", s3.secret_key)
+        monkeypatch.setenv("AWS_DEFAULT_REGION", s3.region)
         run = commands.run_local(
             params_file, None, package=REPO / PIPELINE_PACKAGE, work_dir=tmp_path / "work",
-            pipeline_root=tmp_path / "kfp", arguments={"mlflow_uri": server.tracking_uri},
+            pipeline_root=tmp_path / "kfp",
+            arguments={"mlflow_uri": server.tracking_uri, "s3_bucket": "srseg", "s3_prefix": "cocostuff",
+                       "s3_endpoint_url": s3.endpoint_url},
         )
+        keys = [o["Key"] for page in s3.client().get_paginator("list_objects_v2").paginate(Bucket="srseg")
+                for o in page.get("Contents", [])]
+        assert "cocostuff/manifest.json" in keys  # the prepared dataset was uploaded
+        assert any(k.startswith("artifacts/") and k.endswith("sr_head.safetensors") for k in keys)  # MLflow -> S3
         match = re.fullmatch(r"models:/([^/]+)/(\d+)", run.model_uri)
         assert match, run.model_uri
         name, version = match.groups()
