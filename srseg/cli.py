@@ -312,6 +312,9 @@ def build_parser() -> argparse.ArgumentParser:
                            ("submit", "submit the compiled pipeline to a KFP endpoint (token: KFP_TOKEN)")):
         k = psub_k.add_parser(name, help=helptext)
         k.add_argument("--arg", action="append", metavar="NAME=VALUE", help="pipeline parameter (repeatable)")
+        if name == "run":
+            k.add_argument("--local", action="store_true", default=True,
+                           help="kfp.local SubprocessRunner on this machine (the only runner here)")
         if name == "submit":
             k.add_argument("--host", required=True)
             k.add_argument("--experiment", default="srseg")
