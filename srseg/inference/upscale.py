@@ -174,47 +174,23 @@ def _onnx_model(path: Path, device: torch.device) -> SRModel:
     return SRModel(fn, 0, str(path), device, None, autocast_ok=False)
 
 
-def _registry_location(uri: str, tracking_uri: str | None) -> str:
-    """Resolve ``models:/NAME@ALIAS`` and ``models:/NAME/VERSION`` with a client bound to
-    ``tracking_uri``: MLflow's own ``models:/`` download resolves through the process-global
-    registry URI and would ask another store. Other URIs are returned unchanged."""
-    if not uri.startswith("models:/"):
-        return uri
-    from mlflow import MlflowClient
-
-    body = uri[len("models:/") :].strip("/")
-    name, version = body, None
-    if "/" not in body and "@" in body:
-        name, alias = body.split("@", 1)
-        client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
-        version = str(client.get_model_version_by_alias(name, alias).version)
-    elif body.count("/") == 1 and body.split("/")[1].isdigit():
-        name, version = body.split("/")
-        client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
-    if version is None:  # e.g. a logged-model URI models:/m-<id>: MLflow resolves it itself
-        return uri
-    return client.get_model_version_download_uri(name, version)
-
-
 def _load_mlflow(uri: str, device: torch.device, tracking_uri: str | None) -> nn.Module:
     """Download ``uri`` and load it: srseg SR heads (safetensors, see srseg.registry) without
     unpickling anything; other models with ``mlflow.pytorch.load_model``."""
     import mlflow.artifacts
 
+    from srseg.registry import loader as registry_loader
+
     with tempfile.TemporaryDirectory(prefix="srseg-mlflow-") as tmp:
         try:
-            location = _registry_location(uri, tracking_uri)
+            location = registry_loader.resolve_artifact_uri(uri, tracking_uri)
             local = mlflow.artifacts.download_artifacts(
                 artifact_uri=location, dst_path=tmp, tracking_uri=tracking_uri, registry_uri=tracking_uri
             )
         except Exception as exc:  # MlflowException, unknown alias, storage errors
             raise UpscaleError(f"model {uri!r}: cannot download from MLflow ({type(exc).__name__}: {exc})") from exc
         try:
-            from srseg.registry import loader as registry_loader
-        except ImportError:  # registry package absent: plain mlflow.pytorch models only
-            registry_loader = None
-        try:
-            if registry_loader is not None and registry_loader.is_sr_head_model(local):
+            if registry_loader.is_sr_head_model(local):
                 module: object = registry_loader.load_sr_head_dir(local, map_location=device)
             else:
                 import mlflow.pytorch
