@@ -244,7 +244,8 @@ class Trainer:
     (255 = ignore), ``id``, and ``lr`` when ``lr_source`` is ``precomputed``; keys ``(epoch,
     index)`` are served through ``EpochKeyedDataset``. ``val_set`` is a ``FullImageDataset`` (or
     None to skip validation). ``init_weights`` (a G state dict) seeds G and its EMA; a checkpoint
-    found by ``resume()`` overrides it.
+    found by ``resume()`` overrides it. ``compile_backend`` is torch.compile's backend when
+    ``cfg.compile`` is on (``inductor``; tools pass ``aot_eager`` to trace without code generation).
     """
 
     def __init__(
@@ -261,6 +262,7 @@ class Trainer:
         init_weights: Mapping[str, Tensor] | None = None,
         class_weights: Tensor | None = None,
         hooks: TrainHooks | None = None,
+        compile_backend: str = "inductor",
     ) -> None:
         self.cfg = cfg
         self.stage = stage
@@ -330,9 +332,9 @@ class Trainer:
                     self.discriminator, device_ids=ids, gradient_as_bucket_view=True
                 )
         if cfg.compile:
-            self.g_train = torch.compile(self.g_train)
+            self.g_train = torch.compile(self.g_train, backend=compile_backend)
             if self.d_train is not None:
-                self.d_train = torch.compile(self.d_train)
+                self.d_train = torch.compile(self.d_train, backend=compile_backend)
 
         self.sampler = ShardedBatchSampler(
             len(train_set),  # type: ignore[arg-type]
