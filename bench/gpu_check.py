@@ -47,7 +47,6 @@ import argparse
 import contextlib
 import copy
 import gc
-import json
 import os
 import platform
 import statistics

@@ -6,8 +6,9 @@ CUDA some kernels have no deterministic implementation (torch warns about them u
 ``deterministic: true``, e.g. atomics in reductions), so two *uninterrupted* runs may already
 differ in the last bits. The test measures that run-to-run spread and requires the resumed run to
 be bit-identical when the spread is zero, and otherwise within ``RESUME_SPREAD_FACTOR`` times the
-spread: a resume that loses any state (optimizer moments, EMA counter, RNG, data position)
-differs by orders of magnitude more.
+spread (validation psnr_y within ``RESUME_PSNR_TOL_DB``); counters, schedules and the data
+position must always be equal. A resume that loses any state (optimizer moments, EMA counter,
+RNG, data position) differs by orders of magnitude more.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ GRAD_REL_TOL = 0.1
 LOSS_REL_TOL = 0.05
 RESUME_N = 6
 RESUME_SPREAD_FACTOR = 10.0
+RESUME_PSNR_TOL_DB = 0.01  # only when runs are not bit-reproducible: a few rounded pixels flip
 
 
 def _trainer(params: Any, root: Path, stage: str, out: Path) -> Trainer:
@@ -103,8 +105,14 @@ def _tensors(obj: Any, prefix: str = "") -> Iterator[tuple[str, torch.Tensor]]:
             yield from _tensors(value, f"{prefix}[{i}]")
 
 
-def _state_diff(a: dict[str, Any], b: dict[str, Any]) -> tuple[float, str]:
-    """Largest absolute difference over every tensor of the training state, and where."""
+def _state_diff(a: dict[str, Any], b: dict[str, Any]) -> tuple[float, str, float]:
+    """Largest absolute difference over every tensor of the training state and where, and the
+    difference of the best validation psnr_y; counters, schedules and data position must be equal."""
+    for key in ("iteration", "data", "scheduler_g", "scheduler_d"):
+        assert a[key] == b[key], f"{key}: {a[key]} != {b[key]}"
+    for key in ("optimizer_g", "optimizer_d"):
+        assert a[key]["param_groups"] == b[key]["param_groups"], key
+    assert a["best"]["iteration"] == b["best"]["iteration"]
     worst, where = 0.0, ""
     for key in ("generator", "discriminator", "ema", "optimizer_g", "optimizer_d"):
         left, right = dict(_tensors(a[key], key)), dict(_tensors(b[key], key))
@@ -115,9 +123,7 @@ def _state_diff(a: dict[str, Any], b: dict[str, Any]) -> tuple[float, str]:
             diff = float((x.double() - y.double()).abs().max()) if x.numel() else 0.0
             if diff > worst:
                 worst, where = diff, name
-    for key in ("iteration", "data", "best"):
-        assert a[key] == b[key], f"{key}: {a[key]} != {b[key]}"
-    return worst, where
+    return worst, where, abs(a["best"]["psnr_y"] - b["best"]["psnr_y"])
 
 
 def test_gpu_resume_matches_uninterrupted_run(prepared_root: Path, tmp_path: Path, record_property) -> None:
@@ -143,15 +149,19 @@ def test_gpu_resume_matches_uninterrupted_run(prepared_root: Path, tmp_path: Pat
     def final(name: str) -> dict[str, Any]:
         return ckpt.load_file(tmp_path / name / "gan" / "checkpoints" / ckpt.checkpoint_name(RESUME_N))
 
-    spread, spread_at = _state_diff(final("straight_a"), final("straight_b"))
-    drift, drift_at = _state_diff(final("straight_a"), final("resumed"))
+    spread, spread_at, _ = _state_diff(final("straight_a"), final("straight_b"))
+    drift, drift_at, psnr_drift = _state_diff(final("straight_a"), final("resumed"))
     record_property("run_to_run_max_abs_diff", spread)
     record_property("resumed_max_abs_diff", drift)
+    record_property("resumed_best_psnr_y_diff_db", psnr_drift)
     record_property("nondeterministic_ops_warned", nondeterministic)
     if spread == 0.0:
-        assert drift == 0.0, f"resumed run differs from the uninterrupted one by {drift:g} at {drift_at}"
+        assert drift == 0.0 and psnr_drift == 0.0, (
+            f"resumed run differs from the uninterrupted one by {drift:g} at {drift_at} (best psnr_y by {psnr_drift:g} dB)"
+        )
     else:
         assert drift <= RESUME_SPREAD_FACTOR * spread, (
             f"resumed run differs by {drift:g} at {drift_at}; two uninterrupted runs differ by {spread:g} "
             f"at {spread_at} (non-deterministic kernels: {nondeterministic})"
         )
+        assert psnr_drift <= RESUME_PSNR_TOL_DB, psnr_drift
