@@ -98,7 +98,7 @@ SECTION_KEYS: dict[str, set[str]] = {
     "goals": {"speedup_goal", "mfu_goal", "best_engine_row", "speedup", "mfu", "met", "note"},
 }
 TEST_KEYS = {"name", "outcome", "seconds", "message", "properties"}
-TRAINING_ROW_KEYS = {"name", "amp", "channels_last", "compiled", "compile_backend", "warmup_s", "step_ms",
+TRAINING_ROW_KEYS = {"name", "error", "amp", "channels_last", "compiled", "compile_backend", "warmup_s", "step_ms",
                      "step_ms_min", "step_ms_max", "samples_per_s", "peak_memory_mb", "peak_memory_kind",
                      "tflops", "mfu", "speedup_vs_baseline", "first_loss", "finite", "profile"}
 PROFILE_KEYS = {"clock", "busy_ms_per_step", "busy_share", "top", "error"}
@@ -437,7 +437,31 @@ def time_steps(step: Callable[[Mapping[str, Tensor]], Any], batches: list[dict[s
     }
 
 
+StepFn = Callable[[Mapping[str, Tensor]], Any]
+
+
+def variants(plan: Plan, device: torch.device, dataset: Any, workdir: Path) -> list[tuple[str, Callable[[], tuple[StepFn, dict[str, Any]]]]]:
+    """The measured rows as (name, build); ``build()`` returns the step function and its flags."""
+    cfg = train_config(plan, device)
+
+    def baseline() -> tuple[StepFn, dict[str, Any]]:
+        loop = PlainFp32Loop(cfg, NUM_CLASSES, device)
+        return loop.optimize_parameters, {"amp": False, "channels_last": False, "compiled": False, "compile_backend": None}
+
+    def engine(compiled: bool) -> tuple[StepFn, dict[str, Any]]:
+        trainer = _trainer(train_config(plan, device, compiled), dataset, device, workdir, plan.compile_backend)
+        return trainer.train_step, {"amp": trainer.amp, "channels_last": trainer.channels_last, "compiled": compiled,
+                                    "compile_backend": plan.compile_backend if compiled else None}
+
+    return [
+        ("baseline_fp32_eager", baseline),
+        ("engine_bf16_channels_last", lambda: engine(False)),
+        ("engine_bf16_channels_last_compiled", lambda: engine(True)),
+    ]
+
+
 def training(plan: Plan, device: torch.device, data_root: Path, workdir: Path) -> dict[str, Any]:
+    """One row per variant; a variant that fails (say, torch.compile) is recorded and the others still run."""
     out = _section("training")
     cfg = train_config(plan, device)
     dataset = _dataset(cfg, data_root)
@@ -446,40 +470,33 @@ def training(plan: Plan, device: torch.device, data_root: Path, workdir: Path) -
     out["flops_counted_on"] = "one baseline_fp32_eager step: G forward + backward (convolutions and matmuls)"
     peak = bf16_peak(torch.cuda.get_device_name(device)) if device.type == "cuda" else None
     torch.backends.cudnn.benchmark = device.type == "cuda"  # BasicSR's train.py sets it; so does the engine
-
-    baseline = PlainFp32Loop(cfg, NUM_CLASSES, device)
-    flops = count_flops(baseline.optimize_parameters, batches[0])
+    flops = count_flops(PlainFp32Loop(cfg, NUM_CLASSES, device).optimize_parameters, batches[0])
     out["model_gflop_per_step"] = flops / 1e9
-    candidates: list[tuple[str, Callable[[], tuple[Callable[[Mapping[str, Tensor]], Any], dict[str, Any]]]]] = [
-        ("baseline_fp32_eager", lambda: (PlainFp32Loop(cfg, NUM_CLASSES, device).optimize_parameters,
-                                         {"amp": False, "channels_last": False, "compiled": False, "compile_backend": None})),
-    ]
-    for compiled in (False, True):
-        def engine(compiled: bool = compiled) -> tuple[Callable[[Mapping[str, Tensor]], Any], dict[str, Any]]:
-            trainer = _trainer(train_config(plan, device, compiled), dataset, device, workdir, plan.compile_backend)
-            flags = {"amp": trainer.amp, "channels_last": trainer.channels_last, "compiled": compiled,
-                     "compile_backend": plan.compile_backend if compiled else None}
-            return trainer.train_step, flags
-        candidates.append(("engine_bf16_channels_last" + ("_compiled" if compiled else ""), engine))
 
-    rows = []
-    del baseline
-    for name, build in candidates:
+    rows: list[dict[str, Any]] = []
+    for name, build in variants(plan, device, dataset, workdir):
         _release(device)
-        step, flags = build()
         row: dict[str, Any] = dict.fromkeys(TRAINING_ROW_KEYS)
-        row.update(name=name, **flags)
-        row.update(time_steps(step, batches, plan, device, cfg.batch_size))
-        row["tflops"] = flops / (row["step_ms"] / 1e3) / 1e12
-        row["mfu"] = row["tflops"] / peak if peak else None
-        row["speedup_vs_baseline"] = row["samples_per_s"] / rows[0]["samples_per_s"] if rows else 1.0
-        row["profile"] = profile_steps(step, batches, device, plan.profile_steps, row["step_ms"])
+        row.update(name=name, profile=dict.fromkeys(PROFILE_KEYS))
         rows.append(row)
-        del step
+        try:
+            step, flags = build()
+            row.update(flags)
+            row.update(time_steps(step, batches, plan, device, cfg.batch_size))
+            row["tflops"] = flops / (row["step_ms"] / 1e3) / 1e12
+            row["mfu"] = row["tflops"] / peak if peak else None
+            base = rows[0]["samples_per_s"]
+            row["speedup_vs_baseline"] = row["samples_per_s"] / base if base else None
+            row["profile"] = profile_steps(step, batches, device, plan.profile_steps, row["step_ms"])
+        except Exception as exc:
+            row["error"] = f"{type(exc).__name__}: {exc}"
+            print(f"{name} failed:\n{traceback.format_exc()[-3000:]}", file=sys.stderr, flush=True)
+        step = None  # frees the model before the next variant
     out["rows"] = rows
-    out["status"] = "ok" if all(r["finite"] for r in rows) else "failed"
-    if out["status"] == "failed":
-        out["error"] = "non-finite loss in " + ", ".join(r["name"] for r in rows if not r["finite"])
+    problems = [f"{r['name']}: {r['error']}" for r in rows if r["error"]]
+    problems += [f"{r['name']}: non-finite loss" for r in rows if r["finite"] is False]
+    out["status"] = "failed" if problems else "ok"
+    out["error"] = "; ".join(problems) or None
     return out
 
 
@@ -526,7 +543,8 @@ def data_loading(plan: Plan, device: torch.device, data_root: Path, workdir: Pat
 # --------------------------------------------------------------------------------------- upscale
 
 def upscale(plan: Plan, device: torch.device, workdir: Path) -> dict[str, Any]:
-    """SR-head throughput per backend, through the loaders ``srseg upscale`` uses."""
+    """SR-head throughput per backend, exported and loaded the way ``srseg export`` / ``srseg
+    upscale`` do it; a backend that fails to export or run is recorded and the others still run."""
     from srseg.export import export_onnx, save_torchscript, trace_torchscript
     from srseg.inference.upscale import load_sr_model
     from srseg.models.generator import MultiTaskSRNet, build_sr_only
@@ -536,24 +554,30 @@ def upscale(plan: Plan, device: torch.device, workdir: Path) -> dict[str, Any]:
     dims = {k: plan.dims[k] for k in ("num_features", "num_blocks")}
     torch.manual_seed(0)
     head = build_sr_only(MultiTaskSRNet(num_classes=NUM_CLASSES, **dims)).eval()
-    scale = head.scale
-    size = plan.upscale_lr
+    scale, size = head.scale, plan.upscale_lr
     out.update(lr_size=[size, size], hr_size=[scale * size, scale * size], network=dims)
+    try:
+        out["gflop_per_image"] = upscale_flops(plan)
+    except Exception as exc:  # FLOPs are a nicety; the timings still count
+        print(f"upscale FLOP count failed: {type(exc).__name__}: {exc}", file=sys.stderr)
     example = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(1))
-    files = {"safetensors": save_generator(head, workdir / "sr_head.safetensors")}
-    files["torchscript"] = workdir / "sr_head.torchscript.pt"
-    save_torchscript(trace_torchscript(head, example), files["torchscript"])
-    files["onnx"] = workdir / "sr_head.onnx"
-    export_onnx(head, example, files["onnx"], opset=18, metadata={})
-    out["gflop_per_image"] = upscale_flops(plan)
 
-    x = torch.rand(1, 3, size, size, generator=torch.Generator().manual_seed(2)).to(device)
-    out_mp = (scale * size) ** 2 / 1e6
+    def export(fmt: str) -> Path:
+        if fmt == "safetensors":
+            return save_generator(head, workdir / "sr_head.safetensors")
+        if fmt == "torchscript":
+            path = workdir / "sr_head.torchscript.pt"
+            save_torchscript(trace_torchscript(head, example), path)
+            return path
+        path = workdir / "sr_head.onnx"
+        export_onnx(head, example, path, opset=18, metadata={})
+        return path
+
     import onnxruntime as ort
 
     providers = ort.get_available_providers()
     cuda = device.type == "cuda"
-    backends = [
+    backends = [  # name, file format, autocast dtype, provider, reason to skip
         ("eager_fp32", "safetensors", None, "pytorch", None),
         ("eager_bf16_autocast", "safetensors", torch.bfloat16, "pytorch",
          None if cuda else "bf16 autocast is CUDA-only in srseg upscale"),
@@ -562,6 +586,9 @@ def upscale(plan: Plan, device: torch.device, workdir: Path) -> dict[str, Any]:
          None if not cuda or "CUDAExecutionProvider" in providers
          else f"onnxruntime's CUDAExecutionProvider is not installed (providers: {providers})"),
     ]
+    x = torch.rand(1, 3, size, size, generator=torch.Generator().manual_seed(2)).to(device)
+    out_mp = (scale * size) ** 2 / 1e6
+    files: dict[str, Path] = {}
     rows, reference = [], None
     for name, fmt, autocast, provider, skip in backends:
         row: dict[str, Any] = dict.fromkeys(UPSCALE_ROW_KEYS)
@@ -570,25 +597,34 @@ def upscale(plan: Plan, device: torch.device, workdir: Path) -> dict[str, Any]:
         if skip is not None:
             row.update(status="skipped", reason=skip)
             continue
-        model = load_sr_model(str(files[fmt]), scale=scale, device=device.type)
-        precision = (lambda: torch.autocast(device.type, dtype=autocast)) if autocast else contextlib.nullcontext
+        try:
+            if fmt not in files:
+                files[fmt] = export(fmt)
+            model = load_sr_model(str(files[fmt]), scale=scale, device=device.type)
+            precision = (lambda: torch.autocast(device.type, dtype=autocast)) if autocast else contextlib.nullcontext
 
-        def run(model: Any = model, precision: Any = precision) -> Tensor:
-            with torch.inference_mode(), precision():
-                y = model.fn(x)
-            _sync(device)
-            return y
+            def run(model: Any = model, precision: Any = precision) -> Tensor:
+                with torch.inference_mode(), precision():
+                    y = model.fn(x)
+                _sync(device)
+                return y
 
-        y = run().float()
-        reference = y if reference is None else reference
-        median, best = _seconds(run, plan.upscale_runs)
-        row.update(status="ok", ms=1e3 * median, ms_best=1e3 * best, mp_per_s=out_mp / median,
-                   tflops=out["gflop_per_image"] / 1e3 / median,
-                   max_abs_diff_vs_eager_fp32=float((y - reference).abs().max()))
-        del model, y, run
+            y = run().float()
+            reference = y if name == "eager_fp32" else reference
+            median, best = _seconds(run, plan.upscale_runs)
+            row.update(status="ok", ms=1e3 * median, ms_best=1e3 * best, mp_per_s=out_mp / median,
+                       max_abs_diff_vs_eager_fp32=float((y - reference).abs().max()) if reference is not None else None)
+            if out["gflop_per_image"] is not None:
+                row["tflops"] = out["gflop_per_image"] / 1e3 / median
+        except Exception as exc:
+            row.update(status="error", reason=f"{type(exc).__name__}: {exc}")
+            print(f"upscale {name} failed:\n{traceback.format_exc()[-3000:]}", file=sys.stderr, flush=True)
+        model = run = y = None  # frees the model and its output before the next backend
         _release(device)
     out["rows"] = rows
-    out["status"] = "ok"
+    errors = [f"{r['name']}: {r['reason']}" for r in rows if r["status"] == "error"]
+    out["status"] = "failed" if errors else "ok"
+    out["error"] = "; ".join(errors) or None
     return out
 
 
@@ -609,7 +645,7 @@ def goals(report: dict[str, Any]) -> dict[str, Any]:
     out = dict.fromkeys(SECTION_KEYS["goals"])
     out.update(speedup_goal=SPEEDUP_GOAL, mfu_goal=MFU_GOAL)
     rows = report["training"].get("rows") or []
-    engine = [r for r in rows if r["name"].startswith("engine")]
+    engine = [r for r in rows if r["name"].startswith("engine") and r["samples_per_s"] is not None]
     if not engine:
         out["note"] = "no training figures"
         return out
@@ -665,7 +701,8 @@ def print_tables(report: Mapping[str, Any]) -> None:
         busy = r["profile"]["busy_share"]
         print(f"  {r['name']:<36} {_fmt(r['step_ms'], '.2f', 8)} {_fmt(r['samples_per_s'], '.1f', 10)} "
               f"{_fmt(r['peak_memory_mb'], '.0f', 8)} {_fmt(r['tflops'], '.2f', 8)} {_fmt(r['mfu'], '.3f', 6)} "
-              f"{_fmt(r['speedup_vs_baseline'], '.2f', 7)} {_fmt(busy, '.2f', 6)}")
+              f"{_fmt(r['speedup_vs_baseline'], '.2f', 7)} {_fmt(busy, '.2f', 6)}"
+              + (f"  error: {r['error'][:160]}" if r["error"] else ""))
     data = report["data_loading"]
     print(f"data loading ({data['status']}): {data['num_workers']} workers, wait share "
           f"{_fmt(data['data_wait_share'], '.3f', 0)}, loader {_fmt(data['loader_samples_per_s'], '.1f', 0)} samples/s, "

@@ -138,3 +138,24 @@ def test_every_cuda_test_file_is_run_by_the_script(gpu_check: ModuleType) -> Non
                     if re.search(r"pytest\.mark\.cuda\b", path.read_text(encoding="utf-8")))
     assert marked and set(marked) <= set(gpu_check.CUDA_TEST_FILES), marked
     assert all((REPO / name).is_file() for name in gpu_check.CUDA_TEST_FILES)
+
+
+def test_a_failing_variant_is_recorded_and_the_others_still_run(
+    gpu_check: ModuleType, shared_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A one-shot GPU run must not lose the baseline because torch.compile broke."""
+    real_variants = gpu_check.variants
+
+    def baseline_and_broken(*args: Any, **kwargs: Any) -> list[Any]:
+        def broken() -> Any:
+            raise RuntimeError("inductor exploded")
+
+        return [real_variants(*args, **kwargs)[0], ("engine_bf16_channels_last_compiled", broken)]
+
+    monkeypatch.setattr(gpu_check, "variants", baseline_and_broken)
+    root = gpu_check.build_sample_root(shared_data / "cocostuff-sample", tmp_path / "data", per_split=4)
+    out = gpu_check.training(gpu_check.make_plan(tiny=True, num_workers=0), torch.device("cpu"), root, tmp_path)
+    baseline, broken = out["rows"]
+    assert baseline["error"] is None and baseline["samples_per_s"] > 0
+    assert broken["error"] == "RuntimeError: inductor exploded" and broken["samples_per_s"] is None
+    assert out["status"] == "failed" and "inductor exploded" in out["error"]
