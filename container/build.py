@@ -32,6 +32,7 @@ REPO = Path(__file__).resolve().parents[1]
 LOCAL_BASE = "srseg-base:bookworm"
 DEFAULT_TAG = "srseg:0.1.0"
 DIGEST_LABEL = "io.srseg.build-digest"
+BASE_LABEL = "io.srseg.base-image"
 SOURCE_URL = "https://github.com/srseg/srseg"
 # What the Dockerfile copies (besides the wheelhouse, which the lock determines).
 CONTEXT = ("Dockerfile", ".dockerignore", "requirements.lock", "pyproject.toml", "README.md",
@@ -135,7 +136,7 @@ def build(docker: Docker, tag: str = DEFAULT_TAG, base: str | None = None, force
     if not force and docker.image_label(tag, DIGEST_LABEL) == digest:
         print(f"{tag} is up to date (build digest {digest[:12]})")
         return tag
-    cmd = ["build", "--network", "host", "--tag", tag, "--label", f"{DIGEST_LABEL}={digest}"]
+    cmd = ["build", "--network", "host", "--tag", tag, "--label", f"{DIGEST_LABEL}={digest}", "--label", f"{BASE_LABEL}={base_ref}"]
     for key, value in args.items():
         cmd += ["--build-arg", f"{key}={value}"]
     started = time.monotonic()
