@@ -235,19 +235,19 @@ def run_local(
     if int(args.get("nodes", 1)) != 1:
         raise PipelineError("run_local trains in one process group: nodes must be 1 (multi-node needs a cluster)")
     work = Path(work_dir).resolve()
-    root = Path(pipeline_root).resolve()
+    runs = Path(pipeline_root).resolve()
     work.mkdir(parents=True, exist_ok=True)
-    root.mkdir(parents=True, exist_ok=True)
+    runs.mkdir(parents=True, exist_ok=True)
     args["work_dir"] = str(work)
     with _package_for(package, pod, root) as compiled:
         pipeline = kfp.components.load_component_from_file(str(compiled))
-    local.init(runner=runner or local.SubprocessRunner(use_venv=False), pipeline_root=str(root), raise_on_error=True)
+    local.init(runner=runner or local.SubprocessRunner(use_venv=False), pipeline_root=str(runs), raise_on_error=True)
     with warnings.catch_warnings():
         # expected here: the IR names the project image and sets resources, a local run has neither
         warnings.filterwarnings("ignore", message=".*non-Python base image.*", category=RuntimeWarning)
         warnings.filterwarnings("ignore", message=".*no effect in the current local runner.*", category=UserWarning)
         task = pipeline(**args)
-    return LocalRun(model_uri=str(task.output), pipeline_root=root, work_dir=work)
+    return LocalRun(model_uri=str(task.output), pipeline_root=runs, work_dir=work)
 
 
 def submit(

@@ -48,11 +48,13 @@ def test_final_image_has_no_compilers_headers_git_or_wheelhouse(docker, image: s
 
 
 def test_installs_exactly_the_lock_on_the_development_python(docker, image: str) -> None:
-    freeze = run(docker, image, "-m", "pip", "freeze", "--all", entrypoint="python")
+    listing = run(docker, image, "-c", "import importlib.metadata as md, json; "
+                  "print(json.dumps([[d.metadata['Name'], d.version] for d in md.distributions()]))", entrypoint="python")
     installed = {}
-    for line in freeze.split():
-        name, _, version = line.partition("==")
-        installed[re.sub(r"[-_.]+", "-", name).lower()] = version
+    for name, version in json.loads(listing):
+        key = re.sub(r"[-_.]+", "-", name).lower()
+        assert key not in installed, f"{key} installed twice"
+        installed[key] = version
     assert installed.pop("srseg") == image_build.project_version()
     assert installed == lock_pins()
     version = run(docker, image, "-c", "import sys; print(*sys.version_info[:2])", entrypoint="python").split()
