@@ -163,14 +163,24 @@ def _terminate(pid: int) -> None:
         pass
 
 
+def _unmount_leftovers(root: Path) -> None:
+    """dockerd leaves mounts under its exec root (e.g. ``exec/netns/default``): unmount them, so
+    the folder can be removed."""
+    prefix = f"{root}/"
+    mounts = [line.split()[1] for line in Path("/proc/mounts").read_text().splitlines() if line.split()[1].startswith(prefix)]
+    for mount in sorted(mounts, reverse=True):  # deepest first
+        subprocess.run(["umount", "-l", mount], capture_output=True)
+
+
 def stop(root: Path = DEFAULT_ROOT) -> bool:
-    """Stop the dockerd of ``root`` by its PID; False when none was running."""
+    """Stop the dockerd of ``root`` by its PID (then unmount what it left); False when none ran."""
     root = Path(root).resolve()
     pid = _read_pid(root)
-    if pid is None or not _pid_alive(pid):
-        return False
-    _terminate(pid)
-    return True
+    was_running = pid is not None and _pid_alive(pid)
+    if was_running:
+        _terminate(pid)
+    _unmount_leftovers(root)
+    return was_running
 
 
 def main(argv: list[str] | None = None) -> int:
