@@ -60,7 +60,7 @@ def owned_by_image_user(root: Path) -> Iterator[Path]:
 
 @pytest.mark.timeout(2400)
 def test_demo_pipeline_runs_in_the_image_to_a_promoted_model(
-    image: str, engine, cocostuff_sample: Path, shared_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    image: str, engine_host: str, cocostuff_sample: Path, shared_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import docker as docker_sdk
     from kfp import local
@@ -68,7 +68,7 @@ def test_demo_pipeline_runs_in_the_image_to_a_promoted_model(
     from registry.servers import mlflow_on_seaweed
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    monkeypatch.setenv("DOCKER_HOST", engine.host)  # the SDK DockerRunner uses
+    monkeypatch.setenv("DOCKER_HOST", engine_host)  # for the docker SDK that DockerRunner uses
     monkeypatch.chdir(tmp_path)
     mirror = build_sample_mirror(cocostuff_sample, shared_dir / "mirror")
     raw = load_params(REPO / "params.yaml", profile="demo").model_dump(mode="json")
