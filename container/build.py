@@ -101,10 +101,12 @@ def ensure_base(docker: Docker, base: str | None) -> str:
         return base
     if docker.image_label(LOCAL_BASE, "unused") is None:
         print(f"building the local base image {LOCAL_BASE} (debootstrap bookworm)", flush=True)
+        started = time.monotonic()
         env = {**os.environ, "DOCKER_HOST": docker.host, "DOCKER": engines.docker_cli()}
         result = subprocess.run([str(REPO / "container" / "base-image.sh"), LOCAL_BASE], env=env, text=True, capture_output=True)
         if result.returncode != 0:
             raise BuildError(f"base image: container/base-image.sh failed\n{result.stderr[-3000:]}")
+        print(f"built {LOCAL_BASE} in {time.monotonic() - started:.0f} s", flush=True)
     return LOCAL_BASE
 
 
@@ -117,6 +119,7 @@ def ensure_wheelhouse(lock: Path, wheelhouse: Path, python: str = sys.executable
     staging = wheelhouse.with_name(wheelhouse.name + ".tmp")
     shutil.rmtree(staging, ignore_errors=True)
     print(f"downloading the wheelhouse of {lock.name} into {wheelhouse}", flush=True)
+    started = time.monotonic()
     result = subprocess.run([python, "-m", "pip", "download", "--quiet", "--no-deps", "--require-hashes",
                              "-r", str(lock), "-d", str(staging)], capture_output=True, text=True)
     if result.returncode != 0:
@@ -124,6 +127,7 @@ def ensure_wheelhouse(lock: Path, wheelhouse: Path, python: str = sys.executable
     (staging / ".lock-sha256").write_text(digest + "\n")
     shutil.rmtree(wheelhouse, ignore_errors=True)
     staging.rename(wheelhouse)
+    print(f"wheelhouse ready in {time.monotonic() - started:.0f} s", flush=True)
     return wheelhouse
 
 
