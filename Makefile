@@ -8,7 +8,9 @@ SAMPLE_DIR ?= ../shared/data/cocostuff-sample
 PROFILE ?=
 export PATH := $(BIN):$(PATH)
 
-.PHONY: setup browser run test mirror profile bench clean
+IMAGE ?= srseg:0.1.0
+BASE ?=
+.PHONY: setup browser run test mirror profile bench clean image test-image lock engine engine-stop image-clean
 
 setup: $(STAMP)
 
@@ -48,6 +50,28 @@ browser:
 
 test: $(STAMP) browser
 	$(BIN)/python -m pytest -q
+
+# The container image, built here without a registry (local Debian base + wheelhouse of the lock):
+# `make image`, or `make image BASE=nvidia/cuda:13.0.1-base-ubuntu22.04` where bases can be pulled.
+# dockerd is private (container/engine.py, data under $${SRSEG_DOCKER_ROOT:-/tmp/srseg-docker}).
+image: $(STAMP)
+	$(BIN)/python container/build.py --tag $(IMAGE) $(if $(BASE),--base $(BASE))
+
+# Image tests (marker `image`, not in `make test`): build when needed, then the image checks and
+# the demo pipeline with every step in its own container (kfp.local DockerRunner).
+test-image: $(STAMP)
+	SRSEG_TEST_IMAGE=$(IMAGE) $(BIN)/python -m pytest -q -m image tests/container
+
+# requirements.lock from this environment's versions (container/lock.py)
+lock: $(STAMP)
+	$(BIN)/python container/lock.py
+
+engine:
+	python3 container/engine.py start
+engine-stop:
+	python3 container/engine.py stop
+image-clean: engine-stop
+	rm -rf $${SRSEG_DOCKER_ROOT:-/tmp/srseg-docker} wheelhouse wheelhouse.tmp
 
 bench: $(STAMP)
 	$(BIN)/python bench/degrade.py

@@ -7,9 +7,12 @@ Each training branch runs in one pod (``torchrun --nproc_per_node=<gpus_per_node
 ``nodes == 1``, or as a Kubeflow Trainer TrainJob on ``nodes`` nodes otherwise; either way the
 model is collected from the volume into a Model artifact. Promotion runs only if the gate passes.
 
-Compile-time (:func:`build_pipeline` arguments; change them and recompile):
-  ``image`` (every step's base image and the TrainJob's image), ``mount_path`` (where the dataset
-  PVC is mounted), and the CPU/memory of the small steps (:data:`STEP_RESOURCES`).
+Compile-time (:func:`build_pipeline` arguments; ``srseg pipeline compile`` and, recompiling for
+the run, ``srseg pipeline submit`` take them as options):
+  ``image`` (every step's image and the TrainJob's), ``image_pull_secrets`` (for a private
+  registry), ``run_as_user``/``run_as_group`` (every step's pod security context, non-root unless
+  0; the image's own user is 1000), ``mount_path`` (where the dataset PVC is mounted), and the
+  CPU/memory of the small steps (:data:`STEP_RESOURCES`).
 
 Run-time (pipeline parameters): everything in the signature of ``srseg_training`` below, including
 the GPU count of the training step (accelerator limit), the PVC and secret names, extra GPU
@@ -24,7 +27,8 @@ Secrets (optional, as env on every step but ``resolve-params``): ``s3_secret`` w
 AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, ``mlflow_secret`` with key MLFLOW_TRACKING_TOKEN.
 """
 
-from typing import Any
+import dataclasses
+from typing import Any, Sequence
 
 from kfp import dsl, kubernetes
 
@@ -63,9 +67,35 @@ def _on_volume(task: dsl.PipelineTask, pvc_name: Any, mount_path: str, s3_secret
     return task
 
 
-def build_pipeline(image: str = DEFAULT_IMAGE, mount_path: str = MOUNT_PATH):
-    """The pipeline function for ``image`` with the dataset PVC mounted at ``mount_path``."""
-    c: Components = make_components(image)
+def _with_pod_settings(c: Components, image_pull_secrets: Sequence[str], run_as_user: int | None,
+                       run_as_group: int | None) -> Components:
+    """The same components, each task they create set up with the pull secrets and security context."""
+
+    def settle(task: dsl.PipelineTask) -> dsl.PipelineTask:
+        if image_pull_secrets:
+            kubernetes.set_image_pull_secrets(task, list(image_pull_secrets))
+        if run_as_user is not None:
+            kubernetes.set_security_context(task, run_as_user=run_as_user, run_as_group=run_as_group,
+                                            run_as_non_root=run_as_user != 0)
+        return task
+
+    def wrap(component: Any) -> Any:
+        return lambda *args, **kwargs: settle(component(*args, **kwargs))
+
+    return dataclasses.replace(c, **{f.name: wrap(getattr(c, f.name)) for f in dataclasses.fields(c) if f.name != "image"})
+
+
+def build_pipeline(
+    image: str = DEFAULT_IMAGE,
+    mount_path: str = MOUNT_PATH,
+    image_pull_secrets: Sequence[str] = (),
+    run_as_user: int | None = 1000,
+    run_as_group: int | None = 1000,
+):
+    """The pipeline function for ``image`` with the dataset PVC mounted at ``mount_path``; every
+    pod pulls with ``image_pull_secrets`` and runs as ``run_as_user``:``run_as_group`` (None: the
+    image's user, no security context)."""
+    c: Components = _with_pod_settings(make_components(image), image_pull_secrets, run_as_user, run_as_group)
 
     @dsl.pipeline(
         name=PIPELINE_NAME,

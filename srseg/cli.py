@@ -119,19 +119,24 @@ def _cmd_rollback(args: argparse.Namespace) -> int:
 
 
 def _cmd_pipeline(args: argparse.Namespace) -> int:
-    from srseg.pipeline import commands
+    from srseg.pipeline import DEFAULT_IMAGE, commands
 
+    pod = None
+    if args.pipeline_command == "compile" or args.image or args.image_pull_secret or args.run_as_user is not None:
+        user = 1000 if args.run_as_user is None else args.run_as_user
+        pod = commands.PodOptions(image=args.image or DEFAULT_IMAGE, image_pull_secrets=tuple(args.image_pull_secret or ()),
+                                  run_as_user=None if user < 0 else user, run_as_group=None if user < 0 else user)
     if args.pipeline_command == "compile":
-        print(f"compiled {commands.compile_pipeline(image=args.image, output=args.output)}")
+        print(f"compiled {commands.compile_pipeline(output=args.output, pod=pod)}")
         return 0
     arguments = commands.pipeline_arguments(args.arg or [])
     if args.pipeline_command == "run":
-        run = commands.run_local(_load(args), profile=None, arguments=arguments)
+        run = commands.run_local(_load(args), profile=None, arguments=arguments, pod=pod)
         print(f"local run finished: model {run.model_uri}; artifacts under {run.pipeline_root}")
         return 0
     result = commands.submit(
         args.host, params=_load(args), profile=None, arguments=arguments, experiment=args.experiment,
-        run_name=args.run_name, namespace=args.namespace, wait=args.wait,
+        run_name=args.run_name, namespace=args.namespace, wait=args.wait, pod=pod,
     )
     print(f"run {result.run_id}: {result.url} ({result.state})")
     return 0 if not args.wait or result.succeeded else 1
@@ -305,12 +310,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("pipeline", help="Kubeflow pipeline: compile, run locally, submit to a cluster")
     psub_k = p.add_subparsers(dest="pipeline_command", required=True)
-    k = psub_k.add_parser("compile", help="write the IR YAML (pipelines/training_pipeline.yaml)")
-    k.add_argument("--image", default="srseg:0.1.0", help="container image of every step")
-    k.add_argument("--output", type=Path, default=None)
-    for name, helptext in (("run", "run the whole pipeline here with kfp.local (SubprocessRunner)"),
+    for name, helptext in (("compile", "write the IR YAML (pipelines/training_pipeline.yaml)"),
+                           ("run", "run the whole pipeline here with kfp.local (SubprocessRunner)"),
                            ("submit", "submit the compiled pipeline to a KFP endpoint (token: KFP_TOKEN)")):
         k = psub_k.add_parser(name, help=helptext)
+        recompile = "" if name == "compile" else "; recompiles the pipeline for this run"
+        k.add_argument("--image", default=None, help=f"container image of every step (default srseg:0.1.0){recompile}")
+        k.add_argument("--image-pull-secret", action="append", metavar="SECRET",
+                       help=f"Kubernetes secret for pulling the image (repeatable){recompile}")
+        k.add_argument("--run-as-user", type=int, default=None, metavar="UID",
+                       help=f"user and group of every pod (default 1000, the image's; -1: no security context){recompile}")
+        if name == "compile":
+            k.add_argument("--output", type=Path, default=None)
+            continue
         k.add_argument("--arg", action="append", metavar="NAME=VALUE", help="pipeline parameter (repeatable)")
         if name == "run":
             k.add_argument("--local", action="store_true", default=True,

@@ -1,9 +1,14 @@
 """What ``srseg pipeline compile | run | submit`` do.
 
 - :func:`compile_pipeline` writes the IR YAML (``pipelines/training_pipeline.yaml``) for an image.
-- :func:`run_local` runs that compiled YAML with ``kfp.local``'s SubprocessRunner in the current
-  environment: the same IR a cluster runs, every step a subprocess, the dataset in a local folder.
+- :func:`run_local` runs that compiled YAML with ``kfp.local``: SubprocessRunner in the current
+  environment by default (every step a subprocess), or a given runner such as ``DockerRunner``
+  (every step in its own container of the image); the dataset in a local folder.
 - :func:`submit` uploads it to a Kubeflow Pipelines endpoint as a run, optionally waiting for it.
+
+The image, its pull secrets and the pods' user are a choice at run/submit time too: given a
+:class:`PodOptions`, :func:`run_local` and :func:`submit` compile the pipeline for it into a
+temporary file and run that instead of the committed YAML.
 
 ``params`` (loaded params or a file) and ``profile`` are resolved here, on the client, into the
 ``params_yaml`` pipeline argument, so a bad parameter fails before anything is scheduled, with its
@@ -38,6 +43,16 @@ DEFAULT_EXPERIMENT = "srseg"
 
 class PipelineError(RuntimeError):
     """The pipeline could not be compiled, run or submitted (message says why)."""
+
+
+@dataclass(frozen=True)
+class PodOptions:
+    """Compile options of every step's pod (see ``pipelines.training_pipeline.build_pipeline``)."""
+
+    image: str = DEFAULT_IMAGE
+    image_pull_secrets: tuple[str, ...] = ()
+    run_as_user: int | None = 1000
+    run_as_group: int | None = 1000
 
 
 @dataclass(frozen=True)
@@ -93,18 +108,39 @@ def compile_pipeline(
     *,
     mount_path: str = MOUNT_PATH,
     root: str | Path = ".",
+    pod: PodOptions | None = None,
 ) -> Path:
-    """Compile the pipeline for ``image`` to ``output`` (default ``<root>/pipelines/training_pipeline.yaml``)."""
+    """Compile the pipeline for ``image`` (or ``pod``: image, pull secrets, user) to ``output``
+    (default ``<root>/pipelines/training_pipeline.yaml``)."""
     from kfp import compiler
 
+    pod = pod or PodOptions(image=image)
+    for secret in pod.image_pull_secrets:
+        if not secret or any(ch.isspace() for ch in secret):
+            raise PipelineError(f"image pull secret {secret!r} is not a Kubernetes secret name")
+    for name, uid in (("run_as_user", pod.run_as_user), ("run_as_group", pod.run_as_group)):
+        if uid is not None and uid < 0:
+            raise PipelineError(f"{name} must be >= 0, got {uid}")
     module = load_pipeline_module(root)
     out = Path(output) if output is not None else Path(root) / PIPELINE_PACKAGE
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out.parent) as tmp:  # atomic: a failed compile keeps the old file
         staged = Path(tmp) / out.name
-        compiler.Compiler().compile(module.build_pipeline(image, mount_path), str(staged))
+        pipeline = module.build_pipeline(pod.image, mount_path, image_pull_secrets=pod.image_pull_secrets,
+                                         run_as_user=pod.run_as_user, run_as_group=pod.run_as_group)
+        compiler.Compiler().compile(pipeline, str(staged))
         os.replace(staged, out)
     return out
+
+
+@contextmanager
+def _package_for(package: str | Path, pod: PodOptions | None, root: str | Path = ".") -> Iterator[Path]:
+    """``package`` itself, or (``pod`` given) a temporary compile of the pipeline for ``pod``."""
+    if pod is None:
+        yield Path(package)
+        return
+    with tempfile.TemporaryDirectory(prefix="srseg-pipeline-") as tmp:
+        yield compile_pipeline(output=Path(tmp) / "pipeline.yaml", root=root, pod=pod)
 
 
 def package_image(package: str | Path = PIPELINE_PACKAGE) -> str:
@@ -177,13 +213,19 @@ def run_local(
     work_dir: str | Path = "outputs/kfp/work",
     pipeline_root: str | Path = "outputs/kfp/runs",
     arguments: Mapping[str, Any] | None = None,
+    runner: Any = None,
+    pod: PodOptions | None = None,
+    root: str | Path = ".",
 ) -> LocalRun:
-    """Run the compiled pipeline locally (kfp.local, SubprocessRunner without a venv).
+    """Run the compiled pipeline locally with kfp.local.
 
-    Every step runs as a subprocess of this Python (so srseg and torch must be installed here)
-    with the current directory as its working directory; ``work_dir`` stands in for the dataset
-    PVC. ``arguments`` override pipeline parameters (e.g. ``{"mlflow_uri": ...}``); the run is
-    single-node (``nodes`` must stay 1: there is no cluster for a TrainJob).
+    ``runner`` None: SubprocessRunner without a venv, every step a subprocess of this Python (so
+    srseg and torch must be installed here) with the current directory as its working directory.
+    A ``kfp.local.DockerRunner`` runs every step in its own container of the pipeline's image
+    (``pod.image``: compiled from the checkout ``root`` first). ``work_dir`` stands in for the dataset PVC (a
+    container must see it at the same path). ``arguments`` override pipeline parameters (e.g.
+    ``{"mlflow_uri": ...}``); the run is single-node (``nodes`` must stay 1: there is no cluster
+    for a TrainJob).
     """
     import kfp.components
     from kfp import local
@@ -193,18 +235,19 @@ def run_local(
     if int(args.get("nodes", 1)) != 1:
         raise PipelineError("run_local trains in one process group: nodes must be 1 (multi-node needs a cluster)")
     work = Path(work_dir).resolve()
-    root = Path(pipeline_root).resolve()
+    runs = Path(pipeline_root).resolve()
     work.mkdir(parents=True, exist_ok=True)
-    root.mkdir(parents=True, exist_ok=True)
+    runs.mkdir(parents=True, exist_ok=True)
     args["work_dir"] = str(work)
-    pipeline = kfp.components.load_component_from_file(str(package))
-    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root), raise_on_error=True)
+    with _package_for(package, pod, root) as compiled:
+        pipeline = kfp.components.load_component_from_file(str(compiled))
+    local.init(runner=runner or local.SubprocessRunner(use_venv=False), pipeline_root=str(runs), raise_on_error=True)
     with warnings.catch_warnings():
         # expected here: the IR names the project image and sets resources, a local run has neither
         warnings.filterwarnings("ignore", message=".*non-Python base image.*", category=RuntimeWarning)
         warnings.filterwarnings("ignore", message=".*no effect in the current local runner.*", category=UserWarning)
         task = pipeline(**args)
-    return LocalRun(model_uri=str(task.output), pipeline_root=root, work_dir=work)
+    return LocalRun(model_uri=str(task.output), pipeline_root=runs, work_dir=work)
 
 
 def submit(
@@ -221,23 +264,28 @@ def submit(
     timeout_s: float = 7 * 24 * 3600,
     token: str | None = None,
     client: Any = None,
+    pod: PodOptions | None = None,
+    root: str | Path = ".",
 ) -> SubmitResult:
     """Create a run of the compiled pipeline on the KFP endpoint ``host``.
 
-    ``token`` (default: the ``KFP_TOKEN`` environment variable) is sent as a bearer token;
-    ``namespace`` is the Kubeflow profile namespace (multi-user installs). With ``wait`` the call
-    returns when the run ends (``state`` set). ``client`` replaces ``kfp.Client`` (tests).
+    ``pod`` (image, image pull secrets, user) recompiles the pipeline (from the checkout ``root``)
+    for this run instead of submitting ``package`` as committed. ``token`` (default: the ``KFP_TOKEN`` environment
+    variable) is sent as a bearer token; ``namespace`` is the Kubeflow profile namespace
+    (multi-user installs). With ``wait`` the call returns when the run ends (``state`` set).
+    ``client`` replaces ``kfp.Client`` (tests).
     """
     import kfp
 
-    if not Path(package).is_file():
+    if pod is None and not Path(package).is_file():
         raise PipelineError(f"{package}: no compiled pipeline (run `srseg pipeline compile --image ...` first)")
     if client is None:
         client = kfp.Client(host=host, existing_token=token or os.environ.get(TOKEN_ENV) or None, namespace=namespace)
     args = {**params_arguments(params, profile), **(arguments or {})}
-    result = client.create_run_from_pipeline_package(
-        str(package), arguments=args, run_name=run_name, experiment_name=experiment, namespace=namespace,
-    )
+    with _package_for(package, pod, root) as compiled:
+        result = client.create_run_from_pipeline_package(
+            str(compiled), arguments=args, run_name=run_name, experiment_name=experiment, namespace=namespace,
+        )
     run_id = str(result.run_id)
     url = f"{host.rstrip('/')}/#/runs/details/{run_id}"
     if not wait:

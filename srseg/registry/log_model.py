@@ -13,8 +13,14 @@ artifact is the export's ``sr_head.safetensors`` + JSON sidecar (+ ``MODEL_CARD.
   cannot move between devices; and the network's config (receptive field, scale), which tiled
   upscaling needs, is lost.
 - safetensors + config sidecar is the project's weights format: no code on load, digest-checked,
-  and the network is rebuilt by the installed ``srseg`` (:func:`srseg.registry.loader.load_sr_head`),
-  so the deployed code is the reviewed package, not whatever the store holds.
+  and srseg's own loader (:func:`srseg.registry.loader.load_sr_head`, used by ``srseg upscale``
+  and ``evaluate``) rebuilds the network with the installed package, running nothing from the store.
+
+Self-contained for everyone else: the model ships a copy of the ``srseg`` package as MLflow
+``code_paths`` and pins the third-party requirements of that code, so ``mlflow.pyfunc.load_model``,
+``mlflow models serve`` or ``build-docker`` work where srseg is not installed (MLflow's generic
+loading runs the model's code, as for any model from code). ``MLmodel`` keeps no absolute path of
+the machine that logged it.
 
 Logged with an explicit signature (float32 (-1, 3, -1, -1) in and out) and a batch-2 input
 example; the model accepts any batch and size. Everything goes through an ``MlflowClient`` bound
@@ -55,6 +61,7 @@ MODEL_ARTIFACT_PATH = "sr_head"  # run-relative folder of the MLflow model
 CHALLENGER = "challenger"
 CHAMPION = "champion"
 CODE_FILE = Path(__file__).with_name("pyfunc_model.py")
+PACKAGE_DIR = Path(__file__).resolve().parents[1]  # the srseg package, shipped with every model
 EXAMPLE_SHAPE = (2, 3, 24, 20)  # batch >= 2 and h != w, so nothing downstream can pin a dim
 UNAVAILABLE = "unavailable"
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\- ]{0,255}$")
@@ -103,7 +110,8 @@ def input_example() -> np.ndarray:
 
 
 def pip_requirements() -> list[str]:
-    """Pinned runtime requirements of the pyfunc (``srseg`` itself must be installed: the project image)."""
+    """Pinned runtime requirements of the pyfunc: the third-party imports of its code (``srseg``
+    itself ships inside the model, see :func:`_stage_code`)."""
     return [
         f"mlflow=={mlflow.__version__}",
         f"torch=={torch.__version__.split('+')[0]}",
@@ -139,8 +147,33 @@ def flatten_metrics(metrics: Mapping[str, Any] | None) -> tuple[dict[str, float]
     return run_metrics, tags
 
 
+def _stage_code(work: Path) -> Path:
+    """A copy of the installed ``srseg`` package (sources and package data, no caches) to ship as
+    the model's ``code_paths``: the pyfunc then loads where srseg is not installed, and rebuilds
+    whatever architecture the weights' sidecar names with the code it was logged with."""
+    target = work / "code" / PACKAGE_DIR.name
+    shutil.copytree(PACKAGE_DIR, target, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    return target
+
+
+def _relativize(model_dir: Path) -> None:
+    """Drop the logging machine's paths from ``MLmodel``: MLflow records the model code file and
+    the artifact sources with absolute local paths, although loading uses only their names."""
+    import yaml
+
+    path = model_dir / "MLmodel"
+    spec = yaml.safe_load(path.read_text(encoding="utf-8"))
+    pyfunc = spec["flavors"]["python_function"]
+    if pyfunc.get("model_code_path"):
+        pyfunc["model_code_path"] = Path(pyfunc["model_code_path"]).name
+    for artifact in (pyfunc.get("artifacts") or {}).values():
+        if "uri" in artifact:
+            artifact["uri"] = artifact["path"]
+    path.write_text(yaml.safe_dump(spec, sort_keys=False), encoding="utf-8")
+
+
 def _stage_model(sr_weights: Path, model_card: Path | None, work: Path, sha256: str) -> Path:
-    """Write the MLflow model folder for ``sr_weights`` under ``work``; returns it."""
+    """Write the self-contained MLflow model folder for ``sr_weights`` under ``work``; returns it."""
     bundle = work / ARTIFACT_KEY
     bundle.mkdir()
     shutil.copyfile(sr_weights, bundle / WEIGHTS_FILE)
@@ -155,12 +188,14 @@ def _stage_model(sr_weights: Path, model_card: Path | None, work: Path, sha256: 
         signature=sr_signature(),
         input_example=input_example(),
         pip_requirements=pip_requirements(),
+        code_paths=[str(_stage_code(work))],
         metadata={
             FORMAT_KEY: SR_HEAD_FORMAT,
             WEIGHTS_KEY: f"artifacts/{ARTIFACT_KEY}/{WEIGHTS_FILE}",
             SHA256_KEY: sha256,
         },
     )
+    _relativize(model_dir)
     return model_dir
 
 

@@ -51,8 +51,18 @@ def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
     return flat
 
 
+GIT_COMMIT_ENV = "SRSEG_GIT_COMMIT"  # set by the image (build argument GIT_COMMIT): it has no .git
+
+
 def git_commit(cwd: str | Path | None = None) -> str | None:
-    """``git rev-parse HEAD`` of the working directory, or None without git / outside a repo."""
+    """The commit of the running code, for the ``git_commit`` tags of runs and model versions.
+
+    ``SRSEG_GIT_COMMIT`` when set (the image records the commit it was built from, and has no
+    ``.git``), else ``git rev-parse HEAD`` of the working directory, else None.
+    """
+    recorded = os.environ.get(GIT_COMMIT_ENV, "").strip()
+    if recorded:
+        return recorded
     try:
         out = subprocess.run(
             ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=10, check=True

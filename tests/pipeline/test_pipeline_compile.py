@@ -150,7 +150,16 @@ def test_platform_settings_pvc_and_secrets(compiled: tuple[dict, dict]) -> None:
         ], task
         assert secrets["mlflow_secret"]["keyToEnv"] == [{"envVar": "MLFLOW_TRACKING_TOKEN", "secretKey": "MLFLOW_TRACKING_TOKEN"}]
         assert all(s["optional"] for s in secrets.values())
-    assert executor(spec, "resolve-params")[0] not in platform  # reads no data, needs no secret
+    resolve = platform[executor(spec, "resolve-params")[0]]
+    assert "pvcMount" not in resolve and "secretAsEnv" not in resolve  # reads no data, needs no secret
+
+
+def test_every_pod_runs_as_the_images_non_root_user(compiled: tuple[dict, dict]) -> None:
+    spec, platform = compiled
+    assert set(platform) == set(spec["deploymentSpec"]["executors"])
+    for label, k8s in platform.items():
+        assert k8s["securityContext"] == {"runAsUser": "1000", "runAsGroup": "1000", "runAsNonRoot": True}, label
+        assert "imagePullSecret" not in k8s, label
 
 
 def test_pipeline_parameters(compiled: tuple[dict, dict]) -> None:
@@ -232,3 +241,34 @@ def test_params_objects_and_typed_arguments() -> None:
         commands.pipeline_arguments(["gpus=2"], COMMITTED)
     with pytest.raises(commands.PipelineError, match="NUMBER_INTEGER"):
         commands.pipeline_arguments(["nodes=two"], COMMITTED)
+
+
+class ReadingClient(FakeClient):
+    """Reads the uploaded package while it exists (a recompiled one is a temporary file)."""
+
+    def create_run_from_pipeline_package(self, package: str, **kwargs: Any) -> Any:
+        self.spec, self.platform = yaml.safe_load_all(Path(package).read_text())
+        return super().create_run_from_pipeline_package(package, **kwargs)
+
+
+def test_image_pull_secrets_and_user_are_submit_time_choices() -> None:
+    committed = COMMITTED.read_text()
+    client = ReadingClient()
+    pod = commands.PodOptions(image="registry.example/srseg:1.2.3", image_pull_secrets=("regcred", "mirror-cred"),
+                              run_as_user=2000, run_as_group=3000)
+    commands.submit("h", package=COMMITTED, params=None, profile="demo", client=client, pod=pod, root=REPO)
+    spec = client.spec
+    assert {e["container"]["image"] for e in spec["deploymentSpec"]["executors"].values()} == {pod.image}
+    assert all_tasks(spec)["launch-trainjob"]["inputs"]["parameters"]["image"]["runtimeValue"]["constant"] == pod.image
+    for label, k8s in client.platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"].items():
+        assert [s["secretName"] for s in k8s["imagePullSecret"]] == ["regcred", "mirror-cred"], label
+        assert k8s["securityContext"] == {"runAsUser": "2000", "runAsGroup": "3000", "runAsNonRoot": True}, label
+    assert COMMITTED.read_text() == committed  # the committed IR is not touched
+    with pytest.raises(commands.PipelineError, match="image pull secret"):
+        commands.submit("h", package=COMMITTED, params=None, client=FakeClient(), root=REPO,
+                        pod=commands.PodOptions(image_pull_secrets=("bad name",)))
+    root_pod = commands.PodOptions(run_as_user=0, run_as_group=0)
+    client = ReadingClient()
+    commands.submit("h", package=COMMITTED, params=None, client=client, pod=root_pod, root=REPO)
+    contexts = [k8s["securityContext"] for k8s in client.platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"].values()]
+    assert all(c.get("runAsNonRoot") is False for c in contexts)  # uid 0 is never declared non-root

@@ -19,7 +19,7 @@ from trainkit import free_port, tiny_params
 from srseg.data.manifest import manifest_checksum
 from srseg.fileio import read_json
 from srseg.stages.train import run_train
-from srseg.train.tracking import PARENT_TAG, flatten, git_commit, resolve_tracking_uri
+from srseg.train.tracking import GIT_COMMIT_ENV, PARENT_TAG, flatten, git_commit, resolve_tracking_uri
 
 SERVER_START_TIMEOUT_S = 90.0
 
@@ -104,8 +104,6 @@ def test_parent_and_nested_stage_runs_on_a_real_server(
         assert tags["data.manifest_sha256"] == manifest_checksum(prepared_root)
         commit = git_commit()  # None outside a git checkout (e.g. an image without .git)
         assert tags.get("git_commit") == commit and tags.get("mlflow.source.git.commit") == commit
-        if commit is not None:
-            assert len(commit) == 40
         assert tags["sys.torch_version"] and tags["sys.device_name"] == "cpu" and tags["sys.world_size"] == "1"
         history = client.get_metric_history(summary["run_id"], "train/pixel")
         assert [m.step for m in history] == steps  # log_every = 2
@@ -120,6 +118,18 @@ def test_parent_and_nested_stage_runs_on_a_real_server(
         assert Path(local).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     gan_metrics = client.get_run(gan["run_id"]).data.metrics
     assert {"train/adv_g", "train/d", "train/perceptual"} <= set(gan_metrics)
+
+
+def test_git_commit_falls_back_to_the_commit_recorded_in_the_image(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(GIT_COMMIT_ENV, raising=False)
+    assert git_commit(cwd=tmp_path) is None  # no .git here, nothing recorded
+    head = git_commit(cwd=Path(__file__).parent)
+    assert head is None or len(head) == 40  # a checkout (None in a copy without .git)
+    monkeypatch.setenv(GIT_COMMIT_ENV, "0123abcd")  # what the image's build argument sets
+    assert git_commit(cwd=tmp_path) == "0123abcd"
+    assert git_commit(cwd=Path(__file__).parent) == "0123abcd"  # the image's record wins over a mounted checkout
+    monkeypatch.setenv(GIT_COMMIT_ENV, "  ")
+    assert git_commit(cwd=tmp_path) is None
 
 
 def test_tracking_uri_env_override(monkeypatch: pytest.MonkeyPatch) -> None:
