@@ -8,7 +8,7 @@ SAMPLE_DIR ?= ../shared/data/cocostuff-sample
 PROFILE ?=
 export PATH := $(BIN):$(PATH)
 
-.PHONY: setup browser run test mirror profile bench clean
+.PHONY: setup browser run test mirror profile remote bench clean
 
 setup: $(STAMP)
 
@@ -27,9 +27,12 @@ mirror: $(STAMP)
 profile: $(STAMP)
 	@if [ -n "$(PROFILE)" ]; then srseg profile use $(PROFILE); fi
 
-# The main job: the whole DVC pipeline (download ... register), then the gated promotion.
+# The main job: the DVC pipeline (download ... export), then registration (a no-op when this SR
+# head is registered already) and the gated promotion. Both change the shared MLflow registry,
+# which is why they are not DVC stages: `dvc exp run` sweeps never touch it.
 run: $(STAMP) mirror profile
 	dvc repro
+	srseg register
 	srseg promote --allow-reject
 	@echo
 	@echo "done. Look at:"
@@ -48,6 +51,14 @@ browser:
 
 test: $(STAMP) browser
 	$(BIN)/python -m pytest -q
+
+# Points the DVC remote `storage` (S3) at $SRSEG_DVC_BUCKET[/$SRSEG_DVC_PREFIX] in the git-ignored
+# .dvc/config.local. Endpoint and credentials stay in the environment (AWS_ENDPOINT_URL, AWS_*),
+# read by `dvc push` / `dvc pull` themselves.
+remote:
+	@test -n "$$SRSEG_DVC_BUCKET" || { echo "make remote: set SRSEG_DVC_BUCKET (and AWS_ENDPOINT_URL for a non-AWS S3)" >&2; exit 2; }
+	dvc remote modify --local storage url "s3://$$SRSEG_DVC_BUCKET/$${SRSEG_DVC_PREFIX:-dvc}"
+	@echo "DVC remote 'storage' -> s3://$$SRSEG_DVC_BUCKET/$${SRSEG_DVC_PREFIX:-dvc} (endpoint: $${AWS_ENDPOINT_URL_S3:-$${AWS_ENDPOINT_URL:-AWS default}})"
 
 bench: $(STAMP)
 	$(BIN)/python bench/degrade.py
