@@ -196,3 +196,12 @@ def test_tracking_and_overridden_keys_do_not_invalidate_results() -> None:
         for key in overridden(stage["cmd"]):
             assert not any(under(d, {key}) or under(key, {d}) for d in stage["params"]), f"{name}: {key} is set by its cmd"
     assert overridden(dvc_stages()["ablation_psnr"]["cmd"]) == {"train.loss.lambda_seg", "train.output_dir"}
+
+
+def test_no_stage_writes_to_the_model_registry(graph: ImportGraph) -> None:
+    """`dvc exp run` sweeps run every stage: none may register, promote or roll back a model."""
+    writers = {Path("srseg/registry/log_model.py"), Path("srseg/registry/promote.py")}
+    for name, stage in dvc_stages().items():
+        command = build_parser().parse_args(shlex.split(stage["cmd"])[1:]).command
+        assert command not in {"register", "promote", "rollback"}, name
+        assert not code_closure(graph, stage["cmd"]) & writers, name

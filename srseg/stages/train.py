@@ -115,7 +115,15 @@ def run_train(
         build_generator,
         clear_stage_outputs,
     )
-    from srseg.train.tracking import MlflowTracker, NullTracker, flatten, git_commit, resolve_tracking_uri, system_info
+    from srseg.train.tracking import (
+        MlflowTracker,
+        NullTracker,
+        dvc_experiment_tags,
+        flatten,
+        git_commit,
+        resolve_tracking_uri,
+        system_info,
+    )
 
     if stage not in STAGES:
         raise ValueError(f"stage must be one of {STAGES}, got {stage!r}")
@@ -193,6 +201,7 @@ def run_train(
                     "data.manifest_sha256": manifest_checksum(hr_root),
                     "data.lr_source": cfg.lr_source,
                     **system_info(device_name, dist_info.world_size),
+                    **dvc_experiment_tags(),
                 }
                 if lr_root is not None:
                     tags["data.lr_manifest_sha256"] = manifest_checksum(lr_root)
