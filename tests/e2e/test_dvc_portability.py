@@ -4,6 +4,7 @@ way the README says) has nothing left to reproduce."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -80,7 +81,7 @@ def test_push_then_pull_in_a_clone_reproduces_nothing(first_checkout: Path, tmp_
         _run([sys.executable, "-m", "dvc", "push", *DATA_STAGES], first_checkout, env)
         keys = s3.list_keys(BUCKET)
         assert keys and all(key.startswith("dvc/files/md5/") for key in keys), keys[:5]
-        _run(["git", "commit", "-qam", "data stages"], first_checkout, env)
+        _run(["git", "commit", "-qam", "data stages", "--allow-empty"], first_checkout, env)  # the lock may already match
 
         clone = tmp_path / "clone"
         _run(["git", "clone", "-q", str(first_checkout), str(clone)], tmp_path, env)
@@ -93,3 +94,33 @@ def test_push_then_pull_in_a_clone_reproduces_nothing(first_checkout: Path, tmp_
     assert "Running stage" not in repro, repro
     for name in ("data/cocostuff/manifest.json", "data/lr/manifest.json"):
         assert (clone / name).read_bytes() == (first_checkout / name).read_bytes()
+
+
+def _changed(work: Path) -> set[str]:
+    """Stages `dvc status` reports as changed (the data stages; the others never ran here)."""
+    out = subprocess.run([sys.executable, "-m", "dvc", "status", "--json", *DATA_STAGES], cwd=work, env=_env(),
+                         capture_output=True, text=True, timeout=300, check=True).stdout
+    return set(json.loads(out))
+
+
+@pytest.mark.parametrize(
+    ("edit", "expected"),
+    [
+        (("params.yaml", "experiment: srseg", "experiment: renamed"), set()),
+        (("params.yaml", "timeout_s: 60.0", "timeout_s: 30.0"), set()),
+        (("params.yaml", "subset_size: 8", "subset_size: 7"), {"download"}),
+        (("srseg/degrade/bicubic.py", '"""', '"""Edited. '), {"degrade"}),
+        (("srseg/data/remotezip.py", '"""', '"""Edited. '), {"download"}),
+    ],
+)
+def test_status_sees_code_and_result_params_not_tracking(first_checkout: Path, edit: tuple[str, str, str], expected: set[str]) -> None:
+    name, old, new = edit
+    path = first_checkout / name
+    original = path.read_text()
+    assert old in original
+    assert _changed(first_checkout) == set()
+    try:
+        path.write_text(original.replace(old, new, 1))
+        assert _changed(first_checkout) == expected
+    finally:
+        path.write_text(original)
