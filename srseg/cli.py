@@ -33,11 +33,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
         init_from=args.init_from,
         resume=not args.no_resume,
         max_iterations=args.max_iterations,
+        report_dir=args.report_dir,
     )
-    if args.report_dir is not None:
-        from srseg.stages.reports import TRAIN_REPORT, publish_report
-
-        publish_report(summary["stage_dir"], args.report_dir, TRAIN_REPORT)
     _print_json(summary)
     return 0
 
