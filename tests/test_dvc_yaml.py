@@ -205,3 +205,25 @@ def test_no_stage_writes_to_the_model_registry(graph: ImportGraph) -> None:
         command = build_parser().parse_args(shlex.split(stage["cmd"])[1:]).command
         assert command not in {"register", "promote", "rollback"}, name
         assert not code_closure(graph, stage["cmd"]) & writers, name
+
+
+def test_weights_named_in_params_are_dependencies() -> None:
+    """evaluate.methods, study.methods and export.weights name weights files: the stages that read
+    them must depend on them (and on their JSON sidecars), wherever the params point."""
+    from srseg.config import load_params
+
+    params = load_params(REPO / "params.yaml")
+    stages = dvc_stages()
+
+    def files(spec: str) -> list[Path]:
+        return [] if spec == "bicubic" or "://" in spec or spec.startswith("models:/") else [Path(spec), Path(spec + ".json")]
+
+    readers = {
+        "evaluate": list(params.evaluate.methods.values()),
+        "study_build": [params.evaluate.methods[m] for m in params.study.methods],
+        "export": [params.export.weights],
+    }
+    for stage, specs in readers.items():
+        wanted = [path for spec in specs for path in files(spec)]
+        assert wanted, stage
+        assert all(covered(path, stages[stage]["deps"]) for path in wanted), (stage, wanted, stages[stage]["deps"])
