@@ -10,7 +10,7 @@ export PATH := $(BIN):$(PATH)
 
 IMAGE ?= srseg:0.1.0
 BASE ?=
-.PHONY: setup browser run test mirror profile bench clean image test-image lock engine engine-stop image-clean
+.PHONY: setup browser run test mirror profile remote bench clean image test-image lock engine engine-stop image-clean
 
 setup: $(STAMP)
 
@@ -29,9 +29,12 @@ mirror: $(STAMP)
 profile: $(STAMP)
 	@if [ -n "$(PROFILE)" ]; then srseg profile use $(PROFILE); fi
 
-# The main job: the whole DVC pipeline (download ... register), then the gated promotion.
+# The main job: the DVC pipeline (download ... export), then registration (a no-op when this SR
+# head is registered already) and the gated promotion. Both change the shared MLflow registry,
+# which is why they are not DVC stages: `dvc exp run` sweeps never touch it.
 run: $(STAMP) mirror profile
 	dvc repro
+	srseg register
 	srseg promote --allow-reject
 	@echo
 	@echo "done. Look at:"
@@ -72,6 +75,14 @@ engine-stop:
 	python3 container/engine.py stop
 image-clean: engine-stop
 	rm -rf $${SRSEG_DOCKER_ROOT:-/tmp/srseg-docker} wheelhouse wheelhouse.tmp
+
+# Points the DVC remote `storage` (S3) at $SRSEG_DVC_BUCKET[/$SRSEG_DVC_PREFIX] in the git-ignored
+# .dvc/config.local. Endpoint and credentials stay in the environment (AWS_ENDPOINT_URL, AWS_*),
+# read by `dvc push` / `dvc pull` themselves.
+remote:
+	@test -n "$$SRSEG_DVC_BUCKET" || { echo "make remote: set SRSEG_DVC_BUCKET (and AWS_ENDPOINT_URL for a non-AWS S3)" >&2; exit 2; }
+	dvc remote modify --local storage url "s3://$$SRSEG_DVC_BUCKET/$${SRSEG_DVC_PREFIX:-dvc}"
+	@echo "DVC remote 'storage' -> s3://$$SRSEG_DVC_BUCKET/$${SRSEG_DVC_PREFIX:-dvc} (endpoint: $${AWS_ENDPOINT_URL_S3:-$${AWS_ENDPOINT_URL:-AWS default}})"
 
 bench: $(STAMP)
 	$(BIN)/python bench/degrade.py

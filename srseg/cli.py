@@ -33,6 +33,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         init_from=args.init_from,
         resume=not args.no_resume,
         max_iterations=args.max_iterations,
+        report_dir=args.report_dir,
     )
     _print_json(summary)
     return 0
@@ -42,7 +43,12 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     from srseg.stages import run_evaluate
 
     methods = dict(m.split("=", 1) for m in args.method) if args.method else None
-    result = run_evaluate(_load(args), output_dir=args.output_dir, methods=methods)
+    params = _load(args)
+    result = run_evaluate(params, output_dir=args.output_dir, methods=methods)
+    if args.report_dir is not None:
+        from srseg.stages.reports import EVALUATE_REPORT, publish_report
+
+        publish_report(args.output_dir or params.evaluate.output_dir, args.report_dir, EVALUATE_REPORT)
     for name, values in result.items():
         if name in {"diff", "meta", "per_class"} or not isinstance(values, dict):
             continue
@@ -97,10 +103,9 @@ def _cmd_register(args: argparse.Namespace) -> int:
     params = _load(args)
     info = run_register(params, export_dir=args.export_dir)
     _print_json(info)
-    if args.record is not None:
-        from srseg.fileio import write_json_atomic
+    from srseg.fileio import write_json_atomic
 
-        write_json_atomic(args.record, info)
+    write_json_atomic(args.record or params.registry.record, info)
     return 0
 
 
@@ -249,11 +254,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--init-from", type=Path, default=None, help="GAN stage start weights (default <output>/psnr/best)")
     p.add_argument("--no-resume", action="store_true", help="delete this stage's previous outputs and start over")
     p.add_argument("--max-iterations", type=int, default=None, help="stop early after this iteration")
+    p.add_argument("--report-dir", type=Path, default=None, help="also copy metrics.json and the plot CSVs here (git-tracked by DVC)")
     p.set_defaults(func=_cmd_train)
 
     p = sub.add_parser("evaluate", help="compare methods on the val split (params: evaluate)")
     p.add_argument("--output-dir", type=Path, default=None)
     p.add_argument("--method", action="append", metavar="NAME=MODEL", help="replace evaluate.methods (repeatable)")
+    p.add_argument("--report-dir", type=Path, default=None, help="also copy metrics.json and per_class_gain.csv here (git-tracked by DVC)")
     p.set_defaults(func=_cmd_evaluate)
 
     p = sub.add_parser("study", help="pairwise user study (params: study)")
@@ -282,9 +289,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output-dir", type=Path, default=None)
     p.set_defaults(func=_cmd_export)
 
-    p = sub.add_parser("register", help="log the exported SR head to MLflow as @challenger")
+    p = sub.add_parser("register", help="log the exported SR head to MLflow as @challenger (once per distinct head)")
     p.add_argument("--export-dir", type=Path, default=None)
-    p.add_argument("--record", type=Path, default=None, help="also write the registered version as JSON here")
+    p.add_argument("--record", type=Path, default=None, help="write the registered version as JSON here (default: registry.record)")
     p.set_defaults(func=_cmd_register)
 
     p = sub.add_parser("promote", help="move @champion to @challenger if the gate passes (params: promote)")

@@ -242,7 +242,7 @@ class ExportConfig(_Section):
 
 class RegistryConfig(_Section):
     model_name: str = Field("srseg-sr-x4", min_length=1)
-    record: str = Field("outputs/registered.json", description="what `srseg register` registered (DVC output)")
+    record: str = Field("outputs/registered.json", description="where `srseg register` writes what it registered")
 
 
 class PromoteConfig(_Section):

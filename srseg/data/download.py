@@ -106,6 +106,7 @@ def download_cocostuff(
     progress: bool = True,
     s3_endpoint_url: str | None = None,
     keep_cache: bool = False,
+    mirror_name: str | None = None,
 ) -> Manifest:
     """Download COCO-Stuff into ``output`` and return its manifest (see module docstring).
 
@@ -113,7 +114,9 @@ def download_cocostuff(
     the first attempt, waiting ``backoff_s * 2**k``. ``mirror``: base URL replacing the official
     hosts (``srseg.data.sources`` documents the layout). ``s3_endpoint_url``: for an ``s3://``
     mirror, else ``AWS_ENDPOINT_URL``. ``keep_cache``: keep downloaded archives in
-    ``output/.cache`` after success."""
+    ``output/.cache`` after success. ``mirror_name``: how the manifest records the mirror
+    (default: its URL without credentials); the download stage passes the folder as configured,
+    so the checkout's location does not end up in the manifest (and in ``dvc.lock``)."""
     output = Path(output)
     split_list = [check_split(s) for s in splits]
     if not split_list or len(set(split_list)) != len(split_list):
@@ -132,7 +135,7 @@ def download_cocostuff(
         "subset_size": subset_size if mode == "subset" else None,
         "seed": seed,
         "label_source": label_source,
-        "mirror": redact_url(mirror) if mirror else None,
+        "mirror": (mirror_name or redact_url(mirror)) if mirror else None,
     }
 
     existing = _load_existing(output)
@@ -154,7 +157,7 @@ def download_cocostuff(
         progress=progress,
         s3_endpoint_url=s3_endpoint_url,
     ) as fetcher:
-        job = _Job(output, mode, label_source, mirror, fetcher, progress)
+        job = _Job(output, mode, label_source, mirror, fetcher, progress, mirror_name)
         samples = {split: job.run_split(split, subset_size if mode == "subset" else None, seed) for split in split_list}
         received = fetcher.bytes_received
 
@@ -258,13 +261,21 @@ class _Job:
     """State of one download run: where things come from and how each was verified."""
 
     def __init__(
-        self, output: Path, mode: str, label_source: str, mirror: str | None, fetcher: Fetcher, progress: bool
+        self,
+        output: Path,
+        mode: str,
+        label_source: str,
+        mirror: str | None,
+        fetcher: Fetcher,
+        progress: bool,
+        mirror_name: str | None = None,
     ) -> None:
         self.output = output
         self.cache = output / CACHE_DIR
         self.mode = mode
         self.label_source = label_source
         self.mirror = mirror
+        self.mirror_name = mirror_name
         self.fetcher = fetcher
         self.progress = progress
         self.sources: dict[str, str] = {}
@@ -273,6 +284,12 @@ class _Job:
         self._archives: dict[str, Path] = {}
         self._mirror_sums: dict[str, str] | None = None
         self._mirror_sums_loaded = False
+
+    def _record(self, url: str) -> str:
+        """A source URL as the manifest records it (mirror under its recorded name, no credentials)."""
+        if self.mirror and self.mirror_name and url.startswith(self.mirror):
+            return self.mirror_name + url[len(self.mirror) :]
+        return redact_url(url)
 
     # checksums -------------------------------------------------------------------------------
     def _sums(self) -> dict[str, str] | None:
@@ -310,7 +327,7 @@ class _Job:
         url = archive_url(name, self.mirror)
         expected, how = self._expected_archive(name)
         dest = self.cache / name
-        self.sources[name] = redact_url(url)
+        self.sources[name] = self._record(url)
         self.verification[name] = how
         if dest.is_file():
             try:
@@ -335,7 +352,7 @@ class _Job:
         if self.mode == "subset":
             try:
                 zip_ = open_remote(self.fetcher, url)
-                self.sources[name] = redact_url(url)
+                self.sources[name] = self._record(url)
                 self.verification[name] = "per-member CRC-32 and size (byte-range reads)"
                 logger.info("%s: reading members by byte ranges (%d members)", redact_url(url), len(zip_.members))
             except RangeNotSupported as exc:
@@ -367,7 +384,7 @@ class _Job:
             if subset_size is not None and subset_size > len(ids):
                 logger.warning("%s: asked for %d ids, the label source has only %d", split, subset_size, len(ids))
             base = self.mirror or "http://images.cocodataset.org"
-            self.sources[f"images/{split}"] = f"{redact_url(base)}/{split}/{{id:012d}}.jpg"
+            self.sources[f"images/{split}"] = f"{self._record(base)}/{split}/{{id:012d}}.jpg"
             self.verification[f"images/{split}"] = "decodable JPEG + size announced by the server" + (
                 " + sha256 from mirror SHA256SUMS" if self._sums() else ""
             )

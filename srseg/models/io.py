@@ -77,8 +77,8 @@ def save_generator(
         raise ValueError(f"{path}: generator weights must be saved with the .safetensors suffix")
     meta = {str(k): str(v) for k, v in (metadata or {}).items()}
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in net.state_dict().items()}
-    blob = st_save(tensors, metadata={"format": GENERATOR_FORMAT, "config": json.dumps(net.config)})
-    write_bytes_atomic(path, blob)
+    blob = st_save(tensors, metadata={"format": GENERATOR_FORMAT, "config": json.dumps(net.config, sort_keys=True)})
+    write_bytes_atomic(path, canonical_safetensors(blob))
     sidecar = {
         "format": GENERATOR_FORMAT,
         "config": net.config,
@@ -89,6 +89,21 @@ def save_generator(
     write_json_atomic(sidecar_path(path), sidecar)
     logger.info("wrote generator weights %s (%d tensors, config %s)", path, len(tensors), net.config)
     return path
+
+
+def canonical_safetensors(blob: bytes) -> bytes:
+    """``blob`` with its JSON header written with sorted keys, the tensor bytes untouched.
+
+    safetensors writes the ``__metadata__`` map in hash order, which changes from process to
+    process, so the same state saved twice gave different files (and DVC saw changes where there
+    were none). Tensor offsets are explicit in the header, so reordering its keys is safe; the
+    header stays padded with spaces to a multiple of 8 bytes, as safetensors writes it.
+    """
+    (length,) = struct.unpack("<Q", blob[:8])
+    header = json.loads(blob[8 : 8 + length])
+    text = json.dumps(header, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    text += b" " * (-len(text) % 8)
+    return struct.pack("<Q", len(text)) + text + blob[8 + length :]
 
 
 def read_sidecar(path: str | os.PathLike[str]) -> dict[str, Any]:

@@ -5,7 +5,7 @@ Importing this package imports MLflow (no other side effects).
 """
 
 from srseg.registry.loader import SRHeadLoadError, is_sr_head_model, load_sr_head, load_sr_head_dir
-from srseg.registry.log_model import ModelVersionInfo, RegistryError, log_and_register
+from srseg.registry.log_model import ModelVersionInfo, RegistryError, find_registered, log_and_register, nominate_challenger
 from srseg.registry.promote import Criterion, Decision, Gate, copy_to, evaluate_gate, promote, rollback
 
 __all__ = [
@@ -17,10 +17,12 @@ __all__ = [
     "SRHeadLoadError",
     "copy_to",
     "evaluate_gate",
+    "find_registered",
     "is_sr_head_model",
     "load_sr_head",
     "load_sr_head_dir",
     "log_and_register",
+    "nominate_challenger",
     "promote",
     "rollback",
 ]

@@ -47,7 +47,7 @@ from mlflow import MlflowClient
 from mlflow.entities import Metric, RunStatus, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.models import ModelSignature
-from mlflow.protos.databricks_pb2 import RESOURCE_ALREADY_EXISTS, ErrorCode
+from mlflow.protos.databricks_pb2 import RESOURCE_ALREADY_EXISTS, RESOURCE_DOES_NOT_EXIST, ErrorCode
 from mlflow.types import Schema, TensorSpec
 
 from srseg.export import CARD_FILE, WEIGHTS_FILE, normalize_metrics
@@ -309,6 +309,41 @@ def log_and_register(
         client.set_terminated(rid)
     info = ModelVersionInfo(model_name, str(version.version), rid, f"models:/{model_name}/{version.version}", source, (alias,))
     logger.info("registered %s version %s (run %s) as @%s from %s", model_name, info.version, rid, alias, sr_weights)
+    return info
+
+
+def find_registered(model_name: str, sr_weights: str | Path, tracking_uri: str | None = None) -> ModelVersionInfo | None:
+    """The version of ``model_name`` that holds exactly these SR-head weights (same SHA-256), if any.
+
+    Registering is a change to a shared registry, so ``srseg register`` asks this first: the
+    same exported head registered twice would only add a version and move ``@challenger``.
+    """
+    name = check_name("model_name", model_name)
+    if not Path(sr_weights).is_file():
+        raise RegistryError(f"sr_weights {str(sr_weights)!r}: no such file (expected the export's {WEIGHTS_FILE})")
+    sha256 = sha256_file(sr_weights)
+    client = make_client(tracking_uri)
+    try:
+        versions = client.search_model_versions(f"name = '{name}'")
+    except MlflowException as exc:
+        if exc.error_code == ErrorCode.Name(RESOURCE_DOES_NOT_EXIST):
+            return None
+        raise
+    matches = [mv for mv in versions if (mv.tags or {}).get("sr_head_sha256") == sha256]
+    if not matches:
+        return None
+    oldest = min(matches, key=lambda mv: int(mv.version))
+    return version_info(client, name, str(oldest.version))
+
+
+def nominate_challenger(model_name: str, version: str, tracking_uri: str | None = None) -> ModelVersionInfo:
+    """Point ``@challenger`` at an existing version (a no-op when it is there already)."""
+    client = make_client(tracking_uri)
+    info = version_info(client, model_name, version)
+    if CHALLENGER not in info.aliases:
+        client.set_registered_model_alias(model_name, CHALLENGER, str(version))
+        logger.info("%s: @%s now points to version %s", model_name, CHALLENGER, version)
+        info = version_info(client, model_name, version)
     return info
 
 

@@ -25,6 +25,14 @@ def resolve_mirror(mirror: str | None) -> str | None:
     return folder.as_uri()
 
 
+def _mirror_name(mirror: str | None) -> str | None:
+    """A folder mirror is recorded as configured (e.g. ``data/mirror``), not as the absolute
+    ``file://`` URL it is fetched from, so the manifest is the same in every checkout."""
+    if mirror is None or "://" in mirror:
+        return None
+    return Path(mirror).as_posix()
+
+
 def run_download(params: Params, mirror: str | None = None, output: Path | None = None) -> Manifest:
     """Fetch COCO-Stuff per ``params.download`` and record the class map in the manifest."""
     from srseg.data.classmap import get_class_map
@@ -47,6 +55,7 @@ def run_download(params: Params, mirror: str | None = None, output: Path | None 
         backoff_s=cfg.backoff_s,
         timeout_s=cfg.timeout_s,
         s3_endpoint_url=cfg.upload.endpoint_url,
+        mirror_name=_mirror_name(mirror if mirror is not None else cfg.mirror),
     )
     class_map = get_class_map(cfg.class_map).to_json()
     if manifest.meta.get("class_map") != class_map:

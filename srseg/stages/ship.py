@@ -50,15 +50,27 @@ def run_export(params: Params, weights: Path | None = None, output_dir: Path | N
 
 
 def run_register(params: Params, export_dir: Path | None = None) -> dict[str, Any]:
-    """Log the exported SR head to MLflow and register a new version with alias ``challenger``."""
+    """Log the exported SR head to MLflow and register a new version with alias ``challenger``.
+
+    Idempotent: an SR head that is already a version of ``registry.model_name`` (same weights
+    SHA-256) is not registered again (``"registered": false`` in the result); ``@challenger`` is
+    pointed at that version if it is not there, so promotion judges this head and no other.
+    """
     from srseg.data.manifest import manifest_checksum
-    from srseg.registry import log_and_register
+    from srseg.registry import find_registered, log_and_register, nominate_challenger
     from srseg.train.tracking import git_commit
 
     folder = Path(export_dir or params.export.output_dir)
     uri = tracking_uri(params)
     if uri is None:
         raise ValueError("mlflow.enabled is false: registering a model needs an MLflow tracking URI")
+    existing = find_registered(params.registry.model_name, folder / "sr_head.safetensors", tracking_uri=uri)
+    if existing is not None:
+        existing = nominate_challenger(existing.name, existing.version, tracking_uri=uri)
+        log.info("%s: already registered as %s (aliases: %s); no new version", folder / "sr_head.safetensors",
+                 existing.model_uri, ", ".join(existing.aliases))
+        return {"name": existing.name, "version": existing.version, "run_id": existing.run_id,
+                "model_uri": existing.model_uri, "aliases": list(existing.aliases), "registered": False}
     tags = {"data_manifest_sha256": manifest_checksum(params.paths.data_root)}
     commit = git_commit()
     if commit:
@@ -74,7 +86,7 @@ def run_register(params: Params, export_dir: Path | None = None) -> dict[str, An
         experiment_name=params.mlflow.experiment,
     )
     return {"name": info.name, "version": info.version, "run_id": info.run_id, "model_uri": info.model_uri,
-            "aliases": list(info.aliases)}
+            "aliases": list(info.aliases), "registered": True}
 
 
 def registry_evaluator(params: Params, output_root: Path):

@@ -85,6 +85,7 @@ def run_train(
     resume: bool = True,
     max_iterations: int | None = None,
     hooks: TrainHooks | None = None,
+    report_dir: str | Path | None = None,
 ) -> dict[str, Any]:
     """Train one stage and return a summary (also written to ``<stage>/metrics.json``).
 
@@ -94,8 +95,10 @@ def run_train(
     or a new one). ``resume=True`` continues from the newest valid checkpoint (refused if the
     objective's settings changed); ``resume=False`` deletes this stage's previous outputs and
     starts over. ``max_iterations`` stops after that iteration with a checkpoint (smoke runs).
-    ``hooks`` is a ``srseg.train.engine.TrainHooks``. Runs as one rank of a DDP job when launched
-    by torchrun; the process group is created from torchrun's environment and destroyed at the end.
+    ``hooks`` is a ``srseg.train.engine.TrainHooks``. ``report_dir``: rank 0 also copies
+    ``metrics.json`` and the plot CSVs there (``srseg.stages.reports``; DVC keeps them in git).
+    Runs as one rank of a DDP job when launched by torchrun; the process group is created from
+    torchrun's environment and destroyed at the end.
     """
     import torch
     import yaml
@@ -105,6 +108,7 @@ def run_train(
     from srseg.data.manifest import Manifest, manifest_checksum
     from srseg.models.io import load_state_dict_file
     from srseg.models.losses import class_frequency_weights
+    from srseg.stages.reports import TRAIN_REPORT, publish_report
     from srseg.train.distributed import barrier, broadcast_object, cleanup_distributed, init_distributed, per_rank_batch
     from srseg.train.engine import (
         BEST_WEIGHTS,
@@ -115,7 +119,15 @@ def run_train(
         build_generator,
         clear_stage_outputs,
     )
-    from srseg.train.tracking import MlflowTracker, NullTracker, flatten, git_commit, resolve_tracking_uri, system_info
+    from srseg.train.tracking import (
+        MlflowTracker,
+        NullTracker,
+        dvc_experiment_tags,
+        flatten,
+        git_commit,
+        resolve_tracking_uri,
+        system_info,
+    )
 
     if stage not in STAGES:
         raise ValueError(f"stage must be one of {STAGES}, got {stage!r}")
@@ -193,6 +205,7 @@ def run_train(
                     "data.manifest_sha256": manifest_checksum(hr_root),
                     "data.lr_source": cfg.lr_source,
                     **system_info(device_name, dist_info.world_size),
+                    **dvc_experiment_tags(),
                 }
                 if lr_root is not None:
                     tags["data.lr_manifest_sha256"] = manifest_checksum(lr_root)
@@ -235,6 +248,8 @@ def run_train(
             for name in ("metrics.json", "plots/train_loss.csv", "plots/val.csv"):
                 if (stage_dir / name).is_file():
                     tracker.log_artifact(stage_dir / name, str(Path(name).parent) if "/" in name else None)
+            if report_dir is not None:
+                publish_report(stage_dir, report_dir, TRAIN_REPORT)
             tracker.finish("FINISHED")
         return summary
     except BaseException as exc:

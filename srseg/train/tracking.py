@@ -30,11 +30,29 @@ logger = logging.getLogger(__name__)
 PARENT_FILE = "mlflow_parent.json"
 STAGE_FILE = "mlflow_run.json"
 PARENT_TAG = "mlflow.parentRunId"
+_SQLITE = "sqlite:///"
 
 
 def resolve_tracking_uri(configured: str) -> str:
-    """``MLFLOW_TRACKING_URI`` from the environment, else the configured value."""
-    return os.environ.get("MLFLOW_TRACKING_URI") or configured
+    """``MLFLOW_TRACKING_URI`` from the environment, else the configured value.
+
+    A relative SQLite store (``sqlite:///mlflow.db``) is anchored at ``DVC_ROOT`` when DVC runs
+    the command: ``dvc exp run --temp`` (and queued experiments) run the stages in a copy of the
+    repository under ``.dvc/tmp/exps`` with ``DVC_ROOT`` set to the original one, so their runs go
+    to the project's store, not to a throwaway copy that is deleted afterwards.
+    """
+    uri = os.environ.get("MLFLOW_TRACKING_URI") or configured
+    root = os.environ.get("DVC_ROOT")
+    path = uri[len(_SQLITE) :] if uri.startswith(_SQLITE) else None
+    if root and path and not Path(path).is_absolute():
+        return _SQLITE + str(Path(root) / path)
+    return uri
+
+
+def dvc_experiment_tags() -> dict[str, str]:
+    """``dvc.exp_name`` / ``dvc.baseline_rev`` when the command runs inside ``dvc exp run``."""
+    names = {"DVC_EXP_NAME": "dvc.exp_name", "DVC_EXP_BASELINE_REV": "dvc.baseline_rev"}
+    return {tag: os.environ[var] for var, tag in names.items() if os.environ.get(var)}
 
 
 def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, str]:

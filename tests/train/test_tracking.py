@@ -139,6 +139,20 @@ def test_tracking_uri_env_override(monkeypatch: pytest.MonkeyPatch) -> None:
     assert resolve_tracking_uri("sqlite:///mlflow.db") == "http://127.0.0.1:5000"
 
 
+def test_relative_sqlite_store_is_anchored_at_the_dvc_root(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """`dvc exp run --temp` runs in a copy under .dvc/tmp/exps with DVC_ROOT = the real repository:
+    its runs must reach the project's store, not a throwaway one."""
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.setenv("DVC_ROOT", str(tmp_path))
+    assert resolve_tracking_uri("sqlite:///mlflow.db") == f"sqlite:///{tmp_path}/mlflow.db"
+    assert resolve_tracking_uri("sqlite:////abs/mlflow.db") == "sqlite:////abs/mlflow.db"
+    assert resolve_tracking_uri("http://127.0.0.1:5000") == "http://127.0.0.1:5000"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:///other.db")
+    assert resolve_tracking_uri("sqlite:///mlflow.db") == f"sqlite:///{tmp_path}/other.db"
+    monkeypatch.delenv("DVC_ROOT")
+    assert resolve_tracking_uri("sqlite:///mlflow.db") == "sqlite:///other.db"
+
+
 def test_flatten_params() -> None:
     flat = flatten({"train": {"loss": {"lambda_seg": 0.1}, "betas": (0.9, 0.99), "name": None}})
     assert flat == {"train.loss.lambda_seg": "0.1", "train.betas": "[0.9, 0.99]", "train.name": "None"}
