@@ -108,12 +108,20 @@ def python_without_srseg(tmp_path_factory: pytest.TempPathFactory) -> Path:
     purelib = Path(sysconfig.get_paths()["purelib"])
     (site,) = (venv / "lib").glob("python3.*/site-packages")
     (site / "shared.pth").write_text(f"{purelib}\n")
+    # `mlflow models serve` starts `uvicorn` from PATH: give this venv its own launcher, so the
+    # server runs under this interpreter (the shared venv's launcher could import srseg).
+    uvicorn = venv / "bin" / "uvicorn"
+    uvicorn.write_text(f"#!{venv / 'bin' / 'python'}\nfrom uvicorn.main import main\nmain()\n")
+    uvicorn.chmod(0o755)
     return venv / "bin" / "python"
 
 
-def clean_env() -> dict[str, str]:
-    """No PYTHONPATH (a checkout on it would make srseg importable) and no tracking URI."""
-    return {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "MLFLOW_TRACKING_URI")}
+def clean_env(python: Path) -> dict[str, str]:
+    """No PYTHONPATH (a checkout on it would make srseg importable), no tracking URI, and the
+    srseg-free venv's bin first on PATH (what `mlflow models serve` launches comes from there)."""
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "MLFLOW_TRACKING_URI")}
+    env["PATH"] = f"{python.parent}{os.pathsep}{env.get('PATH', '')}"
+    return env
 
 
 def test_mlmodel_names_no_local_path_and_ships_the_code(model_dir: Path) -> None:
@@ -134,7 +142,7 @@ def test_loads_and_predicts_without_srseg_installed(model_dir: Path, python_with
     np.save(tmp_path / "x.npy", x)
     result = subprocess.run(
         [str(python_without_srseg), "-c", PROBE, str(model_dir), str(tmp_path / "x.npy"), str(tmp_path / "y.npy")],
-        cwd=tmp_path, env=clean_env(), capture_output=True, text=True, timeout=300,
+        cwd=tmp_path, env=clean_env(python_without_srseg), capture_output=True, text=True, timeout=300,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads(result.stdout.strip().splitlines()[-1])
@@ -155,7 +163,7 @@ def test_mlflow_models_serve_answers_invocations_without_srseg(model_dir: Path, 
         server = subprocess.Popen(
             [str(python_without_srseg), "-m", "mlflow", "models", "serve", "-m", str(model_dir), "--env-manager", "local",
              "-h", "127.0.0.1", "-p", "0", "--workers", "1"],
-            cwd=tmp_path, env=clean_env(), stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+            cwd=tmp_path, env=clean_env(python_without_srseg), stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
         )
     try:
         port = None
