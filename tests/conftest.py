@@ -1,10 +1,12 @@
-"""Shared fixtures: the real sample data beside the checkout (../shared/data)."""
+"""Shared fixtures (the real sample data beside the checkout, ../shared/data) and the CI rule:
+with ``CI`` set, a skipped test fails unless it is marked ``cuda`` (see ``realparts.py``)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
+from realparts import pytest_runtest_makereport  # noqa: F401 - the CI rule, registered as a hook here
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
@@ -25,3 +27,4 @@ def cocostuff_sample(shared_data: Path) -> Path:
 @pytest.fixture(scope="session")
 def set5(shared_data: Path) -> Path:
     return shared_data / "set5"
+

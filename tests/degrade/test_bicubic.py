@@ -15,7 +15,7 @@ from srseg.imageio import load_rgb
 SET5 = ("baby", "bird", "butterfly", "head", "woman")
 DEVICES = [
     "cpu",
-    pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")),
+    pytest.param("cuda", marks=[pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")]),
 ]
 
 
