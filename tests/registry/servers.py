@@ -68,16 +68,20 @@ class S3Server:
             "AWS_DEFAULT_REGION": self.region,
         }
 
-    def client(self) -> Any:
-        """A boto3 S3 client for this server."""
+    def client(self, probe: bool = False) -> Any:
+        """A boto3 S3 client for this server; ``probe``: short timeouts and no retries, for
+        readiness checks (a port that another process took can accept and never answer)."""
         import boto3
+        from botocore.config import Config
 
+        config = Config(connect_timeout=2, read_timeout=3, retries={"total_max_attempts": 1}) if probe else None
         return boto3.client(
             "s3",
             endpoint_url=self.endpoint_url,
             aws_access_key_id=self.access_key,
             aws_secret_access_key=self.secret_key,
             region_name=self.region,
+            config=config,
         )
 
     def list_keys(self, bucket: str, prefix: str = "") -> list[str]:
@@ -303,9 +307,9 @@ def seaweed_server(
         ]
         proc = _start(argv, log, env, tmp)
         server = S3Server(f"http://{HOST}:{s3}", access_key, secret_key, proc.pid, data, log)
-        client = server.client()
+        probe = server.client(probe=True)
         try:
-            _wait_until(lambda: _s3_answers(client), proc, "weed mini (S3)", log, startup_timeout)
+            _wait_until(lambda: _s3_answers(probe), proc, "weed mini (S3)", log, startup_timeout)
             break
         except ServerStartError:
             _stop(proc)
@@ -313,6 +317,7 @@ def seaweed_server(
                 raise
             (tmp / f"weed.attempt{attempt}.log").write_bytes(log.read_bytes())  # kept for the record
     try:
+        client = server.client()
         for bucket in buckets:
             _wait_until(lambda: _create_bucket(client, bucket), proc, f"S3 bucket {bucket}", log, startup_timeout)
         yield server
