@@ -93,12 +93,14 @@ def run_ddp(root: Path, dest: Path, plant: str = "none") -> Run:
             env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), str(HERE)]), "OMP_NUM_THREADS": "1",
                    "RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": "2", "LOCAL_WORLD_SIZE": "2",
                    "MASTER_ADDR": "127.0.0.1", "TORCHELASTIC_USE_AGENT_STORE": "True"}
-            procs.append(subprocess.Popen(
-                [sys.executable, str(HERE / "ddp_worker.py"), "--params", str(params_file),
-                 "--ports", ",".join(map(str, ports)), "--probe-dir", str(probes), "--plant", plant],
-                env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True))
+            with open(dest / f"rank{rank}.log", "wb") as log:  # a file, not a pipe: no rank blocks on output
+                procs.append(subprocess.Popen(
+                    [sys.executable, str(HERE / "ddp_worker.py"), "--params", str(params_file),
+                     "--ports", ",".join(map(str, ports)), "--probe-dir", str(probes), "--plant", plant],
+                    env=env, stdout=subprocess.DEVNULL, stderr=log))
         try:
-            errors = [proc.communicate(timeout=300)[1] for proc in procs]
+            for proc in procs:
+                proc.wait(timeout=300)
         finally:
             for proc in procs:
                 if proc.poll() is None:
@@ -106,8 +108,8 @@ def run_ddp(root: Path, dest: Path, plant: str = "none") -> Run:
                     proc.wait(timeout=30)
     finally:
         del stores  # closes the listening sockets
-    for proc, err in zip(procs, errors):
-        assert proc.returncode == 0, err[-4000:]
+    for rank, proc in enumerate(procs):
+        assert proc.returncode == 0, (dest / f"rank{rank}.log").read_text(errors="replace")[-4000:]
     return Run(dest / "out", probes)
 
 
