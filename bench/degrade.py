@@ -1,6 +1,7 @@
 """Throughput of MATLAB-exact bicubic x4 reduction (srseg) vs Pillow's BICUBIC reduce.
 
-Run: ``python bench/degrade.py [--images 32] [--size 512] [--threads 1,2] [--repeats 7]``.
+Run: ``python bench/degrade.py [--images 32] [--size 512] [--threads 1,2] [--repeats 7]``;
+``--tiny`` (2 images of 64x64, one repeat, one thread) only checks that the script still works.
 
 Both sides get the same seeded RGB uint8 images. Timings are the best of ``repeats`` runs, so a
 busy shared machine inflates them less. Pillow is single-threaded C; srseg is timed for each
@@ -69,7 +70,10 @@ def main() -> None:
     parser.add_argument("--threads", default="1,2", help="comma-separated torch thread counts to time")
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--tiny", action="store_true", help="seconds-long smoke run (the test suite's); figures meaningless")
     args = parser.parse_args()
+    if args.tiny:
+        args.images, args.size, args.threads, args.repeats = 2, 64, "1", 1
     thread_counts = [int(t) for t in args.threads.split(",")]
 
     arrays = _images(args.images, args.size, args.seed)

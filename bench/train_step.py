@@ -9,6 +9,7 @@ backward of every matmul/conv, D and VGG included).
 
     .venv/bin/python bench/train_step.py                      # CPU, and CUDA when present
     .venv/bin/python bench/train_step.py --device cuda --sizes paper --num-workers 8
+    .venv/bin/python bench/train_step.py --tiny     # seconds-long smoke run (the test suite's)
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ REPO = Path(__file__).resolve().parents[1]
 DEFAULT_SAMPLE = REPO.parent / "shared" / "data" / "cocostuff-sample"
 
 SIZES: dict[str, dict[str, int]] = {
+    "tiny": {"num_features": 8, "num_blocks": 1, "batch_size": 2, "patch_size": 32, "d_features": 8},
     "demo": {"num_features": 32, "num_blocks": 4, "batch_size": 8, "patch_size": 64},
     "paper": {"num_features": 64, "num_blocks": 16, "batch_size": 16, "patch_size": 96},
 }
@@ -104,7 +106,7 @@ def bench_one(
     dims = SIZES[size]
     cfg = TrainConfig.model_validate({
         "generator": {"num_features": dims["num_features"], "num_blocks": dims["num_blocks"]},
-        "discriminator": {"num_features": 64},
+        "discriminator": {"num_features": dims.get("d_features", 64)},
         "loss": {"vgg_weights": vgg_weights},
         "batch_size": dims["batch_size"],
         "patch_size": dims["patch_size"],
@@ -171,7 +173,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--compile", action="store_true", help="torch.compile G and D")
     parser.add_argument("--vgg-weights", default="none", help="perceptual VGG19 weights: none | auto | path")
     parser.add_argument("--threads", type=int, default=None, help="CPU intra-op threads (default: torch's)")
+    parser.add_argument("--tiny", action="store_true",
+                        help="smoke run: CPU, tiny net, one step per stage, no workers (figures meaningless)")
     args = parser.parse_args(argv)
+    if args.tiny:
+        args.device, args.sizes, args.steps, args.warmup, args.num_workers = "cpu", "tiny", 1, 0, 0
     logging.basicConfig(level=logging.ERROR)
     if args.threads is not None:
         torch.set_num_threads(args.threads)

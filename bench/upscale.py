@@ -1,6 +1,8 @@
 """CPU throughput of the exported SR head per backend, and peak memory of tiled ``upscale``.
 
-Run: ``python bench/upscale.py [--size 128] [--runs 3] [--threads N] [--configs demo paper]``.
+Run: ``python bench/upscale.py [--size 128] [--runs 3] [--threads N] [--configs demo paper]``;
+``--tiny`` (an 8-feature net, 16 px LR, a 128x96 LR image for the memory runs) only checks that the
+script still works.
 
 1. Throughput, in output megapixels per second, of the SR head in PyTorch eager, TorchScript
    (traced) and ONNX Runtime (CPU provider, same thread count), against the full training network
@@ -39,12 +41,14 @@ from srseg.models.generator import MultiTaskSRNet, build_sr_only
 from srseg.models.io import save_generator
 
 CONFIGS = {
+    "tiny": {"num_features": 8, "num_blocks": 1},
     "demo": {"num_features": 32, "num_blocks": 4},
     "paper": {"num_features": 64, "num_blocks": 16},
 }
 NUM_CLASSES = 171
 LARGE_LR = (750, 1000)  # (h, w): x4 gives a 3000x4000 (12 MP) output
 SMALL_LR = (188, 250)
+TINY_LR = ((96, 128), (24, 32))  # --tiny: (large, small)
 
 
 def _seconds(fn: Callable[[], object], runs: int, warmup: int = 2) -> tuple[float, float]:
@@ -156,7 +160,8 @@ def _mb(run: dict) -> str:
 
 
 def memory(
-    name: str, tile: int, overlap: int, batch_sizes: list[int], threads: int, workdir: Path, measure_untiled: bool
+    name: str, tile: int, overlap: int, batch_sizes: list[int], threads: int, workdir: Path, measure_untiled: bool,
+    large_lr: tuple[int, int] = LARGE_LR, small_lr: tuple[int, int] = SMALL_LR,
 ) -> None:
     """Peak RSS of tiled upscale (per batch size) vs the untiled estimate, on a 12 MP output."""
     from PIL import Image
@@ -164,7 +169,7 @@ def memory(
     model = build_sr_only(_model(name))
     weights = str(save_generator(model, workdir / f"{name}.safetensors"))
     paths = {}
-    for label, (h, w) in {"large": LARGE_LR, "small": SMALL_LR, "warmup": (40, 40)}.items():
+    for label, (h, w) in {"large": large_lr, "small": small_lr, "warmup": (40, 40)}.items():
         paths[label] = workdir / f"{label}.png"
         Image.fromarray(_smooth_image(h, w)).save(paths[label])
 
@@ -174,10 +179,10 @@ def memory(
                 "batch_size": batch_size, "input": str(paths[label]), "tile": use_tile, "out": str(out)}
         return _run_child(spec)
 
-    out_mp = LARGE_LR[0] * LARGE_LR[1] * 16 / 1e6
+    out_mp = large_lr[0] * large_lr[1] * 16 / 1e6
     features = model.config["num_features"]
     print(f"\npeak memory of upscale, {name} SR head ({features} features), "
-          f"{LARGE_LR[1]}x{LARGE_LR[0]} LR -> 4000x3000 output, {threads} threads")
+          f"{large_lr[1]}x{large_lr[0]} LR -> {4 * large_lr[1]}x{4 * large_lr[0]} output, {threads} threads")
     first = None
     for batch_size in batch_sizes:
         tiled = run("large", tile, batch_size)
@@ -187,11 +192,11 @@ def memory(
               f"({window_mp:.1f} MP of HR windows per batch; {tiled['seconds']:.1f} s, "
               f"{out_mp / tiled['seconds']:.2f} MP/s)")
     small = run("small", None)
-    ratio = (LARGE_LR[0] * LARGE_LR[1]) / (SMALL_LR[0] * SMALL_LR[1])
+    ratio = (large_lr[0] * large_lr[1]) / (small_lr[0] * small_lr[1])
     estimate = (small["peak_mb"] - small["baseline_mb"]) * ratio
     analytic = 2 * features * out_mp * 1e6 * 4 / 2**20
     print(f"  untiled, estimated: +{estimate:5.0f} MB (+{small['peak_mb'] - small['baseline_mb']:.0f} MB measured "
-          f"at {SMALL_LR[1]}x{SMALL_LR[0]} LR, x{ratio:.1f} pixels; lower bound, two fp32 HR feature maps: "
+          f"at {small_lr[1]}x{small_lr[0]} LR, x{ratio:.1f} pixels; lower bound, two fp32 HR feature maps: "
           f"+{analytic:.0f} MB)")
     if measure_untiled:
         full = run("large", None)
@@ -213,11 +218,17 @@ def main() -> None:
     parser.add_argument("--skip-memory", action="store_true")
     parser.add_argument("--skip-throughput", action="store_true")
     parser.add_argument("--measure-untiled", action="store_true", help="also run the 12 MP output untiled (GBs of RAM)")
+    parser.add_argument("--tiny", action="store_true", help="seconds-long smoke run (the test suite's); figures meaningless")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         child(json.loads(args.child))
         return
+    lrs = (LARGE_LR, SMALL_LR)
+    if args.tiny:
+        args.size, args.runs, args.configs, args.memory_config = 16, 1, ["tiny"], "tiny"
+        args.tile, args.overlap, args.batch_sizes, args.measure_untiled = 32, 4, [1], False
+        lrs = TINY_LR
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory(prefix="srseg-bench-") as tmp:
         workdir = Path(tmp)
@@ -232,7 +243,7 @@ def main() -> None:
                 print(f"  {backend:<34} {median:8.3f} MP/s median  {best:8.3f} MP/s best")
         if not args.skip_memory:
             memory(args.memory_config, args.tile, args.overlap, args.batch_sizes, args.threads, workdir,
-                   args.measure_untiled)
+                   args.measure_untiled, *lrs)
 
 
 if __name__ == "__main__":

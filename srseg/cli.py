@@ -174,7 +174,7 @@ def _cmd_degrade(args: argparse.Namespace) -> int:
     params = _load(args)
     if args.input is not None:
         if args.output is None:
-            raise SystemExit("srseg degrade: --input needs --output")
+            raise ValueError("--input needs --output (the folder for the LR images)")
         report = run_degrade_folder(params, args.input, args.output, scale=args.scale, skip_corrupt=args.skip_corrupt)
     else:
         report = run_degrade(params, scale=args.scale, skip_corrupt=args.skip_corrupt)
@@ -375,5 +375,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     except USER_ERRORS as exc:
         if args.verbose:
             raise
-        print(f"srseg {args.command}: error: {exc}", file=sys.stderr)
+        print(f"srseg {command_name(args)}: error: {one_line(str(exc))}", file=sys.stderr)
         return 2
+
+
+def command_name(args: argparse.Namespace) -> str:
+    """``study build``, ``pipeline compile``, ``export``: the subcommand the user typed."""
+    sub = getattr(args, f"{args.command}_command", None)
+    return f"{args.command} {sub}" if sub else args.command
+
+
+def one_line(message: str) -> str:
+    """A multi-line error (e.g. every invalid key of params.yaml) as one line: parts joined by '; '."""
+    parts = [part.strip() for part in message.splitlines() if part.strip()]
+    return "; ".join(parts) if parts else "(no message)"

@@ -1,6 +1,6 @@
-"""Shared fixtures: the real sample data beside the checkout (../shared/data), and the ``cuda``
-marker's rule: tests that need a CUDA device skip where torch sees none (the only tests that may
-skip on CI)."""
+"""Shared fixtures (the real sample data beside the checkout, ../shared/data) and two rules: tests
+marked ``cuda`` skip where torch sees no CUDA device, and with ``CI`` set any other skip fails
+(see ``realparts.py``)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import os
 from pathlib import Path
 
 import pytest
+from realparts import pytest_runtest_makereport  # noqa: F401 - the CI rule, registered as a hook here
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 # SRSEG_TEST_DATA points elsewhere, e.g. on a GPU machine where ../shared does not exist.
@@ -44,3 +45,4 @@ def cocostuff_sample(shared_data: Path) -> Path:
 @pytest.fixture(scope="session")
 def set5(shared_data: Path) -> Path:
     return shared_data / "set5"
+

@@ -3,8 +3,9 @@
 The golden values (design.md) are reproduced by "MATLAB bicubic down x4, then up x4" with each
 imresize rounding to uint8 once, at its end (``quantize_passes=False``; the convention of the
 common Python ports), and Y rounded to integers before PSNR/SSIM. MATLAB's own per-pass rounding
-(the library default, bit-exact with the shipped LR files) lands 0.001-0.006 dB lower; that is
-measured and printed by ``test_matlab_exact_variant_is_close`` for the record.
+(the library default, bit-exact with the shipped LR files) lands 0.001-0.006 dB lower on single
+images; on Set5, from the MATLAB-made LR files, it matches the published figures within 0.005 dB
+(``test_matlab_exact_variant_matches_published_set5``).
 """
 
 from __future__ import annotations
@@ -59,12 +60,20 @@ def test_golden_set5(set5: Path) -> None:
     assert ssim_y == pytest.approx(GOLDEN_SET5[1], abs=0.0005)
 
 
-def test_matlab_exact_variant_is_close() -> None:
-    sr, hr = _bicubic_x4(skimage.data.astronaut(), quantize_passes=True)
-    m = image_metrics(sr, hr, crop_border=4)
-    print(f"astronaut, MATLAB per-pass rounding: psnr_y {m['psnr_y']:.4f} ssim_y {m['ssim_y']:.5f}")
-    assert m["psnr_y"] == pytest.approx(GOLDEN_SKIMAGE["astronaut"][0], abs=0.01)
-    assert m["ssim_y"] == pytest.approx(GOLDEN_SKIMAGE["astronaut"][1], abs=0.0005)
+def test_matlab_exact_variant_matches_published_set5(set5: Path) -> None:
+    """MATLAB's own convention (each imresize pass rounds to uint8), from the MATLAB-made LR files:
+    the published Set5 bicubic x4 figures within 0.005 dB / 0.0005."""
+    values = []
+    for name in SET5:
+        hr = np.ascontiguousarray(modcrop(load_rgb(set5 / "HR" / f"{name}.png"), 4))
+        lr = torch.from_numpy(np.ascontiguousarray(load_rgb(set5 / "LR_bicubic" / "X4" / f"{name}x4.png"))).permute(2, 0, 1)
+        sr = imresize(lr, 4.0, quantize_passes=True).permute(1, 2, 0).numpy()
+        values.append(image_metrics(sr, hr, crop_border=4))
+    psnr_y = float(np.mean([v["psnr_y"] for v in values]))
+    ssim_y = float(np.mean([v["ssim_y"] for v in values]))
+    print(f"Set5 bicubic x4, MATLAB per-pass rounding: psnr_y {psnr_y:.4f} ssim_y {ssim_y:.5f}")
+    assert psnr_y == pytest.approx(GOLDEN_SET5[0], abs=0.005)
+    assert ssim_y == pytest.approx(GOLDEN_SET5[1], abs=0.0005)
 
 
 def test_rgb_to_y_matches_matlab_rgb2ycbcr() -> None:

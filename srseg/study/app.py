@@ -89,8 +89,9 @@ def create_app(
     ``admin_token`` / ``secret_key`` default to the environment variables
     SRSEG_STUDY_ADMIN_TOKEN / SRSEG_STUDY_SECRET_KEY, then to the state folder.
     """
-    study = load_study(Path(bundle), verify=verify_bundle)
-    store = open_store(study.study_id, Path(state_dir) if state_dir else default_state_dir(Path(bundle)), create=True)
+    bundle = Path(bundle).resolve()  # Flask resolves a relative send_file path against the package folder
+    study = load_study(bundle, verify=verify_bundle)
+    store = open_store(study.study_id, Path(state_dir) if state_dir else default_state_dir(bundle), create=True)
     env_admin = admin_token if admin_token is not None else os.environ.get(ENV_ADMIN_TOKEN) or None
     if env_admin is not None and len(env_admin) < 16:
         raise ValueError(f"{ENV_ADMIN_TOKEN} is too short ({len(env_admin)} characters, need >= 16)")

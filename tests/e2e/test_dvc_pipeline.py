@@ -1,48 +1,25 @@
 """`dvc repro degrade` from a fresh copy of the repository: download + degrade on the sample
 mirror, a second repro is a no-op, and a degrade parameter change re-runs degrade only. (The
-whole pipeline, training included, runs in test_make_run.)"""
+whole pipeline, training included, runs in test_all_stages.py.)"""
 
 from __future__ import annotations
 
-import os
-import shutil
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import yaml
+from repo_copy import copy_repo
+from repo_copy import run as _run
 
-from srseg.data.mirror import build_sample_mirror
 from srseg.data.manifest import Manifest
 
-REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.e2e
-
-
-def _run(cmd: list[str], cwd: Path, env: dict[str, str]) -> str:
-    done = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, f"{cmd} failed:\n{done.stdout}\n{done.stderr}"
-    return done.stdout + done.stderr
 
 
 @pytest.fixture()
 def repo_copy(tmp_path: Path, cocostuff_sample: Path) -> tuple[Path, dict[str, str]]:
-    files = subprocess.run(["git", "ls-files"], cwd=REPO, capture_output=True, text=True, check=True).stdout.split()
-    work = tmp_path / "repo"
-    for name in files:
-        if not (REPO / name).is_file():
-            continue
-        (work / name).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(REPO / name, work / name)
-    env = dict(os.environ)
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
-    env.update(GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@example.com", GIT_COMMITTER_NAME="t", GIT_COMMITTER_EMAIL="t@example.com")
-    _run(["git", "init", "-q"], work, env)
-    _run(["git", "add", "-A"], work, env)
-    _run(["git", "commit", "-qm", "copy"], work, env)
-    build_sample_mirror(cocostuff_sample, work / "data" / "mirror")
-    return work, env
+    return copy_repo(tmp_path, cocostuff_sample)
 
 
 def _ran_stages(output: str) -> set[str]:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from realparts import require_module
 
 from srseg.evaluate.lpips import (
     bundled_linear_weights,
@@ -89,7 +90,7 @@ def test_matches_the_reference_package(tmp_path: Path) -> None:
     the VGG layout shares every code path except the layer table.
     """
     net = "alex"
-    lpips_pkg = pytest.importorskip("lpips")
+    lpips_pkg = require_module("lpips", "a dependency in pyproject.toml: pip install -e .")
     linear = bundled_linear_weights(net)
     assert linear is not None
     with warnings.catch_warnings():

@@ -212,7 +212,7 @@ def test_mlflow_srseg_registry_sr_head_loads_without_pickle(
     tmp_path: Path, photo: np.ndarray, tracking_store: tuple, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """SR heads registered by srseg.registry (safetensors in a pyfunc model) load via its loader."""
-    registry = pytest.importorskip("srseg.registry")
+    from srseg import registry
     uri, _, root = tracking_store
     monkeypatch.chdir(tmp_path)
     sr_net = MultiTaskSRNet(num_features=8, num_blocks=2, num_classes=0).eval()

@@ -109,6 +109,14 @@ def test_super_resolve_clamps_without_grad() -> None:
 
 
 def test_config_round_trip() -> None:
-    net = _small(decoder_convs=2, use_batchnorm=True)
-    clone = MultiTaskSRNet(**net.config)
+    """A net rebuilt from its config has the same architecture and, with the weights, the same outputs."""
+    net = _small(decoder_convs=2, use_batchnorm=True).eval()
+    clone = MultiTaskSRNet(**net.config).eval()
+    assert clone.config == net.config
+    assert {k: v.shape for k, v in clone.state_dict().items()} == {k: v.shape for k, v in net.state_dict().items()}
     clone.load_state_dict(net.state_dict(), strict=True)
+    x = torch.rand(1, 3, 12, 10, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        sr, logits = net.forward_multitask(x)
+        sr2, logits2 = clone.forward_multitask(x)
+    assert torch.equal(sr, sr2) and torch.equal(logits, logits2)

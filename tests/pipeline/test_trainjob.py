@@ -1,12 +1,14 @@
-"""The multi-node launcher: the TrainJob it creates is valid against the Trainer v1alpha1 schema
-(transcribed from the published CRD, see the schema's $comment) and carries what the launcher step
-has; create/wait against a fake Kubernetes API; and the torchrun command of the training step
-really trains with two processes (gloo on CPU)."""
+"""The multi-node launcher: the TrainJob it creates is valid against the released Kubeflow Trainer
+v2.2.0 TrainJob API (``trainjob_crd/``: fields from the release's API package, constraints from the
+CRD, unknown fields rejected; provenance in its README) plus the admission-webhook rules a schema
+cannot express, and carries what the launcher step has; create/wait against a fake Kubernetes API;
+and the torchrun command of the training step really trains with two processes (gloo on CPU)."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -14,18 +16,51 @@ from typing import Any
 import jsonschema
 import pytest
 import yaml
+from realparts import require_module
 
 from srseg.pipeline import steps, trainjob
 from srseg.pipeline.trainjob import TrainJobConfig, TrainJobError
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
-SCHEMA = json.loads((HERE / "trainjob_v1alpha1.schema.json").read_text())
+SCHEMA_FILE = HERE / "trainjob_crd" / "trainjob_v1alpha1.schema.json"
+SCHEMA = json.loads(SCHEMA_FILE.read_text())
 MOUNT = "/mnt/srseg"
+RFC1035_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
+
+
+def webhook_rule_violations(manifest: dict[str, Any]) -> list[str]:
+    """What the Trainer's admission webhook and the API server check beyond the JSON schema:
+    the TrainJob name is an RFC 1035 label (it names Services), and list-map keys are unique."""
+    problems = []
+    if manifest.get("apiVersion") != "trainer.kubeflow.org/v1alpha1" or manifest.get("kind") != "TrainJob":
+        problems.append(f"apiVersion/kind {manifest.get('apiVersion')}/{manifest.get('kind')}")
+    name = manifest.get("metadata", {}).get("name", "")
+    if not RFC1035_LABEL.match(name) or len(name) > 63:
+        problems.append(f"metadata.name {name!r} is not an RFC 1035 label of at most 63 characters")
+    spec = manifest.get("spec", {})
+
+    def unique(items: list[dict[str, Any]], key: str, where: str) -> None:
+        keys = [item.get(key) for item in items]
+        if len(keys) != len(set(keys)):
+            problems.append(f"{where}: duplicate {key} in {keys}")
+
+    unique(spec.get("trainer", {}).get("env", []), "name", "spec.trainer.env")
+    unique(spec.get("runtimePatches", []), "manager", "spec.runtimePatches")
+    for patch in spec.get("runtimePatches", []):
+        jobs = patch.get("trainingRuntimeSpec", {}).get("template", {}).get("spec", {}).get("replicatedJobs", [])
+        unique(jobs, "name", "replicatedJobs")
+        for job in jobs:
+            pod = job.get("template", {}).get("spec", {}).get("template", {}).get("spec", {})
+            unique(pod.get("volumes", []), "name", f"{job.get('name')}.volumes")
+            unique(pod.get("containers", []), "name", f"{job.get('name')}.containers")
+    return problems
 
 
 def validate(manifest: dict[str, Any]) -> None:
     jsonschema.Draft202012Validator(SCHEMA).validate(manifest)
+    problems = webhook_rule_violations(manifest)
+    assert problems == [], problems
 
 
 def launcher_config(tmp_path: Path, **overrides: Any) -> TrainJobConfig:
@@ -103,24 +138,80 @@ def test_cpu_only_trainjob_is_valid_and_requests_no_gpu(tmp_path: Path) -> None:
     assert [v["name"] for v in pod["volumes"]] == ["dshm"]
 
 
+def _set(manifest: dict[str, Any], path: tuple[str | int, ...], value: Any) -> None:
+    node: Any = manifest
+    for key in path[:-1]:
+        node = node[key]
+    node[path[-1]] = value
+
+
+POD = ("spec", "runtimePatches", 0, "trainingRuntimeSpec", "template", "spec", "replicatedJobs", 0, "template", "spec",
+       "template")
+
+
 @pytest.mark.parametrize(
     ("path", "value"),
     [
         (("spec", "trainer", "numNode"), 2),  # misspelt: the API server would silently drop it
         (("spec", "trainer", "numNodes"), "2"),
         (("spec", "trainer", "resourcesPerNode", "limits", "memory"), "64 GB"),
-        (("spec", "podTemplateOverrides"), []),  # removed in Trainer v2.2
-        (("metadata", "name"), "Srseg_Job"),
+        (("spec", "podTemplateOverrides"), []),  # removed in Trainer v2.2 (runtimePatches replaced it)
+        (("spec", "activeDeadlineSeconds"), 0),
+        (("spec", "runtimeRef", "name"), ""),
+        (("spec", "runtimePatches", 0, "manager"), ""),
+        (("spec", "managedBy"), "my-controller"),
+        (POD + ("spec", "nodeSelecter"), {"a": "b"}),
+        (POD + ("spec", "containers", 0, "image"), "other:1"),  # a container patch cannot change the image
+        (POD + ("metadata", "ownerReferences"), []),  # patch metadata: labels/annotations/... only
+        (POD + ("spec", "volumes", 0, "persistentVolumeClaim", "claimNam"), "x"),
+    ],
+    ids=lambda v: ".".join(map(str, v)) if isinstance(v, tuple) else None,
+)
+def test_schema_rejects_what_the_api_would_reject_or_drop(tmp_path: Path, path: tuple, value: Any) -> None:
+    manifest = trainjob.build_trainjob(launcher_config(tmp_path))
+    jsonschema.Draft202012Validator(SCHEMA).validate(manifest)
+    _set(manifest, path, value)
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.Draft202012Validator(SCHEMA).validate(manifest)
+
+
+def test_schema_limits_the_number_of_runtime_patches(tmp_path: Path) -> None:
+    manifest = trainjob.build_trainjob(launcher_config(tmp_path))
+    patch = manifest["spec"]["runtimePatches"][0]
+    manifest["spec"]["runtimePatches"] = [{**patch, "manager": f"m{i}"} for i in range(16)]
+    jsonschema.Draft202012Validator(SCHEMA).validate(manifest)
+    manifest["spec"]["runtimePatches"].append({**patch, "manager": "one-too-many"})
+    with pytest.raises(jsonschema.ValidationError, match="is too long|maxItems|non-empty"):
+        jsonschema.Draft202012Validator(SCHEMA).validate(manifest)
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "problem"),
+    [
+        (("metadata", "name"), "Srseg_Job", "RFC 1035"),
+        (("metadata", "name"), "s" * 64, "RFC 1035"),
+        (("spec", "trainer", "env", 1, "name"), "AWS_ACCESS_KEY_ID", "duplicate name"),
+        (POD + ("spec", "volumes", 1, "name"), "srseg-data", "duplicate name"),
     ],
 )
-def test_schema_rejects_what_the_api_would_reject_or_drop(tmp_path: Path, path: tuple[str, ...], value: Any) -> None:
+def test_webhook_rules_the_schema_cannot_express(tmp_path: Path, path: tuple, value: Any, problem: str) -> None:
     manifest = trainjob.build_trainjob(launcher_config(tmp_path))
-    node = manifest
-    for key in path[:-1]:
-        node = node[key]
-    node[path[-1]] = value
-    with pytest.raises(jsonschema.ValidationError):
-        validate(manifest)
+    assert webhook_rule_violations(manifest) == []
+    _set(manifest, path, value)
+    jsonschema.Draft202012Validator(SCHEMA).validate(manifest)  # structurally fine ...
+    assert any(problem in p for p in webhook_rule_violations(manifest))  # ... rejected by the webhook
+
+
+def test_schema_file_is_built_from_the_pinned_release() -> None:
+    """The committed schema equals a fresh build from the installed kubeflow-trainer-api release."""
+    require_module("kubeflow_trainer_api", "pip install kubeflow-trainer-api==2.2.0 (a test extra of pyproject.toml)")
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("make_schema", HERE / "trainjob_crd" / "make_schema.py")
+    assert spec is not None and spec.loader is not None
+    make_schema = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(make_schema)
+    assert make_schema.render(make_schema.build_schema()) == SCHEMA_FILE.read_text()
 
 
 def test_config_errors_are_clear(tmp_path: Path) -> None:

@@ -8,16 +8,20 @@ Plain context managers, usable from any test folder::
          mlflow_server(tmp / "mlflow", artifacts_destination="s3://mlflow/artifacts", env=s3.env()) as server:
         client = MlflowClient(server.tracking_uri)
 
-Every port is a free port on 127.0.0.1 (nothing binds another interface), startup waits are
-bounded and report the server's log tail on failure, and teardown signals the process group of
-the process started here (SIGTERM, then SIGKILL), found by its PID. S3 credentials are random per
-server and only handed to the processes that need them (never logged).
+Nothing binds another interface than 127.0.0.1 and no port is chosen here and bound elsewhere
+unchecked: the MLflow server binds port 0 and the port is read back from its log; ``weed mini``
+needs its ports on the command line, so a start that loses a port to another process (it checks
+them and exits, or fails to bind) is retried with fresh ports, a bounded number of times.
+Startup waits are bounded and report the server's log tail on failure, and teardown signals the
+process group of the process started here (SIGTERM, then SIGKILL), found by its PID. S3
+credentials are random per server and only handed to the processes that need them (never logged).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import signal
 import socket
@@ -34,6 +38,9 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 
 HOST = "127.0.0.1"
 REGION = "us-east-1"
+START_ATTEMPTS = 5  # starts of a server whose ports are given on its command line
+PORT_TAKEN = re.compile(r"address already in use|is not available on", re.IGNORECASE)
+LISTENING = re.compile(r"(?:Uvicorn running on|Listening at:) https?://[^\s:]+:(\d+)")
 
 
 class ServerStartError(RuntimeError):
@@ -61,16 +68,20 @@ class S3Server:
             "AWS_DEFAULT_REGION": self.region,
         }
 
-    def client(self) -> Any:
-        """A boto3 S3 client for this server."""
+    def client(self, probe: bool = False) -> Any:
+        """A boto3 S3 client for this server; ``probe``: short timeouts and no retries, for
+        readiness checks (a port that another process took can accept and never answer)."""
         import boto3
+        from botocore.config import Config
 
+        config = Config(connect_timeout=2, read_timeout=3, retries={"total_max_attempts": 1}) if probe else None
         return boto3.client(
             "s3",
             endpoint_url=self.endpoint_url,
             aws_access_key_id=self.access_key,
             aws_secret_access_key=self.secret_key,
             region_name=self.region,
+            config=config,
         )
 
     def list_keys(self, bucket: str, prefix: str = "") -> list[str]:
@@ -194,6 +205,28 @@ def _wait_until(ready: Callable[[], bool], proc: subprocess.Popen[bytes], what: 
     raise ServerStartError(f"{what} not ready after {timeout:.0f}s; log tail:\n{_tail(log)}")
 
 
+def listening_port(log: Path) -> int | None:
+    """The port a uvicorn/gunicorn server started with ``--port 0`` reports in its log, if any yet."""
+    try:
+        match = LISTENING.search(log.read_text(errors="replace"))
+    except OSError:
+        return None
+    return int(match.group(1)) if match else None
+
+
+def _wait_for_port(proc: subprocess.Popen[bytes], what: str, log: Path, timeout: float) -> int:
+    found: list[int] = []
+
+    def ready() -> bool:
+        port = listening_port(log)
+        if port:
+            found.append(port)
+        return bool(port)
+
+    _wait_until(ready, proc, f"{what} (listening address in its log)", log, timeout)
+    return found[-1]
+
+
 def _http_status(url: str) -> int:
     try:
         with urllib.request.urlopen(url, timeout=2) as response:  # noqa: S310 - loopback test server
@@ -258,24 +291,33 @@ def seaweed_server(
         "credentials": [{"accessKey": access_key, "secretKey": secret_key}],
         "actions": ["Admin", "Read", "Write", "List", "Tagging"],
     }]}))
-    master, master_grpc, volume, volume_grpc, filer, filer_grpc, s3, s3_grpc = free_ports(8)
-    admin, admin_grpc = _port_pair(10000)
-    argv = [
-        str(weed_binary()), "mini", f"-dir={data}", f"-ip={HOST}", f"-ip.bind={HOST}",
-        f"-master.port={master}", f"-master.port.grpc={master_grpc}", "-master.telemetry=false",
-        f"-volume.port={volume}", f"-volume.port.grpc={volume_grpc}",
-        f"-filer.port={filer}", f"-filer.port.grpc={filer_grpc}",
-        f"-s3.port={s3}", f"-s3.port.grpc={s3_grpc}", "-s3.port.iceberg=0", "-s3.port.lance=0",
-        f"-s3.config={config}", "-webdav=false",
-        "-admin.ui=false", f"-admin.port={admin}", f"-admin.port.grpc={admin_grpc}",
-    ]
     log = tmp / "weed.log"
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
-    proc = _start(argv, log, env, tmp)
-    try:
+    for attempt in range(1, START_ATTEMPTS + 1):
+        master, master_grpc, volume, volume_grpc, filer, filer_grpc, s3, s3_grpc = free_ports(8)
+        admin, admin_grpc = _port_pair(10000)
+        argv = [
+            str(weed_binary()), "mini", f"-dir={data}", f"-ip={HOST}", f"-ip.bind={HOST}",
+            f"-master.port={master}", f"-master.port.grpc={master_grpc}", "-master.telemetry=false",
+            f"-volume.port={volume}", f"-volume.port.grpc={volume_grpc}",
+            f"-filer.port={filer}", f"-filer.port.grpc={filer_grpc}",
+            f"-s3.port={s3}", f"-s3.port.grpc={s3_grpc}", "-s3.port.iceberg=0", "-s3.port.lance=0",
+            f"-s3.config={config}", "-webdav=false",
+            "-admin.ui=false", f"-admin.port={admin}", f"-admin.port.grpc={admin_grpc}",
+        ]
+        proc = _start(argv, log, env, tmp)
         server = S3Server(f"http://{HOST}:{s3}", access_key, secret_key, proc.pid, data, log)
+        probe = server.client(probe=True)
+        try:
+            _wait_until(lambda: _s3_answers(probe), proc, "weed mini (S3)", log, startup_timeout)
+            break
+        except ServerStartError:
+            _stop(proc)
+            if attempt == START_ATTEMPTS or not PORT_TAKEN.search(_tail(log, 200)):
+                raise
+            (tmp / f"weed.attempt{attempt}.log").write_bytes(log.read_bytes())  # kept for the record
+    try:
         client = server.client()
-        _wait_until(lambda: _s3_answers(client), proc, "weed mini (S3)", log, startup_timeout)
         for bucket in buckets:
             _wait_until(lambda: _create_bucket(client, bucket), proc, f"S3 bucket {bucket}", log, startup_timeout)
         yield server
@@ -300,19 +342,19 @@ def mlflow_server(
     """
     tmp = Path(tmp)
     tmp.mkdir(parents=True, exist_ok=True)
-    port = free_port()
     backend = f"sqlite:///{(tmp / 'mlflow.db').resolve()}"
     destination = artifacts_destination or (tmp / "mlartifacts").resolve().as_uri()
     argv = [
         sys.executable, "-m", "mlflow", "server",
         "--backend-store-uri", backend, "--artifacts-destination", destination,
-        "--host", HOST, "--port", str(port), "--workers", "1",
+        "--host", HOST, "--port", "0", "--workers", "1",  # the kernel picks the port; read back from the log
     ]
     server_env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "AWS_"))}
     server_env.update({"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", "MLFLOW_DISABLE_TELEMETRY": "true", **(env or {})})
     log = tmp / "mlflow-server.log"
     proc = _start(argv, log, server_env, tmp)
     try:
+        port = _wait_for_port(proc, "mlflow server", log, startup_timeout)
         url = f"http://{HOST}:{port}"
         _wait_until(lambda: _http_status(f"{url}/health") == 200, proc, "mlflow server", log, startup_timeout)
         yield MlflowServer(url, proc.pid, backend, log)

@@ -139,3 +139,32 @@ def test_upscale_cli_path_loads_the_champion(server_stack: tuple, sr_heads: dict
     want = super_resolve_uint8(load_generator(sr_heads["nearest"]), lr, "local")
     assert np.array_equal(got, want)
     assert np.array_equal(got[::SCALE, ::SCALE], lr.mul(255).round().byte().permute(1, 2, 0).numpy())  # nearest neighbour
+
+
+def test_weed_start_retries_when_a_port_is_taken(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A port lost to another process between choosing and binding costs one retry, not a failure."""
+    import servers
+
+    busy = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    busy.bind(("127.0.0.1", 0))
+    busy.listen()
+    taken = busy.getsockname()[1]
+    real_free_ports = servers.free_ports
+    calls = []
+
+    def first_s3_port_taken(count: int, host: str = servers.HOST) -> list[int]:
+        ports = real_free_ports(count, host)
+        calls.append(count)
+        if len(calls) == 1 and count == 8:
+            ports[6] = taken  # the S3 port of the first attempt
+        return ports
+
+    monkeypatch.setattr(servers, "free_ports", first_s3_port_taken)
+    try:
+        with servers.seaweed_server(tmp_path, buckets=["retried"]) as s3:
+            assert int(s3.endpoint_url.rsplit(":", 1)[1]) != taken
+            assert s3.list_keys("retried") == []
+        first_log = (tmp_path / "weed.attempt1.log").read_text()
+        assert servers.PORT_TAKEN.search(first_log) and str(taken) in first_log
+    finally:
+        busy.close()

@@ -7,7 +7,6 @@ with visibly different texture (bicubic down/up, plus two sharpened variants, an
 from __future__ import annotations
 
 import contextlib
-import socket
 import threading
 from pathlib import Path
 from typing import Iterator
@@ -53,15 +52,9 @@ def study_bundle(method_folders: dict[str, Path], tmp_path_factory: pytest.TempP
                        num_images=6, crop_size=64, attention_checks=4, seed=0, show_reference=False)
 
 
-def free_port() -> int:
-    with contextlib.closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @contextlib.contextmanager
 def werkzeug_server(app) -> Iterator[str]:  # type: ignore[no-untyped-def]
-    """Run ``app`` on werkzeug's threaded server on a free loopback port (tests only)."""
+    """Run ``app`` on werkzeug's threaded server, bound to 127.0.0.1 port 0 (tests only)."""
     from werkzeug.serving import make_server
 
     server = make_server("127.0.0.1", 0, app, threaded=True)
@@ -79,8 +72,3 @@ def werkzeug_server(app) -> Iterator[str]:  # type: ignore[no-untyped-def]
 def serve_app():  # type: ignore[no-untyped-def]
     """``with serve_app(app) as base_url:`` runs the app on a free loopback port."""
     return werkzeug_server
-
-
-@pytest.fixture()
-def port() -> int:
-    return free_port()

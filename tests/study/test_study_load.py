@@ -6,6 +6,7 @@ from __future__ import annotations
 import gc
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -23,6 +24,7 @@ from srseg.study.store import open_store
 RATERS = 20
 VOTES = 50
 DEADLINE_S = 120.0
+LISTENING = re.compile(r"Listening at: (http://127\.0\.0\.1:\d+)")
 
 
 @pytest.fixture()
@@ -35,22 +37,29 @@ def bundle(method_folders: dict[str, Path], tmp_path: Path) -> Path:
     return bundle
 
 
-def _start(bundle: Path, state: Path, port: int, log_path: Path) -> subprocess.Popen:
+def _start(bundle: Path, state: Path, log_path: Path) -> tuple[subprocess.Popen, str]:
+    """Start the server on port 0 (gunicorn binds it; no port chosen here) and read its address back."""
+    offset = log_path.stat().st_size if log_path.exists() else 0
     with open(log_path, "ab") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "srseg.study.app", "--bundle", str(bundle), "--state", str(state), "--port", str(port),
+            [sys.executable, "-m", "srseg.study.app", "--bundle", str(bundle), "--state", str(state), "--port", "0",
              "--threads", "8"],
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )
     deadline = time.monotonic() + 30
+    base = None
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise AssertionError(f"server exited with {process.returncode}:\n{log_path.read_text()[-3000:]}")
+        if base is None:
+            found = LISTENING.search(log_path.read_text(errors="replace")[offset:])
+            base = found.group(1) if found else None
         try:
-            if requests.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
-                return process
+            if base is not None and requests.get(f"{base}/healthz", timeout=1).status_code == 200:
+                return process, base
         except requests.ConnectionError:
-            time.sleep(0.1)
+            pass
+        time.sleep(0.1)
     _kill(process)
     raise AssertionError(f"server did not come up in 30 s:\n{log_path.read_text()[-3000:]}")
 
@@ -70,11 +79,10 @@ def _kill(process: subprocess.Popen, sig: int = signal.SIGKILL) -> None:
 
 
 @pytest.mark.timeout(180)
-def test_concurrent_raters_survive_a_server_kill(bundle: Path, tmp_path: Path, port: int, capsys: pytest.CaptureFixture[str]) -> None:
+def test_concurrent_raters_survive_a_server_kill(bundle: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     study = load_study(bundle)
     state = tmp_path / "state"
-    base = f"http://127.0.0.1:{port}"
-    invitations = create_invitations(bundle, RATERS, base, state)
+    invitations = create_invitations(bundle, RATERS, "http://study.invalid", state)
     log_path = tmp_path / "server.log"
     progress = {"votes": 0}
     lock = threading.Lock()
@@ -83,11 +91,13 @@ def test_concurrent_raters_survive_a_server_kill(bundle: Path, tmp_path: Path, p
     errors: list[str] = []
     stop_at = time.monotonic() + DEADLINE_S
 
+    server_at = {}  # the restarted server has a new port: raters read the current address
+
     def call(session: requests.Session, path: str, **kwargs) -> requests.Response:  # type: ignore[no-untyped-def]
         while time.monotonic() < stop_at:
             start = time.perf_counter()
             try:
-                response = session.post(f"{base}{path}", timeout=10, **kwargs)
+                response = session.post(f"{server_at['base']}{path}", timeout=10, **kwargs)
             except (requests.ConnectionError, requests.Timeout):
                 time.sleep(0.05)
                 continue
@@ -117,7 +127,7 @@ def test_concurrent_raters_survive_a_server_kill(bundle: Path, tmp_path: Path, p
         except Exception as exc:  # reported by the main thread
             errors.append(f"{rater_id}: {exc!r}")
 
-    server = _start(bundle, state, port, log_path)
+    server, server_at["base"] = _start(bundle, state, log_path)
     threads = [threading.Thread(target=rater, args=inv, daemon=True) for inv in invitations]
     started = time.perf_counter()
     try:
@@ -127,7 +137,7 @@ def test_concurrent_raters_survive_a_server_kill(bundle: Path, tmp_path: Path, p
             time.sleep(0.01)
         killed_at = progress["votes"]
         _kill(server, signal.SIGKILL)
-        server = _start(bundle, state, port, log_path)
+        server, server_at["base"] = _start(bundle, state, log_path)
         for thread in threads:
             thread.join(timeout=max(1.0, stop_at - time.monotonic()))
         # requests leaves some keep-alive sockets to the garbage collector even after

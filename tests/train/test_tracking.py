@@ -4,69 +4,24 @@ plus the pure helpers."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Iterator
 
 import pytest
-from trainkit import free_port, tiny_params
+from trainkit import tiny_params
 
 from srseg.data.manifest import manifest_checksum
 from srseg.fileio import read_json
 from srseg.stages.train import run_train
 from srseg.train.tracking import GIT_COMMIT_ENV, PARENT_TAG, flatten, git_commit, resolve_tracking_uri
 
-SERVER_START_TIMEOUT_S = 90.0
-
-
 @pytest.fixture(scope="module")
 def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A real tracking server; stopped (by PID) at teardown."""
-    base = tmp_path_factory.mktemp("mlflow_server")
-    port = free_port()
-    log = open(base / "server.log", "wb")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "server",
-         "--backend-store-uri", f"sqlite:///{base / 'db.sqlite'}",
-         "--artifacts-destination", str(base / "artifacts"),
-         "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-        stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-        env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},  # no GenAI job runner
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + SERVER_START_TIMEOUT_S
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"mlflow server exited with {proc.returncode}: {(base / 'server.log').read_text()[-3000:]}")
-            try:
-                with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
-                    if response.status == 200:
-                        break
-            except (urllib.error.URLError, OSError):
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"mlflow server not healthy after {SERVER_START_TIMEOUT_S}s: "
-                            f"{(base / 'server.log').read_text()[-3000:]}")
-            time.sleep(0.5)
-        yield url
-    finally:
-        # The server runs workers in its own session: signal the whole group it leads, by its PID.
-        try:
-            os.killpg(proc.pid, 15)
-        except ProcessLookupError:
-            pass
-        try:
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, 9)
-            proc.wait(timeout=20)
-        log.close()
+    """A real tracking server on 127.0.0.1 (port 0, read back); stopped by PID at teardown."""
+    from registry.servers import mlflow_server as start_mlflow_server
+
+    with start_mlflow_server(tmp_path_factory.mktemp("mlflow_server")) as server:
+        yield server.tracking_uri
 
 
 def test_parent_and_nested_stage_runs_on_a_real_server(

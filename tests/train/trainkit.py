@@ -4,15 +4,16 @@ and a tiny-model parameter set that trains in milliseconds per step on a CPU."""
 from __future__ import annotations
 
 import shutil
-import socket
 from pathlib import Path
 from typing import Any
 
+import torch
 from PIL import Image
 
 from srseg.config import Params, deep_merge, parse_params
 from srseg.data.manifest import HR_FORMAT, Manifest, Sample, image_name, label_name
 from srseg.fileio import sha256_file
+from srseg.train.engine import TrainHooks, Trainer
 
 TRAIN_IDS = (17914, 29286, 138805, 184101, 284465, 426773)
 VAL_IDS = (1503, 1490)
@@ -98,7 +99,42 @@ def tiny_params(data_root: Path, output_dir: Path, overrides: dict[str, Any] | N
     return parse_params(deep_merge(raw, overrides or {}), "tests/train")
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+class FirstStepProbe:
+    """Records what a stage starts from and the gradients of its first optimisation step.
+
+    ``hooks()`` gives ``TrainHooks`` for ``run_train``: ``before_train`` keeps the trainer and a
+    copy of its starting weights; ``after_step`` at iteration 1 copies the ``.grad`` of every G and
+    D parameter. Under DDP these are the all-reduced (rank-averaged) gradients, read after the
+    optimiser step and before the next ``zero_grad``. ``save`` writes both with ``torch.save``.
+    """
+
+    def __init__(self) -> None:
+        self.trainer: Trainer | None = None
+        self.start: dict[str, torch.Tensor] = {}
+        self.grads: dict[str, torch.Tensor] = {}
+
+    @staticmethod
+    def _named(trainer: Trainer) -> dict[str, torch.nn.Module]:
+        nets: dict[str, torch.nn.Module] = {"generator": trainer.generator}
+        if trainer.discriminator is not None:
+            nets["discriminator"] = trainer.discriminator
+        return nets
+
+    def _before(self, trainer: Trainer) -> None:
+        self.trainer = trainer
+        self.start = {f"{net}.{k}": v.detach().clone() for net, module in self._named(trainer).items()
+                      for k, v in module.state_dict().items()}
+
+    def _after(self, iteration: int, ids: list[int]) -> None:
+        if iteration != 1 or self.trainer is None:
+            return
+        for net, module in self._named(self.trainer).items():
+            for name, param in module.named_parameters():
+                if param.grad is not None:
+                    self.grads[f"{net}.{name}"] = param.grad.detach().clone()
+
+    def hooks(self) -> TrainHooks:
+        return TrainHooks(before_train=self._before, after_step=self._after)
+
+    def save(self, path: Path) -> None:
+        torch.save({"start": self.start, "grads": self.grads}, path)

@@ -1,0 +1,64 @@
+"""The whole pipeline as a user runs it (`make run`): `dvc repro` of every stage in dvc.yaml from
+a fresh copy of the repository with the demo profile, then `srseg promote`. Asserts on what a user
+looks at: evaluation metrics of every method, the study bundle, the exported files, the model
+registered and promoted to @champion; and a second `dvc repro` does nothing. Paths come from the
+copy's params.yaml and dvc.yaml, not from this file."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from repo_copy import copy_repo, run
+
+from srseg.config import load_params
+from srseg.study.bundle import load_study
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+EXPORT_FILES = ("sr_head.safetensors", "sr_head.onnx", "sr_head.torchscript.pt", "MODEL_CARD.md")
+
+
+def _stages(work: Path) -> list[str]:
+    return list(yaml.safe_load((work / "dvc.yaml").read_text())["stages"])
+
+
+def _ran(output: str, stages: list[str]) -> list[str]:
+    return [stage for stage in stages if f"Running stage '{stage}'" in output]
+
+
+@pytest.mark.timeout(2400)
+def test_dvc_repro_runs_every_stage_then_promotes(tmp_path: Path, cocostuff_sample: Path) -> None:
+    from mlflow import MlflowClient
+
+    work, env = copy_repo(tmp_path, cocostuff_sample)
+    params = load_params(work / "params.yaml")
+    assert params.profile == "demo"
+    stages = _stages(work)
+
+    first = run([sys.executable, "-m", "dvc", "repro"], work, env, timeout=2000)
+    assert _ran(first, stages) == stages, first[-4000:]
+
+    metrics = json.loads((work / params.evaluate.output_dir / "metrics.json").read_text())
+    for method in params.evaluate.methods:
+        assert {"psnr_y", "ssim_y"} <= set(metrics[method]), (method, metrics.get(method))
+
+    bundle = work / params.study.output_dir / "bundle"
+    study = load_study(bundle)  # verifies every image against the bundle's checksums
+    assert set(study.methods) == set(params.study.methods) and study.pairs
+    assert {m for pair in study.pairs for m in (pair.left.method, pair.right.method)} >= set(params.study.methods)
+
+    export_dir = work / params.export.output_dir
+    for name in EXPORT_FILES:
+        assert (export_dir / name).stat().st_size > 0, name
+
+    record = json.loads((work / params.registry.record).read_text())
+    run([sys.executable, "-m", "srseg", "promote", "--allow-reject"], work, env)  # as `make run` does
+    client = MlflowClient(params.mlflow.tracking_uri.replace("sqlite:///", f"sqlite:///{work}/", 1))
+    champion = client.get_model_version_by_alias(params.registry.model_name, "champion")
+    assert str(champion.version) == str(record["version"])
+
+    second = run([sys.executable, "-m", "dvc", "repro"], work, env)
+    assert _ran(second, stages) == [], second[-4000:]
