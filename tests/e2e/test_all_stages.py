@@ -1,8 +1,8 @@
 """The whole pipeline as a user runs it (`make run`): `dvc repro` of every stage in dvc.yaml from
-a fresh copy of the repository with the demo profile, then `srseg promote`. Asserts on what a user
+a fresh copy of the repository with the demo profile, then `srseg register` and `srseg promote`. Asserts on what a user
 looks at: evaluation metrics of every method, the study bundle, the exported files, the model
 registered and promoted to @champion; and a second `dvc repro` does nothing. Paths come from the
-copy's params.yaml and dvc.yaml, not from this file."""
+copy's params.yaml and dvc.yaml, and the commands after `dvc repro` from the Makefile's `run` target."""
 
 from __future__ import annotations
 
@@ -29,6 +29,20 @@ def _ran(output: str, stages: list[str]) -> list[str]:
     return [stage for stage in stages if f"Running stage '{stage}'" in output]
 
 
+def _make_run_recipe(work: Path) -> list[list[str]]:
+    """The commands of the Makefile's `run` target (echo lines left out), so this test follows
+    `make run` when its recipe changes."""
+    lines = (work / "Makefile").read_text().split("\n")
+    start = next(i for i, line in enumerate(lines) if line.startswith("run:"))
+    commands = []
+    for line in lines[start + 1:]:
+        if not line.startswith("\t"):
+            break
+        if not line.strip().startswith("@"):
+            commands.append(line.split())
+    return commands
+
+
 @pytest.mark.timeout(2400)
 def test_dvc_repro_runs_every_stage_then_promotes(tmp_path: Path, cocostuff_sample: Path) -> None:
     from mlflow import MlflowClient
@@ -38,6 +52,8 @@ def test_dvc_repro_runs_every_stage_then_promotes(tmp_path: Path, cocostuff_samp
     assert params.profile == "demo"
     stages = _stages(work)
 
+    recipe = _make_run_recipe(work)
+    assert recipe[0] == ["dvc", "repro"], recipe
     first = run([sys.executable, "-m", "dvc", "repro"], work, env, timeout=2000)
     assert _ran(first, stages) == stages, first[-4000:]
 
@@ -54,8 +70,9 @@ def test_dvc_repro_runs_every_stage_then_promotes(tmp_path: Path, cocostuff_samp
     for name in EXPORT_FILES:
         assert (export_dir / name).stat().st_size > 0, name
 
+    for command in recipe[1:]:  # what `make run` does after `dvc repro`: register, then the gate
+        run([sys.executable, "-m", *command], work, env)
     record = json.loads((work / params.registry.record).read_text())
-    run([sys.executable, "-m", "srseg", "promote", "--allow-reject"], work, env)  # as `make run` does
     client = MlflowClient(params.mlflow.tracking_uri.replace("sqlite:///", f"sqlite:///{work}/", 1))
     champion = client.get_model_version_by_alias(params.registry.model_name, "champion")
     assert str(champion.version) == str(record["version"])
