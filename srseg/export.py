@@ -38,6 +38,7 @@ from typing import Any, Callable, Iterator, Mapping
 import torch
 from torch import Tensor, nn
 
+from srseg.errors import SrsegError
 from srseg.fileio import atomic_open, sha256_file, write_json_atomic, write_text_atomic
 from srseg.inference.tiling import receptive_field_radius
 from srseg.models.generator import MultiTaskSRNet, build_sr_only
@@ -58,7 +59,7 @@ REPORT_FILE = "export.json"
 _METRIC_KEYS = frozenset({"value", "mean", "ci_low", "ci_high", "ci", "ci_level", "n"})
 
 
-class ExportError(RuntimeError):
+class ExportError(SrsegError, RuntimeError):
     """An export check failed (SR head differs from the full net, or a format differs from PyTorch)."""
 
 

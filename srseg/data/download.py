@@ -65,6 +65,7 @@ from srseg.data.sources import (
     stuff_member,
 )
 from srseg.data.transfer import Expected, Fetcher, IntegrityError, NotFoundError, RangeNotSupported, verify_file
+from srseg.errors import SrsegError
 from srseg.fileio import sha256_file, write_bytes_atomic
 
 logger = logging.getLogger(__name__)
@@ -80,7 +81,7 @@ _STUFF = "stuff_trainval2017.zip"
 _ID_FILE = re.compile(r"^(\d{12})\.(jpg|png)$")
 
 
-class DownloadError(RuntimeError):
+class DownloadError(SrsegError, RuntimeError):
     """The dataset could not be assembled (missing ids, undecodable files, bad archives)."""
 
 

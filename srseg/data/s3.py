@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from srseg.errors import SrsegError
 from srseg.fileio import sha256_file
 
 logger = logging.getLogger(__name__)
@@ -21,7 +22,7 @@ logger = logging.getLogger(__name__)
 SHA256_METADATA_KEY = "sha256"
 
 
-class S3Error(RuntimeError):
+class S3Error(SrsegError, RuntimeError):
     """An S3 object could not be read or written."""
 
 

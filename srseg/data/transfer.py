@@ -27,13 +27,14 @@ from tqdm import tqdm
 
 from srseg.data import s3 as s3mod
 from srseg.data.sources import redact_url
+from srseg.errors import SrsegError
 
 logger = logging.getLogger(__name__)
 
 _CHUNK = 1 << 20
 
 
-class TransferError(RuntimeError):
+class TransferError(SrsegError, RuntimeError):
     """A URL could not be fetched (after retries, where retrying made sense)."""
 
 

@@ -27,6 +27,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, Iterator, Mapping, Sequence
 
+from srseg.errors import SrsegError
 from srseg.pipeline import DEFAULT_IMAGE, MOUNT_PATH, PIPELINE_PACKAGE
 
 if TYPE_CHECKING:
@@ -36,7 +37,7 @@ TOKEN_ENV = "KFP_TOKEN"  # bearer token for submit (e.g. `kubectl create token .
 DEFAULT_EXPERIMENT = "srseg"
 
 
-class PipelineError(RuntimeError):
+class PipelineError(SrsegError, RuntimeError):
     """The pipeline could not be compiled, run or submitted (message says why)."""
 
 

@@ -26,6 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
+from srseg.errors import SrsegError
+
 logger = logging.getLogger(__name__)
 
 GROUP = "trainer.kubeflow.org"
@@ -43,7 +45,7 @@ NAMESPACE_FILE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 _NAME = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 
 
-class TrainJobError(RuntimeError):
+class TrainJobError(SrsegError, RuntimeError):
     """The TrainJob failed, was not accepted, or did not finish in time."""
 
 
