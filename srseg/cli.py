@@ -298,7 +298,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scale", type=int, default=4)
     p.add_argument("--tile", type=int, default=256, help="LR tile size; 0 = whole image")
     p.add_argument("--tile-overlap", type=int, default=16)
-    p.add_argument("--batch-size", type=int, default=None, help="tiles per forward pass (default: 4 on CUDA, 1 on CPU)")
+    p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     p.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), default="auto")
     p.set_defaults(func=_cmd_upscale)

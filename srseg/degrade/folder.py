@@ -41,7 +41,7 @@ from srseg.data.manifest import (
 from srseg.degrade.bicubic import bicubic_downscale, modcrop
 from srseg.degrade.highorder import HighOrderParams, degrade_high_order
 from srseg.errors import SrsegError
-from srseg.fileio import sha256_file
+from srseg.fileio import remove_stale_temp_files, sha256_file
 from srseg.imageio import ImageReadError, list_images, load_rgb, save_png_atomic
 from srseg.journal import Journal
 
@@ -194,6 +194,7 @@ def degrade_folder(
                 continue
             try:
                 lr = _degrade_one(hr, scale, method, params, image_seed(seed, rel))
+                remove_stale_temp_files(target / out_rel)  # left by a killed run
                 digest = save_png_atomic(target / out_rel, lr)
             except OSError as exc:  # a full disk, a read-only folder
                 raise _stopped(exc, report.written, len(outputs), target, journal) from exc
@@ -262,6 +263,7 @@ def degrade_dataset(
                 continue
             try:
                 lr = _degrade_one(hr, scale, method, params, image_seed(seed, sample.image))
+                remove_stale_temp_files(lr_dir / out_rel)  # left by a killed run
                 digest = save_png_atomic(lr_dir / out_rel, lr)
             except OSError as exc:  # a full disk, a read-only folder
                 raise _stopped(exc, report.written, len(items), lr_dir, journal) from exc

@@ -153,16 +153,16 @@ def super_resolve_bands(
             raise ValueError(
                 f"model returned shape {tuple(sr.shape)} for input {tuple(windows.shape)}, expected {expected}"
             )
+        sr = (_to_uint8(sr.float()) if out_dtype == torch.uint8 else sr.to(out_dtype)).cpu()  # one pass per batch
         for t, patch in zip(group, sr):
             core = patch[
                 :,
                 (t.y0 - t.wy0) * scale : (t.y1 - t.wy0) * scale,
                 (t.x0 - t.wx0) * scale : (t.x1 - t.wx0) * scale,
-            ].float()
-            core = _to_uint8(core) if out_dtype == torch.uint8 else core.to(out_dtype)
+            ]
             if t.y0 not in bands:
                 bands[t.y0] = torch.empty((channels, (t.y1 - t.y0) * scale, width * scale), dtype=out_dtype)
-            bands[t.y0][:, :, t.x0 * scale : t.x1 * scale] = core.cpu()
+            bands[t.y0][:, :, t.x0 * scale : t.x1 * scale] = core
             done[t.y0] += 1
         del windows, sr
         if on_batch is not None:

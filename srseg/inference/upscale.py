@@ -48,7 +48,7 @@ import torch
 from PIL import Image
 from torch import Tensor, nn
 
-from srseg.fileio import atomic_open, sha256_file
+from srseg.fileio import atomic_open, remove_stale_temp_files, sha256_file
 from srseg.inference.images import ImageError, ImageHeader, LoadedImage, compose_band, read_header, read_image
 from srseg.inference.png_stream import PNGStreamWriter
 from srseg.inference.tiling import receptive_field_radius, super_resolve_bands
@@ -521,11 +521,6 @@ def model_identity(spec: str, tracking_uri: str | None = None) -> str:
     return hashlib.sha256("".join(sha256_file(f) for f in files).encode()).hexdigest()
 
 
-def default_batch_size(device: torch.device) -> int:
-    """4 tiles per forward on CUDA; 1 on CPU, where batching costs memory and gains no speed."""
-    return 4 if device.type == "cuda" else 1
-
-
 def upscale(
     inputs: list[Path],
     output_dir: Path,
@@ -533,7 +528,7 @@ def upscale(
     scale: int = 4,
     tile: int | None = 256,
     tile_overlap: int = 16,
-    batch_size: int | None = None,
+    batch_size: int = 4,
     device: Device = "auto",
     precision: Precision = "auto",
     progress: bool = True,
@@ -546,8 +541,9 @@ def upscale(
     makes tiles exact once it reaches the model's receptive-field radius (logged when it does not).
     Activations dominate memory: about ``batch_size * ((tile + 2 * overlap) * scale)**2 *
     num_features * 4 B * 3`` (bench/upscale.py, demo net, 4000x3000 output: +2.1 GB with tile 256
-    and batch 4, +0.6 GB with batch 1, +4.5 GB untiled). ``batch_size`` defaults to
-    :func:`default_batch_size`. ``compress_level`` is zlib's (1 fast .. 9 small).
+    and batch 4, +0.6 GB with batch 1, +4.5 GB untiled); on CPU, batching tiles speeds up bicubic
+    but not the network, so ``batch_size=1`` is the frugal choice there. ``compress_level`` is
+    zlib's (1 fast .. 9 small).
 
     A batch resumes: outputs recorded in ``<output_dir>/.srseg-upscale.jsonl`` by an earlier run
     with the same model and settings are kept, if neither they nor their inputs changed since.
@@ -556,7 +552,7 @@ def upscale(
         raise UpscaleError(f"tile must be None or >= 1, got {tile!r}")
     if tile_overlap < 0:
         raise UpscaleError(f"tile_overlap must be >= 0, got {tile_overlap!r}")
-    if batch_size is not None and batch_size < 1:
+    if batch_size < 1:
         raise UpscaleError(f"batch_size must be >= 1, got {batch_size!r}")
     if not 0 <= compress_level <= 9:
         raise UpscaleError(f"compress_level must be 0..9, got {compress_level!r}")
@@ -564,7 +560,7 @@ def upscale(
     dev = resolve_device(device)
     autocast = resolve_precision(precision, dev)
     pairs = collect_inputs([Path(p) for p in inputs], output_dir)
-    batch = batch_size or default_batch_size(dev)
+    batch = batch_size
     sr_model = load_sr_model(model, scale=scale, device=dev.type, tracking_uri=tracking_uri)
     radius = sr_model.receptive_radius
     if tile is not None and radius is not None and tile_overlap < radius:
@@ -590,6 +586,7 @@ def upscale(
             written.append(target)
             kept += 1
             continue
+        remove_stale_temp_files(target)  # left by a killed run
         try:
             width, height = upscale_file(sr_model, source, target, tile, tile_overlap, batch, autocast, compress_level)
         except (UpscaleError, OSError) as exc:
