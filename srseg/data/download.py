@@ -157,7 +157,14 @@ def download_cocostuff(
         s3_endpoint_url=s3_endpoint_url,
     ) as fetcher:
         job = _Job(output, mode, label_source, mirror, fetcher, progress)
-        samples = {split: job.run_split(split, subset_size if mode == "subset" else None, seed) for split in split_list}
+        try:
+            samples = {split: job.run_split(split, subset_size if mode == "subset" else None, seed) for split in split_list}
+        except (SrsegError, ValueError, OSError):
+            logger.warning(
+                "download stopped: %d image/label pairs are complete in %s (no manifest yet, so it is not a "
+                "dataset); the same command resumes and fetches only the rest", job.completed, output,
+            )
+            raise
         received = fetcher.bytes_received
 
     meta: dict[str, Any] = {
@@ -266,6 +273,7 @@ class _Job:
         self.progress = progress
         self.sources: dict[str, str] = {}
         self.verification: dict[str, str] = {}
+        self.completed = 0  # image/label pairs finished in this run (for the message when it stops)
         self._zips: dict[str, RemoteZip] = {}
         self._archives: dict[str, Path] = {}
         self._digest_verified: set[str] = set()
@@ -376,6 +384,7 @@ class _Job:
         samples: list[Sample] = []
         for image_id in tqdm(ids, desc=split, unit="img", disable=not self.progress, leave=False):
             samples.append(self._sample(split, image_id, index_pair))
+            self.completed += 1
         return samples
 
     def _sample(self, split: str, image_id: int, index_pair: tuple[Any, Any] | None) -> Sample:

@@ -79,6 +79,7 @@ def test_damaged_image(mirror_copy: Path, tmp_path: Path) -> None:  # noqa: F811
     finally:
         server.stop()
     _one_line_error(proc, f"{server.url}/val2017/", ".jpg: content check failed (damaged JPEG")
+    assert "download stopped: 0 image/label pairs are complete" in proc.stderr
 
 
 def test_label_source_without_ids(mirror_copy: Path, tmp_path: Path) -> None:  # noqa: F811
