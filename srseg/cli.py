@@ -367,13 +367,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    from srseg.errors import USER_ERRORS
+    from srseg.errors import is_user_error
 
     handler: Callable[[argparse.Namespace], int] = args.func
     try:
         return handler(args)
-    except USER_ERRORS as exc:
-        if args.verbose:
+    except Exception as exc:
+        if args.verbose or not is_user_error(exc):
             raise
         print(f"srseg {command_name(args)}: error: {one_line(str(exc))}", file=sys.stderr)
         return 2

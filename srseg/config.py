@@ -11,9 +11,12 @@ from __future__ import annotations
 import copy
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from srseg.data.sources import check_mirror
 
 SPLITS = ("train2017", "val2017")
 PROFILE_DIR_NAME = "profiles"
@@ -58,6 +61,18 @@ class DownloadConfig(_Section):
     timeout_s: float = Field(60.0, gt=0.0, le=3600.0)
     class_map: Literal["fine171", "coarse8"] = "fine171"
     upload: UploadConfig = UploadConfig()
+
+    @field_validator("mirror")
+    @classmethod
+    def _mirror_url_or_folder(cls, value: str | None) -> str | None:
+        """A URL must use a scheme the downloader speaks; anything else is a local folder path."""
+        if value is None:
+            return None
+        if not value.strip():
+            raise ValueError("empty mirror; use null for the official hosts")
+        if len(urlsplit(value).scheme) > 1:  # one letter is a Windows drive, not a scheme
+            check_mirror(value)
+        return value
 
     @field_validator("splits")
     @classmethod

@@ -4,6 +4,7 @@ half-written file behind a final name."""
 from __future__ import annotations
 
 import contextlib
+import glob
 import hashlib
 import json
 import os
@@ -48,6 +49,21 @@ def atomic_open(path: str | os.PathLike[str], mode: str = "wb", permissions: int
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def remove_stale_temp_files(path: str | os.PathLike[str]) -> list[Path]:
+    """Delete the temp files a killed :func:`atomic_open` left beside ``path``; returns them.
+
+    Call it before writing ``path`` again: no other writer may be writing ``path`` at that time.
+    """
+    target = Path(path)
+    if not target.parent.is_dir():
+        return []
+    stale = list(target.parent.glob(f".{glob.escape(target.name)}.*.tmp"))
+    for tmp in stale:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+    return stale
 
 
 def write_bytes_atomic(path: str | os.PathLike[str], data: bytes) -> None:

@@ -1,10 +1,13 @@
 """Safe extraction of downloaded zip/tar archives.
 
 An archive from the network is untrusted input: a member named ``../x``, ``/etc/x`` or ``C:\\x``,
-or a link pointing out of the target, would write outside the dataset root. Every member name of
-the archive is checked before anything is written, and the whole archive is refused (with the
-archive and member named) if one is unsafe. Corruption is reported as ArchiveError: a truncated zip
-has no readable central directory, a damaged member fails its CRC-32.
+or a link pointing out of the target, would write outside the dataset root. Links can also chain:
+``a/b -> ..`` is harmless alone, but it makes ``a/b/c -> ..`` point above the target, and a later
+``a/b/c/evil`` would land there. So before anything is written, the whole archive is replayed on
+a model of the target (member by member, following the links that earlier members and the target
+folder itself already hold), and the archive is refused, naming the archive and member, if any
+member would be placed, or any link would resolve, outside the target. Corruption is reported as
+ArchiveError: a truncated zip has no readable central directory, a damaged member fails its CRC-32.
 """
 
 from __future__ import annotations
@@ -70,6 +73,83 @@ def _check_link(archive: str | os.PathLike[str], name: str, target: str, hard: b
             base.append(part)
 
 
+_MAX_LINK_HOPS = 40  # as the kernel's ELOOP limit
+
+
+class _Layout:
+    """The target folder as extraction would leave it, one member at a time, without writing.
+
+    Paths are tuples of names under the target, always fully resolved (no link in them), so a
+    ``..`` can be applied by dropping the last name. Links come from earlier members of the archive
+    or, where no member made one, from the target folder on disk (a previous extraction).
+    """
+
+    def __init__(self, archive: Path, dest: Path) -> None:
+        self.archive = archive
+        self.dest = dest
+        self.links: dict[tuple[str, ...], str] = {}
+
+    def _link_at(self, path: tuple[str, ...]) -> list[str] | None:
+        """The names a link at ``path`` points to (relative to its folder), or None if no link."""
+        if path in self.links:
+            return _split(self.links[path])
+        on_disk = self.dest.joinpath(*path)
+        if not on_disk.is_symlink():
+            return None
+        target = os.readlink(on_disk)
+        if os.path.isabs(target):
+            relative = os.path.relpath(target, os.path.realpath(on_disk.parent))
+            return _split(relative)
+        return _split(target)
+
+    def resolve(self, member: str, names: list[str], base: tuple[str, ...] = (), follow_last: bool = True) -> tuple[str, ...]:
+        """Where ``names`` (relative to ``base``) ends up once every link on the way is followed."""
+        pending, out, hops = list(names), list(base), 0
+        while pending:
+            name = pending.pop(0)
+            if name in ("", "."):
+                continue
+            if name == "..":
+                if not out:
+                    raise UnsafeArchiveError(
+                        f"{self.archive}: member {member!r} would reach outside the target through earlier links"
+                    )
+                out.pop()
+                continue
+            out.append(name)
+            if not pending and not follow_last:
+                break
+            target = self._link_at(tuple(out))
+            if target is not None:
+                hops += 1
+                if hops > _MAX_LINK_HOPS:
+                    raise UnsafeArchiveError(f"{self.archive}: member {member!r} runs into a symlink loop")
+                out.pop()
+                pending = target + pending
+        return tuple(out)
+
+    def add(self, member: str, kind: str, link_target: str | None = None) -> None:
+        """Check one member against the layout so far, then record it."""
+        names = list(check_member_path(self.archive, member).parts)
+        if kind == "symlink":
+            assert link_target is not None
+            _check_link(self.archive, member, link_target, hard=False)
+            parent = self.resolve(member, names[:-1])
+            self.resolve(member, _split(link_target), base=parent)  # the link must point inside
+            self.links[parent + (names[-1],)] = link_target
+        elif kind == "hardlink":
+            assert link_target is not None
+            _check_link(self.archive, member, link_target, hard=True)
+            self.resolve(member, _split(link_target))
+            self.resolve(member, names)
+        else:  # a file or folder is written (or created) through any link already at its path
+            self.resolve(member, names)
+
+
+def _split(target: str) -> list[str]:
+    return [part for part in re.split(r"[/\\]", target) if part not in ("", ".")]
+
+
 def _inside(root: Path, path: Path) -> bool:
     real_root = os.path.realpath(root)
     real = os.path.realpath(path)
@@ -118,10 +198,12 @@ def _extract_zip(archive: Path, dest: Path, select: Callable[[str], bool] | None
     written: list[Path] = []
     with zf:
         infos = zf.infolist()
+        layout = _Layout(archive, dest)
         for info in infos:  # refuse the whole archive before writing anything
-            check_member_path(archive, info.filename)
             if _zip_is_symlink(info):
-                _check_link(archive, info.filename, zf.read(info).decode("utf-8", "replace"), hard=False)
+                layout.add(info.filename, "symlink", zf.read(info).decode("utf-8", "replace"))
+            else:
+                layout.add(info.filename, "dir" if info.is_dir() else "file")
         dest.mkdir(parents=True, exist_ok=True)
         for info in infos:
             if select is not None and not select(info.filename):
@@ -156,13 +238,16 @@ def _extract_tar(archive: Path, dest: Path, select: Callable[[str], bool] | None
     try:
         with tarfile.open(archive) as tf:
             members = tf.getmembers()
-            for member in members:
-                check_member_path(archive, member.name)
+            layout = _Layout(archive, dest)
+            for member in members:  # refuse the whole archive before writing anything
                 if member.issym():
-                    _check_link(archive, member.name, member.linkname, hard=False)
+                    layout.add(member.name, "symlink", member.linkname)
                 elif member.islnk():
-                    _check_link(archive, member.name, member.linkname, hard=True)
-                elif not (member.isfile() or member.isdir()):
+                    layout.add(member.name, "hardlink", member.linkname)
+                elif member.isfile() or member.isdir():
+                    layout.add(member.name, "dir" if member.isdir() else "file")
+                else:
+                    check_member_path(archive, member.name)
                     raise UnsafeArchiveError(f"{archive}: member {member.name!r} is a device/fifo; refused")
             dest.mkdir(parents=True, exist_ok=True)
             for member in members:

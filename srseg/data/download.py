@@ -35,6 +35,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from srseg.data.archive import check_zip_crcs, safe_extract
+from srseg.data.imagecheck import ImageCheckError, check_image
 from srseg.data.manifest import (
     HR_FORMAT,
     MANIFEST_NAME,
@@ -159,7 +160,14 @@ def download_cocostuff(
         s3_endpoint_url=s3_endpoint_url,
     ) as fetcher:
         job = _Job(output, mode, label_source, mirror, fetcher, progress, mirror_name)
-        samples = {split: job.run_split(split, subset_size if mode == "subset" else None, seed) for split in split_list}
+        try:
+            samples = {split: job.run_split(split, subset_size if mode == "subset" else None, seed) for split in split_list}
+        except (SrsegError, ValueError, OSError):
+            logger.warning(
+                "download stopped: %d image/label pairs are complete in %s (no manifest yet, so it is not a "
+                "dataset); the same command resumes and fetches only the rest", job.completed, output,
+            )
+            raise
         received = fetcher.bytes_received
 
     meta: dict[str, Any] = {
@@ -214,12 +222,12 @@ def _damaged_outputs(root: Path, manifest: Manifest) -> list[Path]:
 
 
 def _prune(root: Path, manifest: Manifest) -> None:
-    """Remove id-named files (and stale .part files) the new manifest does not list."""
+    """Remove id-named files (and stale .part files with their records) the new manifest does not list."""
     keep = {root / s.image for items in manifest.splits.values() for s in items}
     keep |= {root / s.label for items in manifest.splits.values() for s in items if s.label}
     for top in ("images", "labels"):
         for path in sorted((root / top).glob("*/*")):
-            if path.is_file() and path not in keep and (_ID_FILE.match(path.name) or path.name.endswith(".part")):
+            if path.is_file() and path not in keep and (_ID_FILE.match(path.name) or path.name.endswith((".part", ".part.json"))):
                 logger.info("removing %s (not part of this dataset)", path)
                 path.unlink()
 
@@ -227,32 +235,27 @@ def _prune(root: Path, manifest: Manifest) -> None:
 # -- checks ----------------------------------------------------------------------------------
 
 
-def _image_size(path: Path, full_decode: bool) -> tuple[int, int]:
-    """(width, height); full_decode also decodes every pixel (catches truncated JPEGs)."""
-    try:
-        with Image.open(path) as img:
-            if full_decode:
-                img.load()
-            return img.size
-    except Exception as exc:
-        raise IntegrityError(f"{path}: not a decodable image ({exc})") from exc
-
-
-def _check_image(path: Path) -> None:
-    _image_size(path, full_decode=True)
-
-
-def _check_label(data: bytes, source: str, size: tuple[int, int]) -> None:
+def _label_size(data: bytes, source: str) -> tuple[int, int]:
+    """(width, height) of a stuffthingmaps label PNG, decoded completely; it must be 8-bit."""
     try:
         with Image.open(io.BytesIO(data)) as img:
             img.load()
-            mode, got = img.mode, img.size
+            mode, size = img.mode, img.size
     except Exception as exc:
         raise IntegrityError(f"{source}: not a decodable PNG ({exc})") from exc
     if mode not in ("L", "P"):
         raise IntegrityError(f"{source}: label map has mode {mode}, expected 8-bit L or P")
-    if got != size:
-        raise IntegrityError(f"{source}: label is {got[0]}x{got[1]}, image is {size[0]}x{size[1]}")
+    return size
+
+
+def _json_size(index_pair: tuple[Any, Any] | None, image_id: int, source: str) -> tuple[int, int]:
+    """(width, height) the COCO JSON gives for ``image_id``."""
+    assert index_pair is not None
+    for index in index_pair:
+        if index is not None and image_id in index.images:
+            height, width = index.images[image_id]
+            return width, height
+    raise DownloadError(f"{source}: image {image_id} is not in the annotation files")
 
 
 # -- the work --------------------------------------------------------------------------------
@@ -281,8 +284,10 @@ class _Job:
         self.progress = progress
         self.sources: dict[str, str] = {}
         self.verification: dict[str, str] = {}
+        self.completed = 0  # image/label pairs finished in this run (for the message when it stops)
         self._zips: dict[str, RemoteZip] = {}
         self._archives: dict[str, Path] = {}
+        self._digest_verified: set[str] = set()
         self._mirror_sums: dict[str, str] | None = None
         self._mirror_sums_loaded = False
 
@@ -339,7 +344,9 @@ class _Job:
         if not dest.is_file():
             logger.info("downloading %s (%s)", redact_url(url), expected.describe())
             self.fetcher.download(url, dest, expected, desc=name)
-        if not (expected.md5 or expected.sha256):
+        if expected.md5 or expected.sha256:
+            self._digest_verified.add(name)
+        else:
             check_zip_crcs(dest)
         self._archives[name] = dest
         return dest
@@ -386,7 +393,7 @@ class _Job:
                 logger.warning("%s: asked for %d ids, the label source has only %d", split, subset_size, len(ids))
             base = self.mirror or "http://images.cocodataset.org"
             self.sources[f"images/{split}"] = f"{self._record(base)}/{split}/{{id:012d}}.jpg"
-            self.verification[f"images/{split}"] = "decodable JPEG + size announced by the server" + (
+            self.verification[f"images/{split}"] = "complete decode (corrupt-data warnings are errors) + size from the annotation" + (
                 " + sha256 from mirror SHA256SUMS" if self._sums() else ""
             )
         if self.label_source == "stuffthingmaps" and self.mode == "full":
@@ -394,55 +401,84 @@ class _Job:
         samples: list[Sample] = []
         for image_id in tqdm(ids, desc=split, unit="img", disable=not self.progress, leave=False):
             samples.append(self._sample(split, image_id, index_pair))
+            self.completed += 1
         return samples
 
     def _sample(self, split: str, image_id: int, index_pair: tuple[Any, Any] | None) -> Sample:
         image_rel = f"images/{split}/{image_name(image_id)}"
         label_rel = f"labels/{split}/{label_name(image_id)}"
         image_path, label_path = self.output / image_rel, self.output / label_rel
+        size, label_data = self._annotated_size(split, image_id, index_pair, label_path)
         if self.mode == "subset":
-            self._fetch_image(split, image_id, image_path)
+            self._fetch_image(split, image_id, image_path, size)
         elif not image_path.is_file():
             raise DownloadError(f"{image_path}: missing after extracting {image_archive_name(split)}")
-        width, height = _image_size(image_path, full_decode=False)
+        else:
+            self._check_extracted(split, image_path, size)
         if not label_path.is_file():
-            if self.label_source == "stuffthingmaps":
-                member = label_member(split, image_id)
-                try:
-                    data = self._zip(_STUFFTHINGMAPS).read(member)
-                except (KeyError, ZipFormatError) as exc:
-                    raise DownloadError(str(exc)) from exc
-                _check_label(data, f"{_STUFFTHINGMAPS}:{member}", (width, height))
-            else:
-                data = self._rasterize(index_pair, image_id, (width, height))
+            data = label_data if label_data is not None else self._rasterize(index_pair, image_id, size)
             write_bytes_atomic(label_path, data)
         return Sample(
             id=image_id,
             image=image_rel,
-            width=width,
-            height=height,
+            width=size[0],
+            height=size[1],
             image_sha256=sha256_file(image_path),
             label=label_rel,
             label_sha256=sha256_file(label_path),
         )
 
-    def _fetch_image(self, split: str, image_id: int, dest: Path) -> None:
+    def _annotated_size(
+        self, split: str, image_id: int, index_pair: tuple[Any, Any] | None, label_path: Path
+    ) -> tuple[tuple[int, int], bytes | None]:
+        """(width, height) the annotation gives for the image, and label bytes still to be written."""
+        if self.label_source == "json":
+            return _json_size(index_pair, image_id, f"{_ANNOTATIONS}, {_STUFF}"), None
+        if label_path.is_file():
+            return _label_size(label_path.read_bytes(), str(label_path)), None
+        member = label_member(split, image_id)
+        try:
+            data = self._zip(_STUFFTHINGMAPS).read(member)
+        except (KeyError, ZipFormatError) as exc:
+            raise DownloadError(str(exc)) from exc
+        return _label_size(data, f"{_STUFFTHINGMAPS}:{member}"), data
+
+    def _fetch_image(self, split: str, image_id: int, dest: Path, size: tuple[int, int]) -> None:
+        """Fetch one image unless a verified copy is there; it must decode whole at ``size``."""
         sums = self._sums() or {}
         digest = sums.get(image_relpath(split, image_id))
         if dest.is_file():
-            if digest is None or sha256_file(dest) == digest:
-                return  # written atomically by an earlier run: complete
-            logger.warning("%s: does not match the mirror's sha256; fetching again", dest)
-            dest.unlink()
+            try:
+                if digest is not None and sha256_file(dest) != digest:
+                    raise ImageCheckError("does not match the mirror's sha256")
+                check_image(dest, size)
+                return  # written atomically by an earlier run, and still whole
+            except ImageCheckError as exc:
+                logger.warning("%s: %s; fetching it again", dest, exc)
+                dest.unlink()
         url = image_url(split, image_id, self.mirror)
         self.fetcher.download(
             url,
             dest,
             Expected(sha256=digest),
-            check=_check_image,
+            check=lambda path: check_image(path, size),
             desc=dest.name,
             progress=False,  # one bar per split, not per image
         )
+
+    def _check_extracted(self, split: str, path: Path, size: tuple[int, int]) -> None:
+        """Full mode: the size always; a complete decode too when no digest vouched for the archive."""
+        archive = image_archive_name(split)
+        try:
+            if archive in self._digest_verified:
+                with Image.open(path) as img:
+                    got = img.size
+                if got != size:
+                    raise ImageCheckError(f"is {got[0]}x{got[1]}, but the annotation says {size[0]}x{size[1]}")
+            else:
+                check_image(path, size)
+        except ImageCheckError as exc:
+            raise IntegrityError(f"{path} (from {self.sources.get(archive, archive)}): {exc}") from exc
 
     # full mode -------------------------------------------------------------------------------
     def _extract_full_images(self, split: str, label_ids: list[int]) -> list[int]:

@@ -3,15 +3,18 @@
 Everything the downloader pulls goes through one ``Fetcher``: every request has a timeout,
 transient failures (connection errors, dropped connections, 5xx/429) are retried a bounded
 number of times with exponential backoff, whole-file downloads resume a ``.part`` file with a
-``Range: bytes=N-`` request (restarting when the server answers 200 instead of 206), and a file
-only reaches its final name after its size/digests (and an optional content check) pass.
+``Range: bytes=N-`` request guarded by ``If-Range`` (the ETag or Last-Modified recorded with the
+``.part``; restarting when the server answers 200 instead of 206), and a file only reaches its
+final name after its size/digests (and an optional content check) pass.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import http.client
+import json
 import logging
 import os
 import time
@@ -28,6 +31,7 @@ from tqdm import tqdm
 from srseg.data import s3 as s3mod
 from srseg.data.sources import redact_url
 from srseg.errors import SrsegError
+from srseg.fileio import write_json_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +48,10 @@ class NotFoundError(TransferError):
 
 class IntegrityError(TransferError):
     """Downloaded bytes do not match the expected size, digest or content check."""
+
+
+class _ResumedIntegrityError(IntegrityError):
+    """Verification failed on a file assembled from more than one request: worth one fresh try."""
 
 
 class RangeNotSupported(TransferError):
@@ -92,6 +100,7 @@ class _Stream:
     etag: str | None
     close: Callable[[], None]
     partial: bool  # True when the server honoured the range (206 or equivalent)
+    last_modified: str | None = None
 
 
 def verify_file(path: Path, expected: Expected, source: str) -> None:
@@ -136,6 +145,61 @@ def _parse_content_range(value: str) -> tuple[int, int | None]:
         return int(span.split("-")[0]), (None if total == "*" else int(total))
     except ValueError:
         raise _Transient(f"malformed Content-Range header {value!r}") from None
+
+
+PART_SUFFIX = ".part"
+_RECORD_SUFFIX = ".json"
+
+
+@dataclass(frozen=True)
+class _PartRecord:
+    """Where the bytes of a ``.part`` came from, kept beside it so a later run can resume safely."""
+
+    url: str  # redacted
+    etag: str | None
+    last_modified: str | None
+
+    def validator(self) -> str | None:
+        """The If-Range value: a strong ETag, else the Last-Modified date (weak ETags are not allowed)."""
+        if self.etag and not self.etag.startswith("W/"):
+            return self.etag
+        return self.last_modified
+
+    def changed(self, stream: _Stream) -> bool:
+        """True when a resumed answer carries a validator that differs from the recorded one."""
+        if self.etag and stream.etag:
+            return self.etag != stream.etag
+        if self.last_modified and stream.last_modified:
+            return self.last_modified != stream.last_modified
+        return False
+
+
+def record_path(part: Path) -> Path:
+    return part.with_name(part.name + _RECORD_SUFFIX)
+
+
+def _read_record(part: Path) -> _PartRecord | None:
+    try:
+        data = json.loads(record_path(part).read_text(encoding="utf-8"))
+        return _PartRecord(str(data["url"]), data.get("etag"), data.get("last_modified"))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _write_record(part: Path, record: _PartRecord) -> None:
+    write_json_atomic(record_path(part), dataclasses.asdict(record))
+
+
+def _drop_unrecorded_part(part: Path, shown_url: str) -> None:
+    """A ``.part`` whose origin is unknown (no record, or a record for another URL) is deleted."""
+    if not part.exists():
+        record_path(part).unlink(missing_ok=True)
+        return
+    record = _read_record(part)
+    if record is None or record.url != shown_url:
+        logger.info("%s: no record of where its bytes came from; starting over", part)
+        part.unlink()
+        record_path(part).unlink(missing_ok=True)
 
 
 class Fetcher:
@@ -254,57 +318,89 @@ class Fetcher:
         (``expected``, the server's announced size, then ``check``), and rename it into place.
         ``progress`` overrides the fetcher's progress-bar setting for this file.
 
-        A verification failure deletes the ``.part`` (its bytes cannot be trusted for a resume)
-        and raises IntegrityError naming the URL."""
+        A ``.part`` is resumed only when its record (``dest.part.json``: URL, ETag, Last-Modified)
+        says where its bytes came from; the validator goes out as ``If-Range``, so a server whose
+        file changed answers with the whole new file instead of appending to stale bytes. A
+        ``.part`` with no record is started over. If the file still fails verification after a
+        resume (a server without validators), it is fetched once more from the start before
+        IntegrityError (naming the URL) is raised; bytes that failed are never kept."""
         dest = Path(dest)
         dest.parent.mkdir(parents=True, exist_ok=True)
-        part = dest.with_name(dest.name + ".part")
+        part = dest.with_name(dest.name + PART_SUFFIX)
         shown = redact_url(url)
-        state: dict[str, Any] = {"etag": None, "total": expected.size}
+        _drop_unrecorded_part(part, shown)
+        show = self.progress if progress is None else progress
+        try:
+            size = self._fetch_part(url, part, expected, check, desc or dest.name, show)
+        except _ResumedIntegrityError as exc:
+            logger.warning("%s; the resumed %s may mix two versions of the file: fetching it from the start", exc, part.name)
+            size = self._fetch_part(url, part, expected, check, desc or dest.name, show)
+        with open(part, "rb+") as handle:
+            os.fsync(handle.fileno())
+        os.replace(part, dest)
+        record_path(part).unlink(missing_ok=True)
+        logger.debug("%s -> %s (%d bytes)", shown, dest, size)
+        return dest
+
+    def _fetch_part(
+        self, url: str, part: Path, expected: Expected, check: Callable[[Path], None] | None, desc: str, show: bool
+    ) -> int:
+        """Bring ``part`` to the whole file (resuming what is there) and verify it; returns its size.
+
+        On a verification failure the ``.part`` and its record are deleted and IntegrityError raised
+        (_ResumedIntegrityError when some of the bytes came from a resumed request)."""
+        shown = redact_url(url)
+        state: dict[str, Any] = {"total": expected.size, "resumed": False}
 
         def have() -> int:
             return part.stat().st_size if part.exists() else 0
 
+        def restart() -> None:
+            part.unlink(missing_ok=True)
+            record_path(part).unlink(missing_ok=True)
+
         with tqdm(
-            total=expected.size,
-            initial=have(),
-            unit="B",
-            unit_scale=True,
-            unit_divisor=1024,
-            desc=desc or dest.name,
-            disable=not (self.progress if progress is None else progress),
-            leave=False,
+            total=expected.size, initial=have(), unit="B", unit_scale=True, unit_divisor=1024, desc=desc,
+            disable=not show, leave=False,
         ) as bar:
 
             def once() -> None:
                 start = have()
                 if expected.size is not None and start > expected.size:
                     logger.warning("%s: %s is larger than expected; starting over", shown, part)
-                    part.unlink()
+                    restart()
                     start = 0
+                if start:
+                    state["resumed"] = True  # bytes of an earlier request may end up in the file
                 if expected.size is not None and start == expected.size and start > 0:
                     return
+                record = _read_record(part) if start else None
                 try:
-                    stream = self._open(url, start, None, if_range=state["etag"] if start else None)
+                    stream = self._open(url, start, None, if_range=record.validator() if record else None)
                 except _Unsatisfiable as exc:
                     if start > 0 and exc.total == start:
                         state["total"] = start
                         return  # the .part already holds everything
-                    part.unlink(missing_ok=True)
+                    restart()
                     raise _Transient(f"{shown}: range {start}- not satisfiable; restarting") from exc
                 try:
-                    state["etag"] = stream.etag or state["etag"]
                     if stream.offset != start:
                         if stream.offset != 0:
                             raise _Transient(f"{shown}: server resumed at byte {stream.offset}, asked {start}")
                         if start:
                             logger.warning(
-                                "%s: server did not resume at byte %d (answered with the whole file); restarting",
+                                "%s: server did not resume at byte %d (file changed, or ranges unsupported); restarting",
                                 shown,
                                 start,
                             )
                         start = 0
                         bar.reset(total=stream.total)
+                    elif start and record is not None and record.changed(stream):
+                        restart()
+                        raise _Transient(f"{shown}: changed on the server since {part.name} was started; restarting")
+                    if start == 0:  # the record must describe the bytes: old bytes go first
+                        restart()
+                        _write_record(part, _PartRecord(shown, stream.etag, stream.last_modified))
                     if stream.total is not None:
                         state["total"] = stream.total
                         bar.total = stream.total
@@ -334,14 +430,12 @@ class Fetcher:
                     raise
                 except Exception as exc:
                     raise IntegrityError(f"{shown}: content check failed ({exc})") from exc
-        except IntegrityError:
-            part.unlink(missing_ok=True)
+        except IntegrityError as exc:
+            restart()
+            if state["resumed"]:
+                raise _ResumedIntegrityError(str(exc)) from exc
             raise
-        with open(part, "rb+") as handle:
-            os.fsync(handle.fileno())
-        os.replace(part, dest)
-        logger.debug("%s -> %s (%d bytes)", shown, dest, size)
-        return dest
+        return size
 
     # -- retry policy ----------------------------------------------------------------------
     def _retry(self, url: str, once: Callable[[], Any], progress: Callable[[], int] | None = None) -> Any:
@@ -384,7 +478,7 @@ class Fetcher:
         headers = {"Accept-Encoding": "identity"}
         if start or end is not None:
             headers["Range"] = f"bytes={start}-{'' if end is None else end}"
-            if if_range and not if_range.startswith("W/"):  # weak ETags are not valid in If-Range
+            if if_range:
                 headers["If-Range"] = if_range
         try:
             resp = self._session.get(url, headers=headers, stream=True, timeout=self.timeout_s)
@@ -417,7 +511,10 @@ class Fetcher:
             except (requests.RequestException, urllib3.exceptions.HTTPError, http.client.HTTPException, OSError) as exc:
                 raise _Transient(f"{shown}: connection broken ({exc})") from exc
 
-        return _Stream(chunks(), offset, total, resp.headers.get("ETag"), resp.close, partial=code == 206)
+        return _Stream(
+            chunks(), offset, total, resp.headers.get("ETag"), resp.close, partial=code == 206,
+            last_modified=resp.headers.get("Last-Modified"),
+        )
 
     def _open_file(self, url: str, start: int, end: int | None) -> _Stream:
         path = file_url_path(url)

@@ -8,9 +8,13 @@ Two entry points:
 
 Each HR image is modcropped to a multiple of ``scale`` first, so HR size == scale * LR size.
 Randomness (high-order method only) is seeded per image from (seed, HR relative path), so the
-output of an image does not depend on the order or the set of images processed. Re-running is a
-clean redo: the old manifest is removed first, every file is rewritten atomically, and the new
-manifest is written last, so a crash never leaves a manifest describing half-written outputs.
+output of an image does not depend on the order or the set of images processed.
+
+A run removes the old manifest first, writes every file atomically, records each finished one in
+a journal (``.srseg-degrade.jsonl``, see :mod:`srseg.journal`) and writes the new manifest last,
+so an interrupted run never leaves a manifest describing a partial set. If an input fails, the
+error names it and how many outputs are complete; re-running the same command keeps those (same
+settings, unchanged files) and does the rest. The journal is removed once the manifest is written.
 """
 
 from __future__ import annotations
@@ -36,13 +40,21 @@ from srseg.data.manifest import (
 )
 from srseg.degrade.bicubic import bicubic_downscale, modcrop
 from srseg.degrade.highorder import HighOrderParams, degrade_high_order
-from srseg.fileio import sha256_file
+from srseg.errors import SrsegError
+from srseg.fileio import remove_stale_temp_files, sha256_file
 from srseg.imageio import ImageReadError, list_images, load_rgb, save_png_atomic
+from srseg.journal import Journal
 
 METHODS = ("bicubic", "highorder")
 FOLDER_SPLIT = "images"
+JOURNAL_NAME = ".srseg-degrade.jsonl"
+JOURNAL_KIND = "srseg-degrade/1"
 
 _log = logging.getLogger(__name__)
+
+
+class DegradeError(SrsegError):
+    """A degrade run stopped at one input; the message names it and what is already complete."""
 
 
 @dataclass
@@ -116,6 +128,21 @@ def _start_clean(output_dir: Path) -> Path:
     return manifest_path
 
 
+def _stopped(exc: Exception, done: int, total: int, output_dir: Path, journal: Journal) -> DegradeError:
+    return DegradeError(
+        f"{exc} -- stopped there: {done} of {total} outputs are complete in {output_dir} (listed in "
+        f"{journal.path.name}; no manifest, so it is not a dataset yet); the same command resumes"
+    )
+
+
+def _refuse_overlap(source: Path, target: Path) -> None:
+    """Inputs are never written: the output must be neither the input, inside it, nor around it."""
+    src, out = source.resolve(), target.resolve()
+    if out == src or src in out.parents or out in src.parents:
+        relation = "is" if out == src else ("lies inside" if src in out.parents else "contains")
+        raise ValueError(f"degrade: output {target} {relation} the input {source}; choose a folder outside it")
+
+
 def _progress(items: list[Any], progress: bool, desc: str) -> Iterable[Any]:
     return tqdm(items, desc=desc, unit="img", disable=not progress)
 
@@ -138,8 +165,7 @@ def degrade_folder(
     params = _check_args(scale, method, high_order)
     scale = int(scale)
     source, target = Path(input_dir), Path(output_dir)
-    if target.resolve() == source.resolve() or source.resolve() in target.resolve().parents:
-        raise ValueError(f"degrade: output {target} must not be inside the input {source} (outputs would become inputs)")
+    _refuse_overlap(source, target)
     files = list_images(source)
     outputs: dict[str, str] = {}
     for rel in files:
@@ -149,23 +175,33 @@ def degrade_folder(
         outputs[out_rel] = rel
 
     manifest_path = _start_clean(target)
+    journal = Journal(target / JOURNAL_NAME, JOURNAL_KIND, {**_meta(scale, method, seed, params), "input": str(source.resolve())})
     report = DegradeReport(output_dir=str(target), manifest_path=str(manifest_path))
     samples: list[Sample] = []
     sources: list[str] = []
     skipped_meta: list[dict[str, str]] = []
     for out_rel, rel in _progress(list(outputs.items()), progress, f"degrade x{scale} {method}"):
-        try:
-            hr = _load_hr(source / rel, scale)
-        except ImageReadError as exc:
-            if not skip_corrupt:
-                raise
-            _log.warning("skipping %s", exc)
-            report.skipped.append({"path": str(source / rel), "reason": exc.reason})
-            skipped_meta.append({"image": rel, "reason": exc.reason})
-            continue
-        lr = _degrade_one(hr, scale, method, params, image_seed(seed, rel))
-        digest = save_png_atomic(target / out_rel, lr)
-        samples.append(Sample(id=len(samples), image=out_rel, width=lr.shape[1], height=lr.shape[0], image_sha256=digest))
+        entry = journal.done(out_rel, source / rel, target / out_rel)
+        if entry is None:
+            try:
+                hr = _load_hr(source / rel, scale)
+            except ImageReadError as exc:
+                if not skip_corrupt:
+                    raise _stopped(exc, report.written, len(outputs), target, journal) from exc
+                _log.warning("skipping %s", exc)
+                report.skipped.append({"path": str(source / rel), "reason": exc.reason})
+                skipped_meta.append({"image": rel, "reason": exc.reason})
+                continue
+            try:
+                lr = _degrade_one(hr, scale, method, params, image_seed(seed, rel))
+                remove_stale_temp_files(target / out_rel)  # left by a killed run
+                digest = save_png_atomic(target / out_rel, lr)
+            except OSError as exc:  # a full disk, a read-only folder
+                raise _stopped(exc, report.written, len(outputs), target, journal) from exc
+            entry = {"width": lr.shape[1], "height": lr.shape[0], "sha256": digest}
+            journal.record(out_rel, source / rel, target / out_rel, **entry)
+        samples.append(Sample(id=len(samples), image=out_rel, width=entry["width"], height=entry["height"],
+                              image_sha256=entry["sha256"]))
         sources.append(rel)
         report.written += 1
 
@@ -173,6 +209,7 @@ def degrade_folder(
     meta["sources"] = sources
     meta["skipped"] = skipped_meta
     Manifest(kind="lr", format=LR_FORMAT, splits={FOLDER_SPLIT: samples}, meta=meta).save(target)
+    journal.path.unlink()
     return report
 
 
@@ -201,28 +238,39 @@ def degrade_dataset(
     hr_checksum = manifest_checksum(hr_dir)
 
     manifest_path = _start_clean(lr_dir)
+    journal = Journal(lr_dir / JOURNAL_NAME, JOURNAL_KIND, {**_meta(scale, method, seed, params), "hr_manifest_sha256": hr_checksum})
     report = DegradeReport(output_dir=str(lr_dir), manifest_path=str(manifest_path))
     items = [(split, sample) for split, samples in hr_manifest.splits.items() for sample in samples]
     lr_splits: dict[str, list[Sample]] = {split: [] for split in hr_manifest.splits}
     skipped_meta: list[dict[str, str]] = []
     for split, sample in _progress(items, progress, f"degrade x{scale} {method}"):
         path = hr_dir / sample.image
-        try:
-            if path.is_file() and sha256_file(path) != sample.image_sha256:
-                raise ManifestError(f"{path}: SHA-256 differs from {hr_dir / MANIFEST_NAME}; re-run download")
-            hr = _load_hr(path, scale)
-        except ImageReadError as exc:
-            if not skip_corrupt:
-                raise
-            _log.warning("skipping %s", exc)
-            report.skipped.append({"path": str(path), "reason": exc.reason})
-            skipped_meta.append({"split": split, "image": sample.image, "reason": exc.reason})
-            continue
-        lr = _degrade_one(hr, scale, method, params, image_seed(seed, sample.image))
         out_rel = f"{split}/{sample.id:012d}.png"
-        digest = save_png_atomic(lr_dir / out_rel, lr)
+        entry = journal.done(out_rel, path, lr_dir / out_rel)
+        if entry is None:
+            try:
+                if path.is_file() and sha256_file(path) != sample.image_sha256:
+                    raise ManifestError(f"{path}: SHA-256 differs from {hr_dir / MANIFEST_NAME}; re-run download")
+                hr = _load_hr(path, scale)
+            except ManifestError as exc:
+                raise _stopped(exc, report.written, len(items), lr_dir, journal) from exc
+            except ImageReadError as exc:
+                if not skip_corrupt:
+                    raise _stopped(exc, report.written, len(items), lr_dir, journal) from exc
+                _log.warning("skipping %s", exc)
+                report.skipped.append({"path": str(path), "reason": exc.reason})
+                skipped_meta.append({"split": split, "image": sample.image, "reason": exc.reason})
+                continue
+            try:
+                lr = _degrade_one(hr, scale, method, params, image_seed(seed, sample.image))
+                remove_stale_temp_files(lr_dir / out_rel)  # left by a killed run
+                digest = save_png_atomic(lr_dir / out_rel, lr)
+            except OSError as exc:  # a full disk, a read-only folder
+                raise _stopped(exc, report.written, len(items), lr_dir, journal) from exc
+            entry = {"width": lr.shape[1], "height": lr.shape[0], "sha256": digest}
+            journal.record(out_rel, path, lr_dir / out_rel, **entry)
         lr_splits[split].append(
-            Sample(id=sample.id, image=out_rel, width=lr.shape[1], height=lr.shape[0], image_sha256=digest)
+            Sample(id=sample.id, image=out_rel, width=entry["width"], height=entry["height"], image_sha256=entry["sha256"])
         )
         report.written += 1
 
@@ -231,4 +279,5 @@ def degrade_dataset(
     meta["hr_format"] = hr_manifest.format
     meta["skipped"] = skipped_meta
     Manifest(kind="lr", format=LR_FORMAT, splits=lr_splits, meta=meta).save(lr_dir)
+    journal.path.unlink()
     return report

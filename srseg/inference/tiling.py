@@ -4,7 +4,9 @@ Why tiles: the generator's activations live at HR resolution with ``num_features
 4000x3000 output costs gigabytes in one pass. We cut the LR image into ``tile`` x ``tile`` cores,
 run each with ``overlap`` LR pixels of real image context on every side, and paste only the SR of
 the core. Every window has the same shape (``tile + 2*overlap`` per axis, shifted inwards at the
-image border), so windows batch without padding.
+image border), so windows batch without padding. Tiles are pasted into 8-bit bands (one row of
+tiles each) that are handed out as soon as they are complete, so not even the output has to be
+whole in memory (:func:`super_resolve_bands`).
 
 Exactness: an output pixel depends only on LR pixels within the network's receptive-field radius
 (:func:`receptive_field_radius`). Where a window edge is the image edge the network sees the same
@@ -16,6 +18,7 @@ error is small (the far end of the receptive field carries little weight) but no
 from __future__ import annotations
 
 import math
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Mapping
 
@@ -104,6 +107,71 @@ def _to_uint8(x: Tensor) -> Tensor:
 
 
 @torch.inference_mode()
+def super_resolve_bands(
+    fn: SRFunction,
+    lr: Tensor,
+    scale: int,
+    tile: int | None = 256,
+    overlap: int = 16,
+    batch_size: int = 4,
+    *,
+    white: float = 1.0,
+    device: str | torch.device | None = None,
+    out_dtype: torch.dtype = torch.uint8,
+    on_batch: Callable[[int], None] | None = None,
+) -> Iterator[tuple[int, Tensor]]:
+    """Super-resolve a ``(C, H, W)`` image tile by tile; yield ``(first HR row, band)`` top to bottom.
+
+    A band is the ``(C, rows, scale*W)`` output of one row of tiles, on the CPU, yielded as soon as
+    its last tile is done: memory is bounded by the tile size, not the image size, and a caller can
+    write bands out (or drop them) as they come. ``lr`` may hold integers (``white`` is the value of
+    full intensity, e.g. 255) or floats in [0, 1]; windows are converted to float one batch at a
+    time on ``device`` (default: ``lr``'s), where ``fn`` maps ``(N, C, h, w)`` to
+    ``(N, C, scale*h, scale*w)``. ``tile=None`` runs the whole image at once (one band).
+    ``out_dtype=torch.uint8`` clamps to [0, 1] and quantises each tile as it arrives; a float dtype
+    keeps the raw (unclamped) values. ``on_batch(n)`` is called with the number of tiles done.
+    """
+    if lr.dim() != 3:
+        raise ValueError(f"expected a (C, H, W) image, got shape {tuple(lr.shape)}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size!r}")
+    channels, height, width = (int(v) for v in lr.shape)
+    target = torch.device(device) if device is not None else lr.device
+    tiles = tile_grid(height, width, tile or max(height, width), overlap if tile else 0)
+    per_row = Counter(t.y0 for t in tiles)
+    done: Counter[int] = Counter()
+    bands: dict[int, Tensor] = {}
+    rows = iter(sorted(per_row))
+    next_row = next(rows, None)
+    for group in _batches(tiles, batch_size):
+        windows = torch.stack([lr[:, t.wy0 : t.wy1, t.wx0 : t.wx1] for t in group]).to(target)
+        if not windows.is_floating_point() or white != 1.0:
+            windows = windows.float().div_(white)
+        sr = fn(windows)
+        expected = (len(group), channels, windows.shape[-2] * scale, windows.shape[-1] * scale)
+        if tuple(sr.shape) != expected:
+            raise ValueError(
+                f"model returned shape {tuple(sr.shape)} for input {tuple(windows.shape)}, expected {expected}"
+            )
+        sr = (_to_uint8(sr.float()) if out_dtype == torch.uint8 else sr.to(out_dtype)).cpu()  # one pass per batch
+        for t, patch in zip(group, sr):
+            core = patch[
+                :,
+                (t.y0 - t.wy0) * scale : (t.y1 - t.wy0) * scale,
+                (t.x0 - t.wx0) * scale : (t.x1 - t.wx0) * scale,
+            ]
+            if t.y0 not in bands:
+                bands[t.y0] = torch.empty((channels, (t.y1 - t.y0) * scale, width * scale), dtype=out_dtype)
+            bands[t.y0][:, :, t.x0 * scale : t.x1 * scale] = core
+            done[t.y0] += 1
+        del windows, sr
+        if on_batch is not None:
+            on_batch(len(group))
+        while next_row is not None and done[next_row] == per_row[next_row]:
+            yield next_row * scale, bands.pop(next_row)
+            next_row = next(rows, None)
+
+
 def tiled_super_resolve(
     fn: SRFunction,
     lr: Tensor,
@@ -114,37 +182,19 @@ def tiled_super_resolve(
     out_dtype: torch.dtype = torch.float32,
     out_device: str | torch.device = "cpu",
     on_batch: Callable[[int], None] | None = None,
+    white: float = 1.0,
 ) -> Tensor:
-    """Super-resolve one ``(C, H, W)`` float image with ``fn`` tile by tile; returns ``(C, sH, sW)``.
+    """The whole ``(C, sH, sW)`` output of :func:`super_resolve_bands` in one tensor.
 
-    ``fn`` maps an ``(N, C, h, w)`` batch to ``(N, C, scale*h, scale*w)`` on ``lr``'s device.
-    ``tile=None`` runs the whole image at once. ``out_dtype=torch.uint8`` clamps to [0, 1] and
-    quantises each tile as it arrives, so the only full-size buffer is the 8-bit output; a float
-    output keeps the raw (unclamped) values. ``on_batch(n)`` is called with the number of tiles done.
+    For images whose output fits in memory (tests, evaluation crops); ``srseg upscale`` writes the
+    bands to disk instead.
     """
     if lr.dim() != 3:
         raise ValueError(f"expected a (C, H, W) image, got shape {tuple(lr.shape)}")
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size!r}")
     channels, height, width = (int(v) for v in lr.shape)
-    tiles = tile_grid(height, width, tile or max(height, width), overlap if tile else 0)
     out = torch.empty((channels, height * scale, width * scale), dtype=out_dtype, device=out_device)
-    for group in _batches(tiles, batch_size):
-        windows = torch.stack([lr[:, t.wy0 : t.wy1, t.wx0 : t.wx1] for t in group])
-        sr = fn(windows)
-        expected = (len(group), channels, windows.shape[-2] * scale, windows.shape[-1] * scale)
-        if tuple(sr.shape) != expected:
-            raise ValueError(
-                f"model returned shape {tuple(sr.shape)} for input {tuple(windows.shape)}, expected {expected}"
-            )
-        for t, patch in zip(group, sr):
-            core = patch[
-                :,
-                (t.y0 - t.wy0) * scale : (t.y1 - t.wy0) * scale,
-                (t.x0 - t.wx0) * scale : (t.x1 - t.wx0) * scale,
-            ].float()
-            core = _to_uint8(core) if out_dtype == torch.uint8 else core.to(out_dtype)
-            out[:, t.y0 * scale : t.y1 * scale, t.x0 * scale : t.x1 * scale] = core.to(out_device)
-        if on_batch is not None:
-            on_batch(len(group))
+    for row, band in super_resolve_bands(
+        fn, lr, scale, tile, overlap, batch_size, white=white, out_dtype=out_dtype, on_batch=on_batch
+    ):
+        out[:, row : row + band.shape[1]] = band.to(out_device)
     return out

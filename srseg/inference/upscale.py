@@ -15,37 +15,47 @@ Models (the ``model`` string):
   other model is loaded with ``mlflow.pytorch.load_model`` and must accept any (N, 3, h, w)
   input (log it with ``serialization_format="pickle"``; a static-shape ``pt2`` export is refused).
 
-Image conversion (outputs are always 8-bit PNG, written atomically under the input's name):
+Images are converted as :mod:`srseg.inference.images` describes (EXIF orientation, gray, 16-bit,
+alpha); outputs are 8-bit PNG under the input's name, written atomically.
 
-- EXIF orientation is applied first, so the output is in display orientation (and carries no
-  Orientation tag).
-- Colour goes through the network as RGB floats in [0, 1]. Grayscale inputs (1, L, LA, I;16, I)
-  are replicated to RGB and the output is converted back to one channel with ITU-R 601 luma, so a
-  gray image stays gray. CMYK, YCbCr, palette etc. are converted to RGB by Pillow.
-- 16-bit inputs (I;16 grayscale, 16-bit RGB/RGBA PNG) are read at full precision (v / 65535)
-  and written as 8-bit, because the model was trained on 8-bit images and adds no real precision.
-- Alpha (RGBA, LA, PA, palette transparency) is not fed to the network: it is upscaled separately
-  with MATLAB-style bicubic (``imresize``) and re-attached, so transparency edges stay smooth.
+Never touching inputs, bounded memory, nothing lost:
+
+- Inputs are never written: an output folder that is, contains or lies inside an input folder,
+  or an output file that is an input file, is refused before anything runs.
+- Memory is bounded by the tile size: tiles go into 8-bit bands that are streamed into the PNG
+  (:mod:`srseg.inference.png_stream`) as they complete; no full-size float (or even 8-bit)
+  output exists. Before an image is decoded, its working memory is estimated from the header and
+  compared with what the machine, the cgroup and ``ulimit -v`` allow (:mod:`srseg.memory`); an
+  image that cannot fit gets a one-line error instead of an OOM kill.
+- A batch records each finished output in ``<output>/.srseg-upscale.jsonl``
+  (:mod:`srseg.journal`). If an input fails, the error names it and says how many outputs are
+  complete; running the same command again skips those (and a finished batch is a no-op).
 """
 
 from __future__ import annotations
 
-import io
+import hashlib
 import logging
 import os
 import tempfile
-import warnings
 from dataclasses import dataclass
+from itertools import repeat
 from pathlib import Path
-from typing import Callable, Literal
+from typing import BinaryIO, Callable, Iterator, Literal
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps
+from PIL import Image
 from torch import Tensor, nn
 
-from srseg.fileio import atomic_open
-from srseg.inference.tiling import receptive_field_radius, tiled_super_resolve
+from srseg.fileio import atomic_open, remove_stale_temp_files, sha256_file
+from srseg.inference.images import ImageError, ImageHeader, LoadedImage, compose_band, read_header, read_image
+from srseg.inference.png_stream import PNGStreamWriter
+from srseg.inference.tiling import receptive_field_radius, super_resolve_bands
+from srseg.journal import Journal
+from srseg.memory import available_bytes
+
+__all__ = ["LoadedImage", "SRModel", "UpscaleError", "load_sr_model", "read_image", "upscale", "upscale_image"]
 
 logger = logging.getLogger(__name__)
 
@@ -56,9 +66,10 @@ IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".
 TORCHSCRIPT_SUFFIXES = frozenset({".pt", ".pth", ".torchscript"})
 MLFLOW_SCHEMES = ("models:/", "runs:/", "mlflow-artifacts:/")
 BICUBIC_RADIUS = 2  # LR px: Keys cubic (4 taps) when enlarging
-_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-_GRAY_MODES = frozenset({"1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N"})
-_LUMA = (0.299, 0.587, 0.114)
+JOURNAL_NAME = ".srseg-upscale.jsonl"
+JOURNAL_KIND = "srseg-upscale/1"
+UNKNOWN_FEATURE_MAPS = 64  # activation channels assumed for models that do not say (the paper width)
+_GIB = float(1 << 30)
 
 
 class UpscaleError(ValueError):
@@ -75,15 +86,7 @@ class SRModel:
     device: torch.device
     receptive_radius: int | None = None  # LR px; None when unknown (TorchScript, ONNX, MLflow)
     autocast_ok: bool = True  # False for bicubic and ONNX Runtime
-
-
-@dataclass
-class LoadedImage:
-    """An image ready for the network: RGB and optional alpha as float (C, H, W) in [0, 1]."""
-
-    rgb: Tensor
-    alpha: Tensor | None
-    gray: bool
+    feature_maps: int | None = None  # channels of its HR activations, for the memory estimate
 
 
 # --------------------------------------------------------------------------------------- devices
@@ -132,18 +135,19 @@ def _bicubic_model(scale: int, device: torch.device) -> SRModel:
     def fn(x: Tensor) -> Tensor:
         return imresize(x.float(), scale=scale)
 
-    return SRModel(fn, scale, "bicubic", device, BICUBIC_RADIUS, autocast_ok=False)
+    return SRModel(fn, scale, "bicubic", device, BICUBIC_RADIUS, autocast_ok=False, feature_maps=2)
 
 
 def _module_model(module: nn.Module, name: str, device: torch.device) -> SRModel:
     """Wrap an nn.Module (MultiTaskSRNet, TorchScript, MLflow) whose forward returns the SR image."""
     from srseg.models.generator import MultiTaskSRNet, build_sr_only
 
-    radius = None
+    radius = features = None
     if isinstance(module, MultiTaskSRNet):
         if module.has_seg_head:
             module = build_sr_only(module)
         radius = receptive_field_radius(module.config)
+        features = int(module.config["num_features"])
     module = module.to(device).eval()
 
     def fn(x: Tensor) -> Tensor:
@@ -152,7 +156,7 @@ def _module_model(module: nn.Module, name: str, device: torch.device) -> SRModel
             out = out[0]
         return out
 
-    return SRModel(fn, 0, name, device, radius)
+    return SRModel(fn, 0, name, device, radius, feature_maps=features)
 
 
 def _onnx_model(path: Path, device: torch.device) -> SRModel:
@@ -279,139 +283,59 @@ def load_sr_model(model: str, scale: int = 4, device: str = "auto", tracking_uri
     return loaded
 
 
-# ---------------------------------------------------------------------------------------- images
-
-
-def _orient(array: np.ndarray, orientation: int) -> np.ndarray:
-    """Apply an EXIF orientation (2..8) to an (H, W, C) array, as ImageOps.exif_transpose does."""
-    ops: dict[int, Callable[[np.ndarray], np.ndarray]] = {
-        2: lambda a: a[:, ::-1],
-        3: lambda a: a[::-1, ::-1],
-        4: lambda a: a[::-1],
-        5: lambda a: a.transpose(1, 0, 2),
-        6: lambda a: a.transpose(1, 0, 2)[:, ::-1],
-        7: lambda a: a.transpose(1, 0, 2)[::-1, ::-1],
-        8: lambda a: a.transpose(1, 0, 2)[::-1],
-    }
-    op = ops.get(orientation)
-    return np.ascontiguousarray(op(array)) if op else array
-
-
-def _planes(array: np.ndarray, maximum: float) -> Tensor:
-    """(H, W, C) numeric array -> (C, H, W) float32 in [0, 1]."""
-    data = torch.from_numpy(np.ascontiguousarray(array.astype(np.float32) / maximum))
-    return data.permute(2, 0, 1).contiguous().clamp_(0.0, 1.0)
-
-
-def _split(rgb: Tensor, alpha: Tensor | None, gray: bool) -> LoadedImage:
-    if gray:
-        rgb = rgb.expand(3, -1, -1).contiguous()
-    return LoadedImage(rgb, alpha, gray)
-
-
-def _read_png16(data: bytes, orientation: int) -> LoadedImage:
-    """16-bit truecolour PNG at full precision (Pillow would truncate it to 8 bits)."""
-    from torchvision.io import ImageReadMode, decode_png
-
-    with warnings.catch_warnings():  # torchvision's image I/O is deprecated, still the only 16-bit PNG reader here
-        warnings.simplefilter("ignore", DeprecationWarning)
-        decoded = decode_png(torch.frombuffer(bytearray(data), dtype=torch.uint8), ImageReadMode.UNCHANGED)
-    array = _orient(decoded.permute(1, 2, 0).to(torch.int32).numpy(), orientation)
-    planes = _planes(array, 65535.0)
-    return _split(planes[:3], planes[3:4] if planes.shape[0] == 4 else None, gray=False)
-
-
-def _exif_orientation(image: Image.Image) -> int:
-    try:
-        return int(image.getexif().get(0x0112, 1) or 1)
-    except Exception:  # malformed EXIF must not make a readable image unreadable
-        return 1
-
-
-def read_image(path: str | os.PathLike[str]) -> LoadedImage:
-    """Read an image in display orientation following the module's conversion rules."""
-    path = Path(path)
-    try:
-        data = path.read_bytes()
-        with Image.open(io.BytesIO(data)) as opened:
-            opened.load()
-            orientation = _exif_orientation(opened)
-            if data.startswith(_PNG_SIGNATURE) and len(data) > 25 and data[24] == 16 and data[25] in (2, 6):
-                return _read_png16(data, orientation)
-            image = ImageOps.exif_transpose(opened) if orientation != 1 else opened
-            return _convert(image)
-    except UpscaleError:
-        raise
-    except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError) as exc:
-        raise UpscaleError(f"{path}: cannot read image ({type(exc).__name__}: {exc})") from exc
-
-
-def _convert(image: Image.Image) -> LoadedImage:
-    mode = image.mode
-    if mode in ("I", "I;16", "I;16B", "I;16L", "I;16N"):
-        return _split(_planes(np.asarray(image)[:, :, None], 65535.0), None, gray=True)
-    if mode == "P":
-        image = image.convert("RGBA" if "transparency" in image.info else "RGB")
-    elif mode in ("1", "La"):
-        image = image.convert("L" if mode == "1" else "LA")
-    elif mode in ("RGBa", "PA"):
-        image = image.convert("RGBA")
-    elif mode not in ("L", "LA", "RGB", "RGBA"):
-        image = image.convert("RGB")
-    planes = _planes(np.asarray(image, dtype=np.uint8).reshape(image.height, image.width, -1), 255.0)
-    gray = image.mode in _GRAY_MODES
-    colour = 1 if gray else 3
-    alpha = planes[colour : colour + 1] if image.mode in ("LA", "RGBA") else None
-    return _split(planes[:colour], alpha, gray)
-
-
-def _to_uint8(x: Tensor) -> Tensor:
-    return x.clamp(0.0, 1.0).mul(255.0).round().to(torch.uint8)
-
-
-def compose_output(rgb: Tensor, alpha: Tensor | None, gray: bool) -> Image.Image:
-    """(3, H, W) uint8 SR colour (+ (1, H, W) uint8 alpha) -> Pillow image in the input's mode family."""
-    planes = rgb
-    if gray:
-        weights = torch.tensor(_LUMA).view(3, 1, 1)
-        planes = _to_uint8((rgb.float() * weights).sum(0, keepdim=True) / 255.0)
-    if alpha is not None:
-        planes = torch.cat([planes, alpha])
-    array = planes.permute(1, 2, 0).contiguous().numpy()
-    return Image.fromarray(array[:, :, 0] if array.shape[2] == 1 else array)  # L, LA, RGB or RGBA
-
-
 # ---------------------------------------------------------------------------------------- inputs
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    return path == folder or folder in path.parents
+
+
+def _refuse_overlap(folders: list[Path], files: list[Path], output_dir: Path) -> None:
+    """Inputs are never written: refuse an output folder that is, contains or lies inside an input."""
+    out = output_dir.resolve()
+    for folder in folders:
+        source = folder.resolve()
+        if _inside(out, source) or _inside(source, out):
+            relation = "is" if out == source else ("lies inside" if _inside(out, source) else "contains")
+            raise UpscaleError(
+                f"output folder {str(output_dir)!r} {relation} the input folder {str(folder)!r}; "
+                "choose an output folder outside it (inputs are never overwritten)"
+            )
+    for file in files:
+        target = out / (file.stem + ".png")
+        if target == file.resolve() or (target.exists() and os.path.samefile(target, file)):
+            raise UpscaleError(
+                f"output {str(target)!r} is the input file {str(file)!r}; choose another output folder"
+            )
 
 
 def collect_inputs(inputs: list[Path], output_dir: Path) -> list[tuple[Path, Path]]:
     """(source file, output path) pairs: files keep their name, folders their relative layout.
 
-    Folders are searched recursively for image suffixes (hidden entries and ``output_dir`` are
-    skipped). Every output is ``<stem>.png``; two inputs mapping to one output is an error.
+    Folders are searched recursively for image suffixes (hidden entries skipped). Every output is
+    ``<stem>.png``. Refused: an output that would be written over, into or around an input (see
+    :func:`_refuse_overlap`), and two inputs mapping to one output.
     """
-    output_root = Path(output_dir).resolve()
-    pairs: list[tuple[Path, Path]] = []
-    for item in inputs:
-        item = Path(item)
-        if item.is_file():
-            pairs.append((item, Path(output_dir) / (item.stem + ".png")))
-        elif item.is_dir():
-            found = []
-            for dirpath, dirnames, filenames in os.walk(item):
-                here = Path(dirpath)
-                dirnames[:] = sorted(
-                    d for d in dirnames if not d.startswith(".") and (here / d).resolve() != output_root
-                )
-                found += [
-                    here / f for f in filenames if not f.startswith(".") and Path(f).suffix.lower() in IMAGE_SUFFIXES
-                ]
-            if not found:
-                logger.warning("%s: no images found (suffixes %s)", item, sorted(IMAGE_SUFFIXES))
-            for path in sorted(found):
-                pairs.append((path, Path(output_dir) / path.relative_to(item).with_suffix(".png")))
-        else:
+    output_dir = Path(output_dir)
+    items = [Path(item) for item in inputs]
+    for item in items:
+        if not (item.is_file() or item.is_dir()):
             raise UpscaleError(f"input {str(item)!r}: no such file or folder")
+    _refuse_overlap([i for i in items if i.is_dir()], [i for i in items if i.is_file()], output_dir)
+    pairs: list[tuple[Path, Path]] = []
+    for item in items:
+        if item.is_file():
+            pairs.append((item, output_dir / (item.stem + ".png")))
+            continue
+        found = []
+        for dirpath, dirnames, filenames in os.walk(item):
+            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+            found += [Path(dirpath) / f for f in filenames
+                      if not f.startswith(".") and Path(f).suffix.lower() in IMAGE_SUFFIXES]
+        if not found:
+            logger.warning("%s: no images found (suffixes %s)", item, sorted(IMAGE_SUFFIXES))
+        for path in sorted(found):
+            pairs.append((path, output_dir / path.relative_to(item).with_suffix(".png")))
     seen: dict[Path, Path] = {}
     for source, target in pairs:
         if target in seen:
@@ -420,6 +344,64 @@ def collect_inputs(inputs: list[Path], output_dir: Path) -> list[tuple[Path, Pat
             )
         seen[target] = source
     return pairs
+
+
+# ---------------------------------------------------------------------------------------- memory
+
+
+def working_memory(
+    header: ImageHeader, scale: int, tile: int | None, tile_overlap: int, batch_size: int, feature_maps: int | None
+) -> dict[str, int]:
+    """Bytes ``upscale`` needs for one image, by part (an upper estimate; see bench/upscale_memory.py).
+
+    ``decode``: Pillow's decoded image (4 B/px) and its array copy (up to 4 B/px); ``windows``:
+    one batch of float LR windows and their float SR; ``activations``: the network's HR feature
+    maps, about three live at once (``feature_maps`` channels, 64 when unknown); ``bands``: the
+    8-bit band being filled, its output-file rows and the PNG filter's buffers.
+    """
+    width, height = header.width, header.height
+    win_h = height if tile is None else min(tile + 2 * tile_overlap, height)
+    win_w = width if tile is None else min(tile + 2 * tile_overlap, width)
+    band_rows = height if tile is None else min(tile, height)
+    hr_window_px = batch_size * win_h * win_w * scale * scale
+    return {
+        "decode": width * height * 8,
+        "windows": batch_size * 3 * win_h * win_w * 4 + hr_window_px * 3 * 4 * 2,
+        "activations": hr_window_px * (feature_maps or UNKNOWN_FEATURE_MAPS) * 4 * 3,
+        "bands": 6 * band_rows * scale * width * scale * 4,
+    }
+
+
+def check_memory(source: Path, header: ImageHeader, model: SRModel, tile: int | None, tile_overlap: int,
+                 batch_size: int) -> None:
+    """UpscaleError (one line, naming the file) when the image cannot fit in the memory available."""
+    need = working_memory(header, model.scale, tile, tile_overlap, batch_size, model.feature_maps)
+    host = need["decode"] + need["bands"]
+    device_need = need["windows"] + need["activations"]
+    if model.device.type == "cuda":
+        free = torch.cuda.mem_get_info(model.device)[0]
+        if device_need > free:
+            raise UpscaleError(
+                f"{source}: {header.width}x{header.height} x{model.scale} needs about {device_need / _GIB:.1f} GiB of "
+                f"GPU memory per batch of tiles, only {free / _GIB:.1f} GiB is free; use a smaller --tile or --batch-size"
+            )
+    else:
+        host += device_need
+    available = available_bytes()
+    if available is not None and host > available:
+        parts = ", ".join(f"{name} {value / _GIB:.1f}" for name, value in need.items())
+        advice = "use --tile (e.g. 256)" if tile is None else "use a smaller --tile or --batch-size"
+        raise UpscaleError(
+            f"{source}: {header.width}x{header.height} x{model.scale} needs about {host / _GIB:.1f} GiB of memory "
+            f"({parts} GiB), only {available / _GIB:.1f} GiB is available; {advice}"
+        )
+
+
+def _is_out_of_memory(exc: BaseException) -> bool:
+    if isinstance(exc, (MemoryError, torch.cuda.OutOfMemoryError)):
+        return True
+    text = str(exc)
+    return isinstance(exc, RuntimeError) and ("can't allocate memory" in text or "out of memory" in text)
 
 
 # -------------------------------------------------------------------------------------- upscale
@@ -436,6 +418,33 @@ def _model_fn(model: SRModel, autocast: torch.dtype | None) -> Callable[[Tensor]
     return fn
 
 
+def output_bands(
+    model: SRModel,
+    image: LoadedImage,
+    tile: int | None = 256,
+    tile_overlap: int = 16,
+    batch_size: int = 4,
+    precision: torch.dtype | None = None,
+) -> Iterator[np.ndarray]:
+    """Rows of the output file, top to bottom, as (h, W, C) uint8 bands: colour by ``model``,
+    alpha by bicubic (with at least its own receptive radius of overlap)."""
+    rgb_bands = super_resolve_bands(
+        _model_fn(model, precision), image.rgb, model.scale, tile, tile_overlap, batch_size,
+        white=image.white, device=model.device,
+    )
+    alpha_bands: Iterator[tuple[int, Tensor] | None] = repeat(None)
+    if image.alpha is not None:
+        bicubic = _bicubic_model(model.scale, model.device)
+        alpha_bands = super_resolve_bands(
+            bicubic.fn, image.alpha, model.scale, tile, max(tile_overlap, BICUBIC_RADIUS), batch_size,
+            white=image.white, device=model.device,
+        )
+    for (row, rgb), alpha in zip(rgb_bands, alpha_bands):
+        if alpha is not None and alpha[0] != row:  # pragma: no cover - same tile grid by construction
+            raise RuntimeError(f"alpha band at row {alpha[0]}, colour band at row {row}")
+        yield compose_band(rgb, alpha[1] if alpha is not None else None, image.gray)
+
+
 def upscale_image(
     model: SRModel,
     image: LoadedImage,
@@ -444,24 +453,72 @@ def upscale_image(
     batch_size: int = 4,
     precision: torch.dtype | None = None,
 ) -> Image.Image:
-    """Super-resolve one loaded image (colour by ``model``, alpha by bicubic) to a Pillow image."""
-    fn = _model_fn(model, precision)
-    rgb = tiled_super_resolve(
-        fn, image.rgb.to(model.device), model.scale, tile, tile_overlap, batch_size, out_dtype=torch.uint8
-    )
-    alpha = None
-    if image.alpha is not None:
-        bicubic = _bicubic_model(model.scale, model.device)
-        alpha = tiled_super_resolve(
-            bicubic.fn,
-            image.alpha.to(model.device),
-            model.scale,
-            tile,
-            max(tile_overlap, BICUBIC_RADIUS),
-            batch_size,
-            out_dtype=torch.uint8,
-        )
-    return compose_output(rgb, alpha, image.gray)
+    """Super-resolve one loaded image to a Pillow image, in memory (for images that fit; files
+    are streamed by :func:`write_png`)."""
+    array = np.concatenate(list(output_bands(model, image, tile, tile_overlap, batch_size, precision)))
+    return Image.fromarray(array[:, :, 0] if array.shape[2] == 1 else array)  # L, LA, RGB or RGBA
+
+
+def write_png(
+    model: SRModel,
+    image: LoadedImage,
+    handle: BinaryIO,
+    tile: int | None = 256,
+    tile_overlap: int = 16,
+    batch_size: int = 4,
+    precision: torch.dtype | None = None,
+    compress_level: int = 1,
+) -> tuple[int, int]:
+    """Super-resolve ``image`` straight into a PNG on ``handle``, band by band; returns (width, height)."""
+    width, height = image.size[0] * model.scale, image.size[1] * model.scale
+    writer = PNGStreamWriter(handle, width, height, image.output_channels, compress_level)
+    for band in output_bands(model, image, tile, tile_overlap, batch_size, precision):
+        writer.write_rows(band)
+    writer.close()
+    return width, height
+
+
+def upscale_file(
+    model: SRModel,
+    source: Path,
+    target: Path,
+    tile: int | None = 256,
+    tile_overlap: int = 16,
+    batch_size: int = 4,
+    precision: torch.dtype | None = None,
+    compress_level: int = 1,
+) -> tuple[int, int]:
+    """One file: check its memory need from the header, decode, stream the PNG to ``target`` atomically."""
+    try:
+        header = read_header(source)
+        check_memory(source, header, model, tile, tile_overlap, batch_size)
+        image = read_image(source)
+        with atomic_open(target, "wb") as handle:
+            return write_png(model, image, handle, tile, tile_overlap, batch_size, precision, compress_level)
+    except ImageError as exc:
+        raise UpscaleError(str(exc)) from exc
+    except (MemoryError, RuntimeError) as exc:
+        if not _is_out_of_memory(exc):
+            raise
+        raise UpscaleError(
+            f"{source}: out of memory while upscaling ({type(exc).__name__}); use a smaller --tile or --batch-size"
+        ) from exc
+
+
+def model_identity(spec: str, tracking_uri: str | None = None) -> str:
+    """What exactly ``spec`` names now: a file digest, the artifact behind an MLflow URI, or
+    ``bicubic``. A batch journal made with another identity is not resumed."""
+    if spec == "bicubic":
+        return spec
+    if spec.startswith(MLFLOW_SCHEMES):
+        from srseg.registry import loader as registry_loader
+
+        return registry_loader.resolve_artifact_uri(spec, tracking_uri)
+    path = Path(spec)
+    if path.is_dir():
+        path = path / "sr_head.safetensors"
+    files = [path] + ([path.with_suffix(".json")] if path.with_suffix(".json").is_file() else [])
+    return hashlib.sha256("".join(sha256_file(f) for f in files).encode()).hexdigest()
 
 
 def upscale(
@@ -476,15 +533,20 @@ def upscale(
     precision: Precision = "auto",
     progress: bool = True,
     tracking_uri: str | None = None,
+    compress_level: int = 1,
 ) -> list[Path]:
-    """Super-resolve files and folders into ``output_dir`` as PNG; returns the written paths.
+    """Super-resolve files and folders into ``output_dir`` as PNG; returns the output paths.
 
     ``tile`` (LR px, None = whole image) bounds memory; ``tile_overlap`` LR px of context per side
     makes tiles exact once it reaches the model's receptive-field radius (logged when it does not).
     Activations dominate memory: about ``batch_size * ((tile + 2 * overlap) * scale)**2 *
     num_features * 4 B * 3`` (bench/upscale.py, demo net, 4000x3000 output: +2.1 GB with tile 256
-    and batch 4, +0.6 GB with batch 1, +4.5 GB untiled). On CPU batching tiles does not speed
-    things up, so ``batch_size=1`` is the frugal choice there.
+    and batch 4, +0.6 GB with batch 1, +4.5 GB untiled); on CPU, batching tiles speeds up bicubic
+    but not the network, so ``batch_size=1`` is the frugal choice there. ``compress_level`` is
+    zlib's (1 fast .. 9 small).
+
+    A batch resumes: outputs recorded in ``<output_dir>/.srseg-upscale.jsonl`` by an earlier run
+    with the same model and settings are kept, if neither they nor their inputs changed since.
     """
     if tile is not None and tile < 1:
         raise UpscaleError(f"tile must be None or >= 1, got {tile!r}")
@@ -492,9 +554,13 @@ def upscale(
         raise UpscaleError(f"tile_overlap must be >= 0, got {tile_overlap!r}")
     if batch_size < 1:
         raise UpscaleError(f"batch_size must be >= 1, got {batch_size!r}")
-    pairs = collect_inputs([Path(p) for p in inputs], Path(output_dir))
+    if not 0 <= compress_level <= 9:
+        raise UpscaleError(f"compress_level must be 0..9, got {compress_level!r}")
+    output_dir = Path(output_dir)
     dev = resolve_device(device)
     autocast = resolve_precision(precision, dev)
+    pairs = collect_inputs([Path(p) for p in inputs], output_dir)
+    batch = batch_size
     sr_model = load_sr_model(model, scale=scale, device=dev.type, tracking_uri=tracking_uri)
     radius = sr_model.receptive_radius
     if tile is not None and radius is not None and tile_overlap < radius:
@@ -503,23 +569,36 @@ def upscale(
             tile_overlap,
             radius,
         )
-    logger.info(
-        "upscaling %d image(s) x%d with %s on %s (%s)",
-        len(pairs),
-        scale,
-        sr_model.name,
-        sr_model.device,
-        "fp32" if autocast is None or not sr_model.autocast_ok else str(autocast).removeprefix("torch."),
-    )
+    used_precision = "fp32" if autocast is None or not sr_model.autocast_ok else str(autocast).removeprefix("torch.")
+    logger.info("upscaling %d image(s) x%d with %s on %s (%s, %d tile(s) per batch)",
+                len(pairs), scale, sr_model.name, sr_model.device, used_precision, batch)
+    settings = {"model": str(model), "identity": model_identity(str(model), tracking_uri), "scale": scale,
+                "tile": tile, "tile_overlap": tile_overlap, "device": dev.type, "precision": used_precision,
+                "compress_level": compress_level}
+    journal = Journal(output_dir / JOURNAL_NAME, JOURNAL_KIND, settings)
     from tqdm.auto import tqdm
 
     written: list[Path] = []
+    kept = 0
     for source, target in tqdm(pairs, desc="upscale", unit="img", disable=not progress):
-        loaded = read_image(source)
-        result = upscale_image(sr_model, loaded, tile, tile_overlap, batch_size, autocast)
-        with atomic_open(target, "wb") as handle:
-            result.save(handle, format="PNG")
+        key = target.relative_to(output_dir).as_posix()
+        if journal.done(key, source, target):
+            written.append(target)
+            kept += 1
+            continue
+        remove_stale_temp_files(target)  # left by a killed run
+        try:
+            width, height = upscale_file(sr_model, source, target, tile, tile_overlap, batch, autocast, compress_level)
+        except (UpscaleError, OSError) as exc:
+            raise UpscaleError(
+                f"{exc} -- stopped there: {len(written)} of {len(pairs)} outputs are complete in {output_dir} "
+                f"(listed in {journal.path.name}); the same command resumes"
+            ) from exc
+        journal.record(key, source, target)
         written.append(target)
-        logger.debug("%s -> %s (%dx%d)", source, target, result.width, result.height)
+        logger.debug("%s -> %s (%dx%d)", source, target, width, height)
+    journal.finish(len(written))
+    if kept:
+        logger.info("%d of %d outputs were already complete (%s); %d written now", kept, len(pairs),
+                    journal.path, len(pairs) - kept)
     return written
-

@@ -18,7 +18,15 @@ Security model (why each piece is there):
   the state (``create_admin_token``), compared with ``hmac.compare_digest``.
 
 One vote per rater and pair: a repeated identical vote answers 200 with status "duplicate"; a
-different choice for an answered pair answers 409 "conflict" and the first answer stands.
+different choice for an answered pair answers 409 "conflict" and the first answer stands. Votes
+are taken only for pairs the study page showed to that rater (403 otherwise), and the stored
+response time is at most the time since the server showed the pair, whatever the client claims.
+
+Guessing tokens is rate-limited per client address: after ``max_failed_tokens`` wrong invitation
+or admin tokens within ``failed_token_window_s``, every token attempt from that address answers 429
+(with Retry-After) until the window has passed. Behind a reverse proxy, set ``trusted_proxies`` to
+the number of proxies so the address is taken from X-Forwarded-For (otherwise every client would
+share the proxy's address).
 
 Served by gunicorn (gthread workers, already installed with mlflow) via :func:`serve_study`;
 werkzeug's threaded server is used only by tests (``server="werkzeug"``). Binds 127.0.0.1.
@@ -30,6 +38,7 @@ import argparse
 import hashlib
 import hmac
 import logging
+import math
 import os
 import random
 import secrets
@@ -39,8 +48,20 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from flask import Flask, Response, abort, jsonify, redirect, render_template, request, send_file, session, url_for
-from werkzeug.exceptions import HTTPException
+from flask import (
+    Flask,
+    Response,
+    abort,
+    jsonify,
+    make_response,
+    redirect,
+    render_template,
+    request,
+    send_file,
+    session,
+    url_for,
+)
+from werkzeug.exceptions import HTTPException, TooManyRequests
 
 from srseg.study.bundle import DEGRADED, REFERENCE, Pair, Study, load_study
 from srseg.study.store import MAX_COMMENT, Rater, StudyStore, default_state_dir, open_store
@@ -50,7 +71,8 @@ log = logging.getLogger("srseg.study.app")  # not __name__: stays the same under
 ENV_ADMIN_TOKEN = "SRSEG_STUDY_ADMIN_TOKEN"
 ENV_SECRET_KEY = "SRSEG_STUDY_SECRET_KEY"
 MAX_RESPONSE_MS = 3_600_000
-RESPONSE_SLACK_MS = 1_000
+MAX_FAILED_TOKENS = 10
+FAILED_TOKEN_WINDOW_S = 900.0
 CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; "
     "form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
@@ -63,6 +85,8 @@ class StudyContext:
     study: Study
     store: StudyStore
     env_admin_token: str | None
+    max_failed_tokens: int = MAX_FAILED_TOKENS
+    failed_token_window_s: float = FAILED_TOKEN_WINDOW_S
 
     def order(self, rater_id: str) -> list[str]:
         """Per-rater pair order: shuffled, reproducible from the study seed and the rater id."""
@@ -83,12 +107,22 @@ def create_app(
     secret_key: str | None = None,
     secure_cookies: bool = False,
     verify_bundle: bool = True,
+    max_failed_tokens: int = MAX_FAILED_TOKENS,
+    failed_token_window_s: float = FAILED_TOKEN_WINDOW_S,
+    trusted_proxies: int = 0,
 ) -> Flask:
     """Build the Flask app for ``bundle``; state (votes, key) lives in ``state_dir``.
 
     ``admin_token`` / ``secret_key`` default to the environment variables
-    SRSEG_STUDY_ADMIN_TOKEN / SRSEG_STUDY_SECRET_KEY, then to the state folder.
+    SRSEG_STUDY_ADMIN_TOKEN / SRSEG_STUDY_SECRET_KEY, then to the state folder. See the module
+    docstring for the token rate limit and ``trusted_proxies``.
     """
+    if max_failed_tokens < 1 or failed_token_window_s <= 0:
+        raise ValueError(
+            f"max_failed_tokens must be >= 1 and failed_token_window_s > 0, got {max_failed_tokens}, {failed_token_window_s}"
+        )
+    if trusted_proxies < 0:
+        raise ValueError(f"trusted_proxies must be >= 0, got {trusted_proxies}")
     bundle = Path(bundle).resolve()  # Flask resolves a relative send_file path against the package folder
     study = load_study(bundle, verify=verify_bundle)
     store = open_store(study.study_id, Path(state_dir) if state_dir else default_state_dir(bundle), create=True)
@@ -112,8 +146,12 @@ def create_app(
         MAX_CONTENT_LENGTH=64 * 1024,
         SEND_FILE_MAX_AGE_DEFAULT=3600,
     )
-    ctx = StudyContext(study, store, env_admin)
+    ctx = StudyContext(study, store, env_admin, max_failed_tokens, failed_token_window_s)
     app.extensions["srseg_study"] = ctx
+    if trusted_proxies:
+        from werkzeug.middleware.proxy_fix import ProxyFix
+
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=trusted_proxies)  # type: ignore[method-assign]
     _register_routes(app, ctx)
     app.after_request(_security_headers)
     app.register_error_handler(HTTPException, _error_page)
@@ -134,14 +172,18 @@ def _security_headers(response: Response) -> Response:
     return response
 
 
-def _error_page(exc: HTTPException) -> Response | tuple[str, int]:
+def _error_page(exc: HTTPException) -> Response:
     if request.path.startswith(_JSON_PREFIXES):
         response = jsonify(error=exc.description)
-        response.status_code = exc.code or 500
         if exc.code == 401 and request.path.startswith("/admin/api/"):
             response.headers["WWW-Authenticate"] = "Bearer"
-        return response
-    return render_template("denied.html", heading=exc.name, message=exc.description), exc.code or 500
+    else:
+        response = make_response(render_template("denied.html", heading=exc.name, message=exc.description))
+    response.status_code = exc.code or 500
+    retry_after = getattr(exc, "retry_after", None)
+    if retry_after is not None:
+        response.headers["Retry-After"] = str(retry_after)
+    return response
 
 
 def _short(value: Any) -> str:
@@ -189,6 +231,26 @@ def _register_routes(app: Flask, ctx: StudyContext) -> None:
         if not isinstance(expected, str) or not supplied or not hmac.compare_digest(supplied.encode(), expected.encode()):
             abort(403, "missing or invalid CSRF token")
 
+    def now_ms() -> int:
+        return int(time.time() * 1000)
+
+    def client_address() -> str:
+        return request.remote_addr or "unknown"
+
+    def refuse_while_locked_out() -> None:
+        """429 once this address sent too many wrong tokens within the window."""
+        window_ms = int(ctx.failed_token_window_s * 1000)
+        count, oldest = store.failed_auth_since(client_address(), now_ms() - window_ms)
+        if count >= ctx.max_failed_tokens and oldest is not None:
+            retry_after = max(1, math.ceil((oldest + window_ms - now_ms()) / 1000))
+            log.warning("refused a token attempt from %s: %d wrong tokens in the last %.0f s",
+                        client_address(), count, ctx.failed_token_window_s)
+            raise TooManyRequests(f"Too many wrong tokens from your address; try again in {retry_after} s.",
+                                  retry_after=retry_after)
+
+    def note_wrong_token(kind: str) -> None:
+        store.record_failed_auth(client_address(), kind, now_ms(), keep_ms=int(ctx.failed_token_window_s * 1000))
+
     def next_pair(rater: Rater) -> tuple[Pair | None, int]:
         done = store.voted_pairs(rater.rater_id)
         pending = [pid for pid in ctx.order(rater.rater_id) if pid not in done]
@@ -213,8 +275,12 @@ def _register_routes(app: Flask, ctx: StudyContext) -> None:
             return True
         header = request.headers.get("Authorization", "")
         if header.startswith("Bearer "):
+            refuse_while_locked_out()
             token = header[len("Bearer ") :].strip()
-            return any(check(token) for check in admin_fingerprints().values())
+            if any(check(token) for check in admin_fingerprints().values()):
+                return True
+            note_wrong_token("admin")
+            log.warning("rejected an admin bearer token from %s", client_address())
         return False
 
     @app.get("/healthz")
@@ -234,10 +300,12 @@ def _register_routes(app: Flask, ctx: StudyContext) -> None:
     @app.post("/api/session")
     def api_session() -> Response:
         body = _json_object({"token"}, {"token"})
+        refuse_while_locked_out()
         token = body["token"]
         rater = store.rater_for_token(token) if isinstance(token, str) else None
         if rater is None:
-            log.warning("rejected an invitation token from %s", request.remote_addr)
+            note_wrong_token("invitation")
+            log.warning("rejected an invitation token from %s", client_address())
             abort(403, "This invitation is not valid.")
         session.clear()
         session.permanent = True
@@ -254,7 +322,7 @@ def _register_routes(app: Flask, ctx: StudyContext) -> None:
         if pair is None:
             store.mark_finished(rater.rater_id)
             return redirect(url_for("thanks"))
-        session["shown"] = [pair.id, int(time.time() * 1000)]
+        store.mark_served(rater.rater_id, pair.id, now_ms())
         return render_template(
             "study.html", study=study, rater=rater, pair=pair, done=done, total=len(study.pairs), csrf=session["csrf"]
         )
@@ -274,14 +342,13 @@ def _register_routes(app: Flask, ctx: StudyContext) -> None:
             isinstance(response_ms, bool) or not isinstance(response_ms, int) or not 0 <= response_ms <= MAX_RESPONSE_MS
         ):
             abort(400, f"response_ms must be an integer in [0, {MAX_RESPONSE_MS}], got {_short(response_ms)}")
-        shown = session.get("shown")
-        if isinstance(shown, list) and len(shown) == 2 and shown[0] == pair_id and isinstance(shown[1], int):
-            elapsed = max(0, int(time.time() * 1000) - shown[1])
-            if response_ms is None or response_ms > elapsed + RESPONSE_SLACK_MS:
-                response_ms = elapsed  # the client cannot have taken longer than the server saw
+        served_at = store.served_at_ms(rater.rater_id, pair.id)
+        if served_at is None:
+            log.warning("rater %s voted on pair %s, which was never shown to them", rater.rater_id, pair.id)
+            abort(403, f"pair {pair.id} was not shown to you; answer the pairs the study page shows")
+        elapsed = max(0, now_ms() - served_at)  # the client cannot have taken longer than the server saw
+        response_ms = elapsed if response_ms is None else min(response_ms, elapsed)
         vote, status = store.record_vote(rater.rater_id, pair.id, pair.method(side), side, response_ms)
-        if status == "created":
-            session.pop("shown", None)
         _, done = next_pair(rater)
         finished = done >= len(study.pairs)
         if finished:
@@ -334,15 +401,17 @@ def _register_routes(app: Flask, ctx: StudyContext) -> None:
         credentials = admin_fingerprints()
         if not credentials:
             abort(403, f"Admin access is not configured: set {ENV_ADMIN_TOKEN} or create an admin token.")
+        refuse_while_locked_out()
         token = request.form.get("token", "")
         matched = [fingerprint for fingerprint, check in credentials.items() if check(token)]
         if not matched:
-            log.warning("failed admin login from %s", request.remote_addr)
+            note_wrong_token("admin")
+            log.warning("failed admin login from %s", client_address())
             return render_template("admin_login.html", study=study, csrf=session["login_csrf"], error="Wrong admin token."), 403
         session.pop("login_csrf", None)
         session["admin"] = matched[0]
         session["admin_csrf"] = secrets.token_urlsafe(32)
-        log.info("admin logged in from %s", request.remote_addr)
+        log.info("admin logged in from %s", client_address())
         return redirect(url_for("admin_page"))
 
     @app.post("/admin/logout")
@@ -434,6 +503,7 @@ def serve_study(
     threads: int = 8,
     secure_cookies: bool = False,
     server: str = "gunicorn",
+    trusted_proxies: int = 0,
 ) -> None:
     """Serve the study until interrupted: gunicorn (gthread) by default, werkzeug for tests only."""
     if server not in ("gunicorn", "werkzeug"):
@@ -444,7 +514,7 @@ def serve_study(
         raise ValueError(f"workers and threads must be >= 1, got workers={workers}, threads={threads}")
     if host not in ("127.0.0.1", "localhost", "::1"):
         log.warning("serving on %s, not loopback: put it behind a TLS proxy and use secure cookies", host)
-    app = create_app(bundle, state_dir, secure_cookies=secure_cookies)  # fail here, before binding
+    app = create_app(bundle, state_dir, secure_cookies=secure_cookies, trusted_proxies=trusted_proxies)  # fail before binding
     log.info("serving study %s on http://%s:%d (%s)", Path(bundle), host, port, server)
     if server == "werkzeug":
         from werkzeug.serving import make_server
@@ -490,9 +560,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=8)
     parser.add_argument("--secure-cookies", action="store_true", help="set when served over HTTPS")
     parser.add_argument("--server", choices=("gunicorn", "werkzeug"), default="gunicorn")
+    parser.add_argument("--trusted-proxies", type=int, default=0,
+                        help="reverse proxies in front (client address from X-Forwarded-For, for the token rate limit)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    serve_study(args.bundle, args.state, args.host, args.port, args.workers, args.threads, args.secure_cookies, args.server)
+    serve_study(args.bundle, args.state, args.host, args.port, args.workers, args.threads, args.secure_cookies, args.server,
+                args.trusted_proxies)
     return 0
 
 

@@ -9,6 +9,11 @@ Only SHA-256 hashes of tokens (salted with a per-study random salt) are stored, 
 database does not let anyone vote. One vote per rater and pair is enforced by a UNIQUE constraint:
 re-sending the same choice returns the stored vote ("duplicate"), a different choice for an
 already answered pair is refused ("conflict", the first answer stands).
+
+The store also remembers which pair was shown to which rater and when (``served``: votes are only
+taken for pairs shown, and response times are bounded by the time since), and wrong tokens per
+client address (``failed_auth``: the app rate-limits guessing). Both live in the database rather
+than in a worker's memory, so every gunicorn worker sees them and they survive a restart.
 """
 
 from __future__ import annotations
@@ -61,6 +66,18 @@ CREATE TABLE IF NOT EXISTS votes (
     source      TEXT NOT NULL,
     UNIQUE (rater_id, pair_id)
 );
+CREATE TABLE IF NOT EXISTS served (
+    rater_id     TEXT NOT NULL REFERENCES raters(rater_id),
+    pair_id      TEXT NOT NULL,
+    served_at_ms INTEGER NOT NULL,
+    PRIMARY KEY (rater_id, pair_id)
+);
+CREATE TABLE IF NOT EXISTS failed_auth (
+    address TEXT NOT NULL,
+    kind    TEXT NOT NULL,
+    at_ms   INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS failed_auth_by_address ON failed_auth (address, at_ms);
 """
 
 
@@ -354,6 +371,39 @@ class StudyStore:
     def voted_pairs(self, rater_id: str) -> set[str]:
         with self.connect() as conn:
             return {row[0] for row in conn.execute("SELECT pair_id FROM votes WHERE rater_id = ?", (rater_id,))}
+
+    # -- what each rater was shown ------------------------------------------------------------
+    def mark_served(self, rater_id: str, pair_id: str, now_ms: int) -> None:
+        """Record that ``pair_id`` was just shown to ``rater_id`` (the latest showing counts)."""
+        with self.connect() as conn:
+            conn.execute(
+                "INSERT INTO served(rater_id, pair_id, served_at_ms) VALUES (?, ?, ?) "
+                "ON CONFLICT(rater_id, pair_id) DO UPDATE SET served_at_ms = excluded.served_at_ms",
+                (rater_id, pair_id, int(now_ms)),
+            )
+
+    def served_at_ms(self, rater_id: str, pair_id: str) -> int | None:
+        """When ``pair_id`` was last shown to ``rater_id`` (ms since the epoch), or None if never."""
+        with self.connect() as conn:
+            row = conn.execute(
+                "SELECT served_at_ms FROM served WHERE rater_id = ? AND pair_id = ?", (rater_id, pair_id)
+            ).fetchone()
+        return int(row[0]) if row else None
+
+    # -- failed token attempts ---------------------------------------------------------------
+    def record_failed_auth(self, address: str, kind: str, now_ms: int, keep_ms: int) -> None:
+        """Count one wrong token from ``address``; rows older than ``keep_ms`` are dropped."""
+        with self.connect() as conn, _transaction(conn):
+            conn.execute("DELETE FROM failed_auth WHERE at_ms < ?", (int(now_ms) - int(keep_ms),))
+            conn.execute("INSERT INTO failed_auth(address, kind, at_ms) VALUES (?, ?, ?)", (address, kind, int(now_ms)))
+
+    def failed_auth_since(self, address: str, since_ms: int) -> tuple[int, int | None]:
+        """(number of wrong tokens from ``address`` since ``since_ms``, time of the oldest of them)."""
+        with self.connect() as conn:
+            count, oldest = conn.execute(
+                "SELECT COUNT(*), MIN(at_ms) FROM failed_auth WHERE address = ? AND at_ms >= ?", (address, int(since_ms))
+            ).fetchone()
+        return int(count), (int(oldest) if oldest is not None else None)
 
     def vote_counts(self) -> dict[str, int]:
         with self.connect() as conn:

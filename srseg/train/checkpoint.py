@@ -104,12 +104,39 @@ def load_latest(directory: str | Path, map_location: str | torch.device = "cpu")
     return None
 
 
-def prune_checkpoints(directory: str | Path, keep: int) -> list[Path]:
-    """Delete all but the newest ``keep`` checkpoints (and their sidecars); returns what was removed."""
+def prune_checkpoints(directory: str | Path, keep: int, fresh: str | Path | None = None) -> list[Path]:
+    """Keep the newest ``keep`` *usable* checkpoints; delete older ones and unusable ones.
+
+    Usable means the checksum sidecar verifies (``fresh``, the checkpoint just written, is usable
+    by construction and never re-read). Counting by validity, not by name, matters after a fresh
+    start over unusable checkpoints: a corrupt ``iter_00000900.pt`` must not push every new, good
+    checkpoint out, or a run could never be resumed. Files that cannot be read right now (an I/O
+    error, not a bad digest) are left alone. Returns the removed paths.
+    """
     if keep < 1:
         raise ValueError(f"keep must be >= 1, got {keep}")
-    removed = []
-    for _, path in list_checkpoints(directory)[:-keep]:
+    fresh_path = Path(fresh) if fresh is not None else None
+    removed: list[Path] = []
+    usable = 0
+    for _, path in reversed(list_checkpoints(directory)):
+        if usable >= keep:
+            reason = None  # older than the newest `keep` usable ones: not worth verifying
+        elif path == fresh_path:
+            usable += 1
+            continue
+        else:
+            try:
+                verify_file(path)
+            except CheckpointError as exc:
+                reason = str(exc)
+            except OSError as exc:
+                logger.warning("cannot check %s now (%s); leaving it", path, exc)
+                continue
+            else:
+                usable += 1
+                continue
+        if reason is not None:
+            logger.warning("removing unusable checkpoint: %s", reason)
         for victim in (path, sidecar_path(path)):
             victim.unlink(missing_ok=True)
         removed.append(path)

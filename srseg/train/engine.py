@@ -705,12 +705,12 @@ class Trainer:
             ckpt.restore_rng_state(rng_states[0])
 
     def save_checkpoint(self) -> Path | None:
-        """Write ``checkpoints/iter_*.pt`` (rank 0), prune to ``keep_checkpoints``, flush plots."""
+        """Write ``checkpoints/iter_*.pt`` (rank 0), keep the newest ``keep_checkpoints`` usable ones, flush plots."""
         state = self.state_dict()
         if not self.dist.is_main:
             return None
         path = ckpt.save_file(self.checkpoint_dir / ckpt.checkpoint_name(self.iteration), state)
-        ckpt.prune_checkpoints(self.checkpoint_dir, self.cfg.keep_checkpoints)
+        ckpt.prune_checkpoints(self.checkpoint_dir, self.cfg.keep_checkpoints, fresh=path)
         self.write_plots()
         logger.info("checkpoint %s", path)
         if self.hooks.after_checkpoint is not None:

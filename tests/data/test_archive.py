@@ -157,3 +157,56 @@ def test_check_member_path_normalises_safe_names() -> None:
     assert check_member_path("a.zip", "train2017/./x.jpg").as_posix() == "train2017/x.jpg"
     with pytest.raises(UnsafeArchiveError, match="NUL"):
         check_member_path("a.zip", "x\x00.jpg")
+
+
+def _chained_zip(path: Path, files: int = 8) -> Path:
+    """``files`` harmless members, then ``a/b -> ..``, ``a/b/c -> ..`` and ``a/b/c/evil``."""
+    with zipfile.ZipFile(path, "w") as zf:
+        for i in range(files):
+            zf.writestr(f"train2017/{i}.txt", b"ok")
+        for name, target in (("a/b", ".."), ("a/b/c", "..")):
+            info = zipfile.ZipInfo(name)
+            info.create_system = 3
+            info.external_attr = (stat.S_IFLNK | 0o777) << 16
+            zf.writestr(info, target)
+        zf.writestr("a/b/c/evil", b"pwned")
+    return path
+
+
+def _chained_tar(path: Path, files: int = 8) -> Path:
+    members = [tarfile.TarInfo(f"train2017/{i}.txt") for i in range(files)]
+    members += [_link("a/b", "..", tarfile.SYMTYPE), _link("a/b/c", "..", tarfile.SYMTYPE), tarfile.TarInfo("a/b/c/evil")]
+    return _tar(path, members)
+
+
+@pytest.mark.parametrize("make", [_chained_zip, _chained_tar], ids=["zip", "tar"])
+def test_chained_symlinks_are_refused_before_anything_is_written(tmp_path: Path, make) -> None:  # type: ignore[no-untyped-def]
+    # each link is harmless on its own (a/b -> .. is the root, a/b/c -> .. looks like a/), but
+    # once a/b is a link, a/b/c points above the target and a/b/c/evil would be written there
+    archive = make(tmp_path / "chain.bin")
+    parent = tmp_path / "out"
+    with pytest.raises(UnsafeArchiveError, match="'a/b/c'.*outside the target"):
+        safe_extract(archive, parent / "dest")
+    assert not parent.exists(), sorted(str(p) for p in parent.rglob("*"))
+    assert not (tmp_path / "evil").exists()
+
+
+def test_links_already_in_the_target_are_followed(tmp_path: Path) -> None:
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    (tmp_path / "elsewhere").mkdir()
+    (dest / "data").symlink_to(tmp_path / "elsewhere")  # left by someone else, points outside
+    archive = _zip(tmp_path / "a.zip", {"ok.txt": b"1", "data/x.txt": b"2"})
+    with pytest.raises(UnsafeArchiveError, match="'data/x.txt'"):
+        safe_extract(archive, dest)
+    assert sorted(p.name for p in dest.iterdir()) == ["data"] and not any((tmp_path / "elsewhere").iterdir())
+
+
+def test_links_that_stay_inside_and_loops(tmp_path: Path) -> None:
+    inside = _tar(tmp_path / "in.tar", [_link("a/up", "..", tarfile.SYMTYPE), tarfile.TarInfo("a/up/top.txt")])
+    assert safe_extract(inside, tmp_path / "out") == [tmp_path / "out" / "a" / "up" / "top.txt"]
+    assert (tmp_path / "out" / "top.txt").read_bytes() == b"payload"
+    loop = _tar(tmp_path / "loop.tar", [_link("x", "y", tarfile.SYMTYPE), _link("y", "x", tarfile.SYMTYPE),
+                                        tarfile.TarInfo("x/f.txt")])
+    with pytest.raises(UnsafeArchiveError, match="loop"):
+        safe_extract(loop, tmp_path / "loop-out")

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +30,7 @@ from srseg.data.sources import (
     parse_sha256sums,
     redact_url,
 )
-from srseg.data.transfer import IntegrityError
+from srseg.data.transfer import IntegrityError, TransferError
 
 SPLITS = ["train2017", "val2017"]
 
@@ -116,18 +118,24 @@ def test_partial_run_resumes_and_changed_settings_redo(
     out = tmp_path / "hr"
     first = _run(out, mirror_server.url)
     sample = first.splits["val2017"][0]
-    # simulate an interrupted run: no manifest, one image half-written, one label missing
+    # an interrupted run: no manifest, one image cut off mid-transfer, one label missing
     (out / "manifest.json").unlink()
     image = out / sample.image
-    (image.parent / (image.name + ".part")).write_bytes(image.read_bytes()[:500])
     image.unlink()
     (out / first.splits["train2017"][1].label).unlink()
+    path = f"val2017/{sample.id:012d}.jpg"
+    mirror_server.state.drop_once.add(path)
+    with pytest.raises(TransferError, match=path):
+        _run(out, mirror_server.url, retries=0)
+    cut = mirror_server.state.hits_for(path)[-1].sent
+    assert (image.parent / (image.name + ".part")).stat().st_size == cut > 0
     mirror_server.state.hits.clear()
     again = _run(out, mirror_server.url)
     assert again.splits == first.splits
     image_hits = [h for h in mirror_server.state.hits if h.path.endswith(".jpg")]
-    assert [(h.path, h.range) for h in image_hits] == [(f"val2017/{sample.id:012d}.jpg", "bytes=500-")]
+    assert [(h.path, h.range, h.status) for h in image_hits] == [(path, f"bytes={cut}-", 206)]
     _assert_matches_sample(out, again, cocostuff_sample)
+    assert not list(out.rglob("*.part*"))
 
     # other seed: a clean redo, files of ids no longer selected are removed
     other = _run(out, mirror_server.url, seed=8, subset_size=2)
@@ -253,3 +261,118 @@ def test_damaged_output_is_fetched_again(sample_mirror: Path, cocostuff_sample: 
     again = _run(out, sample_mirror.as_uri(), splits=["val2017"])
     assert again.to_json() == manifest.to_json()
     _assert_matches_sample(out, again, cocostuff_sample)
+
+
+def _interrupted(out: Path, server: MirrorServer, sample: Path, split: str = "val2017") -> tuple[Path, str]:
+    """Run until one image transfer is cut off: returns (its .part, its mirror path)."""
+    ids = select_ids(_sample_ids(sample, split), 3, 7)
+    path = f"{split}/{ids[0]:012d}.jpg"
+    server.state.drop_once.add(path)
+    with pytest.raises(TransferError):
+        _run(out, server.url, splits=[split], retries=0)
+    part = out / "images" / split / f"{ids[0]:012d}.jpg.part"
+    assert part.stat().st_size > 0
+    return part, path
+
+
+def test_leftover_part_with_wrong_bytes_is_not_resumed(
+    mirror_server: MirrorServer, cocostuff_sample: Path, tmp_path: Path  # noqa: F811
+) -> None:
+    # a .part nobody recorded the origin of (another tool, an older run): its bytes cannot be
+    # trusted, so the first run must fetch the whole file rather than append to them and fail
+    out = tmp_path / "hr"
+    ids = select_ids(_sample_ids(cocostuff_sample, "val2017"), 3, 7)
+    stale = out / "images" / "val2017" / f"{ids[0]:012d}.jpg.part"
+    stale.parent.mkdir(parents=True)
+    stale.write_bytes(b"\xff\xd8 stale bytes of some other download" * 20)
+    manifest = _run(out, mirror_server.url, splits=["val2017"])
+    _assert_matches_sample(out, manifest, cocostuff_sample)
+    hits = mirror_server.state.hits_for(f"val2017/{ids[0]:012d}.jpg")
+    assert [(h.range, h.status) for h in hits] == [(None, 200)]
+
+
+def test_part_of_a_file_that_changed_on_the_server_is_not_appended_to(
+    mirror_copy: Path, cocostuff_sample: Path, tmp_path: Path  # noqa: F811
+) -> None:
+    server = MirrorServer(mirror_copy).start()
+    try:
+        out = tmp_path / "hr"
+        part, path = _interrupted(out, server, cocostuff_sample)
+        record = json.loads(part.with_name(part.name + ".json").read_text())
+        assert record["etag"] and record["url"] == f"{server.url}/{path}"
+        os.utime(mirror_copy / path, ns=(1, 1))  # same bytes, new ETag: the server's file "changed"
+        server.state.hits.clear()
+        manifest = _run(out, server.url, splits=["val2017"])
+        _assert_matches_sample(out, manifest, cocostuff_sample)
+        (hit,) = server.state.hits_for(path)
+        assert hit.range is not None and hit.status == 200  # If-Range did not match: whole file
+    finally:
+        server.stop()
+
+
+def test_resumed_bytes_that_fail_verification_are_fetched_again(
+    mirror_server: MirrorServer, cocostuff_sample: Path, tmp_path: Path  # noqa: F811
+) -> None:
+    # the recorded validator matches but the .part's bytes are wrong (disk corruption, or a server
+    # without validators): the checksum fails after the resume, and one fresh fetch repairs it
+    out = tmp_path / "hr"
+    part, path = _interrupted(out, mirror_server, cocostuff_sample)
+    part.write_bytes(bytes(part.stat().st_size))
+    mirror_server.state.hits.clear()
+    manifest = _run(out, mirror_server.url, splits=["val2017"])
+    _assert_matches_sample(out, manifest, cocostuff_sample)
+    assert [(h.range is not None, h.status) for h in mirror_server.state.hits_for(path)] == [(True, 206), (False, 200)]
+
+
+def _without_sums(mirror: Path) -> Path:
+    """The official hosts publish no checksums for single images: a mirror without SHA256SUMS."""
+    (mirror / SHA256SUMS_NAME).unlink()
+    return mirror
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        ("zero_tail", "damaged JPEG"),  # a cut-off transfer padded to length: Pillow decodes it silently
+        ("overwritten", "damaged JPEG"),  # scan bytes overwritten in place: libjpeg only warns
+        ("other_image", "but the annotation says"),  # whole, but not the image the labels describe
+    ],
+)
+def test_damaged_image_without_checksums_is_refused(
+    mirror_copy: Path, cocostuff_sample: Path, tmp_path: Path, damage: str, message: str  # noqa: F811
+) -> None:
+    ids = select_ids(_sample_ids(cocostuff_sample, "val2017"), 3, 7)
+    target = _without_sums(mirror_copy) / "val2017" / f"{ids[1]:012d}.jpg"
+    data = target.read_bytes()
+    if damage == "zero_tail":
+        target.write_bytes(data[: len(data) // 2] + bytes(len(data) - len(data) // 2))
+    elif damage == "overwritten":
+        target.write_bytes(data[: len(data) // 2] + bytes(range(256)) * 4 + data[len(data) // 2 + 1024 :])
+    else:
+        other = next(p for p in sorted((cocostuff_sample / "images" / "val2017").glob("*.jpg"))
+                     if Image.open(p).size != Image.open(target).size)
+        target.write_bytes(other.read_bytes())
+    server = MirrorServer(mirror_copy).start()
+    try:
+        with pytest.raises(IntegrityError, match=rf"{server.url}/val2017/{ids[1]:012d}\.jpg: .*{message}"):
+            _run(tmp_path / "hr", server.url, splits=["val2017"])
+    finally:
+        server.stop()
+    out = tmp_path / "hr" / "images" / "val2017"
+    assert not (out / target.name).exists() and not list(out.glob("*.part*"))
+
+
+def test_damaged_image_left_by_an_earlier_run_is_fetched_again(
+    mirror_copy: Path, cocostuff_sample: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture  # noqa: F811
+) -> None:
+    url = _without_sums(mirror_copy).as_uri()
+    out = tmp_path / "hr"
+    first = _run(out, url, splits=["val2017"])
+    (out / "manifest.json").unlink()  # an interrupted run: no manifest to compare checksums with
+    image = out / first.splits["val2017"][0].image
+    image.write_bytes(image.read_bytes()[:-3000] + bytes(3000))
+    with caplog.at_level(logging.WARNING, logger="srseg.data.download"):
+        again = _run(out, url, splits=["val2017"])
+    assert "damaged JPEG" in caplog.text and "fetching it again" in caplog.text
+    _assert_matches_sample(out, again, cocostuff_sample)
+    assert again.meta["verification"]["images/val2017"].startswith("complete decode")

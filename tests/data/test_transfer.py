@@ -44,16 +44,27 @@ def test_download_and_verify(mirror_server: MirrorServer, sample_mirror: Path, t
     assert not (tmp_path / "v.zip.part").exists()
 
 
+def _cut_off(server: MirrorServer, dest: Path) -> int:
+    """An earlier process whose transfer of ZIP was cut off: leaves dest.part; returns its size."""
+    server.state.drop_once.add(ZIP)
+    with _fetcher(retries=0) as fetcher, pytest.raises(TransferError, match="giving up after 1 failed attempts"):
+        fetcher.download(f"{server.url}/{ZIP}", dest)
+    server.state.hits.clear()
+    return dest.with_name(dest.name + ".part").stat().st_size
+
+
 def test_resumes_existing_part_file(mirror_server: MirrorServer, sample_mirror: Path, tmp_path: Path) -> None:  # noqa: F811
     source = sample_mirror / ZIP
     data = source.read_bytes()
-    (tmp_path / "v.zip.part").write_bytes(data[:1000])
+    have = _cut_off(mirror_server, tmp_path / "v.zip")
+    assert 0 < have < len(data) and (tmp_path / "v.zip.part.json").is_file()
     with _fetcher() as fetcher:
         fetcher.download(f"{mirror_server.url}/{ZIP}", tmp_path / "v.zip", Expected(sha256=_sha(source)))
     assert _sha(tmp_path / "v.zip") == _sha(source)
     hits = mirror_server.state.hits_for(ZIP)
-    assert [(h.status, h.range) for h in hits] == [(206, "bytes=1000-")]
-    assert mirror_server.state.bytes_sent == len(data) - 1000
+    assert [(h.status, h.range) for h in hits] == [(206, f"bytes={have}-")]
+    assert mirror_server.state.bytes_sent == len(data) - have
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["v.zip"]
 
 
 def test_dropped_connection_resumes(
@@ -75,7 +86,7 @@ def test_server_ignoring_resume_restarts(
     mirror_server: MirrorServer, sample_mirror: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture  # noqa: F811
 ) -> None:
     source = sample_mirror / ZIP
-    (tmp_path / "v.zip.part").write_bytes(b"garbage that must not survive")
+    _cut_off(mirror_server, tmp_path / "v.zip")
     mirror_server.state.refuse_ranges = True
     with caplog.at_level(logging.WARNING), _fetcher() as fetcher:
         fetcher.download(f"{mirror_server.url}/{ZIP}", tmp_path / "v.zip", Expected(sha256=_sha(source)))

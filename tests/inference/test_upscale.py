@@ -111,8 +111,8 @@ def test_gray_sixteen_bit_and_gray_alpha_inputs(tmp_path: Path, photo: np.ndarra
     (tmp_path / "c16.png").write_bytes(_png16(rgb16))
     assert Image.open(tmp_path / "g16.png").mode == "I;16"
     loaded = read_image(tmp_path / "c16.png")
-    assert loaded.rgb.dtype == torch.float32 and not loaded.gray
-    assert torch.allclose(loaded.rgb, torch.from_numpy(rgb16 / 65535).permute(2, 0, 1).float())
+    assert loaded.white == 65535 and not loaded.gray
+    assert torch.allclose(loaded.rgb.float() / loaded.white, torch.from_numpy(rgb16 / 65535).permute(2, 0, 1).float())
 
     outs = upscale(sorted(tmp_path.glob("*.png")), tmp_path / "out", "bicubic", progress=False)
     modes = {p.name: Image.open(p).mode for p in outs}
@@ -141,10 +141,11 @@ def test_folder_input_keeps_names_and_structure(tmp_path: Path, photo: np.ndarra
 
 
 def test_output_name_collisions_are_refused(tmp_path: Path, photo: np.ndarray) -> None:
-    Image.fromarray(photo).save(tmp_path / "x.png")
-    Image.fromarray(photo).save(tmp_path / "x.jpg")
+    (tmp_path / "in").mkdir()
+    Image.fromarray(photo).save(tmp_path / "in" / "x.png")
+    Image.fromarray(photo).save(tmp_path / "in" / "x.jpg")
     with pytest.raises(UpscaleError, match="would both be written"):
-        upscale([tmp_path], tmp_path / "out", "bicubic", progress=False)
+        upscale([tmp_path / "in"], tmp_path / "out", "bicubic", progress=False)
 
 
 def test_torchscript_and_full_generator_weights_load(tmp_path: Path, weights: Path) -> None:

@@ -93,11 +93,11 @@ def test_concurrent_raters_survive_a_server_kill(bundle: Path, tmp_path: Path, c
 
     server_at = {}  # the restarted server has a new port: raters read the current address
 
-    def call(session: requests.Session, path: str, **kwargs) -> requests.Response:  # type: ignore[no-untyped-def]
+    def call(session: requests.Session, path: str, method: str = "POST", **kwargs) -> requests.Response:  # type: ignore[no-untyped-def]
         while time.monotonic() < stop_at:
             start = time.perf_counter()
             try:
-                response = session.post(f"{server_at['base']}{path}", timeout=10, **kwargs)
+                response = session.request(method, f"{server_at['base']}{path}", timeout=10, **kwargs)
             except (requests.ConnectionError, requests.Timeout):
                 time.sleep(0.05)
                 continue
@@ -113,10 +113,13 @@ def test_concurrent_raters_survive_a_server_kill(bundle: Path, tmp_path: Path, c
                 response = call(session, "/api/session", json={"token": token})
                 assert response.status_code == 200, response.text
                 csrf = response.json()["csrf_token"]
-                pairs = [p.id for p in study.pairs]
                 rng = random.Random(rater_id)
-                rng.shuffle(pairs)
-                for pair_id in pairs:
+                while True:  # votes are taken only for the pair the study page shows
+                    page = call(session, "/study", method="GET")
+                    if page.url.endswith("/thanks"):
+                        break
+                    assert page.status_code == 200, f"/study: {page.status_code} {page.text[:200]}"
+                    pair_id = page.text.split('data-pair-id="')[1].split('"')[0]
                     side = rng.choice(("left", "right"))
                     response = call(session, "/api/vote", json={"pair_id": pair_id, "side": side, "response_ms": rng.randint(300, 3000)},
                                     headers={"X-CSRF-Token": csrf})

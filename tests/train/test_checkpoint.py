@@ -102,3 +102,27 @@ def test_global_batch_must_split_evenly() -> None:
     assert per_rank_batch(16, 4) == 4
     with pytest.raises(ValueError, match="batch_size=6 .* not divisible by world size 4"):
         per_rank_batch(6, 4)
+
+
+def test_prune_counts_only_usable_checkpoints(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    # stale, unusable checkpoints with higher numbers (a crashed older run) must not push out the
+    # good ones a fresh run writes: otherwise each new checkpoint is pruned at once
+    for it in (800, 900):
+        path = ckpt.save_file(tmp_path / ckpt.checkpoint_name(it), _state(it))
+        path.write_bytes(path.read_bytes()[:-100])
+    fresh = [ckpt.save_file(tmp_path / ckpt.checkpoint_name(it), _state(it)) for it in (1, 2, 3)]
+    for path in fresh:
+        ckpt.prune_checkpoints(tmp_path, keep=2, fresh=path)
+    assert [p.name for _, p in ckpt.list_checkpoints(tmp_path)] == ["iter_00000002.pt", "iter_00000003.pt"]
+    assert "removing unusable checkpoint" in caplog.text and "iter_00000900.pt" in caplog.text
+    found = ckpt.load_latest(tmp_path)
+    assert found is not None and found[0].name == "iter_00000003.pt"
+
+
+def test_prune_never_removes_the_only_usable_checkpoint(tmp_path: Path) -> None:
+    good = ckpt.save_file(tmp_path / ckpt.checkpoint_name(5), _state(5))
+    for it in (6, 7):
+        ckpt.save_file(tmp_path / ckpt.checkpoint_name(it), _state(it))
+        ckpt.sidecar_path(tmp_path / ckpt.checkpoint_name(it)).unlink()  # killed between the two renames
+    ckpt.prune_checkpoints(tmp_path, keep=1)
+    assert [p for _, p in ckpt.list_checkpoints(tmp_path)] == [good]

@@ -128,3 +128,37 @@ def test_corrupt_newest_checkpoint_falls_back_to_previous(
     assert seen["iteration"] == N // 2
     previous = ckpt.load_file(out / "gan" / "checkpoints" / ckpt.checkpoint_name(N // 2))
     _compare_training_state(previous, seen["state"])
+
+
+def _run_killed_child(gan_setup: dict[str, Any], out: Path, kill_at: int) -> subprocess.CompletedProcess[str]:
+    base, params, init = gan_setup["base"], gan_setup["params"], gan_setup["init"]
+    params_file = base / "params.json"
+    params_file.write_text(json.dumps(params.model_dump(mode="json")))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), str(HERE)]), "OMP_NUM_THREADS": "1"}
+    return subprocess.run(
+        [sys.executable, str(HERE / "resume_child.py"), "--params", str(params_file), "--output", str(out),
+         "--init-from", str(init), "--kill-at", str(kill_at), "--ids", str(out.parent / f"{out.name}_ids.jsonl")],
+        env=env, capture_output=True, text=True, timeout=300,
+    )
+
+
+def test_fresh_start_over_unusable_checkpoints_stays_resumable(gan_setup: dict[str, Any]) -> None:
+    # An older run left checkpoints with higher numbers that are all unusable (truncated, unsealed).
+    # Training starts fresh; its checkpoints must survive pruning so a kill -9 can be resumed.
+    base, params, init = gan_setup["base"], gan_setup["params"], gan_setup["init"]
+    out = base / "stale"
+    folder = out / "gan" / "checkpoints"
+    folder.mkdir(parents=True)
+    source = base / "straight" / "gan" / "checkpoints" / ckpt.checkpoint_name(N)
+    for it in (800, 900):
+        stale = folder / ckpt.checkpoint_name(it)
+        stale.write_bytes(source.read_bytes()[:-4096])
+        ckpt.sidecar_path(stale).write_text(ckpt.sidecar_path(source).read_text())
+    child = _run_killed_child(gan_setup, out, kill_at=N // 2)
+    assert child.returncode == -signal.SIGKILL, child.stderr[-3000:]
+    assert [p.name for _, p in ckpt.list_checkpoints(folder)] == [ckpt.checkpoint_name(N // 2)]
+
+    resumed_from: list[int] = []
+    run_train(params, "gan", output_dir=out, init_from=init, hooks=TrainHooks(before_train=lambda t: resumed_from.append(t.iteration)))
+    assert resumed_from == [N // 2]
+    _compare_training_state(_final(base / "straight"), _final(out))
