@@ -98,8 +98,8 @@ def test_concurrent_raters_survive_a_server_kill(bundle: Path, tmp_path: Path, c
             start = time.perf_counter()
             try:
                 response = session.request(method, f"{server_at['base']}{path}", timeout=10, **kwargs)
-            except (requests.ConnectionError, requests.Timeout):
-                time.sleep(0.05)
+            except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError):
+                time.sleep(0.05)  # the server was killed before or during its answer: ask again
                 continue
             with lock:
                 latencies.append(time.perf_counter() - start)
