@@ -145,3 +145,15 @@ def test_volume_job_makes_a_root_owned_volume_writable_for_uid_1000() -> None:
         assert (volume / "data").stat().st_gid == 1000
     finally:
         shutil.rmtree(base, ignore_errors=True)
+
+
+def test_readme_runbook_uses_the_deploy_objects() -> None:
+    from srseg.cli import build_parser
+
+    readme = (REPO / "README.md").read_text()
+    runbook = readme[readme.index("### Runbook"):]
+    assert "kubectl apply -k deploy/" in runbook and "--service-account srseg-pipeline" in runbook
+    for path in DEPLOY.glob("*.yaml"):
+        assert f"deploy/{path.name}" in runbook, f"the README runbook does not say what {path.name} is for"
+    args = build_parser().parse_args(["pipeline", "submit", "--host", "h", "--service-account", "srseg-pipeline", "--no-cache"])
+    assert args.service_account == "srseg-pipeline" and args.no_cache
