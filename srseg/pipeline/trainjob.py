@@ -220,7 +220,7 @@ def _toleration(raw: Mapping[str, Any]) -> dict[str, Any]:
 def build_trainjob(cfg: TrainJobConfig) -> dict[str, Any]:
     """The TrainJob manifest for ``cfg`` (a plain dict, ready for the Kubernetes API)."""
     labels = {**PART_OF, "app.kubernetes.io/component": "train", **cfg.labels}
-    pod_labels = {**labels, ISTIO_INJECT: "false"}  # the label (Istio >= 1.x) and the older annotation
+    pod_labels = {**labels, ISTIO_INJECT: "false"}  # current Istio reads the label, older releases the annotation
     annotations = {**cfg.annotations, TTL_ANNOTATION: str(cfg.ttl_after_finished_s)}
     trainer: dict[str, Any] = {
         "image": cfg.image,
