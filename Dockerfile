@@ -67,6 +67,12 @@ COPY --from=app /opt/app/ /opt/venv/
 WORKDIR /app
 COPY params.yaml dvc.yaml ./
 COPY profiles ./profiles
+# Pretrained weights, optional: `make image WEIGHTS=<folder>` stages VGG19 (perceptual loss) and
+# the LPIPS AlexNet backbone into container/weights/, which becomes torch hub's cache here, where
+# `train.loss.vgg_weights: auto` and `evaluate.lpips_weights: auto` look (nothing is downloaded at
+# run time). Without staged files the cache stays empty and the pipeline's preflight says so.
+ENV TORCH_HOME=/opt/torch
+COPY container/weights/ /opt/torch/hub/checkpoints/
 # Non-root. /app itself is writable (relative outputs such as a default sqlite MLflow store);
 # the code is not. /gcs, /minio and /s3 are where KFP's launcher stages artifacts: created here
 # for backends that do not mount them, since a non-root user cannot create them at run time.

@@ -10,6 +10,7 @@ export PATH := $(BIN):$(PATH)
 
 IMAGE ?= srseg:0.1.0
 BASE ?=
+WEIGHTS ?=
 .PHONY: setup browser run test mirror profile remote bench clean image test-image lock engine engine-stop image-clean
 
 setup: $(STAMP)
@@ -55,10 +56,11 @@ test: $(STAMP) browser
 	$(BIN)/python -m pytest -q
 
 # The container image, built here without a registry (local Debian base + wheelhouse of the lock):
-# `make image`, or `make image BASE=nvidia/cuda:13.0.1-base-ubuntu22.04` where bases can be pulled.
+# `make image`, or `make image BASE=nvidia/cuda:13.0.1-base-ubuntu22.04` where bases can be pulled;
+# `make image WEIGHTS=<folder>` bakes VGG19 + LPIPS weights into the image's torch hub cache.
 # dockerd is private (container/engine.py, data under $${SRSEG_DOCKER_ROOT:-/tmp/srseg-docker}).
 image: $(STAMP)
-	$(BIN)/python container/build.py --tag $(IMAGE) $(if $(BASE),--base $(BASE))
+	$(BIN)/python container/build.py --tag $(IMAGE) $(if $(BASE),--base $(BASE)) $(if $(WEIGHTS),--weights $(WEIGHTS))
 
 # Image tests (marker `image`, not in `make test`): build when needed, then the image checks and
 # the demo pipeline with every step in its own container (kfp.local DockerRunner).

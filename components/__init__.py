@@ -18,6 +18,7 @@ from components.download import download
 from components.evaluate import evaluate
 from components.export import export
 from components.params import resolve_params
+from components.preflight import preflight
 from components.promote import gate, promote
 from components.register import register
 from components.study_analyze import study_analyze
@@ -32,6 +33,7 @@ class Components:
 
     image: str
     resolve_params: Any
+    preflight: Any
     download: Any
     degrade: Any
     train: Any
@@ -48,6 +50,7 @@ class Components:
 
 _FUNCTIONS: dict[str, Callable[..., Any]] = {
     "resolve_params": resolve_params,
+    "preflight": preflight,
     "download": download,
     "degrade": degrade,
     "train": train,

@@ -1,5 +1,7 @@
 """Resolve the params once per pipeline run into an artifact every other step reads."""
 
+from typing import NamedTuple
+
 from kfp.dsl import Artifact, Output
 
 
@@ -16,11 +18,13 @@ def resolve_params(
     s3_bucket: str = "",
     s3_prefix: str = "",
     s3_endpoint_url: str = "",
-):
+    code_version: str = "",
+) -> NamedTuple("Requests", [("download_request", str), ("degrade_request", str), ("train_request", str)]):
     """Validated params (file content or the image's params.yaml, profile, run-time overrides).
 
     One resolved copy keeps every step on the same values and records them in KFP's lineage.
-    Empty strings and zeros mean "as in the params file".
+    Empty strings and zeros mean "as in the params file". The returned step requests carry only
+    what the cached data and training steps read, plus ``code_version``: their cache keys.
     """
     from srseg.pipeline import steps
 
@@ -35,4 +39,6 @@ def resolve_params(
         "sha256": steps.params_digest(resolved),
         "work_dir": work_dir,
         "mlflow_tracking_uri": resolved.mlflow.tracking_uri,
+        "code_version": code_version,
     })
+    return tuple(steps.step_request(resolved, step, code_version) for step in ("download", "degrade", "train"))

@@ -10,7 +10,12 @@ Steps, each skipped when its result is already there:
 4. ``docker build``, unless an image with this tag already carries the same build digest (a hash
    of the files the Dockerfile copies and of the build arguments).
 
-    python container/build.py [--tag srseg:0.1.0] [--base IMAGE] [--force]
+``--weights DIR`` first stages the pretrained weights (VGG19, the LPIPS AlexNet backbone and
+linear layers, hash-checked by ``srseg.weights.stage_weights``) from DIR into ``container/weights/``,
+which the Dockerfile copies into the image's torch hub cache. Files staged there stay for later
+builds (delete ``container/weights/*.pth`` to build without them).
+
+    python container/build.py [--tag srseg:0.1.0] [--base IMAGE] [--weights DIR] [--force]
 """
 
 from __future__ import annotations
@@ -36,7 +41,8 @@ BASE_LABEL = "io.srseg.base-image"
 SOURCE_URL = "https://github.com/srseg/srseg"
 # What the Dockerfile copies (besides the wheelhouse, which the lock determines).
 CONTEXT = ("Dockerfile", ".dockerignore", "requirements.lock", "pyproject.toml", "README.md",
-           "params.yaml", "dvc.yaml", "profiles", "srseg")
+           "params.yaml", "dvc.yaml", "profiles", "srseg", "container/weights")
+WEIGHTS_DIR = REPO / "container" / "weights"  # staged pretrained weights, copied into the image's hub cache
 
 
 class BuildError(RuntimeError):
@@ -131,6 +137,22 @@ def ensure_wheelhouse(lock: Path, wheelhouse: Path, python: str = sys.executable
     return wheelhouse
 
 
+def stage_weights(source: Path, dest: Path = WEIGHTS_DIR) -> list[Path]:
+    """Copy the pretrained weights from ``source`` into the build context (hash-checked)."""
+    sys.path.insert(0, str(REPO))
+    try:
+        from srseg.models.vgg import MissingWeightsError
+        from srseg.weights import stage_weights as stage
+    finally:
+        sys.path.remove(str(REPO))
+    try:
+        staged = stage(dest, source)
+    except MissingWeightsError as exc:
+        raise BuildError(f"weights: {exc}") from exc
+    print(f"staged {len(staged)} weight files into {dest.relative_to(REPO)}: {', '.join(p.name for p in staged)}", flush=True)
+    return staged
+
+
 def build(docker: Docker, tag: str = DEFAULT_TAG, base: str | None = None, force: bool = False) -> str:
     """Build ``tag`` unless it is up to date; returns the tag."""
     base_ref = ensure_base(docker, base)
@@ -155,9 +177,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--base", default="", help=f"base image (default: the local {LOCAL_BASE})")
     parser.add_argument("--force", action="store_true", help="build even when the tag is up to date")
     parser.add_argument("--keep-engine", action="store_true", help="leave a private engine running afterwards")
+    parser.add_argument("--weights", type=Path, default=None,
+                        help="folder with vgg19-dcbb9e9d.pth and alexnet-owt-7be5be79.pth to bake into the image's torch hub cache")
     args = parser.parse_args(argv)
     own_engine = None
     try:
+        if args.weights is not None:
+            stage_weights(args.weights)
         host = os.environ.get("DOCKER_HOST")
         if not host:
             was_running = engines.running() is not None

@@ -1,7 +1,7 @@
 """The srseg training pipeline for Kubeflow Pipelines v2.
 
-    params -> download -> degrade -> train multitask  \\  -> evaluate -> export -> register -> gate -> [promote]
-                                   -> train sr_only    /       \\-> study_build -> study_analyze ----/
+    params -> preflight -> download -> degrade -> train multitask  \\  -> evaluate -> export -> register -> gate -> [promote]
+                                                -> train sr_only    /       \\-> study_build -> study_analyze ----/
 
 Each training branch runs in one pod (``torchrun --nproc_per_node=<gpus_per_node>``) when
 ``nodes == 1``, or as a Kubeflow Trainer TrainJob on ``nodes`` nodes otherwise; either way the
@@ -25,6 +25,19 @@ resolve them; for an older backend, turn them into constants here and recompile.
 Data: the dataset stays on the PVC (``work_dir``); artifacts carry manifests, models and reports.
 Secrets (optional, as env on every step but ``resolve-params``): ``s3_secret`` with keys
 AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, ``mlflow_secret`` with key MLFLOW_TRACKING_TOKEN.
+
+Preflight: the first step after resolving the params checks, in the image on the cluster, what
+would otherwise fail days later (tracking server, pretrained weights, a writable volume, the
+image's code version); nothing downloads before it passes.
+
+Caching: download, degrade and training take step requests (the code version plus the params
+sections they read), so equal requests reuse their results across submissions and a change of
+data, parameters or code (``code_version``, filled by ``srseg pipeline submit``) re-runs them;
+``collect-model`` is keyed on the trained weights' digest. Steps that must see the cluster or the
+registry as they are now (preflight, study, register, gate, promote) are never cached.
+
+Lineage: every step gets the KFP run id (pod label ``pipeline/runid``) and its pod name as
+environment (:mod:`srseg.lineage`), which MLflow runs carry as tags.
 """
 
 import dataclasses
@@ -33,6 +46,7 @@ from typing import Any, Sequence
 from kfp import dsl, kubernetes
 
 from components import Components, make_components
+from srseg.lineage import KFP_POD_ENV, KFP_RUN_ID_ENV
 from srseg.pipeline import DEFAULT_IMAGE, MOUNT_PATH
 from srseg.pipeline.steps import GPU_RESOURCE, GPU_TOLERATION, MLFLOW_SECRET_ENV, S3_SECRET_ENV
 
@@ -40,6 +54,7 @@ PIPELINE_NAME = "srseg-training"
 # CPU and memory (request = limit) of the steps that do not train; compile-time.
 STEP_RESOURCES: dict[str, tuple[str, str]] = {
     "resolve_params": ("1", "1Gi"),
+    "preflight": ("1", "2Gi"),
     "download": ("2", "4Gi"),
     "degrade": ("8", "16Gi"),
     "launch_trainjob": ("1", "2Gi"),
@@ -72,6 +87,9 @@ def _with_pod_settings(c: Components, image_pull_secrets: Sequence[str], run_as_
     """The same components, each task they create set up with the pull secrets and security context."""
 
     def settle(task: dsl.PipelineTask) -> dsl.PipelineTask:
+        # lineage from the pod itself: no step input, so cache keys stay as they are
+        kubernetes.use_field_path_as_env(task, env_name=KFP_RUN_ID_ENV, field_path="metadata.labels['pipeline/runid']")
+        kubernetes.use_field_path_as_env(task, env_name=KFP_POD_ENV, field_path="metadata.name")
         if image_pull_secrets:
             kubernetes.set_image_pull_secrets(task, list(image_pull_secrets))
         if run_as_user is not None:
@@ -127,39 +145,47 @@ def build_pipeline(
         trainer_runtime: str = "torch-distributed",
         trainer_namespace: str = "",
         train_timeout_s: int = 604800,
+        code_version: str = "",
     ) -> str:
         """Returns the registered model version's URI (models:/NAME/VERSION).
 
         params_yaml: params file content ("" = the image's params.yaml); profile: profile applied
         on top ("" = none); data_mode / subset_size / mirror / scale / mlflow_uri / s3_*: overrides,
         "" or 0 = as in the params ("none" mirror = official hosts); lambda_seg < 0 = as in the
-        params (the ablation branch always uses 0).
+        params (the ablation branch always uses 0); code_version: digest of the srseg code the run
+        was submitted from (``srseg pipeline submit`` fills it): part of the cache keys, and the
+        preflight step refuses an image holding other code ("" = not checked).
         """
         volume = dict(pvc_name=pvc_name, mount_path=mount_path, s3_secret=s3_secret, mlflow_secret=mlflow_secret)
 
         resolved = c.resolve_params(
             params_yaml=params_yaml, profile=profile, work_dir=work_dir, data_mode=data_mode,
             subset_size=subset_size, mirror=mirror, scale=scale, mlflow_uri=mlflow_uri,
-            s3_bucket=s3_bucket, s3_prefix=s3_prefix, s3_endpoint_url=s3_endpoint_url,
+            s3_bucket=s3_bucket, s3_prefix=s3_prefix, s3_endpoint_url=s3_endpoint_url, code_version=code_version,
         ).set_display_name("resolve-params")
         _sized(resolved, "resolve_params")
         params = resolved.outputs["params"]
 
-        download = c.download(params=params).set_display_name("download")
+        preflight = c.preflight(params=params, code_version=code_version, work_dir=work_dir)
+        preflight.set_display_name("preflight").set_caching_options(False)  # checks the cluster as it is now
+        _on_volume(_sized(preflight, "preflight"), **volume)
+
+        # cached on the data request (+ code): equal requests reuse the dataset and keep later keys stable
+        download = c.download(request=resolved.outputs["download_request"]).set_display_name("download").after(preflight)
         download.set_retry(num_retries=3, backoff_duration="60s", backoff_factor=2.0, backoff_max_duration="3600s")
-        download.set_caching_options(False)  # the source and the volume can change under equal inputs
         _on_volume(_sized(download, "download"), **volume)
 
-        degrade = c.degrade(params=params, dataset=download.outputs["dataset"]).set_display_name("degrade")
-        _on_volume(_sized(degrade, "degrade"), **volume)
+        degrade = c.degrade(request=resolved.outputs["degrade_request"], dataset=download.outputs["dataset"])
+        _on_volume(_sized(degrade.set_display_name("degrade"), "degrade"), **volume)
 
         models = {}
         for branch, branch_lambda in (("multitask", lambda_seg), ("sr_only", 0.0)):
-            data = dict(params=params, dataset=download.outputs["dataset"], lr_dataset=degrade.outputs["lr_dataset"],
-                        work_dir=work_dir, branch=branch, lambda_seg=branch_lambda)
+            data = dict(request=resolved.outputs["train_request"], dataset=download.outputs["dataset"],
+                        lr_dataset=degrade.outputs["lr_dataset"], work_dir=work_dir, branch=branch, lambda_seg=branch_lambda)
             with dsl.If(nodes > 1, name=f"multi-node-{branch}"):
                 launch = c.launch_trainjob(
-                    **data, image=image, nodes=nodes, gpus_per_node=gpus_per_node, cpu=train_cpu,
+                    **data, image=image, run_as_user=-1 if run_as_user is None else run_as_user,
+                    nodes=nodes, gpus_per_node=gpus_per_node, cpu=train_cpu,
                     memory=train_memory, pvc_name=pvc_name, mount_path=mount_path, tolerations=gpu_tolerations,
                     node_selector=gpu_node_selector, s3_secret=s3_secret, mlflow_secret=mlflow_secret,
                     runtime=trainer_runtime, namespace=trainer_namespace, timeout_s=train_timeout_s,
@@ -178,7 +204,9 @@ def build_pipeline(
                 kubernetes.empty_dir_mount(train, volume_name="dshm", mount_path="/dev/shm", medium="Memory")
                 _on_volume(train, **volume)
             collect = c.collect_model(
-                train_dir=dsl.OneOf(launch.outputs["train_dir"], train.outputs["train_dir"]), branch=branch
+                train_dir=dsl.OneOf(launch.outputs["train_dir"], train.outputs["train_dir"]),
+                weights_sha256=dsl.OneOf(launch.outputs["weights_sha256"], train.outputs["weights_sha256"]),  # content key
+                branch=branch,
             ).set_display_name(f"model-{branch}")
             _on_volume(_sized(collect, "collect_model"), **volume)
             models[branch] = collect.outputs["model"]

@@ -142,9 +142,28 @@ def _cmd_pipeline(args: argparse.Namespace) -> int:
     result = commands.submit(
         args.host, params=_load(args), profile=None, arguments=arguments, experiment=args.experiment,
         run_name=args.run_name, namespace=args.namespace, wait=args.wait, pod=pod,
+        service_account=args.service_account, enable_caching=False if args.no_cache else None,
     )
     print(f"run {result.run_id}: {result.url} ({result.state})")
     return 0 if not args.wait or result.succeeded else 1
+
+
+def _cmd_weights(args: argparse.Namespace) -> int:
+    from srseg.weights import check_weights, stage_weights
+
+    if args.weights_command == "check":
+        files = check_weights(_load(args), scope=args.scope)
+        for file in files:
+            print(f"ok  {file.path}  ({file.purpose})")
+        if not files:
+            print("these params need no pretrained weights")
+        return 0
+    staged = stage_weights(args.output, args.source)
+    for path in staged:
+        print(f"staged {path}")
+    print(f"image: make image WEIGHTS={args.output}  |  dataset volume: copy the folder there, then run with "
+          f"--set train.loss.vgg_weights=<folder in the pods>/{staged[0].name} --set evaluate.lpips_weights=<folder in the pods>")
+    return 0
 
 
 def _cmd_upscale(args: argparse.Namespace) -> int:
@@ -340,7 +359,20 @@ def build_parser() -> argparse.ArgumentParser:
             k.add_argument("--run-name", default=None)
             k.add_argument("--namespace", default=None)
             k.add_argument("--wait", action="store_true", help="follow the run until it ends")
+            k.add_argument("--service-account", default=None, metavar="NAME",
+                           help="Kubernetes service account of the run's pods (e.g. srseg-pipeline from deploy/)")
+            k.add_argument("--no-cache", action="store_true", help="run every step, ignoring KFP's cache")
     p.set_defaults(func=_cmd_pipeline)
+
+    p = sub.add_parser("weights", help="pretrained weights the params need (VGG19, LPIPS): check or stage")
+    wsub = p.add_subparsers(dest="weights_command", required=True)
+    w = wsub.add_parser("check", help="are the files the params need present and intact? (exit 2 if not)")
+    w.add_argument("--scope", choices=("train", "pipeline"), default="pipeline",
+                   help="train: what `srseg train` needs; pipeline (default): also evaluation and the promotion gate")
+    w = wsub.add_parser("stage", help="copy VGG19 + LPIPS files (hash-checked) into one folder for the image or the volume")
+    w.add_argument("--source", type=Path, default=None, help="folder with the torchvision files (default: the torch hub cache)")
+    w.add_argument("--output", type=Path, required=True)
+    p.set_defaults(func=_cmd_weights)
 
     p = sub.add_parser("mirror", help="local COCO-layout mirrors")
     msub = p.add_subparsers(dest="mirror_command", required=True)

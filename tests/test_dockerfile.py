@@ -10,6 +10,7 @@ import json
 import re
 from pathlib import Path
 
+import pytest
 from packaging.requirements import Requirement
 
 REPO = Path(__file__).resolve().parents[1]
@@ -146,3 +147,27 @@ def test_copy_only() -> None:
     kinds = [kw for kw, _ in instructions()]
     assert kinds[0] == "ARG" and kinds[-1] == "CMD"  # the parser saw the whole file
     assert "ADD" not in kinds, "use COPY (ADD fetches URLs and unpacks archives implicitly)"
+
+
+def test_pretrained_weights_can_be_baked_into_the_torch_hub_cache(tmp_path: Path) -> None:
+    """`make image WEIGHTS=<folder>`: build.py stages the files into container/weights/, the only part
+    of container/ in the build context, and the final stage copies it into TORCH_HOME's hub cache
+    (where `vgg_weights: auto` / `lpips_weights: auto` look). A bad folder stops the build."""
+    import importlib.util
+    import sys
+
+    final = stages()["final"]
+    assert ("ENV", "TORCH_HOME=/opt/torch") in final
+    assert ("COPY", "container/weights/ /opt/torch/hub/checkpoints/") in final
+    ignore = [line.strip() for line in (REPO / ".dockerignore").read_text().splitlines() if line.strip() and not line.startswith("#")]
+    assert ignore.index("container/*") < ignore.index("!container/weights") < ignore.index("container/weights/.gitignore")
+    assert "container" not in ignore  # the whole folder would take the weights with it
+    assert (REPO / "container" / "weights" / ".gitignore").is_file()  # the folder exists in every checkout (COPY needs it)
+    spec = importlib.util.spec_from_file_location("srseg_build", REPO / "container" / "build.py")
+    build = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = build  # its dataclasses look their module up
+    spec.loader.exec_module(build)
+    assert "container/weights" in build.CONTEXT  # staged weights change the build digest: the image is rebuilt
+    with pytest.raises(build.BuildError, match=r"(?s)weights: cannot stage weights from .*vgg19-dcbb9e9d\.pth"):
+        build.stage_weights(tmp_path / "no-weights-here", dest=tmp_path / "staged")
+    assert "$(if $(WEIGHTS),--weights $(WEIGHTS))" in (REPO / "Makefile").read_text()

@@ -28,7 +28,7 @@ import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -402,7 +402,8 @@ def _summary_markdown(
     return "\n".join(lines) + "\n"
 
 
-def _mlflow_log(uri: str, run_id: str | None, experiment: str, result: dict[str, Any], output_dir: Path) -> str:
+def _mlflow_log(uri: str, run_id: str | None, experiment: str, result: dict[str, Any], output_dir: Path,
+                extra_tags: Mapping[str, str] | None = None) -> str:
     """Log flattened numeric metrics, settings as tags and the output folder; returns the run id."""
     from mlflow import MlflowClient
     from mlflow.entities import Metric
@@ -439,6 +440,7 @@ def _mlflow_log(uri: str, run_id: str | None, experiment: str, result: dict[str,
         meta = result["meta"]
         tags = {f"evaluate.method.{k}": str(v)[:5000] for k, v in meta["methods"].items()}
         tags.update({f"evaluate.{k}": str(meta[k])[:5000] for k in ("split", "scale", "class_map", "images", "lpips", "niqe", "bootstrap", "seed")})
+        tags.update({k: str(v)[:5000] for k, v in (extra_tags or {}).items()})
         for key, value in tags.items():
             client.set_tag(run_id, _METRIC_KEY.sub("_", key), value)
         client.log_artifacts(run_id, str(output_dir), artifact_path="evaluate")
@@ -612,6 +614,7 @@ def evaluate(
     lpips_net: str = "alex",
     confidence: float = 0.95,
     mlflow_experiment: str = "srseg",
+    mlflow_tags: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """Evaluate ``methods`` ({name: model string}, see :mod:`srseg.evaluate.methods`) and write reports.
 
@@ -636,7 +639,8 @@ def evaluate(
     ``lpips_weights``: ``auto`` | ``none`` | a directory (see :mod:`srseg.evaluate.lpips`); missing
     weights make LPIPS the string ``"unavailable: no weights"`` (reason logged). ``niqe_params``:
     an ``.npz`` pristine model; None reports ``"unavailable: no parameter file"``; a given path
-    that does not exist is an error.
+    that does not exist is an error. ``mlflow_tags`` go onto the MLflow run (lineage: the training
+    runs of the methods, the KFP run).
     """
     started = time.perf_counter()
     methods = {str(k): str(v) for k, v in methods.items()} if isinstance(methods, dict) else methods
@@ -745,5 +749,5 @@ def evaluate(
     write_json_atomic(output_dir / "metrics.json", result)
     logger.info("evaluation of %d images written to %s in %.1f s", len(scores.ids), output_dir, time.perf_counter() - started)
     if mlflow_uri is not None:
-        result["meta"]["mlflow_run_id"] = _mlflow_log(mlflow_uri, mlflow_run_id, mlflow_experiment, result, output_dir)
+        result["meta"]["mlflow_run_id"] = _mlflow_log(mlflow_uri, mlflow_run_id, mlflow_experiment, result, output_dir, mlflow_tags)
     return result

@@ -1,5 +1,6 @@
 """Kubeflow Pipelines support: component glue (:mod:`.steps`), the multi-node TrainJob launcher
-(:mod:`.trainjob`) and the ``srseg pipeline compile|run|submit`` functions (:mod:`.commands`).
+(:mod:`.trainjob`), the checks that run before anything is scheduled or trained
+(:mod:`.preflight`) and the ``srseg pipeline compile|run|submit`` functions (:mod:`.commands`).
 
 Importing this package imports nothing heavy; kfp and kubernetes are imported where used.
 """

@@ -168,13 +168,31 @@ def params_arguments(params: Params | str | Path | None, profile: str | None) ->
     applied) become the resolved YAML, validated here; ``None`` leaves the params to the image's
     params.yaml, with ``profile`` applied by the first step.
     """
-    from srseg.config import Params, load_params
     from srseg.pipeline.steps import dump_params
 
-    if params is None:
+    resolved = _resolved(params, profile)
+    if resolved is None:
         return {"params_yaml": "", "profile": profile or ""}
-    resolved = params if isinstance(params, Params) else load_params(params, profile=profile)
     return {"params_yaml": dump_params(resolved), "profile": ""}
+
+
+def _resolved(params: Params | str | Path | None, profile: str | None) -> Params | None:
+    from srseg.config import Params, load_params
+
+    if params is None:
+        return None
+    return params if isinstance(params, Params) else load_params(params, profile=profile)
+
+
+def run_arguments(params: Params | str | Path | None, profile: str | None, arguments: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Every argument of one run: the params, the caller's ``arguments``, and ``code_version``
+    (the digest of the srseg code submitting it, unless given) that keys KFP's cache and that
+    the preflight step compares with the image's code."""
+    from srseg.pipeline.preflight import code_digest
+
+    args = {**params_arguments(params, profile), **(arguments or {})}
+    args.setdefault("code_version", code_digest())
+    return args
 
 
 def pipeline_arguments(pairs: Sequence[str], package: str | Path = PIPELINE_PACKAGE) -> dict[str, Any]:
@@ -201,6 +219,13 @@ def pipeline_arguments(pairs: Sequence[str], package: str | Path = PIPELINE_PACK
         except (ValueError, KeyError) as exc:
             raise PipelineError(f"{pair!r}: {name} takes a {kind} value ({exc})") from None
     return out
+
+
+def _is_k8s_name(name: str) -> bool:
+    """An RFC 1123 subdomain (service accounts, secrets)."""
+    import re
+
+    return len(name) <= 253 and re.fullmatch(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*", name) is not None
 
 
 # ------------------------------------------------------------------------------------------ run
@@ -231,7 +256,7 @@ def run_local(
     import kfp.components
     from kfp import local
 
-    args: dict[str, Any] = {**params_arguments(params, profile), "gpus_per_node": 0}
+    args: dict[str, Any] = {**run_arguments(params, profile, None), "gpus_per_node": 0}
     args.update(arguments or {})
     if int(args.get("nodes", 1)) != 1:
         raise PipelineError("run_local trains in one process group: nodes must be 1 (multi-node needs a cluster)")
@@ -267,25 +292,43 @@ def submit(
     client: Any = None,
     pod: PodOptions | None = None,
     root: str | Path = ".",
+    service_account: str | None = None,
+    enable_caching: bool | None = None,
 ) -> SubmitResult:
     """Create a run of the compiled pipeline on the KFP endpoint ``host``.
 
-    ``pod`` (image, image pull secrets, user) recompiles the pipeline (from the checkout ``root``)
-    for this run instead of submitting ``package`` as committed. ``token`` (default: the ``KFP_TOKEN`` environment
+    Before anything is sent, the run's tracking URI is checked (:mod:`srseg.pipeline.preflight`:
+    a local or sqlite store cannot work when every step is its own pod). ``pod`` (image, image
+    pull secrets, user) recompiles the pipeline (from the checkout ``root``) for this run instead
+    of submitting ``package`` as committed. ``token`` (default: the ``KFP_TOKEN`` environment
     variable) is sent as a bearer token; ``namespace`` is the Kubeflow profile namespace
-    (multi-user installs). With ``wait`` the call returns when the run ends (``state`` set).
+    (multi-user installs); ``service_account`` runs the pods under that account (it needs the
+    TrainJob permissions of ``deploy/rbac.yaml`` for multi-node training); ``enable_caching=False``
+    runs every step. With ``wait`` the call returns when the run ends (``state`` set).
     ``client`` replaces ``kfp.Client`` (tests).
     """
     import kfp
 
+    from srseg.pipeline.preflight import PreflightError, check_cluster_tracking, tracking_problem
+
     if pod is None and not Path(package).is_file():
         raise PipelineError(f"{package}: no compiled pipeline (run `srseg pipeline compile --image ...` first)")
+    if service_account is not None and not _is_k8s_name(service_account):
+        raise PipelineError(f"--service-account {service_account!r} is not a Kubernetes service account name")
+    args = run_arguments(params, profile, arguments)
+    resolved = _resolved(params, profile)
+    if resolved is not None:
+        check_cluster_tracking(resolved, str(args.get("mlflow_uri") or ""))
+    elif args.get("mlflow_uri"):  # the image's params: only an explicit argument can be checked here
+        problem = tracking_problem(str(args["mlflow_uri"]), "the tracking URI (pipeline argument mlflow_uri)")
+        if problem:
+            raise PreflightError(problem)
     if client is None:
         client = kfp.Client(host=host, existing_token=token or os.environ.get(TOKEN_ENV) or None, namespace=namespace)
-    args = {**params_arguments(params, profile), **(arguments or {})}
     with _package_for(package, pod, root) as compiled:
         result = client.create_run_from_pipeline_package(
             str(compiled), arguments=args, run_name=run_name, experiment_name=experiment, namespace=namespace,
+            service_account=service_account, enable_caching=enable_caching,
         )
     run_id = str(result.run_id)
     url = f"{host.rstrip('/')}/#/runs/details/{run_id}"

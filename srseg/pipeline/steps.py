@@ -13,8 +13,15 @@ Layout under ``work_dir`` (the mounted dataset PVC on a cluster, a local folder 
         params.yaml                   the exact parameters torchrun's ranks read
         psnr/ gan/                    stage outputs (checkpoints, best/final weights, metrics.json)
 
-``<key>`` hashes the branch's parameters and the dataset manifest, so a retried or re-run step
-with the same inputs resumes the same checkpoints and a changed input starts afresh.
+``<key>`` hashes the branch's training parameters and the dataset manifest, so a retried or re-run
+step with the same inputs resumes the same checkpoints and a changed input starts afresh.
+
+Caching: KFP keys a cached step on its inputs. The data and training steps therefore get a
+*step request* (:func:`step_request`): the code version plus only the params sections they use, so
+an unrelated change (say ``evaluate.bootstrap``) keeps the dataset, the LR images and the trained
+models, while a change of their own sections or of the code re-runs them. The trained model is
+handed on with the digest of its weights (:func:`weights_digest`), so the step that collects it is
+keyed on content, never on a folder path.
 """
 
 from __future__ import annotations
@@ -36,7 +43,16 @@ import yaml
 
 from srseg.config import Params, deep_merge, load_profile_overrides, parse_params
 from srseg.fileio import read_json, write_text_atomic
-from srseg.pipeline.trainjob import GPU_RESOURCE, SecretEnv, TrainJobConfig, job_name, shell_command
+from srseg.train.tracking import PARENT_FILE
+from srseg.pipeline.trainjob import (
+    GPU_RESOURCE,
+    IMAGE_UID,
+    LAUNCHER_ANNOTATION,
+    SecretEnv,
+    TrainJobConfig,
+    job_name,
+    shell_command,
+)
 
 PARAMS_FILE = "params.yaml"
 BRANCHES = ("multitask", "sr_only")
@@ -45,9 +61,17 @@ GPU_TOLERATION = {"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedu
 # Kubernetes secret key -> environment variable, for the S3 and MLflow secrets of every step.
 S3_SECRET_ENV = {"AWS_ACCESS_KEY_ID": "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY": "AWS_SECRET_ACCESS_KEY"}
 MLFLOW_SECRET_ENV = {"MLFLOW_TRACKING_TOKEN": "MLFLOW_TRACKING_TOKEN"}
-# Files of the GAN stage that make up the trained model handed to evaluation and export.
+# Files of the GAN stage that make up the trained model handed to evaluation and export (its
+# MLflow run record too, so evaluation can tag its run with the training runs).
 MODEL_PATTERNS = ("best.pt", "best.pt.sha256", "final.pt", "final.pt.sha256", "*.safetensors", "*.safetensors.json",
-                  "metrics.json", "config.yaml", "class_map.json")
+                  "metrics.json", "config.yaml", "class_map.json", "mlflow_run.json")
+WEIGHT_PATTERNS = ("*.safetensors", "*.pt")  # what the content digest of a trained model covers
+# Params sections each cached data/training step reads: its cache key covers these and the code only.
+STEP_SECTIONS: dict[str, tuple[str, ...]] = {
+    "download": ("paths", "download"),
+    "degrade": ("paths", "degrade"),
+    "train": ("paths", "train", "mlflow"),
+}
 
 
 # --------------------------------------------------------------------------------- parameters
@@ -149,6 +173,32 @@ def params_digest(params: Params) -> str:
     return hashlib.sha256(dump_params(params).encode("utf-8")).hexdigest()
 
 
+def step_request(params: Params, step: str, code_version: str) -> str:
+    """The input of a cached data/training step: the code version and the sections it reads.
+
+    Canonical YAML (sorted keys), so equal requests are equal strings and KFP reuses the step.
+    """
+    if step not in STEP_SECTIONS:
+        raise ValueError(f"step must be one of {sorted(STEP_SECTIONS)}, got {step!r}")
+    raw = params.model_dump(mode="json")
+    body = {"step": step, "code_version": code_version, "params": {k: raw[k] for k in STEP_SECTIONS[step]}}
+    return yaml.safe_dump(body, sort_keys=True)
+
+
+def request_params(request: str, step: str) -> Params:
+    """The params of a step request (sections it does not carry keep their defaults: the step does not read them)."""
+    try:
+        body = yaml.safe_load(request)
+    except yaml.YAMLError as exc:
+        raise ValueError(f"{step} request: not valid YAML ({exc})") from exc
+    if not isinstance(body, dict) or body.get("step") != step or not isinstance(body.get("params"), dict):
+        raise ValueError(f"not a {step} step request (made by steps.step_request)")
+    unexpected = set(body["params"]) - set(STEP_SECTIONS[step])
+    if unexpected:
+        raise ValueError(f"{step} request carries sections {sorted(unexpected)} it does not use")
+    return parse_params(body["params"], f"{step} request")
+
+
 def model_overrides(params: Params, models: Mapping[str, str | Path]) -> dict[str, Any]:
     """Point ``evaluate.methods`` and ``export.weights`` at the trained-model artifacts.
 
@@ -231,14 +281,15 @@ def branch_params(params: Params, work_dir: str | Path, branch: str, lambda_seg:
     if lambda_seg >= 0:
         raw["train"]["loss"]["lambda_seg"] = lambda_seg
     raw["train"]["output_dir"] = ""
-    key = hashlib.sha256((json.dumps(raw, sort_keys=True) + data_sha256).encode("utf-8")).hexdigest()[:16]
+    # only what shapes the checkpoints: not other stages' settings, not where runs are tracked
+    key = hashlib.sha256((json.dumps(raw["train"], sort_keys=True) + data_sha256).encode("utf-8")).hexdigest()[:16]
     raw["train"]["output_dir"] = str(Path(work_dir) / "runs" / key / branch)
     return parse_params(raw, f"branch {branch}")
 
 
-def prepare_branch(params_path: str | Path, work_dir: str | Path, branch: str, lambda_seg: float, data_sha256: str) -> tuple[Path, Path]:
+def prepare_branch(params: Params, work_dir: str | Path, branch: str, lambda_seg: float, data_sha256: str) -> tuple[Path, Path]:
     """Write the branch's params into its run folder; returns (run folder, params file)."""
-    params = branch_params(read_params(params_path), work_dir, branch, lambda_seg, data_sha256)
+    params = branch_params(params, work_dir, branch, lambda_seg, data_sha256)
     train_dir = Path(params.train.output_dir)
     train_dir.mkdir(parents=True, exist_ok=True)
     return train_dir, write_params(train_dir / PARAMS_FILE, params)
@@ -290,8 +341,13 @@ def trainjob_config(
     mlflow_secret: str,
     runtime: str,
     timeout_s: int,
+    run_as_user: int | None = IMAGE_UID,
+    run_as_group: int | None = IMAGE_UID,
+    env: Mapping[str, str] | None = None,
+    launcher_pod: str = "",
 ) -> TrainJobConfig:
-    """The TrainJob that runs both stages on ``nodes`` nodes with what the launcher step has."""
+    """The TrainJob that runs both stages on ``nodes`` nodes with what the launcher step has
+    (its user, the KFP lineage variables in ``env``; ``launcher_pod`` is recorded on the job)."""
     train_dir = Path(train_dir)
     if Path(mount_path) not in train_dir.parents:
         raise ValueError(f"{train_dir} is not on the dataset volume mounted at {mount_path}: the TrainJob could not see it")
@@ -317,6 +373,10 @@ def trainjob_config(
         secret_env=secret_env,
         labels={"srseg/branch": branch.replace("_", "-")},
         active_deadline_s=timeout_s or None,
+        run_as_user=run_as_user,
+        run_as_group=run_as_group,
+        env={k: v for k, v in (env or {}).items() if v},
+        annotations={LAUNCHER_ANNOTATION: launcher_pod} if launcher_pod else {},
     )
 
 
@@ -344,9 +404,32 @@ def training_record(train_dir: str | Path) -> dict[str, Any]:
     }
 
 
-def copy_model_files(train_dir: str | Path, dest: str | Path) -> list[str]:
-    """Copy the GAN stage's weights and metadata into ``dest``; returns the file names."""
+def weights_digest(train_dir: str | Path) -> str:
+    """SHA-256 over the GAN stage's weight files (name + content): the trained model's identity."""
+    from srseg.fileio import sha256_file
+
     gan = Path(train_dir) / "gan"
+    files = sorted({p for pattern in WEIGHT_PATTERNS for p in gan.glob(pattern) if p.is_file()})
+    if not files:
+        raise FileNotFoundError(f"{gan} holds no weights file (best.pt, final.pt or *.safetensors)")
+    digest = hashlib.sha256()
+    for path in files:
+        digest.update(f"{path.name}\0{sha256_file(path)}\0".encode())
+    return digest.hexdigest()
+
+
+def copy_model_files(train_dir: str | Path, dest: str | Path, expected_digest: str = "") -> list[str]:
+    """Copy the GAN stage's weights and metadata into ``dest``; returns the file names.
+
+    ``expected_digest`` (the training step's :func:`weights_digest`): the weights must still be the
+    ones training reported; a folder changed since then is refused rather than handed on.
+    """
+    gan = Path(train_dir) / "gan"
+    if expected_digest:
+        found = weights_digest(train_dir)
+        if found != expected_digest:
+            raise ValueError(f"{gan}: the weights changed after training reported them (digest {found[:12]}, "
+                             f"expected {expected_digest[:12]}): another run wrote this folder; re-run the training step")
     dest = Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
     copied = sorted({p.name for pattern in MODEL_PATTERNS for p in gan.glob(pattern) if p.is_file()})
@@ -354,10 +437,10 @@ def copy_model_files(train_dir: str | Path, dest: str | Path) -> list[str]:
         raise FileNotFoundError(f"{gan} holds no weights file (best.pt, final.pt or *.safetensors)")
     for name in copied:
         shutil.copy2(gan / name, dest / name)
-    params_file = Path(train_dir) / PARAMS_FILE
-    if params_file.is_file():
-        shutil.copy2(params_file, dest / PARAMS_FILE)
-        copied.append(PARAMS_FILE)
+    for extra in (PARAMS_FILE, PARENT_FILE):  # the parent record: evaluation links to the training run
+        if (Path(train_dir) / extra).is_file():
+            shutil.copy2(Path(train_dir) / extra, dest / extra)
+            copied.append(extra)
     return copied
 
 

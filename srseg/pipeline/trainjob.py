@@ -9,7 +9,17 @@ reads, so the command is the same ``torchrun -m srseg ... train`` as in a single
 
 The manifest follows the Trainer v2.2 API (``runtimePatches`` replaced ``podTemplateOverrides``):
 pod-level settings go into a patch of the runtime's ``node`` replicated job; the environment goes
-into ``spec.trainer.env`` because Trainer refuses env patches on the ``node`` container.
+into ``spec.trainer.env`` because Trainer refuses env patches on the ``node`` container. The pods
+run as the pipeline's user with ``fsGroup`` (so a root-owned volume is writable), and are opted out
+of Istio sidecar injection (a sidecar keeps a finished Job running and puts NCCL traffic through
+the mesh).
+
+Lifetime (:func:`run_trainjob`): the job is deleted when the launcher is terminated (SIGTERM:
+the KFP run was stopped, the step timed out or the pod was evicted) or gives up waiting, so GPUs
+never outlive the step. Finished jobs stay for ``ttl_after_finished_s`` for their logs and are then
+deleted by the next launcher in the namespace (TrainJob v1alpha1 has no TTL field, and runtime
+patches cannot set the JobSet's). API errors 403/404/422 become messages that say what to grant
+(``deploy/rbac.yaml``) or install.
 
 Every function that talks to the cluster takes the ``CustomObjectsApi`` as an argument, so tests
 pass a fake and nothing here reads global Kubernetes configuration unless asked
@@ -18,13 +28,17 @@ pass a fake and nothing here reads global Kubernetes configuration unless asked
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import shlex
+import signal
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 from srseg.errors import SrsegError
 
@@ -42,11 +56,30 @@ SHM_VOLUME = "dshm"
 GPU_RESOURCE = "nvidia.com/gpu"
 IMAGE_UID = 1000  # the Dockerfile's non-root user; fsGroup makes the PVC writable for it
 NAMESPACE_FILE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+PART_OF = {"app.kubernetes.io/part-of": "srseg"}
+TTL_ANNOTATION = "srseg/ttl-seconds-after-finished"
+LAUNCHER_ANNOTATION = "srseg/launcher-pod"
+ISTIO_INJECT = "sidecar.istio.io/inject"
+RBAC_HINT = ("apply deploy/rbac.yaml in that namespace and submit with --service-account srseg-pipeline, or bind the "
+             "Role srseg-trainjobs to the service account the pipeline's pods use")
+API_TIMEOUT_S = 60  # per Kubernetes API call: a hung connection must not stall the launcher
 _NAME = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 
 
 class TrainJobError(SrsegError, RuntimeError):
     """The TrainJob failed, was not accepted, or did not finish in time."""
+
+
+class TrainJobTimeout(TrainJobError):
+    """The TrainJob did not finish in time (the launcher deletes it)."""
+
+
+class LauncherTerminated(BaseException):
+    """The launcher got SIGTERM; a BaseException so no ``except Exception`` swallows it."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(f"terminated by signal {signum}")
+        self.signum = signum
 
 
 @dataclass(frozen=True)
@@ -82,6 +115,10 @@ class TrainJobConfig:
     labels: Mapping[str, str] = field(default_factory=dict)
     shm_size: str | None = "16Gi"
     active_deadline_s: int | None = None
+    run_as_user: int | None = IMAGE_UID  # None: the image's user, only fsGroup is set
+    run_as_group: int | None = IMAGE_UID
+    ttl_after_finished_s: int = 86400
+    annotations: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not _NAME.match(self.name) or len(self.name) > 63:
@@ -96,6 +133,11 @@ class TrainJobConfig:
             raise ValueError("TrainJob command is empty")
         if self.active_deadline_s is not None and self.active_deadline_s < 1:
             raise ValueError(f"active_deadline_s must be >= 1, got {self.active_deadline_s}")
+        if self.ttl_after_finished_s < 0:
+            raise ValueError(f"ttl_after_finished_s must be >= 0, got {self.ttl_after_finished_s}")
+        for name, uid in (("run_as_user", self.run_as_user), ("run_as_group", self.run_as_group)):
+            if uid is not None and uid < 0:
+                raise ValueError(f"{name} must be >= 0, got {uid}")
 
 
 def job_name(prefix: str, unique: str) -> str:
@@ -143,7 +185,7 @@ def _pod_patch(cfg: TrainJobConfig) -> dict[str, Any]:
     if cfg.shm_size:  # DataLoader workers and NCCL need more than the default 64 MiB /dev/shm
         volumes.append({"name": SHM_VOLUME, "emptyDir": {"medium": "Memory", "sizeLimit": cfg.shm_size}})
         mounts.append({"name": SHM_VOLUME, "mountPath": "/dev/shm"})
-    spec: dict[str, Any] = {"securityContext": {"fsGroup": IMAGE_UID}}
+    spec: dict[str, Any] = {"securityContext": _security_context(cfg)}
     if volumes:
         spec["volumes"] = volumes
         spec["containers"] = [{"name": NODE, "volumeMounts": mounts}]
@@ -152,6 +194,16 @@ def _pod_patch(cfg: TrainJobConfig) -> dict[str, Any]:
     if cfg.node_selector:
         spec["nodeSelector"] = {str(k): str(v) for k, v in cfg.node_selector.items()}
     return spec
+
+
+def _security_context(cfg: TrainJobConfig) -> dict[str, Any]:
+    """The pipeline's user, and fsGroup so a root-owned volume is group-writable for it."""
+    context: dict[str, Any] = {"fsGroup": cfg.run_as_group if cfg.run_as_group is not None else IMAGE_UID}
+    if cfg.run_as_user is not None:
+        context.update(runAsUser=cfg.run_as_user, runAsNonRoot=cfg.run_as_user != 0)
+    if cfg.run_as_group is not None:
+        context["runAsGroup"] = cfg.run_as_group
+    return context
 
 
 def _toleration(raw: Mapping[str, Any]) -> dict[str, Any]:
@@ -169,7 +221,9 @@ def _toleration(raw: Mapping[str, Any]) -> dict[str, Any]:
 
 def build_trainjob(cfg: TrainJobConfig) -> dict[str, Any]:
     """The TrainJob manifest for ``cfg`` (a plain dict, ready for the Kubernetes API)."""
-    labels = {"app.kubernetes.io/part-of": "srseg", "app.kubernetes.io/component": "train", **cfg.labels}
+    labels = {**PART_OF, "app.kubernetes.io/component": "train", **cfg.labels}
+    pod_labels = {**labels, ISTIO_INJECT: "false"}  # current Istio reads the label, older releases the annotation
+    annotations = {**cfg.annotations, TTL_ANNOTATION: str(cfg.ttl_after_finished_s)}
     trainer: dict[str, Any] = {
         "image": cfg.image,
         "command": list(cfg.command),
@@ -188,7 +242,7 @@ def build_trainjob(cfg: TrainJobConfig) -> dict[str, Any]:
             "trainingRuntimeSpec": {"template": {"spec": {"replicatedJobs": [{
                 "name": NODE,
                 "template": {"spec": {"template": {
-                    "metadata": {"labels": labels},
+                    "metadata": {"labels": pod_labels, "annotations": {ISTIO_INJECT: "false"}},
                     "spec": _pod_patch(cfg),
                 }}},
             }]}}},
@@ -199,7 +253,7 @@ def build_trainjob(cfg: TrainJobConfig) -> dict[str, Any]:
     return {
         "apiVersion": f"{GROUP}/{VERSION}",
         "kind": KIND,
-        "metadata": {"name": cfg.name, "namespace": cfg.namespace, "labels": labels},
+        "metadata": {"name": cfg.name, "namespace": cfg.namespace, "labels": labels, "annotations": annotations},
         "spec": spec,
     }
 
@@ -226,17 +280,62 @@ def current_namespace(default: str = "default") -> str:
         return default
 
 
+def _status(exc: BaseException) -> int | None:
+    return getattr(exc, "status", None)
+
+
+def _server_message(exc: BaseException) -> str:
+    """The API server's own words from an ``ApiException`` (its Status message, else the body)."""
+    body = getattr(exc, "body", None) or ""
+    try:
+        return str(json.loads(body).get("message") or body)
+    except (ValueError, AttributeError):
+        return str(body or getattr(exc, "reason", "") or exc).strip()
+
+
+def _explain(exc: BaseException, verb: str, namespace: str, name: str = "") -> TrainJobError | None:
+    """A :class:`TrainJobError` saying what to grant or install for a 403/404/422, else None."""
+    status, said = _status(exc), _server_message(exc)
+    what = f"{PLURAL}.{GROUP}"
+    if status == 403:
+        return TrainJobError(f"the pipeline's service account may not {verb} {what} in namespace {namespace!r} "
+                             f"(API server: {said}): {RBAC_HINT}")
+    if status == 404 and verb in ("create", "list"):
+        try:
+            kind = (json.loads(getattr(exc, "body", "") or "{}").get("details") or {}).get("kind")
+        except ValueError:
+            kind = None
+        if kind == "namespaces":
+            return TrainJobError(f"namespace {namespace!r} does not exist (pipeline parameter trainer_namespace): {said}")
+        return TrainJobError(f"the cluster has no {what}/{VERSION} API: install Kubeflow Trainer >= v2.2 "
+                             f"(and the {DEFAULT_RUNTIME!r} ClusterTrainingRuntime) or run with nodes=1 (API server: {said})")
+    if status == 404:
+        return TrainJobError(f"TrainJob {namespace}/{name} disappeared while the launcher used it (deleted by someone?): {said}")
+    if status == 422:
+        return TrainJobError(f"Kubeflow Trainer rejected TrainJob {namespace}/{name}: {said} (is the runtime installed? "
+                             "`kubectl get clustertrainingruntimes`; Trainer >= v2.2 is needed for runtimePatches)")
+    return None
+
+
+def _call(verb: str, namespace: str, name: str, func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """One API call, 403/404/422 turned into :class:`TrainJobError` (409 and the rest pass through)."""
+    try:
+        return func(*args, _request_timeout=API_TIMEOUT_S, **kwargs)
+    except Exception as exc:
+        explained = _explain(exc, verb, namespace, name)
+        if explained is not None:
+            raise explained from exc
+        raise
+
+
 def _create(api: Any, manifest: Mapping[str, Any]) -> dict[str, Any]:
     meta = manifest["metadata"]
-    try:
-        return api.create_namespaced_custom_object(GROUP, VERSION, meta["namespace"], PLURAL, dict(manifest))
-    except Exception as exc:
-        if getattr(exc, "status", None) == 404:
-            raise TrainJobError(
-                f"the cluster has no {PLURAL}.{GROUP}/{VERSION} API: install Kubeflow Trainer v2 "
-                f"(and the {DEFAULT_RUNTIME!r} ClusterTrainingRuntime) or run with nodes=1"
-            ) from exc
-        raise
+    return _call("create", meta["namespace"], meta["name"], api.create_namespaced_custom_object,
+                 GROUP, VERSION, meta["namespace"], PLURAL, dict(manifest))
+
+
+def _get(api: Any, name: str, namespace: str) -> dict[str, Any]:
+    return _call("get", namespace, name, api.get_namespaced_custom_object, GROUP, VERSION, namespace, PLURAL, name)
 
 
 def create_trainjob(
@@ -255,9 +354,9 @@ def create_trainjob(
     try:
         return _create(api, manifest)
     except Exception as exc:
-        if getattr(exc, "status", None) != 409:
+        if _status(exc) != 409:
             raise
-    existing = api.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
+    existing = _get(api, name, namespace)
     if trainjob_state(existing) != "Failed":
         logger.info("TrainJob %s/%s exists already: waiting for it", namespace, name)
         return existing
@@ -268,7 +367,7 @@ def create_trainjob(
         try:
             return _create(api, manifest)
         except Exception as exc:
-            if getattr(exc, "status", None) != 409:
+            if _status(exc) != 409:
                 raise
         if clock() >= deadline:
             raise TrainJobError(f"TrainJob {namespace}/{name} still exists {delete_timeout_s:.0f} s after deletion")
@@ -300,14 +399,15 @@ def wait_for_trainjob(
     sleep: Callable[[float], None] = time.sleep,
     clock: Callable[[], float] = time.monotonic,
 ) -> dict[str, Any]:
-    """Poll until the TrainJob is Complete (returned) or Failed / out of time (:class:`TrainJobError`).
+    """Poll until the TrainJob is Complete (returned) or Failed (:class:`TrainJobError`) or out of
+    time (:class:`TrainJobTimeout`).
 
     A suspended job (e.g. waiting in a Kueue queue) keeps waiting: it counts against the timeout.
     """
     deadline = clock() + timeout_s
     last = ""
     while True:
-        obj = api.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
+        obj = _get(api, name, namespace)
         state = trainjob_state(obj)
         if state != last:
             logger.info("TrainJob %s/%s: %s", namespace, name, state)
@@ -321,14 +421,99 @@ def wait_for_trainjob(
                 f"(kubectl -n {namespace} logs -l jobset.sigs.k8s.io/jobset-name={name})"
             )
         if clock() >= deadline:
-            raise TrainJobError(f"TrainJob {namespace}/{name} not finished after {timeout_s:.0f} s (state {state})")
+            raise TrainJobTimeout(f"TrainJob {namespace}/{name} not finished after {timeout_s:.0f} s (state {state})")
         sleep(poll_s)
 
 
 def delete_trainjob(api: Any, name: str, namespace: str) -> None:
-    """Delete the TrainJob (its pods go with it); a missing one is fine."""
+    """Delete the TrainJob (its pods go with it, in the background); a missing one is fine."""
     try:
-        api.delete_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
+        api.delete_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name, propagation_policy="Background",
+                                            _request_timeout=API_TIMEOUT_S)
     except Exception as exc:
-        if getattr(exc, "status", None) != 404:
+        if _status(exc) == 404:
+            return
+        explained = _explain(exc, "delete", namespace, name)
+        if explained is not None:
+            raise explained from exc
+        raise
+
+
+def _finished_at(obj: Mapping[str, Any]) -> datetime | None:
+    for kind in ("Complete", "Failed"):
+        cond = _condition(obj, kind)
+        if cond is not None and cond.get("lastTransitionTime"):
+            return datetime.fromisoformat(str(cond["lastTransitionTime"]).replace("Z", "+00:00"))
+    return None
+
+
+def sweep_finished(api: Any, namespace: str, *, keep: str = "", now: datetime | None = None) -> list[str]:
+    """Delete srseg's TrainJobs in ``namespace`` that finished longer ago than their TTL annotation.
+
+    ``keep`` is the launcher's own job (a finished one is reused, not recreated). Best effort: a
+    refused list is logged with what to grant, and the launcher goes on.
+    """
+    now = now or datetime.now(timezone.utc)
+    selector = ",".join(f"{k}={v}" for k, v in PART_OF.items())
+    try:
+        found = _call("list", namespace, "", api.list_namespaced_custom_object, GROUP, VERSION, namespace, PLURAL,
+                      label_selector=selector)
+    except TrainJobError as exc:
+        logger.warning("finished TrainJobs not cleaned up: %s", exc)
+        return []
+    deleted = []
+    for obj in found.get("items") or []:
+        meta = obj.get("metadata") or {}
+        name, ttl = meta.get("name", ""), (meta.get("annotations") or {}).get(TTL_ANNOTATION)
+        finished = _finished_at(obj)
+        if name == keep or ttl is None or finished is None:
+            continue
+        if (now - finished).total_seconds() >= int(ttl):
+            logger.info("TrainJob %s/%s finished at %s, TTL %s s: deleting it", namespace, name, finished.isoformat(), ttl)
+            delete_trainjob(api, name, namespace)
+            deleted.append(name)
+    return deleted
+
+
+@contextmanager
+def _deleted_when_terminated(api: Any, name: str, namespace: str) -> Iterator[None]:
+    """Delete the TrainJob if SIGTERM/SIGINT arrives inside the block, then exit 128 + signal."""
+
+    def terminate(signum: int, frame: Any) -> None:
+        raise LauncherTerminated(signum)
+
+    previous = signal.signal(signal.SIGTERM, terminate)
+    try:
+        yield
+    except (LauncherTerminated, KeyboardInterrupt) as exc:
+        signum = exc.signum if isinstance(exc, LauncherTerminated) else signal.SIGINT
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second SIGTERM must not interrupt the deletion
+        logger.warning("launcher terminated (signal %d): deleting TrainJob %s/%s", signum, namespace, name)
+        delete_trainjob(api, name, namespace)
+        raise SystemExit(128 + int(signum)) from None
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def run_trainjob(
+    api: Any,
+    manifest: Mapping[str, Any],
+    *,
+    timeout_s: float,
+    poll_s: float = 30.0,
+) -> dict[str, Any]:
+    """The launcher's whole life: clean up expired jobs, create (or reuse) this one, wait for it.
+
+    SIGTERM while waiting deletes the job and exits 143; giving up after ``timeout_s`` deletes it
+    too. A failed job stays (its pods hold no GPUs) until its TTL, for ``kubectl logs``.
+    Must run in the main thread (signal handlers).
+    """
+    name, namespace = manifest["metadata"]["name"], manifest["metadata"]["namespace"]
+    sweep_finished(api, namespace, keep=name)
+    with _deleted_when_terminated(api, name, namespace):
+        create_trainjob(api, manifest)
+        try:
+            return wait_for_trainjob(api, name, namespace, timeout_s=timeout_s, poll_s=poll_s)
+        except TrainJobTimeout:
+            delete_trainjob(api, name, namespace)
             raise

@@ -21,13 +21,15 @@ def tracking_uri(params: Params) -> str | None:
 def run_evaluate(params: Params, output_dir: Path | None = None, methods: dict[str, str] | None = None) -> dict[str, Any]:
     """Compare the configured methods on the val split (metrics, CIs, per-class, gallery)."""
     from srseg.evaluate import evaluate
+    from srseg.lineage import evaluation_tags
 
     cfg = params.evaluate
     train_root = Path(params.train.output_dir)
     train_dirs = [train_root / stage for stage in ("psnr", "gan") if (train_root / stage).is_dir()]
     lr_root = Path(params.paths.lr_root) if params.train.lr_source == "precomputed" else None
+    chosen = dict(methods or cfg.methods)
     return evaluate(
-        methods=dict(methods or cfg.methods),
+        methods=chosen,
         hr_root=Path(params.paths.data_root),
         split=cfg.split,
         scale=params.train.scale,
@@ -47,6 +49,7 @@ def run_evaluate(params: Params, output_dir: Path | None = None, methods: dict[s
         compare=tuple(cfg.compare) if methods is None else None,
         train_dirs=train_dirs,
         mlflow_experiment=params.mlflow.experiment,
+        mlflow_tags=evaluation_tags(chosen),
     )
 
 

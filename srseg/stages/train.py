@@ -28,6 +28,7 @@ metrics); ``srseg.models.io.load_generator`` rebuilds the full multitask net fro
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -128,9 +129,13 @@ def run_train(
         resolve_tracking_uri,
         system_info,
     )
+    from srseg.lineage import branch_of, kfp_tags
+    from srseg.weights import check_weights
 
     if stage not in STAGES:
         raise ValueError(f"stage must be one of {STAGES}, got {stage!r}")
+    # both stages: the PSNR stage refuses to start when the GAN stage's VGG19 is not there
+    check_weights(params, scope="train")
     cfg = params.train
     out_root = Path(output_dir if output_dir is not None else cfg.output_dir)
     stage_dir = out_root / stage
@@ -188,6 +193,7 @@ def run_train(
             write_json_atomic(stage_dir / "class_map.json", class_map.to_json())
             if params.mlflow.enabled:
                 flat = flatten(resolved)
+                lineage = {"branch": branch_of(params), **kfp_tags()}
                 tracker = MlflowTracker.open(
                     resolve_tracking_uri(params.mlflow.tracking_uri),
                     params.mlflow.experiment,
@@ -196,11 +202,14 @@ def run_train(
                     parent_run_id=parent_run_id,
                     resume=resume,
                     parent_params=flat,
+                    parent_name=f"train-{lineage['branch']}-{lineage.get('kfp.run_id') or time.strftime('%Y%m%d-%H%M%S')}",
+                    parent_tags=lineage,
                 )
                 tracker.log_params(flat)
                 commit = git_commit()
                 device_name = torch.cuda.get_device_name(dist_info.device) if dist_info.device.type == "cuda" else "cpu"
                 tags = {
+                    **lineage,
                     "stage": stage,
                     "data.manifest_sha256": manifest_checksum(hr_root),
                     "data.lr_source": cfg.lr_source,

@@ -147,13 +147,16 @@ class MlflowTracker(Tracker):
         parent_run_id: str | None = None,
         resume: bool = True,
         parent_params: Mapping[str, str] | None = None,
+        parent_name: str | None = None,
+        parent_tags: Mapping[str, str] | None = None,
     ) -> "MlflowTracker":
         """Find or create the experiment, the parent run and this stage's nested run.
 
         ``parent_run_id`` forces the parent (it must exist); otherwise the one recorded in
         ``output_dir`` is reused if it exists on this tracking server, else a new one is made and
-        recorded. With ``resume`` the stage's recorded run is reopened when it belongs to the same
-        parent; otherwise a fresh nested run is created.
+        recorded, named ``parent_name`` (default ``train-<timestamp>``) and tagged ``parent_tags``.
+        With ``resume`` the stage's recorded run is reopened when it belongs to the same parent;
+        otherwise a fresh nested run is created.
         """
         from mlflow import MlflowClient
         from mlflow.exceptions import MlflowException
@@ -182,7 +185,8 @@ class MlflowTracker(Tracker):
             if recorded.get("tracking_uri") == tracking_uri and existing(recorded.get("run_id")) is not None:
                 parent_run_id = recorded["run_id"]
             else:
-                run = client.create_run(experiment_id, run_name=f"train-{time.strftime('%Y%m%d-%H%M%S')}")
+                run = client.create_run(experiment_id, run_name=parent_name or f"train-{time.strftime('%Y%m%d-%H%M%S')}",
+                                        tags=dict(parent_tags or {}))
                 parent_run_id = run.info.run_id
                 if parent_params:
                     _log_params(client, parent_run_id, parent_params)

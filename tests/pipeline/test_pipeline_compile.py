@@ -1,7 +1,9 @@
 """The compiled pipeline (IR YAML) carries what the cluster needs: GPU requests on training, retries
-on download, caching off where reruns must happen, promotion behind the gate, the kfp-kubernetes
-platform settings (PVC, secrets, tolerations, node selector), the image chosen at compile time;
-and the committed ``pipelines/training_pipeline.yaml`` is exactly what compiling gives today."""
+on download, a preflight step before any data moves, caching keyed on data requests, code version
+and weight digests (off where reruns must happen), promotion behind the gate, the kfp-kubernetes
+platform settings (PVC, secrets, tolerations, node selector, lineage env), the image chosen at
+compile time; submission refuses a tracking URI the pods cannot share before it contacts the
+host; and the committed ``pipelines/training_pipeline.yaml`` is exactly what compiling gives today."""
 
 from __future__ import annotations
 
@@ -16,7 +18,7 @@ from srseg.pipeline import PIPELINE_PACKAGE, commands
 REPO = Path(__file__).resolve().parents[2]
 COMMITTED = REPO / PIPELINE_PACKAGE
 IMAGE = "registry.example/srseg:9.9.9"
-SMALL_STEPS = ("resolve-params", "download", "degrade", "collect-model", "collect-model-2", "evaluate", "study-build",
+SMALL_STEPS = ("resolve-params", "preflight", "download", "degrade", "collect-model", "collect-model-2", "evaluate", "study-build",
                "study-analyze", "export", "register", "gate", "promote", "launch-trainjob", "launch-trainjob-2")
 
 
@@ -55,8 +57,9 @@ def test_image_is_chosen_at_compile_time(compiled: tuple[dict, dict]) -> None:
     assert {e["container"]["image"] for e in executors.values()} == {IMAGE}
     for e in executors.values():  # the image has kfp: no pip install when a step starts
         assert "pip install" not in " ".join(e["container"]["command"])
-    launcher = all_tasks(spec)["launch-trainjob"]["inputs"]["parameters"]["image"]
-    assert launcher["runtimeValue"]["constant"] == IMAGE  # the TrainJob runs the same image
+    launcher = all_tasks(spec)["launch-trainjob"]["inputs"]["parameters"]
+    assert launcher["image"]["runtimeValue"]["constant"] == IMAGE  # the TrainJob runs the same image
+    assert launcher["run_as_user"]["runtimeValue"]["constant"] == 1000  # ... as the same user
     assert IMAGE in spec["pipelineInfo"]["description"]
 
 
@@ -100,10 +103,62 @@ def test_download_retries_with_backoff(compiled: tuple[dict, dict]) -> None:
 def test_caching_is_off_where_reruns_must_happen(compiled: tuple[dict, dict]) -> None:
     spec, _ = compiled
     tasks = all_tasks(spec)
-    for task in ("download", "study-build", "study-analyze", "register", "gate", "promote"):
+    for task in ("preflight", "study-build", "study-analyze", "register", "gate", "promote"):
         assert not tasks[task].get("cachingOptions", {}).get("enableCache", False), task
-    for task in ("resolve-params", "degrade", "train", "train-2", "evaluate", "export"):
+    for task in ("resolve-params", "download", "degrade", "train", "train-2", "launch-trainjob", "launch-trainjob-2",
+                 "collect-model", "collect-model-2", "evaluate", "export"):
         assert tasks[task]["cachingOptions"]["enableCache"] is True, task
+
+
+def inputs(spec: dict[str, Any], task: str) -> dict[str, Any]:
+    return {**all_tasks(spec)[task]["inputs"].get("parameters", {}), **all_tasks(spec)[task]["inputs"].get("artifacts", {})}
+
+
+def test_cache_keys_follow_data_requests_code_and_weights(compiled: tuple[dict, dict]) -> None:
+    """KFP keys a cached step on its inputs: the data and training steps see only their step
+    request (code version + the params sections they read), never the whole params artifact, so
+    an unrelated parameter keeps the dataset and models; the model step is keyed on the weights."""
+    spec, _ = compiled
+    resolve = inputs(spec, "resolve-params")
+    assert resolve["code_version"] == {"componentInputParameter": "code_version"}
+    request = {"taskOutputParameter": {"outputParameterKey": "download_request", "producerTask": "resolve-params"}}
+    assert inputs(spec, "download") == {"request": request}
+    degrade = inputs(spec, "degrade")
+    assert set(degrade) == {"request", "dataset"}
+    assert degrade["request"]["taskOutputParameter"]["outputParameterKey"] == "degrade_request"
+    assert degrade["dataset"]["taskOutputArtifact"] == {"outputArtifactKey": "dataset", "producerTask": "download"}
+    for task in ("train", "train-2", "launch-trainjob", "launch-trainjob-2"):
+        given = inputs(spec, task)
+        assert "params" not in given, task
+        assert given["request"] == {"componentInputParameter": "pipelinechannel--resolve-params-train_request"}, task
+    root = spec["root"]["dag"]["tasks"]
+    for collect, suffix in (("collect-model", ""), ("collect-model-2", "-2")):  # either path's digest of the weights
+        digest = root[collect]["inputs"]["parameters"]["weights_sha256"]["taskOutputParameter"]
+        branches = spec["components"][root[digest["producerTask"]]["componentRef"]["name"]]["dag"]["outputs"]["parameters"]
+        selectors = branches[digest["outputParameterKey"]]["valueFromOneof"]["parameterSelectors"]
+        assert {s["outputParameterKey"] for s in selectors} == {f"pipelinechannel--launch-trainjob{suffix}-weights_sha256",
+                                                                f"pipelinechannel--train{suffix}-weights_sha256"}
+    for task in ("evaluate", "export", "study-build"):  # everything else reads the resolved params (code version included)
+        assert inputs(spec, task)["params"]["taskOutputArtifact"]["producerTask"] == "resolve-params"
+
+
+def test_preflight_runs_before_any_data_moves(compiled: tuple[dict, dict]) -> None:
+    spec, platform = compiled
+    tasks = all_tasks(spec)
+    assert "preflight" in tasks["download"]["dependentTasks"]
+    given = inputs(spec, "preflight")
+    assert given["code_version"] == {"componentInputParameter": "code_version"}
+    assert given["work_dir"] == {"componentInputParameter": "work_dir"}
+    label, container = executor(spec, "preflight")
+    assert "run_preflight" in " ".join(container["args"] + container["command"])
+    assert platform[label]["pvcMount"][0]["mountPath"] == "/mnt/srseg"  # checks the volume it will write
+
+
+def test_every_step_knows_its_kfp_run_for_lineage(compiled: tuple[dict, dict]) -> None:
+    _, platform = compiled
+    for label, k8s in platform.items():
+        assert {"name": "SRSEG_KFP_RUN_ID", "fieldPath": "metadata.labels['pipeline/runid']"} in k8s["fieldPathAsEnv"], label
+        assert {"name": "SRSEG_KFP_POD", "fieldPath": "metadata.name"} in k8s["fieldPathAsEnv"], label
 
 
 def test_promotion_runs_only_when_the_gate_passes(compiled: tuple[dict, dict]) -> None:
@@ -172,6 +227,7 @@ def test_pipeline_parameters(compiled: tuple[dict, dict]) -> None:
         "s3_endpoint_url": "STRING", "work_dir": "STRING", "pvc_name": "STRING", "s3_secret": "STRING",
         "mlflow_secret": "STRING", "gpu_tolerations": "LIST", "gpu_node_selector": "STRUCT", "train_cpu": "STRING",
         "train_memory": "STRING", "trainer_runtime": "STRING", "trainer_namespace": "STRING", "train_timeout_s": "NUMBER_INTEGER",
+        "code_version": "STRING",
     }
     assert {k: v["parameterType"] for k, v in params.items()} == expected
     assert params["nodes"]["defaultValue"] == 1 and params["work_dir"]["defaultValue"] == "/mnt/srseg"
@@ -207,23 +263,96 @@ class FakeClient:
 
 
 def test_submit_sends_resolved_params(tmp_path: Path) -> None:
+    from srseg.pipeline.preflight import code_digest
+
     client = FakeClient()
     result = commands.submit(
         "https://kfp.example/pipeline", package=COMMITTED, params=REPO / "params.yaml", profile="paper",
-        arguments={"nodes": 2, "gpus_per_node": 8}, experiment="srseg-test", run_name="r1", wait=True, client=client,
+        arguments={"nodes": 2, "gpus_per_node": 8, "mlflow_uri": "https://mlflow.example.org"}, experiment="srseg-test",
+        run_name="r1", wait=True, client=client, service_account="srseg-pipeline", enable_caching=False,
     )
     assert result.run_id == "run-123" and result.succeeded
     assert result.url == "https://kfp.example/pipeline/#/runs/details/run-123"
     (call,) = client.calls
     assert call["experiment_name"] == "srseg-test" and call["run_name"] == "r1"
+    assert call["service_account"] == "srseg-pipeline" and call["enable_caching"] is False
     args = call["arguments"]
     assert args["profile"] == "" and args["nodes"] == 2 and args["gpus_per_node"] == 8
+    assert args["code_version"] == code_digest(REPO / "srseg")  # keys the cache; preflight compares it with the image
     sent = yaml.safe_load(args["params_yaml"])
     assert sent["profile"] == "paper" and sent["download"]["mode"] == "full"  # the profile was applied client-side
     default_client = FakeClient()
     image_default = commands.submit("h", package=COMMITTED, params=None, profile="demo", client=default_client)
     assert image_default.state is None
     assert {k: default_client.calls[0]["arguments"][k] for k in ("params_yaml", "profile")} == {"params_yaml": "", "profile": "demo"}
+
+
+@pytest.mark.parametrize(
+    ("uri", "why"),
+    [
+        ("sqlite:///mlflow.db", "local to each pod"),
+        ("file:///mnt/srseg/mlruns", "local to each pod"),
+        ("mlruns", "local to each pod"),
+        ("postgresql://db.example.org/mlflow", "database URI"),
+        ("http://localhost:5000", "the pod itself"),
+        ("http://127.0.0.1:5000", "the pod itself"),
+        ("https://[::1]/", "the pod itself"),
+    ],
+)
+def test_submit_refuses_a_tracking_uri_the_pods_cannot_share(uri: str, why: str) -> None:
+    client = FakeClient()
+    with pytest.raises(ValueError, match=rf"pipeline argument mlflow_uri.*{why}"):
+        commands.submit("h", package=COMMITTED, params=REPO / "params.yaml", arguments={"mlflow_uri": uri}, client=client)
+    assert client.calls == []
+    with pytest.raises(ValueError, match=r"mlflow\.tracking_uri in the params"):  # params.yaml's own sqlite default
+        commands.submit("h", package=COMMITTED, params=REPO / "params.yaml", client=client)
+    with pytest.raises(ValueError, match="pipeline argument mlflow_uri"):  # the image's params: the argument is checked
+        commands.submit("h", package=COMMITTED, params=None, arguments={"mlflow_uri": uri}, client=client)
+    assert client.calls == []
+
+
+def test_submit_refuses_disabled_tracking_and_bad_service_accounts() -> None:
+    from srseg.config import load_params
+
+    disabled = load_params(REPO / "params.yaml").model_copy(
+        update={"mlflow": load_params(REPO / "params.yaml").mlflow.model_copy(update={"enabled": False})})
+    client = FakeClient()
+    with pytest.raises(ValueError, match="mlflow.enabled is false"):
+        commands.submit("h", package=COMMITTED, params=disabled, arguments={"mlflow_uri": "https://m.example"}, client=client)
+    with pytest.raises(commands.PipelineError, match="service account"):
+        commands.submit("h", package=COMMITTED, params=None, client=client, service_account="Srseg Runner")
+    assert client.calls == []
+
+
+def test_cli_submit_with_sqlite_exits_2_before_contacting_the_host(tmp_path: Path) -> None:
+    """The acceptance line: exit 2, a message about the tracking URI, and not one connection to the host."""
+    import socket
+    import subprocess
+    import sys
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+    listener.settimeout(0.5)
+    port = listener.getsockname()[1]
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "srseg", "--params", str(REPO / "params.yaml"), "pipeline", "submit",
+             "--host", f"http://127.0.0.1:{port}", "--arg", "mlflow_uri=sqlite:///x.db"],
+            cwd=REPO, capture_output=True, text=True, timeout=120,
+            env={**__import__("os").environ, "PYTHONPATH": str(REPO)},
+        )
+        try:
+            connection, _ = listener.accept()
+            connection.close()
+            contacted = True
+        except socket.timeout:
+            contacted = False
+    finally:
+        listener.close()
+    assert proc.returncode == 2, proc.stderr
+    assert "tracking URI" in proc.stderr and "sqlite:///x.db" in proc.stderr and "mlflow_uri" in proc.stderr
+    assert "Traceback" not in proc.stderr and not contacted
 
 
 def test_params_objects_and_typed_arguments() -> None:

@@ -14,7 +14,8 @@ import yaml
 
 from srseg.config import deep_merge, load_params
 from srseg.data.mirror import build_sample_mirror
-from srseg.pipeline import PIPELINE_PACKAGE, commands
+from srseg.pipeline import PIPELINE_PACKAGE, commands, steps
+from srseg.pipeline.preflight import code_digest
 
 REPO = Path(__file__).resolve().parents[2]
 # On top of the demo profile: 4 images per split, tiny CPU training (2 + 2 iterations of a
@@ -95,6 +96,15 @@ def test_compiled_pipeline_runs_locally_to_a_registered_model(
         assert link["mlflow_run_id"] == registered.run_id and link["training_mlflow_run_id"] == model["mlflow_run_id"]
         dataset = step_outputs(run.pipeline_root, "download")["artifacts"]["dataset"]["artifacts"][0]["metadata"]
         assert registered.tags["data_manifest_sha256"] == dataset["manifest_sha256"]  # registry -> data lineage
+        # the model artifact is keyed on its weights' content; evaluation links to the training runs
+        assert model["weights_sha256"] == steps.weights_digest(model["train_dir"])
+        results = step_outputs(run.pipeline_root, "evaluate")["artifacts"]["results"]["artifacts"][0]["metadata"]
+        evaluation = client.get_run(results["mlflow_run_id"]).data.tags
+        assert evaluation["lineage.multitask.train_run_id"] == model["mlflow_run_id"]
+        assert evaluation["lineage.sr_only.train_parent_run_id"] == ablation["mlflow_parent_run_id"]
+        assert client.get_run(model["mlflow_parent_run_id"]).info.run_name.startswith("train-multitask-")
+        checks = step_outputs(run.pipeline_root, "preflight")["artifacts"]["checks"]["artifacts"][0]["metadata"]
+        assert checks["code_version"] == code_digest() and checks["in_kubernetes"] is False  # ran first, here
 
     # the dataset stayed on the volume stand-in; the Dataset artifact is only its manifest
     assert dataset["path"] == str(tmp_path / "work" / "data" / "cocostuff")

@@ -1,5 +1,7 @@
-"""The component glue in ``srseg.pipeline.steps``: pipeline parameters onto params, run folders
-keyed by params and data, the files a trained model is made of, and reports fit for the KFP UI."""
+"""The component glue in ``srseg.pipeline.steps``: pipeline parameters onto params, step requests
+that key KFP's cache on the sections a step reads and the code, run folders keyed by training
+params and data, the files (and weight digest) a trained model is made of, and reports fit for the
+KFP UI."""
 
 from __future__ import annotations
 
@@ -52,10 +54,37 @@ def test_branch_run_folders_depend_on_params_and_data(tmp_path: Path) -> None:
     again = steps.branch_params(params, tmp_path, "multitask", -1.0, "sha-a")
     assert again.train.output_dir == multitask.train.output_dir  # a retry resumes the same checkpoints
     assert steps.branch_params(params, tmp_path, "multitask", -1.0, "sha-b").train.output_dir != multitask.train.output_dir
-    train_dir, params_file = steps.prepare_branch(steps.write_params(tmp_path / "p.yaml", params), tmp_path, "sr_only", 0.0, "x")
+    other_stage = params.model_copy(update={"evaluate": params.evaluate.model_copy(update={"bootstrap": 7})})
+    assert steps.branch_params(other_stage, tmp_path, "multitask", -1.0, "sha-a").train.output_dir == multitask.train.output_dir
+    longer = params.model_copy(update={"train": params.train.model_copy(update={"batch_size": 8})})
+    assert steps.branch_params(longer, tmp_path, "multitask", -1.0, "sha-a").train.output_dir != multitask.train.output_dir
+    train_dir, params_file = steps.prepare_branch(params, tmp_path, "sr_only", 0.0, "x")
     assert params_file == train_dir / "params.yaml" and steps.read_params(params_file).train.output_dir == str(train_dir)
     with pytest.raises(ValueError, match="branch"):
         steps.branch_params(params, tmp_path, "other", 0.0, "x")
+
+
+def test_step_requests_change_with_their_sections_and_the_code_only(tmp_path: Path) -> None:
+    params = steps.resolve_params("", "", steps.pipeline_overrides(work_dir=str(tmp_path)), base_dir=REPO)
+
+    def changed(section: str, **update: object):
+        return params.model_copy(update={section: getattr(params, section).model_copy(update=update)})
+
+    for step, own, other in (("download", changed("download", subset_size=3), changed("train", batch_size=8)),
+                             ("degrade", changed("degrade", method="highorder"), changed("download", subset_size=3)),
+                             ("train", changed("train", batch_size=8), changed("evaluate", bootstrap=7))):
+        request = steps.step_request(params, step, "code-1")
+        assert steps.step_request(params, step, "code-1") == request  # equal requests: KFP reuses the step
+        assert steps.step_request(other, step, "code-1") == request, step  # another stage's change keeps it
+        assert steps.step_request(own, step, "code-1") != request, step  # its own section's change re-runs it
+        assert steps.step_request(params, step, "code-2") != request, step  # and so does new code
+        back = steps.request_params(request, step)
+        for section in steps.STEP_SECTIONS[step]:
+            assert getattr(back, section) == getattr(params, section)
+    with pytest.raises(ValueError, match="not a train step request"):
+        steps.request_params(steps.step_request(params, "download", "c"), "train")
+    with pytest.raises(ValueError, match="step must be one of"):
+        steps.step_request(params, "evaluate", "c")
 
 
 def test_model_artifacts_replace_the_training_paths(tmp_path: Path) -> None:
@@ -97,8 +126,15 @@ def test_model_files_and_training_record(tmp_path: Path) -> None:
     (run / "gan" / "metrics.json").write_text('{"best": {"psnr_y": 20.5, "iteration": 2}, "val": {"lpips": null}, "ok": true}')
     (run / "gan" / "mlflow_run.json").write_text('{"run_id": "gan-run"}')
     (run / "mlflow_parent.json").write_text('{"run_id": "parent"}')
-    copied = steps.copy_model_files(run, tmp_path / "model")
-    assert copied == ["best.safetensors", "best.safetensors.json", "final.safetensors", "final.safetensors.json", "metrics.json"]
+    digest = steps.weights_digest(run)
+    copied = steps.copy_model_files(run, tmp_path / "model", expected_digest=digest)
+    assert copied == ["best.safetensors", "best.safetensors.json", "final.safetensors", "final.safetensors.json", "metrics.json",
+                      "mlflow_run.json", "mlflow_parent.json"]  # the run records: evaluation links to the training runs
+    (run / "gan" / "best.safetensors").write_text("retrained")  # another run rewrote the folder after training reported
+    assert steps.weights_digest(run) != digest
+    with pytest.raises(ValueError, match="weights changed after training"):
+        steps.copy_model_files(run, tmp_path / "stale", expected_digest=digest)
+    assert not (tmp_path / "stale").exists()
     record = steps.training_record(run)
     assert (record["mlflow_run_id"], record["mlflow_parent_run_id"], record["mlflow_psnr_run_id"]) == ("gan-run", "parent", "")
     assert steps.scalar_metrics(record["metrics"]) == {"best/psnr_y": 20.5, "best/iteration": 2.0}

@@ -72,6 +72,7 @@ def launcher_config(tmp_path: Path, **overrides: Any) -> TrainJobConfig:
         mount_path=MOUNT, tolerations=[{"key": "team", "operator": "Equal", "value": "vision", "effect": "NoSchedule"}],
         node_selector={"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"}, s3_secret="srseg-s3",
         mlflow_secret="srseg-mlflow", runtime="torch-distributed", timeout_s=86400,
+        env={"SRSEG_KFP_RUN_ID": "run-42", "UNSET": ""}, launcher_pod="srseg-training-abc-launcher",
     )
     args.update(overrides)
     return steps.trainjob_config(**args)
@@ -84,6 +85,7 @@ def test_launcher_manifest_is_a_valid_trainjob(tmp_path: Path) -> None:
     assert manifest["metadata"] == {
         "name": "srseg-sr-only-0123456789abcdef", "namespace": "kubeflow-user",
         "labels": {"app.kubernetes.io/part-of": "srseg", "app.kubernetes.io/component": "train", "srseg/branch": "sr-only"},
+        "annotations": {"srseg/ttl-seconds-after-finished": "86400", "srseg/launcher-pod": "srseg-training-abc-launcher"},
     }
     assert spec["runtimeRef"] == {"name": "torch-distributed", "apiGroup": "trainer.kubeflow.org", "kind": "ClusterTrainingRuntime"}
     assert spec["activeDeadlineSeconds"] == 86400
@@ -102,6 +104,7 @@ def test_launcher_manifest_is_a_valid_trainjob(tmp_path: Path) -> None:
         f"torchrun -m srseg --params {params_file} train --stage gan",
     ]
     assert trainer["env"] == [
+        {"name": "SRSEG_KFP_RUN_ID", "value": "run-42"},  # lineage: MLflow runs of the TrainJob carry the KFP run
         {"name": "AWS_ACCESS_KEY_ID", "valueFrom": {"secretKeyRef": {"name": "srseg-s3", "key": "AWS_ACCESS_KEY_ID", "optional": True}}},
         {"name": "AWS_SECRET_ACCESS_KEY", "valueFrom": {"secretKeyRef": {"name": "srseg-s3", "key": "AWS_SECRET_ACCESS_KEY", "optional": True}}},
         {"name": "MLFLOW_TRACKING_TOKEN", "valueFrom": {"secretKeyRef": {"name": "srseg-mlflow", "key": "MLFLOW_TRACKING_TOKEN", "optional": True}}},
@@ -122,12 +125,17 @@ def test_launcher_manifest_is_a_valid_trainjob(tmp_path: Path) -> None:
         {"key": "team", "operator": "Equal", "value": "vision", "effect": "NoSchedule"},
     ]
     assert pod["nodeSelector"] == {"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"}
-    assert pod["securityContext"] == {"fsGroup": 1000}
+    # the pipeline's user, and fsGroup so a root-owned RWX volume is group-writable for it
+    assert pod["securityContext"] == {"fsGroup": 1000, "runAsUser": 1000, "runAsGroup": 1000, "runAsNonRoot": True}
+    template = job["template"]["spec"]["template"]["metadata"]  # no Istio sidecar: it would keep the Job running
+    assert template["labels"]["sidecar.istio.io/inject"] == "false"
+    assert template["annotations"] == {"sidecar.istio.io/inject": "false"}
 
 
 def test_cpu_only_trainjob_is_valid_and_requests_no_gpu(tmp_path: Path) -> None:
     manifest = trainjob.build_trainjob(launcher_config(
         tmp_path, gpus_per_node=0, tolerations=[], node_selector={}, s3_secret="", mlflow_secret="", pvc_name="", timeout_s=0,
+        run_as_user=None, run_as_group=None, env={}, launcher_pod="",
     ))
     validate(manifest)
     trainer = manifest["spec"]["trainer"]
@@ -136,6 +144,7 @@ def test_cpu_only_trainjob_is_valid_and_requests_no_gpu(tmp_path: Path) -> None:
     pod = manifest["spec"]["runtimePatches"][0]["trainingRuntimeSpec"]["template"]["spec"]["replicatedJobs"][0]["template"]["spec"]["template"]["spec"]
     assert "tolerations" not in pod and "nodeSelector" not in pod
     assert [v["name"] for v in pod["volumes"]] == ["dshm"]
+    assert pod["securityContext"] == {"fsGroup": 1000}  # user left to the image, the volume still writable
 
 
 def _set(manifest: dict[str, Any], path: tuple[str | int, ...], value: Any) -> None:
@@ -252,7 +261,7 @@ class FakeApi:
         return {"status": {"conditions": [{"type": state, "status": "True", "reason": "JobsFailed" if state == "Failed" else state,
                                            "message": "node-0 exited 1" if state == "Failed" else ""}]}}
 
-    def create_namespaced_custom_object(self, group: str, version: str, namespace: str, plural: str, body: dict) -> dict:
+    def create_namespaced_custom_object(self, group: str, version: str, namespace: str, plural: str, body: dict, **kwargs: Any) -> dict:
         assert (group, version, plural) == ("trainer.kubeflow.org", "v1alpha1", "trainjobs")
         if self.create_status:
             raise ApiError(self.create_status)
@@ -261,12 +270,12 @@ class FakeApi:
         self.created.append(body)
         return body
 
-    def get_namespaced_custom_object(self, group: str, version: str, namespace: str, plural: str, name: str) -> dict:
+    def get_namespaced_custom_object(self, group: str, version: str, namespace: str, plural: str, name: str, **kwargs: Any) -> dict:
         if self.existing is not None:
             return self._obj(self.existing)
         return self._obj(self.states.pop(0) if len(self.states) > 1 else self.states[0])
 
-    def delete_namespaced_custom_object(self, group: str, version: str, namespace: str, plural: str, name: str) -> None:
+    def delete_namespaced_custom_object(self, group: str, version: str, namespace: str, plural: str, name: str, **kwargs: Any) -> None:
         self.deleted.append(name)
         self.existing = None
 

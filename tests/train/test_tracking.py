@@ -31,6 +31,7 @@ def test_parent_and_nested_stage_runs_on_a_real_server(
 
     unused_db = tmp_path / "must_not_exist.db"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)  # wins over params.mlflow.tracking_uri
+    monkeypatch.setenv("SRSEG_KFP_RUN_ID", "kfp-run-42")  # what the pipeline sets from the pod label pipeline/runid
     params = tiny_params(prepared_root, tmp_path / "out", {
         "mlflow": {"enabled": True, "tracking_uri": f"sqlite:///{unused_db}", "experiment": "srseg-test"},
         "train": {"psnr_stage": {"iterations": 4, "val_every": 2}, "gan_stage": {"iterations": 2, "val_every": 2}},
@@ -48,6 +49,10 @@ def test_parent_and_nested_stage_runs_on_a_real_server(
     assert sorted(r.data.tags["stage"] for r in children) == ["gan", "psnr"]
     parent = client.get_run(psnr["parent_run_id"])
     assert parent.data.params["train.loss.lambda_seg"] == "0.1"
+    # lineage: the branch and the KFP run in the parent's name and tags, and on every stage run
+    assert parent.info.run_name == "train-multitask-kfp-run-42"
+    assert parent.data.tags["branch"] == "multitask" and parent.data.tags["kfp.run_id"] == "kfp-run-42"
+    assert all(r.data.tags["kfp.run_id"] == "kfp-run-42" and r.data.tags["branch"] == "multitask" for r in children)
 
     for summary, stage, steps in ((psnr, "psnr", [2, 4]), (gan, "gan", [2])):
         run = client.get_run(summary["run_id"])
