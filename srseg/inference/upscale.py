@@ -138,12 +138,13 @@ def _bicubic_model(scale: int, device: torch.device) -> SRModel:
 def _module_model(module: nn.Module, name: str, device: torch.device) -> SRModel:
     """Wrap an nn.Module (MultiTaskSRNet, TorchScript, MLflow) whose forward returns the SR image."""
     from srseg.models.generator import MultiTaskSRNet, build_sr_only
+    from srseg.models.registry import architecture_of
 
     radius = None
     if isinstance(module, MultiTaskSRNet):
         if module.has_seg_head:
             module = build_sr_only(module)
-        radius = receptive_field_radius(module.config)
+        radius = receptive_field_radius(module.config, architecture_of(module))
     module = module.to(device).eval()
 
     def fn(x: Tensor) -> Tensor:

@@ -34,7 +34,7 @@ TINY = {
         "patch_size": 32,
         "num_workers": 0,
         "device": "cpu",
-        "val_max_images": 1,
+        "selection_images": 1,
         "val_samples": 1,
         "log_every": 1,
     },

@@ -90,7 +90,7 @@ def tiny_params(data_root: Path, output_dir: Path, overrides: dict[str, Any] | N
             "deterministic": True,
             "output_dir": str(output_dir),
             "log_every": 2,
-            "val_max_images": 1,
+            "selection_images": 1,
             "val_samples": 1,
         },
         "mlflow": {"enabled": False},
