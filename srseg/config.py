@@ -133,6 +133,9 @@ class LossConfig(_Section):
     )
     adversarial_weight: float = Field(5e-3, ge=0.0, le=1.0)
     lambda_seg: float = Field(0.1, ge=0.0, description="0 = SR-only ablation")
+    seg_warmup: int = Field(
+        0, ge=0, description="PSNR-stage iterations trained on the SR losses alone before the segmentation term joins"
+    )
     seg_class_weights: Literal["none", "inverse_sqrt", "median_freq"] = "none"
 
 
