@@ -11,7 +11,7 @@ Layout under ``work_dir`` (the mounted dataset PVC on a cluster, a local folder 
     data/lr/                          paths.lr_root (degrade output)
     runs/<key>/<branch>/              train.output_dir of one branch (multitask | sr_only)
         params.yaml                   the exact parameters torchrun's ranks read
-        psnr/ gan/                    stage outputs (checkpoints, best/final weights, metrics.json)
+        psnr/ gan/                    stage outputs (checkpoints, selected/final weights, metrics.json)
 
 ``<key>`` hashes the branch's parameters and the dataset manifest, so a retried or re-run step
 with the same inputs resumes the same checkpoints and a changed input starts afresh.
@@ -439,9 +439,17 @@ def decision_markdown(result: Mapping[str, Any]) -> str:
     ]
     criteria = result.get("criteria") or []
     if criteria:
-        parts += ["| criterion | challenger | champion | threshold | result |", "| --- | --- | --- | --- | --- |"]
-        parts += [f"| {c.get('name')} | {c.get('challenger')} | {c.get('champion')} | {c.get('threshold')} | "
-                  f"{'pass' if c.get('passed') else 'FAIL'} |" for c in criteria]
+        def ci(c: Mapping[str, Any]) -> str:
+            if c.get("difference") is None:
+                return "n/a"
+            low, high = c.get("ci_low"), c.get("ci_high")
+            interval = "CI n/a" if low is None or high is None else f"[{low:+.4f}, {high:+.4f}]"
+            return f"{c['difference']:+.4f} {interval} (n={c.get('n')})"
+
+        parts += ["| criterion | challenger | opponent | difference [95% CI] | threshold | result |",
+                  "| --- | --- | --- | --- | --- | --- |"]
+        parts += [f"| {c.get('name')} | {c.get('challenger')} | {c.get('opponent')} ({c.get('opponent_name')}) | {ci(c)} | "
+                  f"{c.get('threshold')} | {'pass' if c.get('passed') else 'FAIL'} |" for c in criteria]
         parts.append("")
     parts += ["```json", json.dumps(result, indent=2, sort_keys=True, default=str), "```", ""]
     return "\n".join(parts)

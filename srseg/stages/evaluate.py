@@ -143,7 +143,28 @@ def run_study_gate_build(params: Params, output_dir: Path | None = None) -> Path
     gate = {"challenger": challenger, "opponent": opponent, "challenger_method": "challenger",
             "opponent_method": opponent_method, "model_name": name}
     out = Path(output_dir or Path(params.study.output_dir) / "gate")
-    return _build_bundle(params, {"challenger": challenger, opponent_method: opponent}, out, gate)
+    bundle = _build_bundle(params, {"challenger": challenger, opponent_method: opponent}, out, gate)
+    _archive_foreign_votes(bundle)
+    return bundle
+
+
+def _archive_foreign_votes(bundle: Path) -> None:
+    """A gate bundle is rebuilt for every new comparison; votes cast on an earlier one must not
+    count for it (the store refuses them anyway), so they are moved aside, never deleted."""
+    import time
+
+    from srseg.study.bundle import load_study
+    from srseg.study.store import default_state_dir, open_store
+
+    state = default_state_dir(bundle)
+    if not state.exists():
+        return
+    try:
+        open_store(load_study(bundle, verify=False).study_id, state)
+    except (ValueError, FileNotFoundError):
+        archived = state.with_name(f"{state.name}.{time.strftime('%Y%m%dT%H%M%S')}")
+        state.rename(archived)
+        log.warning("votes of an earlier gate study moved to %s (they were cast on other versions)", archived)
 
 
 def run_study_analyze(params: Params, bundle: Path | None = None, output_dir: Path | None = None) -> dict[str, Any]:

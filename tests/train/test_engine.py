@@ -251,7 +251,7 @@ def test_gan_stage_ships_its_final_ema_weights_not_its_max_psnr_ones(prepared_ro
     assert sidecar["metadata"]["selection_rule"] == "final_ema" == summary["selection_rule"]
     assert sidecar["metadata"]["iteration"] == "4" and summary["best_iteration"] == 2
     assert all(torch.equal(selected[k], final[k]) for k in final)
-    assert sidecar["metadata"]["perceptual_loss"].startswith("off")
+    assert sidecar["metadata"]["perceptual_loss"].startswith("random-weight VGG19")  # trainkit asks for it
     metrics = json.loads((stage / "metrics.json").read_text())
     assert metrics["selected"]["rule"] == "final_ema" and metrics["selected"]["iteration"] == 4
     assert metrics["best"]["iteration"] == 2  # reported, but not what ships

@@ -77,7 +77,7 @@ def tiny_params(data_root: Path, output_dir: Path, overrides: dict[str, Any] | N
             "class_map": "coarse8",
             "generator": {"num_features": 8, "num_blocks": 2, "decoder_convs": 1},
             "discriminator": {"num_features": 8},
-            "loss": {"vgg_weights": "none", "perceptual_layer": "conv2_2", "lambda_seg": 0.1},
+            "loss": {"vgg_weights": "random", "perceptual_layer": "conv2_2", "lambda_seg": 0.1},
             "psnr_stage": {"iterations": 8, "lr": 1e-3, "val_every": 8, "checkpoint_every": 4},
             "gan_stage": {"iterations": 8, "lr": 1e-4, "val_every": 8, "checkpoint_every": 4},
             "batch_size": 4,
