@@ -139,6 +139,8 @@ def run_study_gate_build(params: Params, output_dir: Path | None = None) -> Path
         raise ValueError(f"registered model {name!r} has no {CHALLENGER!r} alias: run `srseg register` first")
     challenger = f"models:/{name}/{aliases[CHALLENGER]}"
     champion = aliases.get(CHAMPION)
+    if champion is not None and str(champion) == str(aliases[CHALLENGER]):
+        raise ValueError(f"{challenger} already is the {CHAMPION}: register a new version before building a gate study")
     opponent, opponent_method = (f"models:/{name}/{champion}", "champion") if champion is not None else ("bicubic", "bicubic")
     gate = {"challenger": challenger, "opponent": opponent, "challenger_method": "challenger",
             "opponent_method": opponent_method, "model_name": name}
