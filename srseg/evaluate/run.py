@@ -634,6 +634,7 @@ def evaluate(
     confidence: float = 0.95,
     mlflow_experiment: str = "srseg",
     exclude_ids: Collection[int] = (),
+    log_to_mlflow: bool = True,
 ) -> dict[str, Any]:
     """Evaluate ``methods`` ({name: model string}, see :mod:`srseg.evaluate.methods`) and write reports.
 
@@ -659,7 +660,9 @@ def evaluate(
     ``lpips_weights``: ``auto`` | ``none`` | a directory (see :mod:`srseg.evaluate.lpips`); missing
     weights make LPIPS the string ``"unavailable: no weights"`` (reason logged). ``niqe_params``:
     an ``.npz`` pristine model; None reports ``"unavailable: no parameter file"``; a given path
-    that does not exist is an error.
+    that does not exist is an error. ``mlflow_uri`` resolves ``models:/`` methods and receives the
+    results as a run; ``log_to_mlflow=False`` keeps the first and skips the run (the promotion
+    gate's own evaluations). ``exclude_ids`` leaves those images out (the selection images).
     """
     started = time.perf_counter()
     methods = {str(k): str(v) for k, v in methods.items()} if isinstance(methods, dict) else methods
@@ -768,6 +771,6 @@ def evaluate(
     write_text_atomic(output_dir / "summary.md", summary)
     write_json_atomic(output_dir / "metrics.json", result)
     logger.info("evaluation of %d images written to %s in %.1f s", len(scores.ids), output_dir, time.perf_counter() - started)
-    if mlflow_uri is not None:
+    if mlflow_uri is not None and log_to_mlflow:
         result["meta"]["mlflow_run_id"] = _mlflow_log(mlflow_uri, mlflow_run_id, mlflow_experiment, result, output_dir)
     return result

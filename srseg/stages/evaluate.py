@@ -62,13 +62,14 @@ def run_evaluate(
         seed=cfg.seed,
         gallery_crops=cfg.gallery_crops if gallery else 0,
         crop_size=cfg.crop_size,
-        mlflow_uri=tracking_uri(params) if log_to_mlflow else None,
+        mlflow_uri=tracking_uri(params),  # also resolves models:/ methods
         device=params.train.device,
         max_images=cfg.max_images,
         compare=tuple(cfg.compare) if methods is None else None,
         train_dirs=train_dirs,
         mlflow_experiment=params.mlflow.experiment,
         exclude_ids=selection_ids(params, cfg.split),
+        log_to_mlflow=log_to_mlflow,
     )
 
 
