@@ -171,7 +171,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=None, help="timed steps (default: CPU 3, CUDA 50)")
     parser.add_argument("--warmup", type=int, default=None, help="untimed steps first (default: CPU 1, CUDA 10)")
     parser.add_argument("--compile", action="store_true", help="torch.compile G and D")
-    parser.add_argument("--vgg-weights", default="none", help="perceptual VGG19 weights: none | auto | path")
+    parser.add_argument("--vgg-weights", default="random",
+                        help="perceptual VGG19 weights: random (timing only) | none (no perceptual loss) | auto | path")
     parser.add_argument("--threads", type=int, default=None, help="CPU intra-op threads (default: torch's)")
     parser.add_argument("--tiny", action="store_true",
                         help="smoke run: CPU, tiny net, one step per stage, no workers (figures meaningless)")

@@ -58,11 +58,12 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
 def _cmd_study(args: argparse.Namespace) -> int:
     params = _load(args)
-    bundle = Path(args.bundle or Path(params.study.output_dir) / "bundle")
+    study_dir = Path(params.study.output_dir) / ("gate" if args.gate else "")
+    bundle = Path(args.bundle or study_dir / "bundle")
     if args.study_command == "build":
-        from srseg.stages import run_study_build
+        from srseg.stages import run_study_build, run_study_gate_build
 
-        print(f"bundle: {run_study_build(params)}")
+        print(f"bundle: {run_study_gate_build(params) if args.gate else run_study_build(params)}")
     elif args.study_command == "invite":
         from srseg.study.app import create_admin_token, create_invitations
 
@@ -284,6 +285,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("study", help="pairwise user study (params: study)")
     p.add_argument("--bundle", type=Path, default=None, help="default <study.output_dir>/bundle")
+    p.add_argument("--gate", action="store_true",
+                   help="the promotion gate's study: @challenger vs @champion (bicubic on the first promotion); "
+                        "bundle in <study.output_dir>/gate/, read by `srseg promote` with promote.perceptual=study")
     ssub = p.add_subparsers(dest="study_command", required=True)
     ssub.add_parser("build", help="super-resolve val images per method and write the bundle")
     s_inv = ssub.add_parser("invite", help="print N invitation links (tokens are stored hashed)")

@@ -119,6 +119,12 @@ class DegradeConfig(_Section):
 class GeneratorConfig(_Section):
     """SRResNet-family generator with a shared decoder and two output layers."""
 
+    architecture: Literal["multitask_srresnet"] = Field(
+        "multitask_srresnet", description="registered generator name (srseg.models.registry)"
+    )
+    global_residual: Literal["bicubic", "none"] = Field(
+        "bicubic", description="bicubic: output = MATLAB-bicubic(LR) + residual (ours); none: as the paper"
+    )
     num_features: int = Field(64, ge=4, le=1024)
     num_blocks: int = Field(16, ge=1, le=256)
     decoder_convs: int = Field(1, ge=0, le=8, description="convolutions at HR resolution shared by both heads")
@@ -135,14 +141,30 @@ class LossConfig(_Section):
     pixel_weight: float = Field(1.0, ge=0.0)
     perceptual_weight: float = Field(1.0, ge=0.0, description="GAN stage only")
     perceptual_layer: str = "conv5_4"
-    vgg_weights: str = Field("auto", description="auto (torchvision cache) | none (random, logged) | path to a .pth")
+    vgg_weights: str = Field(
+        "auto",
+        description="auto (torchvision cache, error if absent) | none (no perceptual loss) | random (random "
+        "VGG19, tagged as such) | path to a .pth",
+    )
     adversarial_weight: float = Field(5e-3, ge=0.0, le=1.0)
     lambda_seg: float = Field(0.1, ge=0.0, description="0 = SR-only ablation")
+    seg_warmup: int = Field(
+        0, ge=0, description="PSNR-stage iterations trained on the SR losses alone before the segmentation term joins"
+    )
     seg_class_weights: Literal["none", "inverse_sqrt", "median_freq"] = "none"
 
 
+SELECTION_RULES = ("auto", "max_psnr_y", "min_lpips", "final_ema")
+
+
 class StageConfig(_Section):
-    """Schedule of one training stage (PSNR warm start or GAN)."""
+    """Schedule of one training stage (PSNR warm start or GAN) and which weights it ships.
+
+    ``select``: ``max_psnr_y`` = the EMA weights with the best psnr_y on the selection images;
+    ``min_lpips`` = the lowest LPIPS there (needs LPIPS weights); ``final_ema`` = the EMA weights
+    after the last iteration; ``auto`` = ``max_psnr_y`` in the PSNR stage, and in the GAN stage
+    ``min_lpips`` when LPIPS weights are available, else ``final_ema``.
+    """
 
     iterations: int = Field(..., ge=1)
     lr: float = Field(..., gt=0.0, le=1.0)
@@ -150,6 +172,7 @@ class StageConfig(_Section):
     lr_gamma: float = Field(0.5, gt=0.0, le=1.0)
     val_every: int = Field(..., ge=1)
     checkpoint_every: int = Field(..., ge=1)
+    select: Literal["auto", "max_psnr_y", "min_lpips", "final_ema"] = "auto"
 
 
 class TrainConfig(_Section):
@@ -180,13 +203,28 @@ class TrainConfig(_Section):
     augment: bool = Field(True, description="random flips / 90-degree rotations of training patches")
     adam_betas: tuple[float, float] = (0.9, 0.99)
     log_every: int = Field(10, ge=1, description="iterations between loss read-backs (host syncs) and logs")
-    val_max_images: int = Field(0, ge=0, description="0 = the whole val split")
-    val_samples: int = Field(2, ge=0, description="val images drawn into the SR/segmentation sample grid")
+    selection_images: int = Field(
+        3, ge=1, description="images of val_split used for validation and checkpoint choice; the rest are reported"
+    )
+    val_samples: int = Field(2, ge=0, description="selection images drawn into the SR/segmentation sample grid")
+    lpips_weights: str = Field("auto", description="LPIPS for select=min_lpips: auto (torch hub cache) | folder")
+    cache_images: bool = Field(False, description="keep decoded training images in memory (small datasets)")
 
     @model_validator(mode="after")
     def _patch_fits_scale(self) -> "TrainConfig":
         if self.patch_size % self.scale:
             raise ValueError(f"patch_size {self.patch_size} must be a multiple of scale {self.scale}")
+        return self
+
+    @model_validator(mode="after")
+    def _honest_selection(self) -> "TrainConfig":
+        if self.gan_stage.select == "max_psnr_y":
+            raise ValueError(
+                "gan_stage.select: max_psnr_y would ship the least perceptual weights of a perceptual stage; "
+                "use auto, min_lpips or final_ema"
+            )
+        if self.psnr_stage.select == "min_lpips":
+            raise ValueError("psnr_stage.select: min_lpips is for the GAN stage; use auto, max_psnr_y or final_ema")
         return self
 
     @field_validator("adam_betas")
@@ -209,8 +247,8 @@ class EvaluateConfig(_Section):
     split: str = Field("val2017", min_length=1)
     methods: dict[str, str] = Field(
         default_factory=lambda: {
-            "multitask": "outputs/train/gan/best.safetensors",
-            "sr_only": "outputs/ablation/gan/best.safetensors",
+            "multitask": "outputs/train/gan/selected.safetensors",
+            "sr_only": "outputs/ablation/gan/selected.safetensors",
             "bicubic": "bicubic",
         },
         description="name -> generator weights path | bicubic | models:/NAME@ALIAS",
@@ -250,7 +288,7 @@ class StudyConfig(_Section):
 
 
 class ExportConfig(_Section):
-    weights: str = Field("outputs/train/gan/best.safetensors", description="generator weights to export")
+    weights: str = Field("outputs/train/gan/selected.safetensors", description="generator weights to export")
     output_dir: str = "outputs/export"
     opset: int = Field(18, ge=11, le=25)
 
@@ -261,8 +299,11 @@ class RegistryConfig(_Section):
 
 
 class PromoteConfig(_Section):
-    """The gate that moves the `champion` alias."""
+    """The gate that moves the `champion` alias (see srseg.registry.promote.Gate)."""
 
+    min_gain_over_bicubic_db: float = Field(
+        0.1, ge=0.0, description="lower 95% CI bound of the challenger's psnr_y gain over bicubic must reach this"
+    )
     max_psnr_drop_db: float = Field(0.05, ge=0.0)
     perceptual: Literal["lpips", "study", "none"] = "lpips"
     min_lpips_gain: float = Field(0.0, ge=0.0)
@@ -283,6 +324,16 @@ class Params(_Section):
     registry: RegistryConfig = RegistryConfig()
     promote: PromoteConfig = PromoteConfig()
     mlflow: MlflowConfig = MlflowConfig()
+
+    @model_validator(mode="after")
+    def _lr_matches_degradation(self) -> "Params":
+        if self.degrade.method == "highorder" and self.train.lr_source == "gpu":
+            raise ValueError(
+                "degrade.method=highorder with train.lr_source=gpu: the GPU path synthesises bicubic LR only, so "
+                "training and evaluation would silently use bicubic LR; set train.lr_source=precomputed "
+                "(reads the high-order LR of paths.lr_root) or degrade.method=bicubic"
+            )
+        return self
 
 
 def _format_errors(source: str, error: ValidationError) -> str:

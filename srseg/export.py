@@ -42,7 +42,8 @@ from srseg.errors import SrsegError
 from srseg.fileio import atomic_open, sha256_file, write_json_atomic, write_text_atomic
 from srseg.inference.tiling import receptive_field_radius
 from srseg.models.generator import MultiTaskSRNet, build_sr_only
-from srseg.models.io import load_generator, save_generator
+from srseg.models.io import load_generator, read_sidecar, save_generator
+from srseg.models.registry import architecture_of
 
 logger = logging.getLogger(__name__)
 
@@ -100,6 +101,8 @@ class ExportReport:
     versions: dict[str, str]
     created_at: str
     model_name: str = "srseg-sr"
+    architecture: str = "multitask_srresnet"
+    training: dict[str, str] = dataclasses.field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -171,12 +174,18 @@ def _metrics_table(metrics: dict[str, dict[str, Any]] | None) -> str:
 # ------------------------------------------------------------------------------------ helpers
 
 
-def _resolve_model(weights: Path | str | MultiTaskSRNet) -> tuple[MultiTaskSRNet, str]:
-    """A CPU fp32 eval-mode copy, so the caller's (possibly training, GPU) model is untouched."""
+TRAINING_KEYS = ("stage", "iteration", "selection_rule", "perceptual_loss")
+
+
+def _resolve_model(weights: Path | str | MultiTaskSRNet) -> tuple[MultiTaskSRNet, str, dict[str, str]]:
+    """A CPU fp32 eval-mode copy (the caller's possibly training, GPU model is untouched), its
+    source, and how it was trained (from the weights' sidecar metadata, when it is a file)."""
     if isinstance(weights, MultiTaskSRNet):
-        return copy.deepcopy(weights).to("cpu", torch.float32).eval(), "<in-memory MultiTaskSRNet>"
+        return copy.deepcopy(weights).to("cpu", torch.float32).eval(), "<in-memory MultiTaskSRNet>", {}
     if isinstance(weights, (str, os.PathLike)):
-        return load_generator(Path(weights)).float().eval(), str(weights)
+        model = load_generator(Path(weights)).float().eval()
+        meta = read_sidecar(weights).get("metadata") or {}
+        return model, str(weights), {k: str(meta[k]) for k in TRAINING_KEYS if k in meta}
     raise TypeError(f"weights must be a MultiTaskSRNet or a path to generator weights, got {type(weights).__name__}")
 
 
@@ -315,6 +324,12 @@ semantic segmentation (Rad et al., "Benefiting from Multitask Learning to Improv
 Super-Resolution", arXiv 1907.12488). Only the SR path ships: the segmentation head was removed
 after checking that the SR output is unchanged (max abs diff {report.sr_vs_full_max_abs_diff:.3g}).
 
+{_architecture_text(report)}
+
+## Training
+
+{_training_text(report.training)}
+
 ## Data version
 
 Training data manifest checksum (SHA-256): `{report.data_version or "not recorded"}`
@@ -403,6 +418,34 @@ respects EXIF orientation), or `--model models:/{report.model_name}@champion`.
 """
 
 
+def _architecture_text(report: ExportReport) -> str:
+    skip = report.sr_config.get("global_residual", "none")
+    text = f"Architecture `{report.architecture}`, global residual `{skip}`: "
+    if skip == "bicubic":
+        return text + (
+            "the output is MATLAB-bicubic(LR) plus a learned residual, and the SR head started at zero, "
+            "so training started at bicubic quality. This image-level skip is our choice beyond the paper, "
+            "which publishes no such skip; the exported formats include the bicubic path."
+        )
+    return text + "the network outputs the image directly (the SRGAN-family layout closest to the paper)."
+
+
+def _training_text(training: Mapping[str, str]) -> str:
+    if not training:
+        return "Not recorded (the weights were exported from memory or predate this record).\n"
+    rows = {
+        "stage": "training stage of these weights",
+        "iteration": "iteration",
+        "selection_rule": "how the stage chose these weights (on the selection images, never the reported ones)",
+        "perceptual_loss": "perceptual loss of the GAN stage",
+    }
+    lines = ["| | |", "| --- | --- |"] + [f"| {rows[k]} | {v} |" for k, v in training.items() if k in rows]
+    if "random" in training.get("perceptual_loss", ""):
+        lines += ["", "**Warning: trained with a random-weight VGG19 perceptual loss** (asked for with "
+                  "`train.loss.vgg_weights: random`); that term measured nothing meaningful."]
+    return "\n".join(lines) + "\n"
+
+
 # ----------------------------------------------------------------------------------- export
 
 
@@ -430,13 +473,13 @@ def export_sr_head(
         raise ValueError(f"latency_size/latency_runs must be positive, got {latency_size!r}/{latency_runs!r}")
     norm_metrics = normalize_metrics(metrics)
     output_dir = Path(output_dir)
-    model, source = _resolve_model(weights)
+    model, source, training = _resolve_model(weights)
     output_dir.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".export-", dir=output_dir))
     try:
         report = _export_into(
             model, source, staging, opset, example_size, data_version, norm_metrics, model_name,
-            latency_size, latency_runs,
+            latency_size, latency_runs, training,
         )
         for name in report.files.values():
             os.replace(staging / name, output_dir / name)
@@ -459,6 +502,7 @@ def _export_into(
     model_name: str,
     latency_size: tuple[int, int],
     latency_runs: int,
+    training: dict[str, str],
 ) -> ExportReport:
     """All checks and files of :func:`export_sr_head`, written into ``output_dir`` (the staging folder)."""
     sr_net = build_sr_only(model).eval()
@@ -481,7 +525,7 @@ def _export_into(
 
     # 2. Weights, TorchScript, ONNX, each checked against the eager SR head.
     weights_path = output_dir / WEIGHTS_FILE
-    save_generator(sr_net, weights_path, metadata={"source": source, "data_version": data_version or ""})
+    save_generator(sr_net, weights_path, metadata={"source": source, "data_version": data_version or "", **training})
     traced = trace_torchscript(sr_net, example)
     ts_path = output_dir / TORCHSCRIPT_FILE
     save_torchscript(traced, ts_path)
@@ -524,7 +568,7 @@ def _export_into(
         config=model.config,
         sr_config=sr_net.config,
         scale=sr_net.scale,
-        receptive_field_radius=receptive_field_radius(sr_net.config),
+        receptive_field_radius=receptive_field_radius(sr_net.config, architecture_of(sr_net)),
         opset=opset,
         parameters_full=model.num_parameters(),
         parameters_sr=sr_net.num_parameters(),
@@ -540,6 +584,8 @@ def _export_into(
         versions=_versions(),
         created_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         model_name=model_name,
+        architecture=architecture_of(sr_net),
+        training=training,
     )
     write_text_atomic(output_dir / CARD_FILE, render_model_card(report))
     report.sha256 = {role: sha256_file(output_dir / name) for role, name in files.items()}

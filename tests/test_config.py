@@ -98,3 +98,30 @@ def test_set_overrides_are_validated() -> None:
         with_overrides(params, ["train.nonsense=1"])
     with pytest.raises(ConfigError, match="KEY.PATH=VALUE"):
         with_overrides(params, ["lambda"])
+
+
+def test_contradictory_lr_source_is_refused_naming_both_keys(tmp_path: Path) -> None:
+    """High-order LR cannot come from the GPU path (it synthesises bicubic LR only)."""
+    path = _write(tmp_path / "params.yaml", {"degrade": {"method": "highorder"}, "train": {"lr_source": "gpu"}})
+    with pytest.raises(ConfigError) as err:
+        load_params(path)
+    assert "degrade.method=highorder" in str(err.value) and "train.lr_source=gpu" in str(err.value)
+    ok = _write(tmp_path / "ok.yaml", {"degrade": {"method": "highorder"}, "train": {"lr_source": "precomputed"}})
+    assert load_params(ok).train.lr_source == "precomputed"
+
+
+def test_gan_stage_may_not_ship_its_max_psnr_weights(tmp_path: Path) -> None:
+    path = _write(tmp_path / "params.yaml", {"train": {"gan_stage": {
+        "iterations": 10, "lr": 1e-4, "val_every": 5, "checkpoint_every": 5, "select": "max_psnr_y"}}})
+    with pytest.raises(ConfigError, match=r"gan_stage.select: max_psnr_y"):
+        load_params(path)
+    demo = load_params(REPO / "params.yaml")
+    assert demo.train.gan_stage.select == "auto" and demo.train.psnr_stage.select == "auto"
+
+
+def test_demo_and_paper_differ_where_the_readme_says() -> None:
+    demo, paper = (load_params(REPO / "params.yaml", profile=name) for name in ("demo", "paper"))
+    assert demo.train.generator.global_residual == "bicubic" and paper.train.generator.global_residual == "none"
+    assert demo.train.class_map == "coarse8" and paper.train.class_map == "fine171"
+    assert demo.train.loss.vgg_weights == "none" and paper.train.loss.vgg_weights == "auto"
+    assert demo.promote.min_gain_over_bicubic_db == paper.promote.min_gain_over_bicubic_db == 0.1

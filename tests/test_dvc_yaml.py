@@ -141,7 +141,8 @@ NOT_READ: dict[str, dict[str, str]] = {
                     "study.output_dir": "the outs path"},
     "export": {"export.weights": "a dependency path", "export.output_dir": "the outs path"},
 }
-NOT_READ["ablation_psnr"] = NOT_READ["train_psnr"]
+NOT_READ["train_gan"]["train.loss.seg_warmup"] = "PSNR stage only"
+NOT_READ["ablation_psnr"] = {**NOT_READ["train_psnr"], "train.loss.seg_warmup": "no effect with the lambda_seg = 0 its cmd sets"}
 NOT_READ["ablation_gan"] = NOT_READ["train_gan"]
 SECTIONS = {"download": "download", "degrade": "degrade", "evaluate": "evaluate", "study_build": "study", "export": "export",
             **{name: "train" for name in ("train_psnr", "train_gan", "ablation_psnr", "ablation_gan")}}

@@ -176,3 +176,38 @@ def test_export_leaves_the_callers_model_alone(tmp_path: Path, monkeypatch: pyte
 def test_export_rejects_other_inputs(tmp_path: Path) -> None:
     with pytest.raises(TypeError, match="MultiTaskSRNet or a path"):
         export_sr_head(torch.nn.Conv2d(3, 3, 3), tmp_path)  # type: ignore[arg-type]
+
+
+def test_global_residual_head_exports_with_its_bicubic_path(tmp_path: Path) -> None:
+    """The bicubic skip is part of every exported format (dynamic sizes down to 1x1), and the card
+    says what was trained and how the weights were chosen, warning about a random-VGG19 loss."""
+    from srseg.degrade.bicubic import imresize
+
+    torch.manual_seed(3)
+    model = MultiTaskSRNet(num_features=8, num_blocks=1, num_classes=4, global_residual="bicubic").eval()
+    with torch.no_grad():
+        model.sr_head.weight.normal_(std=0.02)
+    training = {"stage": "gan", "iteration": "200", "selection_rule": "final_ema",
+                "perceptual_loss": "random-weight VGG19 (train.loss.vgg_weights=random): not a meaningful perceptual loss"}
+    weights = save_generator(model, tmp_path / "selected.safetensors", metadata=training)
+    report = export_sr_head(weights, tmp_path / "out", latency_size=(16, 16), latency_runs=1)
+    assert report.sr_config["global_residual"] == "bicubic" and report.training == training
+    assert all(c.max_abs_diff <= c.tolerance for c in report.parity)
+    session = ort.InferenceSession(str(tmp_path / "out" / "sr_head.onnx"), providers=["CPUExecutionProvider"])
+    scripted = load_torchscript(tmp_path / "out" / "sr_head.torchscript.pt")
+    zeroed = build_sr_only(model).eval()
+    with torch.no_grad():
+        zeroed.sr_head.weight.zero_()
+        zeroed.sr_head.bias.zero_()
+    for n, h, w in [(1, 1, 1), (2, 13, 7)]:
+        x = _inputs(n, h, w)
+        with torch.inference_mode():
+            want = model(x)
+            assert float((zeroed(x) - imresize(x, scale=4.0)).abs().max()) <= 1e-5  # the path is MATLAB bicubic
+            assert float((scripted(x) - want).abs().max()) <= 1e-5
+        got = torch.from_numpy(session.run(["sr"], {"lr": x.numpy()})[0])
+        assert float((got - want).abs().max()) <= 1e-4
+    card = (tmp_path / "out" / "MODEL_CARD.md").read_text()
+    assert "global residual `bicubic`" in card and "beyond the paper" in card
+    assert "final_ema" in card and "Warning: trained with a random-weight VGG19 perceptual loss" in card
+    assert load_generator(tmp_path / "out" / "sr_head.safetensors").config["global_residual"] == "bicubic"

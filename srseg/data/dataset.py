@@ -19,6 +19,9 @@ Conventions (see ``srseg/data/manifest.py`` for the on-disk layout):
   epoch's DataLoader iterator is created; with ``persistent_workers=True`` workers keep their own
   copy of the dataset and would not see the new epoch.
 - EXIF orientation is ignored on purpose: COCO labels are aligned with the stored pixels.
+- ``cache_images=True`` keeps every decoded image (HR, LR, label) in memory after its first use:
+  decoding a JPEG costs more than a training step of a small network, and a few dozen images fit
+  easily. Each DataLoader worker holds its own copy.
 """
 
 from __future__ import annotations
@@ -111,9 +114,13 @@ class _PairedSource:
         scale: int,
         class_map: ClassMap | str,
         lr_root: str | Path | None,
+        cache_images: bool = False,
     ) -> None:
         if not isinstance(scale, int) or scale < 1:
             raise ValueError(f"scale must be a positive integer, got {scale!r}")
+        self._cache: dict[int, tuple[Sample, np.ndarray, np.ndarray | None, np.ndarray]] | None = (
+            {} if cache_images else None
+        )
         self.hr_root = Path(hr_root)
         self.lr_root = Path(lr_root) if lr_root is not None else None
         self.split = split
@@ -158,6 +165,13 @@ class _PairedSource:
 
     def load(self, index: int) -> tuple[Sample, np.ndarray, np.ndarray | None, np.ndarray]:
         """(sample, HR HWC, LR HWC or None, raw label HW), all modcropped and size-checked."""
+        if self._cache is None:
+            return self._read(index)
+        if index not in self._cache:
+            self._cache[index] = self._read(index)
+        return self._cache[index]
+
+    def _read(self, index: int) -> tuple[Sample, np.ndarray, np.ndarray | None, np.ndarray]:
         sample = self.samples[index]
         hr_path = self.hr_root / sample.image
         hr = _load_rgb(hr_path)
@@ -205,6 +219,7 @@ class PairedPatchDataset(Dataset):
         lr_root: str | Path | None = None,
         augment: bool = True,
         seed: int = 0,
+        cache_images: bool = False,
     ) -> None:
         if not isinstance(patch_size, int) or patch_size < 1 or patch_size % scale:
             raise ValueError(
@@ -212,7 +227,7 @@ class PairedPatchDataset(Dataset):
             )
         if not isinstance(seed, int) or seed < 0:
             raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
-        self.source = _PairedSource(hr_root, split, scale, class_map, lr_root)
+        self.source = _PairedSource(hr_root, split, scale, class_map, lr_root, cache_images)
         self.scale = scale
         self.patch_size = patch_size
         self.augment = augment

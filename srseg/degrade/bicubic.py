@@ -204,6 +204,36 @@ def imresize(
     return out.reshape(*x.shape[:-2], out_h, out_w)
 
 
+ENLARGE_RADIUS = 2  # input px on each side that one output of an integer enlargement reads
+
+
+def enlarge_taps(scale: int) -> np.ndarray:
+    """(scale, 5) float64 weights of MATLAB ``imresize(x, scale, 'bicubic')`` for an integer scale.
+
+    Enlarging by an integer factor is a polyphase filter: output ``k * scale + p`` (0-based) is
+    ``sum_j taps[p, j] * x[k - 2 + j]``, with out-of-range ``x`` indices mirrored as in
+    :func:`imresize` (symmetric padding). The weights are read off :func:`_contributions`, so the
+    network's bicubic path (:mod:`srseg.models.upsample`) uses exactly this module's kernel.
+    """
+    if int(scale) != scale or scale < 2:
+        raise ValueError(f"enlarge_taps: scale must be an integer >= 2, got {scale!r}")
+    scale = int(scale)
+    width = 2 * ENLARGE_RADIUS + 1
+    centre = 2 * width  # an input pixel far enough from both borders that nothing is mirrored
+    weights, indices = _contributions(2 * centre, 2 * centre * scale, float(scale))
+    taps = np.zeros((scale, width), dtype=np.float64)
+    for phase in range(scale):
+        row = centre * scale + phase
+        for weight, index in zip(weights[row], indices[row]):
+            if weight == 0.0:
+                continue
+            offset = int(index) - centre + ENLARGE_RADIUS
+            if not 0 <= offset < width:  # pragma: no cover - a property of the Keys kernel
+                raise AssertionError(f"bicubic x{scale} tap at offset {offset - ENLARGE_RADIUS} exceeds the radius")
+            taps[phase, offset] += weight
+    return taps
+
+
 def modcrop(image: np.ndarray | torch.Tensor, scale: int) -> np.ndarray | torch.Tensor:
     """Crop bottom/right so height and width are multiples of ``scale``.
 

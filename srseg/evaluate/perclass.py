@@ -15,8 +15,10 @@ border as the whole-image metrics) we keep sums, so classes pool over images by 
   5 px to align. Pooled SSIM = sum ssim_sum / sum ssim_count.
 - ``lpips_sum``: the LPIPS spatial map summed over the pixels of ``c`` (pooled = / sum count).
 
-Bootstrap CIs of a class gain resample the images that contain the class and recompute the
-pooled values, so a class seen in three images gets an honest, wide interval.
+CIs of a class gain are BCa bootstrap intervals over the images that contain the class (the
+pooled values are recomputed per resample), so a class seen in three images gets an honest, wide
+interval; a class seen in fewer than three images gets none ("n/a"), see
+:mod:`srseg.evaluate.stats`.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from typing import Sequence
 
 import numpy as np
 
-from srseg.evaluate.stats import bootstrap_statistic
+from srseg.evaluate.stats import bca_statistic
 from srseg.metrics import SSIM_MARGIN, SSIM_WINDOW, rgb_to_y, ssim_map
 
 IGNORE_INDEX = 255
@@ -230,7 +232,7 @@ class PerClassAccumulator:
                     with np.errstate(invalid="ignore"):
                         return pooled_psnr(sa[idx].sum(axis=1), n) - pooled_psnr(sb[idx].sum(axis=1), n)
 
-                lo, hi = bootstrap_statistic(len(rec.images), stat, n_boot, seed, confidence)
+                lo, hi = bca_statistic(len(rec.images), stat, n_boot, seed, confidence)
                 row["psnr_y_gain_ci_lo"], row["psnr_y_gain_ci_hi"] = lo, hi
             rows.append(row)
         return rows

@@ -49,11 +49,13 @@ def write_csv(path: Path, rows: Sequence[dict[str, Any]], columns: Sequence[str]
 
 def markdown_table(rows: Sequence[dict[str, Any]], columns: Sequence[str], headers: Sequence[str] | None = None, digits: int = 4) -> str:
     """A GitHub-flavoured Markdown table; cells are HTML-escaped (Markdown renders raw HTML) and
-    pipes escaped, so a method or class name can never inject markup."""
+    pipes escaped, so a method or class name can never inject markup. NaN reads "n/a" (e.g. no
+    confidence interval for a class seen in fewer than three images)."""
     heads = list(headers) if headers is not None else list(columns)
     lines = ["| " + " | ".join(md_escape(h) for h in heads) + " |", "|" + "---|" * len(heads)]
     for row in rows:
-        cells = [md_escape(format_value(row.get(c), digits)) for c in columns]
+        values = [row.get(c) for c in columns]
+        cells = [md_escape("n/a" if isinstance(v, float) and math.isnan(v) else format_value(v, digits)) for v in values]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 

@@ -10,7 +10,8 @@ Afterwards: bootstrap CIs over images, paired differences between methods, per-c
 an HTML gallery of crops where semantics helped or hurt most, and optional MLflow logging.
 
 Input modes: ``hr_root`` with a ``manifest.json`` (``srseg download`` layout: labels available,
-``split`` selects the split) or a plain folder of images (e.g. Set5 ``HR/``: no labels, so no
+``split`` selects the split; ``exclude_ids`` drops images, e.g. the validation images training
+used to choose its checkpoints, so only the report part is scored: :mod:`srseg.data.holdout`) or a plain folder of images (e.g. Set5 ``HR/``: no labels, so no
 per-class analysis or segmentation; ``split`` is ignored; ``lr_root`` may hold ``<name>.png`` or
 ``<name>x<scale>.png``).
 
@@ -28,7 +29,7 @@ import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any, Collection, Iterator, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -78,16 +79,24 @@ def _downscale(hr: np.ndarray, scale: int) -> np.ndarray:
 class _Source:
     """Random access to the evaluation images in either input mode."""
 
-    def __init__(self, hr_root: Path, split: str, scale: int, class_map: str, lr_root: Path | None, max_images: int | None) -> None:
+    def __init__(
+        self, hr_root: Path, split: str, scale: int, class_map: str, lr_root: Path | None, max_images: int | None,
+        exclude_ids: Collection[int] = (),
+    ) -> None:
         self.scale = scale
         self.lr_root = lr_root
         self.labelled = (hr_root / "manifest.json").is_file()
+        self.excluded: list[int] = []
         if self.labelled:
             from srseg.data.dataset import FullImageDataset
 
             self.dataset = FullImageDataset(hr_root, split, scale, class_map, lr_root=lr_root)
             self.class_names: tuple[str, ...] = self.dataset.class_map.names
-            count = len(self.dataset)
+            ids = [sample.id for sample in self.dataset.source.samples]
+            drop = {int(i) for i in exclude_ids}
+            self.positions = [i for i, image_id in enumerate(ids) if image_id not in drop]
+            self.excluded = [image_id for image_id in ids if image_id in drop]
+            count = len(self.positions)
         else:
             if not hr_root.is_dir():
                 raise EvaluateError(f"hr_root {hr_root}: not a dataset root (no manifest.json) nor an image folder")
@@ -120,7 +129,7 @@ class _Source:
 
     def __getitem__(self, index: int) -> _Image:
         if self.labelled:
-            item = self.dataset[index]
+            item = self.dataset[self.positions[index]]
             hr = _to_u8(item["hr"])
             lr = _to_u8(item["lr"]) if "lr" in item else _downscale(hr, self.scale)
             label = item["label"].numpy().astype(np.uint8)
@@ -363,9 +372,12 @@ def _summary_markdown(
         "",
         f"- images: {meta['images']} ({meta['input']}" + (f", split `{meta['split']}`, class map `{meta['class_map']}`" if meta["split"] else "")
         + f"), scale x{meta['scale']}, border {meta['crop_border']} px",
+        *([f"- report part only: the {len(meta['excluded_ids'])} selection images training chose its weights on are "
+           f"excluded ({', '.join(str(i) for i in meta['excluded_ids'])})"] if meta.get("excluded_ids") else []),
         f"- LPIPS: {meta['lpips']}",
         f"- NIQE: {meta['niqe']}",
-        f"- CIs: {int(meta['confidence'] * 100)}% percentile bootstrap over images, {meta['bootstrap']} resamples, seed {meta['seed']}",
+        f"- CIs: {int(meta['confidence'] * 100)}%; means and paired differences: Student t over images; per-class "
+        f"gains: BCa bootstrap over images ({meta['bootstrap']} resamples, seed {meta['seed']}); fewer than 3 images: n/a",
         "",
         "## Methods",
         "",
@@ -376,7 +388,7 @@ def _summary_markdown(
         for k in metric_names:
             v = result[m].get(k)
             ci = result[m].get(f"{k}_ci")
-            row[k] = v if not isinstance(v, (int, float)) or ci is None else f"{report.format_value(v)} [{report.format_value(ci[0])}, {report.format_value(ci[1])}]"
+            row[k] = v if not isinstance(v, (int, float)) or ci is None else f"{report.format_value(v)} {_ci_text(ci)}"
         for k in ("miou", "pixel_acc"):
             if k in result[m]:
                 row[k] = result[m][k]
@@ -384,14 +396,16 @@ def _summary_markdown(
     cols = ["method", "model", *metric_names] + [k for k in ("miou", "pixel_acc") if any(k in r for r in rows)]
     lines.append(report.markdown_table(rows, cols))
     if result["diff"]:
-        lines += ["## Paired differences (a - b, per image)", ""]
+        lines += ["## Paired differences (a - b, per image)", "",
+                  "Worst image: the smallest a - b (the largest for LPIPS/NIQE, where lower is better).", ""]
         drows = []
         for pair, d in result["diff"].items():
             for k in metric_names:
                 if k in d:
-                    ci = d.get(f"{k}_ci") or [None, None]
-                    drows.append({"pair": pair, "metric": k, "mean": d[k], "ci": f"[{report.format_value(ci[0])}, {report.format_value(ci[1])}]", "improved": d.get(f"{k}_improved")})
-        lines.append(report.markdown_table(drows, ["pair", "metric", "mean", "ci", "improved"], ["pair", "metric", "mean diff", "95% CI", "fraction of images improved"]))
+                    drows.append({"pair": pair, "metric": k, "mean": d[k], "ci": _ci_text(d.get(f"{k}_ci")),
+                                  "improved": d.get(f"{k}_improved"), "worst": d.get(f"{k}_worst")})
+        lines.append(report.markdown_table(drows, ["pair", "metric", "mean", "ci", "improved", "worst"],
+                                           ["pair", "metric", "mean diff", "95% CI", "fraction of images improved", "worst image"]))
     if class_rows and compare is not None:
         ranked = sorted((r for r in class_rows if math.isfinite(r.get("psnr_y_gain", math.nan))), key=lambda r: r["psnr_y_gain"], reverse=True)
         cols = ["class", "pixels", "images", "psnr_y_gain", "psnr_y_gain_ci_lo", "psnr_y_gain_ci_hi", "ssim_y_gain"]
@@ -400,6 +414,13 @@ def _summary_markdown(
         lines += ["## Bottom 10", "", report.markdown_table(ranked[::-1][:10], cols)]
     lines += ["## Files", ""] + [f"- [{name}]({name})" for name in files]
     return "\n".join(lines) + "\n"
+
+
+def _ci_text(ci: Sequence[float | None] | None) -> str:
+    """``[lo, hi]``, or ``n/a`` when there is no interval (fewer than 3 images, or not computed)."""
+    if not ci or any(v is None or (isinstance(v, float) and math.isnan(v)) for v in ci):
+        return "n/a"
+    return f"[{report.format_value(ci[0])}, {report.format_value(ci[1])}]"
 
 
 def _mlflow_log(uri: str, run_id: str | None, experiment: str, result: dict[str, Any], output_dir: Path,
@@ -550,7 +571,7 @@ def _summaries(
         d: dict[str, Any] = {}
         for k in measured:
             pd = paired_difference(scores.values[a][k], scores.values[b][k], bootstrap, seed, confidence, HIGHER_IS_BETTER[k])
-            d[k], d[f"{k}_ci"], d[f"{k}_improved"] = pd.mean, list(pd.ci), pd.frac_improved
+            d[k], d[f"{k}_ci"], d[f"{k}_improved"], d[f"{k}_worst"] = pd.mean, list(pd.ci), pd.frac_improved, pd.worst
         d["images"] = len(scores.ids)
         result["diff"][f"{a}-{b}"] = d
     return result
@@ -615,6 +636,8 @@ def evaluate(
     confidence: float = 0.95,
     mlflow_experiment: str = "srseg",
     mlflow_tags: Mapping[str, str] | None = None,
+    exclude_ids: Collection[int] = (),
+    log_to_mlflow: bool = True,
 ) -> dict[str, Any]:
     """Evaluate ``methods`` ({name: model string}, see :mod:`srseg.evaluate.methods`) and write reports.
 
@@ -628,7 +651,8 @@ def evaluate(
                       "miou": float, "pixel_acc": float, "seg_classes_present": int (seg_model only),
                       "images": int},
          "diff": {"<a>-<b>": {"<metric>": mean of a - b, "<metric>_ci": [lo, hi],
-                              "<metric>_improved": fraction of images where a is better, "images": int}},
+                              "<metric>_improved": fraction of images where a is better,
+                              "<metric>_worst": the worst image's a - b, "images": int}},
          "per_class": {"compare": "<a>-<b>" | null, "classes": int, "psnr_y_gain_positive": fraction},
          "meta": {"images", "input", "split", "scale", "crop_border", "class_map", "methods",
                   "seg_model", "lpips", "lpips_net", "lpips_random_weights", "niqe", "bootstrap",
@@ -639,8 +663,10 @@ def evaluate(
     ``lpips_weights``: ``auto`` | ``none`` | a directory (see :mod:`srseg.evaluate.lpips`); missing
     weights make LPIPS the string ``"unavailable: no weights"`` (reason logged). ``niqe_params``:
     an ``.npz`` pristine model; None reports ``"unavailable: no parameter file"``; a given path
-    that does not exist is an error. ``mlflow_tags`` go onto the MLflow run (lineage: the training
-    runs of the methods, the KFP run).
+    that does not exist is an error. ``mlflow_uri`` resolves ``models:/`` methods and receives the
+    results as a run; ``log_to_mlflow=False`` keeps the first and skips the run (the promotion
+    gate's own evaluations). ``mlflow_tags`` go onto that run (lineage: the training runs of the
+    methods, the KFP run). ``exclude_ids`` leaves those images out (the selection images).
     """
     started = time.perf_counter()
     methods = {str(k): str(v) for k, v in methods.items()} if isinstance(methods, dict) else methods
@@ -653,7 +679,7 @@ def evaluate(
     dev = resolve_device(device)
     border = scale
 
-    source = _Source(hr_root, split, scale, class_map, lr_root, max_images)
+    source = _Source(hr_root, split, scale, class_map, lr_root, max_images, exclude_ids)
     if seg_model is not None and not source.labelled:
         raise EvaluateError(f"seg_model {seg_model!r} needs labels, but {hr_root} is an image folder without a manifest")
     niqe_model = None
@@ -729,6 +755,7 @@ def evaluate(
         "hr_root": str(hr_root),
         "lr_root": str(lr_root) if lr_root is not None else None,
         "split": split if source.labelled else None,
+        "excluded_ids": source.excluded,
         "scale": scale,
         "crop_border": border,
         "class_map": class_map if source.labelled else None,
@@ -748,6 +775,6 @@ def evaluate(
     write_text_atomic(output_dir / "summary.md", summary)
     write_json_atomic(output_dir / "metrics.json", result)
     logger.info("evaluation of %d images written to %s in %.1f s", len(scores.ids), output_dir, time.perf_counter() - started)
-    if mlflow_uri is not None:
+    if mlflow_uri is not None and log_to_mlflow:
         result["meta"]["mlflow_run_id"] = _mlflow_log(mlflow_uri, mlflow_run_id, mlflow_experiment, result, output_dir, mlflow_tags)
     return result

@@ -10,14 +10,14 @@ whole in memory (:func:`super_resolve_bands`).
 
 Exactness: an output pixel depends only on LR pixels within the network's receptive-field radius
 (:func:`receptive_field_radius`). Where a window edge is the image edge the network sees the same
-zero padding as on the whole image. So with ``overlap >= radius`` tiled and untiled outputs agree
+padding as on the whole image (zeros for the convolutions, mirrored pixels for the bicubic global
+residual, whose 2 px support is inside the radius). So with ``overlap >= radius`` tiled and untiled outputs agree
 up to float rounding (tested: max abs diff <= 1e-5 in fp32). With a smaller overlap the seam
 error is small (the far end of the receptive field carries little weight) but not zero.
 """
 
 from __future__ import annotations
 
-import math
 from collections import Counter
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Mapping
@@ -25,31 +25,20 @@ from typing import Any, Callable, Iterator, Mapping
 import torch
 from torch import Tensor
 
-from srseg.models.generator import upsample_factors
-
 SRFunction = Callable[[Tensor], Tensor]
 
 
-def receptive_field_radius(config: Mapping[str, Any]) -> int:
-    """Receptive-field radius in LR pixels of a :class:`MultiTaskSRNet` config (SR output).
+def receptive_field_radius(config: Mapping[str, Any], architecture: str | None = None) -> int:
+    """Receptive-field radius in LR pixels of a generator's SR output (see
+    :meth:`srseg.models.generator.MultiTaskSRNet.receptive_field_radius` for the rule).
 
-    LR-resolution convs add their radius directly: first conv ``k // 2``, two 3x3 per residual
-    block, the trunk's closing 3x3, and the first upsample conv. Convs after a pixel shuffle run at
-    ``r`` times LR resolution and add ``1 / r`` LR px each (later upsample convs, decoder convs,
-    the SR head's ``head_kernel_size // 2``). The fractional part is rounded up, which is exact
-    because an HR pixel's LR parent is ``floor(y / scale)``.
-    For the paper setting (9x9 first conv, 16 blocks, x4, 1 decoder conv, 3x3 head) it is 39 px.
+    ``architecture`` is the registered generator name (:mod:`srseg.models.registry`), default
+    the project's multitask SRResNet. For the paper setting (9x9 first conv, 16 blocks, x4,
+    1 decoder conv, 3x3 head) it is 39 px.
     """
-    scale = int(config["scale"])
-    factors = upsample_factors(scale)
-    lr_px = int(config["first_kernel_size"]) // 2 + 2 * int(config["num_blocks"]) + 1
-    hr_px = 0  # radius contributed at finer resolutions, in HR pixels
-    resolution = 1
-    for factor in factors:
-        hr_px += (scale // resolution)  # one 3x3 conv at the current resolution
-        resolution *= factor
-    hr_px += int(config.get("decoder_convs", 1)) + int(config["head_kernel_size"]) // 2
-    return lr_px + math.ceil(hr_px / scale)
+    from srseg.models import registry
+
+    return registry.receptive_field_radius(architecture or registry.DEFAULT_ARCHITECTURE, config)
 
 
 @dataclass(frozen=True)

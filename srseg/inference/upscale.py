@@ -141,12 +141,13 @@ def _bicubic_model(scale: int, device: torch.device) -> SRModel:
 def _module_model(module: nn.Module, name: str, device: torch.device) -> SRModel:
     """Wrap an nn.Module (MultiTaskSRNet, TorchScript, MLflow) whose forward returns the SR image."""
     from srseg.models.generator import MultiTaskSRNet, build_sr_only
+    from srseg.models.registry import architecture_of
 
     radius = features = None
     if isinstance(module, MultiTaskSRNet):
         if module.has_seg_head:
             module = build_sr_only(module)
-        radius = receptive_field_radius(module.config)
+        radius = receptive_field_radius(module.config, architecture_of(module))
         features = int(module.config["num_features"])
     module = module.to(device).eval()
 

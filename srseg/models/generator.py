@@ -7,21 +7,31 @@ At inference only the SR output layer runs, so the deployed network is an ordina
 Layout (all sizes are constructor parameters)::
 
     lr -> first conv (k x k) -> act ----------------------------.          (LR resolution)
-              -> num_blocks residual blocks -> conv (+BN) -> (+) global skip
+              -> num_blocks residual blocks -> conv (+BN) -> (+) trunk skip
          -> shared decoder: upsample stages [conv -> pixel shuffle -> act] (HR resolution)
                             then decoder_convs x [conv 3x3 -> act]
-         -> shared HR features --+--> sr_head  : conv -> RGB           (used at inference)
+         -> shared HR features --+--> sr_head  : conv -> RGB  (+ bicubic(lr))  (used at inference)
                                  '--> seg_head : conv(s) -> class logits (training only)
+
+``global_residual="bicubic"`` (our choice beyond the paper, which publishes no image-level skip)
+adds MATLAB-bicubic(lr) to the SR output and zero-initialises the SR head, so the network starts
+exactly at bicubic quality and learns only the missing detail; ``"none"`` is the SRGAN-family
+layout closest to the paper. Either way the segmentation head sees the same shared features.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
+from srseg.models.upsample import RADIUS as BICUBIC_RADIUS
+from srseg.models.upsample import BicubicUpsample
+
 _SEG_PREFIX = "seg_head."
+GLOBAL_RESIDUALS = ("none", "bicubic")
 
 
 def count_parameters(module: nn.Module, trainable_only: bool = False) -> int:
@@ -87,6 +97,9 @@ class MultiTaskSRNet(nn.Module):
     ``seg_head_features=None`` makes the segmentation head one conv (``head_kernel_size``) from the
     shared features to the logits; an integer adds a hidden conv 3x3 + ReLU of that width followed
     by a 1x1 classifier, giving the semantic task its own capacity.
+
+    ``global_residual="bicubic"`` makes the SR output ``bicubic(lr) + sr_head(features)`` with the
+    SR head initialised to zero (see the module docstring); ``"none"`` outputs ``sr_head(features)``.
     """
 
     def __init__(
@@ -102,9 +115,12 @@ class MultiTaskSRNet(nn.Module):
         first_kernel_size: int = 9,
         head_kernel_size: int = 3,
         res_scale: float = 1.0,
+        global_residual: str = "none",
     ) -> None:
         super().__init__()
         factors = upsample_factors(scale)
+        if global_residual not in GLOBAL_RESIDUALS:
+            raise ValueError(f"global_residual must be one of {GLOBAL_RESIDUALS}, got {global_residual!r}")
         for name, value in (("in_channels", in_channels), ("num_features", num_features)):
             if value < 1:
                 raise ValueError(f"{name} must be >= 1, got {value!r}")
@@ -131,6 +147,7 @@ class MultiTaskSRNet(nn.Module):
             "first_kernel_size": first_kernel_size,
             "head_kernel_size": head_kernel_size,
             "res_scale": res_scale,
+            "global_residual": global_residual,
         }
         self.scale = scale
         self.num_classes = num_classes
@@ -154,6 +171,11 @@ class MultiTaskSRNet(nn.Module):
         # Task-specific output layers.
         pad = head_kernel_size // 2
         self.sr_head = nn.Conv2d(num_features, in_channels, head_kernel_size, padding=pad)
+        self.skip: BicubicUpsample | None = None
+        if global_residual == "bicubic":
+            self.skip = BicubicUpsample(scale)
+            nn.init.zeros_(self.sr_head.weight)  # step 0 outputs exactly bicubic(lr)
+            nn.init.zeros_(self.sr_head.bias)
         self.seg_head: nn.Module | None
         if num_classes == 0:
             self.seg_head = None
@@ -183,16 +205,20 @@ class MultiTaskSRNet(nn.Module):
         feat = feat + self.body(feat)
         return self.decoder(feat)
 
+    def _sr_output(self, lr: Tensor, feat: Tensor) -> Tensor:
+        sr = self.sr_head(feat)
+        return sr if self.skip is None else sr + self.skip(lr)
+
     def forward(self, lr: Tensor) -> Tensor:
         """Inference path: the SR image only (unclamped); the segmentation head is not run."""
-        return self.sr_head(self.shared_features(lr))
+        return self._sr_output(lr, self.shared_features(lr))
 
     def forward_multitask(self, lr: Tensor) -> tuple[Tensor, Tensor]:
         """Training path: ``(sr, seg_logits)`` from the same shared features."""
         if self.seg_head is None:
             raise RuntimeError("forward_multitask needs a segmentation head, but this net has num_classes=0")
         feat = self.shared_features(lr)
-        return self.sr_head(feat), self.seg_head(feat)
+        return self._sr_output(lr, feat), self.seg_head(feat)
 
     @torch.no_grad()
     def super_resolve(self, lr: Tensor) -> Tensor:
@@ -211,12 +237,39 @@ class MultiTaskSRNet(nn.Module):
         return total
 
 
+    @staticmethod
+    def receptive_field_radius(config: dict[str, Any]) -> int:
+        """Receptive-field radius in LR pixels of the SR output of a network with ``config``.
+
+        LR-resolution convs add their radius directly: first conv ``k // 2``, two 3x3 per residual
+        block, the trunk's closing 3x3, and the first upsample conv. Convs after a pixel shuffle
+        run at ``r`` times LR resolution and add ``1 / r`` LR px each (later upsample convs,
+        decoder convs, the SR head's ``head_kernel_size // 2``). The fractional part is rounded
+        up, which is exact because an HR pixel's LR parent is ``floor(y / scale)``. The bicubic
+        global residual reads 2 LR px around the parent, less than any trunk, but is counted.
+        For the paper setting (9x9 first conv, 16 blocks, x4, 1 decoder conv, 3x3 head) it is 39.
+        """
+        scale = int(config["scale"])
+        factors = upsample_factors(scale)
+        lr_px = int(config["first_kernel_size"]) // 2 + 2 * int(config["num_blocks"]) + 1
+        hr_px = 0  # radius contributed at finer resolutions, in HR pixels
+        resolution = 1
+        for factor in factors:
+            hr_px += scale // resolution  # one 3x3 conv at the current resolution
+            resolution *= factor
+        hr_px += int(config.get("decoder_convs", 1)) + int(config["head_kernel_size"]) // 2
+        radius = lr_px + math.ceil(hr_px / scale)
+        if config.get("global_residual", "none") == "bicubic":
+            radius = max(radius, BICUBIC_RADIUS)
+        return radius
+
+
 def build_sr_only(model: MultiTaskSRNet) -> MultiTaskSRNet:
     """A ``num_classes=0`` copy of ``model`` with identical shared and SR weights (for export).
 
     The copy lives on the same device/dtype as ``model`` and is in the same train/eval mode.
     """
-    sr_net = MultiTaskSRNet(**{**model.config, "num_classes": 0, "seg_head_features": None})
+    sr_net = type(model)(**{**model.config, "num_classes": 0, "seg_head_features": None})
     ref = next(model.parameters())
     sr_net.to(device=ref.device, dtype=ref.dtype)
     sr_net.load_state_dict(model.sr_state_dict(), strict=True)

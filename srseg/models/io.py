@@ -5,9 +5,14 @@ Format ``srseg.generator/1`` (what the trainer writes for its best EMA generator
 
     best_ema.safetensors        every entry of ``model.state_dict()`` (CPU, contiguous tensors)
     best_ema.safetensors.json   {"format": "srseg.generator/1",
-                                 "config": MultiTaskSRNet.config (constructor keyword arguments),
+                                 "architecture": registered generator name (srseg.models.registry),
+                                 "config": the generator's constructor keyword arguments,
                                  "sha256": hex digest of the .safetensors file,
                                  "num_parameters": ..., "metadata": {free-form strings}}
+
+A sidecar without ``architecture`` (written before the registry existed) means
+``multitask_srresnet``, the only generator of that time; a config without ``global_residual``
+means ``"none"`` (the constructor default), so older files load unchanged.
 
 Why two files: safetensors cannot execute code on load (unlike pickled ``.pt`` files), and the
 config must travel with the tensors to rebuild the network; keeping it in a readable sidecar lets
@@ -37,6 +42,7 @@ from torch import nn
 
 from srseg.fileio import sha256_file, write_bytes_atomic, write_json_atomic
 from srseg.models.generator import MultiTaskSRNet
+from srseg.models.registry import DEFAULT_ARCHITECTURE, architecture_of, build_generator
 
 logger = logging.getLogger(__name__)
 
@@ -63,24 +69,31 @@ def save_generator(
 ) -> Path:
     """Write ``model``'s state dict as safetensors and its config as the JSON sidecar (both atomic).
 
-    ``model`` is a :class:`MultiTaskSRNet` (DDP / torch.compile wrappers are unwrapped), e.g. the
-    trainer's EMA copy. The weights go first and the sidecar (carrying their digest) last, so a
-    crash in between leaves a pair that :func:`load_generator` reports instead of mis-loading.
+    ``model`` is a registered generator (:mod:`srseg.models.registry`; DDP / torch.compile
+    wrappers are unwrapped), e.g. the trainer's EMA copy. The weights go first and the sidecar
+    (carrying their digest) last, so a crash in between leaves a pair that :func:`load_generator`
+    reports instead of mis-loading.
     """
     from srseg.models.ema import unwrap_model
 
     net = unwrap_model(model)
-    if not isinstance(net, MultiTaskSRNet):
-        raise TypeError(f"save_generator expects a MultiTaskSRNet, got {type(net).__name__}")
+    try:
+        architecture = architecture_of(net)
+    except TypeError as exc:
+        raise TypeError(f"save_generator: {exc}") from None
     path = Path(path)
     if path.suffix != ".safetensors":
         raise ValueError(f"{path}: generator weights must be saved with the .safetensors suffix")
     meta = {str(k): str(v) for k, v in (metadata or {}).items()}
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in net.state_dict().items()}
-    blob = st_save(tensors, metadata={"format": GENERATOR_FORMAT, "config": json.dumps(net.config, sort_keys=True)})
+    blob = st_save(
+        tensors,
+        metadata={"format": GENERATOR_FORMAT, "architecture": architecture, "config": json.dumps(net.config, sort_keys=True)},
+    )
     write_bytes_atomic(path, canonical_safetensors(blob))
     sidecar = {
         "format": GENERATOR_FORMAT,
+        "architecture": architecture,
         "config": net.config,
         "sha256": sha256_file(path),
         "num_parameters": net.num_parameters(),
@@ -119,7 +132,9 @@ def read_sidecar(path: str | os.PathLike[str]) -> dict[str, Any]:
         found = data.get("format") if isinstance(data, dict) else type(data).__name__
         raise WeightsFileError(f"{side}: format {found!r} is not {GENERATOR_FORMAT!r}")
     if not isinstance(data.get("config"), dict):
-        raise WeightsFileError(f"{side}: 'config' must be an object of MultiTaskSRNet arguments")
+        raise WeightsFileError(f"{side}: 'config' must be an object of generator constructor arguments")
+    if not isinstance(data.setdefault("architecture", DEFAULT_ARCHITECTURE), str):
+        raise WeightsFileError(f"{side}: 'architecture' must be a generator name, got {data['architecture']!r}")
     return data
 
 
@@ -165,12 +180,14 @@ def load_state_dict_file(
     return state, sidecar
 
 
-def build_from_config(config: dict[str, Any], source: str | os.PathLike[str] = "<config>") -> MultiTaskSRNet:
-    """``MultiTaskSRNet(**config)`` with errors that name the config's source."""
+def build_from_config(
+    config: dict[str, Any], source: str | os.PathLike[str] = "<config>", architecture: str = DEFAULT_ARCHITECTURE
+) -> MultiTaskSRNet:
+    """The registered generator ``architecture`` built from ``config``, errors naming the source."""
     try:
-        return MultiTaskSRNet(**config)
+        return build_generator(architecture, config)
     except (TypeError, ValueError) as exc:
-        raise WeightsFileError(f"{source}: config {config} does not build a MultiTaskSRNet ({exc})") from exc
+        raise WeightsFileError(f"{source}: config {config} does not build a {architecture} generator ({exc})") from exc
 
 
 def check_state_dict(model: nn.Module, state: dict[str, torch.Tensor], source: str | os.PathLike[str]) -> None:
@@ -202,10 +219,11 @@ def load_generator(
 ) -> MultiTaskSRNet:
     """Rebuild the network from the sidecar config and load the safetensors weights (eval mode).
 
-    Works for full multitask generators and for SR-only exports (``num_classes=0``).
+    The class comes from the sidecar's ``architecture`` (:mod:`srseg.models.registry`). Works for
+    full multitask generators and for SR-only exports (``num_classes=0``).
     """
     state, sidecar = load_state_dict_file(path, verify_digest=verify_digest)
-    model = build_from_config(sidecar["config"], path)
+    model = build_from_config(sidecar["config"], path, sidecar["architecture"])
     check_state_dict(model, state, path)
     model.load_state_dict(state, strict=True)
     model.to(map_location).eval()

@@ -49,7 +49,7 @@ class PerceptualLoss(nn.Module):
 
     ``layer`` is one name (default ``conv5_4``, pre-activation as in ESRGAN) or a list; per-layer
     ``layer_weights`` default to 1. ``weights`` selects the VGG19 parameters: ``"auto"`` (cached
-    torchvision ImageNet file, never downloaded), a local state-dict path, or ``"none"`` (random,
+    torchvision ImageNet file, never downloaded), a local state-dict path, or ``"random"`` (random,
     logged as a warning). Target features are computed without autograd.
     """
 

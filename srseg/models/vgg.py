@@ -9,7 +9,8 @@ from exactly one of three explicit sources and are never downloaded:
   says where to put it and where to get it.
 - a local path: a torchvision-format VGG19 state dict, read with ``torch.load(weights_only=True)``
   (the classifier may be absent; only the needed ``features.*`` entries are used).
-- ``"none"``: random initialisation, logged as a WARNING (for tests and smoke runs only).
+- ``"random"``: random initialisation, logged as a WARNING (for tests and smoke runs only; the
+  training stage tags such a run, see ``train.loss.vgg_weights``).
 """
 
 from __future__ import annotations
@@ -54,8 +55,8 @@ def imagenet_vgg19_weights_location() -> tuple[Path, str]:
 
 
 def _resolve_weights_path(weights: str | os.PathLike[str]) -> Path | None:
-    """The file to load for a weights setting, None for ``"none"``; raises if it is absent."""
-    if isinstance(weights, str) and weights == "none":
+    """The file to load for a weights setting, None for ``"random"``; raises if it is absent."""
+    if isinstance(weights, str) and weights == "random":
         return None
     if isinstance(weights, str) and weights == "auto":
         path, url = imagenet_vgg19_weights_location()
@@ -63,7 +64,8 @@ def _resolve_weights_path(weights: str | os.PathLike[str]) -> Path | None:
             raise MissingWeightsError(
                 f"VGG19 weights (torchvision IMAGENET1K_V1) not found at {path}. Download {url} and "
                 f"place it at exactly that path (torch hub dir = {torch.hub.get_dir()}, set by "
-                "TORCH_HOME), or configure a local weights path, or 'none' for random weights."
+                "TORCH_HOME), or configure a local weights path (train.loss.vgg_weights), 'none' to train without "
+                "a perceptual loss, or 'random' for random weights."
             )
         return path
     path = Path(weights)
@@ -116,7 +118,7 @@ class VGG19Features(nn.Module):
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
         if path is None:
             logger.warning(RANDOM_WEIGHTS_WARNING)
-            self.weights_source = "none"
+            self.weights_source = "random"
         else:
             self._load_weights(path)
             self.weights_source = str(path)

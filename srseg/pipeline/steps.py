@@ -11,7 +11,7 @@ Layout under ``work_dir`` (the mounted dataset PVC on a cluster, a local folder 
     data/lr/                          paths.lr_root (degrade output)
     runs/<key>/<branch>/              train.output_dir of one branch (multitask | sr_only)
         params.yaml                   the exact parameters torchrun's ranks read
-        psnr/ gan/                    stage outputs (checkpoints, best/final weights, metrics.json)
+        psnr/ gan/                    stage outputs (checkpoints, selected/final weights, metrics.json)
 
 ``<key>`` hashes the branch's training parameters and the dataset manifest, so a retried or re-run
 step with the same inputs resumes the same checkpoints and a changed input starts afresh.
@@ -411,7 +411,7 @@ def weights_digest(train_dir: str | Path) -> str:
     gan = Path(train_dir) / "gan"
     files = sorted({p for pattern in WEIGHT_PATTERNS for p in gan.glob(pattern) if p.is_file()})
     if not files:
-        raise FileNotFoundError(f"{gan} holds no weights file (best.pt, final.pt or *.safetensors)")
+        raise FileNotFoundError(f"{gan} holds no weights file (*.safetensors or *.pt)")
     digest = hashlib.sha256()
     for path in files:
         digest.update(f"{path.name}\0{sha256_file(path)}\0".encode())
@@ -434,7 +434,7 @@ def copy_model_files(train_dir: str | Path, dest: str | Path, expected_digest: s
     dest.mkdir(parents=True, exist_ok=True)
     copied = sorted({p.name for pattern in MODEL_PATTERNS for p in gan.glob(pattern) if p.is_file()})
     if not any(name.endswith((".pt", ".safetensors")) for name in copied):
-        raise FileNotFoundError(f"{gan} holds no weights file (best.pt, final.pt or *.safetensors)")
+        raise FileNotFoundError(f"{gan} holds no weights file (*.safetensors or *.pt)")
     for name in copied:
         shutil.copy2(gan / name, dest / name)
     for extra in (PARAMS_FILE, PARENT_FILE):  # the parent record: evaluation links to the training run
@@ -522,9 +522,17 @@ def decision_markdown(result: Mapping[str, Any]) -> str:
     ]
     criteria = result.get("criteria") or []
     if criteria:
-        parts += ["| criterion | challenger | champion | threshold | result |", "| --- | --- | --- | --- | --- |"]
-        parts += [f"| {c.get('name')} | {c.get('challenger')} | {c.get('champion')} | {c.get('threshold')} | "
-                  f"{'pass' if c.get('passed') else 'FAIL'} |" for c in criteria]
+        def ci(c: Mapping[str, Any]) -> str:
+            if c.get("difference") is None:
+                return "n/a"
+            low, high = c.get("ci_low"), c.get("ci_high")
+            interval = "CI n/a" if low is None or high is None else f"[{low:+.4f}, {high:+.4f}]"
+            return f"{c['difference']:+.4f} {interval} (n={c.get('n')})"
+
+        parts += ["| criterion | challenger | opponent | difference [95% CI] | threshold | result |",
+                  "| --- | --- | --- | --- | --- | --- |"]
+        parts += [f"| {c.get('name')} | {c.get('challenger')} | {c.get('opponent')} ({c.get('opponent_name')}) | {ci(c)} | "
+                  f"{c.get('threshold')} | {'pass' if c.get('passed') else 'FAIL'} |" for c in criteria]
         parts.append("")
     parts += ["```json", json.dumps(result, indent=2, sort_keys=True, default=str), "```", ""]
     return "\n".join(parts)

@@ -53,13 +53,12 @@ from mlflow.types import Schema, TensorSpec
 from srseg.export import CARD_FILE, WEIGHTS_FILE, normalize_metrics
 from srseg.fileio import sha256_file
 from srseg.models.io import load_generator, sidecar_path
+from srseg.registry.aliases import CHALLENGER, CHAMPION, make_client  # noqa: F401 - re-exported for callers
 from srseg.registry.loader import ARTIFACT_KEY, FORMAT_KEY, SHA256_KEY, SR_HEAD_FORMAT, WEIGHTS_KEY
 
 logger = logging.getLogger(__name__)
 
 MODEL_ARTIFACT_PATH = "sr_head"  # run-relative folder of the MLflow model
-CHALLENGER = "challenger"
-CHAMPION = "champion"
 CODE_FILE = Path(__file__).with_name("pyfunc_model.py")
 PACKAGE_DIR = Path(__file__).resolve().parents[1]  # the srseg package, shipped with every model
 EXAMPLE_SHAPE = (2, 3, 24, 20)  # batch >= 2 and h != w, so nothing downstream can pin a dim
@@ -89,11 +88,6 @@ def check_name(kind: str, value: str) -> str:
     if not isinstance(value, str) or not _NAME_RE.match(value):
         raise RegistryError(f"{kind} must be 1-256 letters, digits, '_', '.', '-' or spaces, got {value!r}")
     return value
-
-
-def make_client(tracking_uri: str | None) -> MlflowClient:
-    """A client using ``tracking_uri`` for tracking and registry (None: ``MLFLOW_TRACKING_URI``)."""
-    return MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
 
 
 def sr_signature() -> ModelSignature:

@@ -8,8 +8,11 @@ The registry state lives in aliases (never the deprecated stages) and tags:
 - model tags ``champion_history`` (JSON list of displaced champions, oldest first) and
   ``previous_champion_version`` (its last entry), which :func:`rollback` pops.
 
-The gate compares both models on the same evaluation set (see :class:`Gate`). A missing metric
-fails its criterion ("fail closed"): a model is never promoted on numbers nobody computed.
+The gate (see :class:`Gate`) judges *paired per-image differences* on one evaluation set (the
+report images) with their confidence intervals, never point means, and it judges every
+promotion, the first one included: a model that does not beat bicubic is never promoted. A
+missing metric fails its criterion ("fail closed"): a model is never promoted on numbers nobody
+computed.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import json
 import logging
 import math
 from dataclasses import dataclass, field
-from typing import Any, Callable, Literal, Mapping, Union
+from typing import Any, Callable, Literal, Mapping, Sequence, Union
 
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
@@ -39,13 +42,18 @@ from srseg.registry.log_model import (
 logger = logging.getLogger(__name__)
 
 Perceptual = Literal["lpips", "study", "none"]
-Action = Literal["bootstrap", "promote", "reject", "already_champion", "rollback"]
-MetricsFn = Callable[[str], Mapping[str, Any]]
-Evaluation = Union[MetricsFn, Mapping[str, Mapping[str, Any]]]
+Action = Literal["promote", "reject", "already_champion", "rollback"]
+Scores = Mapping[str, Mapping[str, Sequence[float]]]
+"""Per-image metric values by role: ``{"challenger" | "champion" | "bicubic": {"psnr_y": [...], ...}}``,
+the i-th value of every list belonging to the same image."""
+Evaluation = Union[Callable[[Mapping[str, str]], Scores], Scores]
+"""A callable ``{role: model spec} -> Scores`` (specs are ``models:/NAME/VERSION`` and ``bicubic``),
+or precomputed :data:`Scores`."""
 
 PSNR_KEY = "psnr_y"
 LPIPS_KEY = "lpips"
 STUDY_KEY = "study_preference"
+BICUBIC = "bicubic"
 HISTORY_TAG = "champion_history"
 PREVIOUS_TAG = "previous_champion_version"
 PREVIOUS_VERSION_TAG = "previous_champion"
@@ -55,43 +63,81 @@ _STATE_TAGS = ("previous_champion", "gate_decision", "gate_failed", "promoted_at
 
 @dataclass(frozen=True)
 class Gate:
-    """When a challenger may replace the champion (all criteria must pass).
+    """When a challenger may become champion (all criteria must pass; ``confidence`` = CI level).
 
-    - ``psnr_y``: challenger >= champion - ``max_psnr_drop_db`` (perceptual SR may trade a little
-      PSNR for texture, but not more than this).
-    - ``perceptual="lpips"``: LPIPS (lower is better) must improve by at least ``min_lpips_gain``
-      (champion - challenger >= gain). If LPIPS is unavailable for either model (no backbone
-      weights, metric not computed) the criterion **fails closed**; choose ``"none"`` explicitly
-      to gate on PSNR alone.
-    - ``perceptual="study"``: ``study_preference`` in the challenger's metrics, the fraction of
-      pairwise user-study votes preferring the challenger over the champion, must be >=
-      ``min_study_preference``; missing fails closed.
+    Every criterion is one-sided on the lower bound of a CI of paired per-image differences:
+
+    - ``bicubic floor`` (every promotion, the first included): challenger psnr_y minus bicubic's,
+      CI lower bound >= ``min_gain_over_bicubic_db``. A +0.001 dB "win" whose CI merely clears 0
+      does not pass the default 0.1 dB.
+    - ``psnr_y vs champion`` (when there is one): challenger minus champion, CI lower bound >=
+      ``-max_psnr_drop_db`` (a perceptual model may trade a little PSNR, but not more than this,
+      with confidence).
+    - ``perceptual="lpips"``: LPIPS improvement (opponent minus challenger; lower LPIPS is better)
+      against the champion, or bicubic on the first promotion, CI lower bound >= ``min_lpips_gain``.
+      LPIPS unavailable (no backbone weights) fails closed; choose ``"none"`` explicitly to gate
+      without a perceptual criterion.
+    - ``perceptual="study"``: the share of user-study votes preferring the challenger over the
+      champion (bicubic on the first promotion), Wilson CI lower bound >= ``min_study_preference``
+      (default 0.5: raters prefer it beyond chance). The study must have compared exactly these
+      two versions (``srseg study gate-build`` / ``srseg study analyze``); otherwise it fails closed.
     - ``perceptual="none"``: no perceptual criterion (recorded as such in the decision table).
     """
 
+    min_gain_over_bicubic_db: float = 0.1
     max_psnr_drop_db: float = 0.05
     perceptual: Perceptual = "lpips"
     min_lpips_gain: float = 0.0
     min_study_preference: float = 0.5
+    confidence: float = 0.95
 
     def __post_init__(self) -> None:
-        if not (math.isfinite(self.max_psnr_drop_db) and self.max_psnr_drop_db >= 0):
-            raise RegistryError(f"Gate.max_psnr_drop_db must be a finite number >= 0, got {self.max_psnr_drop_db!r}")
+        for name in ("min_gain_over_bicubic_db", "max_psnr_drop_db"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
+                raise RegistryError(f"Gate.{name} must be a finite number >= 0, got {value!r}")
         if self.perceptual not in ("lpips", "study", "none"):
             raise RegistryError(f"Gate.perceptual must be 'lpips', 'study' or 'none', got {self.perceptual!r}")
         if not math.isfinite(self.min_lpips_gain):
             raise RegistryError(f"Gate.min_lpips_gain must be finite, got {self.min_lpips_gain!r}")
         if not 0.0 <= self.min_study_preference <= 1.0:
             raise RegistryError(f"Gate.min_study_preference must lie in [0, 1], got {self.min_study_preference!r}")
+        if not 0.0 < self.confidence < 1.0:
+            raise RegistryError(f"Gate.confidence must lie in (0, 1), got {self.confidence!r}")
+
+
+@dataclass(frozen=True)
+class StudyPreference:
+    """What ``srseg study analyze`` measured on a gate study: challenger vs one opponent."""
+
+    challenger: str  # models:/NAME/VERSION
+    opponent: str  # models:/NAME/VERSION of the champion, or "bicubic"
+    preference: float | None  # share of votes for the challenger
+    ci_low: float | None
+    ci_high: float | None
+    n: int
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "StudyPreference":
+        try:
+            return cls(str(data["challenger"]), str(data["opponent"]), data.get("preference"), data.get("ci_low"),
+                       data.get("ci_high"), int(data.get("n", 0)))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise RegistryError(f"study preference {dict(data)!r} is malformed ({exc})") from exc
 
 
 @dataclass(frozen=True)
 class Criterion:
-    """One row of the decision table."""
+    """One row of the decision table: both sides' means, the paired difference and its CI."""
 
     name: str
-    challenger: float | None
-    champion: float | None
+    challenger: float | None  # the challenger's mean (or the study preference)
+    opponent: float | None  # the opponent's mean
+    opponent_name: str  # "bicubic", "champion v2", ...
+    difference: float | None  # mean paired improvement of the challenger (None: not computed)
+    ci_low: float | None
+    ci_high: float | None
+    n: int
     threshold: str
     passed: bool
     note: str = ""
@@ -113,16 +159,23 @@ class Decision:
 
     @property
     def passed(self) -> bool:
-        return all(c.passed for c in self.criteria)
+        return bool(self.criteria) and all(c.passed for c in self.criteria)
 
     def table(self) -> str:
-        """Plain-text decision table (criterion, challenger, champion, threshold, pass/fail)."""
+        """Plain-text decision table: criterion, challenger, opponent, difference [CI] (n), threshold, result."""
         def num(value: float | None) -> str:
             return "n/a" if value is None else f"{value:.4f}"
 
-        rows = [("criterion", "challenger", "champion", "threshold", "result")]
-        rows += [(c.name, num(c.challenger), num(c.champion), c.threshold, "pass" if c.passed else "FAIL") for c in self.criteria]
-        widths = [max(len(r[i]) for r in rows) for i in range(5)]
+        def diff(c: Criterion) -> str:
+            if c.difference is None:
+                return "n/a"
+            interval = "CI n/a" if c.ci_low is None or c.ci_high is None else f"[{c.ci_low:+.4f}, {c.ci_high:+.4f}]"
+            return f"{c.difference:+.4f} {interval} (n={c.n})"
+
+        rows = [("criterion", "challenger", "opponent", "difference [95% CI]", "threshold", "result")]
+        rows += [(c.name, num(c.challenger), f"{num(c.opponent)} ({c.opponent_name})", diff(c), c.threshold,
+                  "pass" if c.passed else "FAIL") for c in self.criteria]
+        widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
         lines = [" | ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
         lines.insert(1, "-+-".join("-" * w for w in widths))
         notes = [f"  {c.name}: {c.note}" for c in self.criteria if c.note]
@@ -159,35 +212,103 @@ def metric_value(metrics: Mapping[str, Any], key: str) -> float | None:
     return value if math.isfinite(value) else None
 
 
-def evaluate_gate(gate: Gate, challenger: Mapping[str, Any], champion: Mapping[str, Any]) -> list[Criterion]:
-    """The gate's criteria for two metric dicts (pure: no registry access)."""
-    rows: list[Criterion] = []
-    c, k = metric_value(challenger, PSNR_KEY), metric_value(champion, PSNR_KEY)
-    drop = gate.max_psnr_drop_db
-    if c is None or k is None:
-        rows.append(Criterion(PSNR_KEY, c, k, f">= champion - {drop:g} dB", False, f"{PSNR_KEY} missing: fails closed"))
-    else:
-        rows.append(Criterion(PSNR_KEY, c, k, f">= {k - drop:.4f} (champion - {drop:g} dB)", c >= k - drop))
+def _values(scores: Scores, role: str, key: str) -> list[float] | None:
+    """Per-image values of one metric for one role; None when absent or any value is not a
+    number (None, NaN, "unavailable"): the criterion then fails closed. ``inf`` (PSNR of an exact
+    reconstruction) is a number."""
+    entry = scores.get(role, {}).get(key)
+    if entry is None or isinstance(entry, (str, bytes)):
+        return None
+    values = []
+    for value in entry:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
+            return None
+        values.append(float(value))
+    return values or None
 
+
+def _paired_criterion(
+    name: str,
+    scores: Scores,
+    key: str,
+    opponent_role: str,
+    opponent_name: str,
+    minimum: float,
+    unit: str,
+    confidence: float,
+    lower_is_better: bool = False,
+    missing_note: str = "",
+) -> Criterion:
+    """Challenger vs ``opponent_role`` on ``key``: pass when the CI lower bound of the paired
+    improvement (challenger minus opponent, or the reverse for lower-is-better) is >= ``minimum``."""
+    from srseg.evaluate.stats import paired_difference
+
+    threshold = f"CI low >= {minimum:+g}{unit}"
+    mine, theirs = _values(scores, "challenger", key), _values(scores, opponent_role, key)
+    if mine is None or theirs is None:
+        note = missing_note or f"{key} missing for {'challenger' if mine is None else opponent_name}: fails closed"
+        return Criterion(name, None, None, opponent_name, None, None, None, 0, threshold, False, note)
+    if len(mine) != len(theirs):
+        return Criterion(name, None, None, opponent_name, None, None, None, 0, threshold, False,
+                         f"{len(mine)} challenger vs {len(theirs)} {opponent_name} images: not paired, fails closed")
+    a, b = (theirs, mine) if lower_is_better else (mine, theirs)
+    pair = paired_difference(a, b, n_boot=2000, seed=0, confidence=confidence)
+    low, high = pair.ci
+    finite = math.isfinite(low) and math.isfinite(high)
+    passed = finite and low >= minimum
+    note = "" if finite else f"no CI from {pair.n} image(s) (needs >= 3): fails closed"
+    return Criterion(name, sum(mine) / len(mine), sum(theirs) / len(theirs), opponent_name, pair.mean, low if finite else None,
+                     high if finite else None, pair.n, threshold, passed, note)
+
+
+def _study_criterion(gate: Gate, study: StudyPreference | None, challenger_uri: str, opponent_uri: str,
+                     opponent_name: str) -> Criterion:
+    threshold = f"CI low >= {gate.min_study_preference:g} of votes"
+    if study is None:
+        return Criterion(STUDY_KEY, None, None, opponent_name, None, None, None, 0, threshold, False,
+                         "no gate study analysed (srseg study gate-build, collect votes, srseg study analyze): fails closed")
+    if (study.challenger, study.opponent) != (challenger_uri, opponent_uri):
+        return Criterion(STUDY_KEY, study.preference, None, opponent_name, None, study.ci_low, study.ci_high, study.n,
+                         threshold, False,
+                         f"the study compared {study.challenger} with {study.opponent}, the gate needs {challenger_uri} "
+                         f"vs {opponent_uri}: fails closed")
+    if study.preference is None or study.ci_low is None:
+        return Criterion(STUDY_KEY, None, None, opponent_name, None, None, None, study.n, threshold, False,
+                         "no votes on the gate pairs yet: fails closed")
+    return Criterion(STUDY_KEY, study.preference, None, opponent_name, study.preference - 0.5, study.ci_low,
+                     study.ci_high, study.n, threshold, study.ci_low >= gate.min_study_preference,
+                     "challenger's share of votes; difference = share - 0.5, CI = Wilson 95% of the share")
+
+
+def evaluate_gate(
+    gate: Gate,
+    scores: Scores,
+    study: StudyPreference | None = None,
+    *,
+    champion_label: str = "champion",
+    challenger_uri: str = "",
+    opponent_uri: str = BICUBIC,
+) -> list[Criterion]:
+    """The gate's criteria (pure: no registry access). ``scores`` holds ``challenger`` and
+    ``bicubic`` (and ``champion`` unless this is a first promotion); see :class:`Gate`."""
+    has_champion = "champion" in scores
+    rows = [_paired_criterion("bicubic floor (psnr_y)", scores, PSNR_KEY, "bicubic", BICUBIC,
+                              gate.min_gain_over_bicubic_db, " dB", gate.confidence)]
+    if has_champion:
+        rows.append(_paired_criterion("psnr_y vs champion", scores, PSNR_KEY, "champion", champion_label,
+                                      -gate.max_psnr_drop_db, " dB", gate.confidence))
+    opponent_role, opponent_name = ("champion", champion_label) if has_champion else ("bicubic", BICUBIC)
     if gate.perceptual == "lpips":
-        c, k = metric_value(challenger, LPIPS_KEY), metric_value(champion, LPIPS_KEY)
-        gain = gate.min_lpips_gain
-        if c is None or k is None:
-            rows.append(Criterion(
-                LPIPS_KEY, c, k, f"<= champion - {gain:g}", False,
-                "LPIPS unavailable: perceptual='lpips' fails closed (use perceptual='none' to gate on PSNR only)",
-            ))
-        else:
-            rows.append(Criterion(LPIPS_KEY, c, k, f"<= {k - gain:.4f} (champion - {gain:g}, lower is better)", k - c >= gain))
+        rows.append(_paired_criterion(
+            f"lpips vs {opponent_name}", scores, LPIPS_KEY, opponent_role, opponent_name, gate.min_lpips_gain, "",
+            gate.confidence, lower_is_better=True,
+            missing_note="LPIPS unavailable: perceptual='lpips' fails closed (use perceptual='none' to gate on PSNR only)",
+        ))
     elif gate.perceptual == "study":
-        pref = metric_value(challenger, STUDY_KEY)
-        need = gate.min_study_preference
-        if pref is None:
-            rows.append(Criterion(STUDY_KEY, None, None, f">= {need:g}", False, f"{STUDY_KEY} missing: fails closed"))
-        else:
-            rows.append(Criterion(STUDY_KEY, pref, None, f">= {need:g} of votes for the challenger", pref >= need))
+        rows.append(_study_criterion(gate, study, challenger_uri, opponent_uri, opponent_name))
     else:
-        rows.append(Criterion("perceptual", None, None, "not gated (perceptual='none')", True))
+        rows.append(Criterion("perceptual", None, None, opponent_name, None, None, None, 0,
+                              "not gated (perceptual='none')", True))
     return rows
 
 
@@ -248,15 +369,13 @@ def _now() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
 
 
-def _metrics_for(evaluation: Evaluation, alias: str, uri: str) -> Mapping[str, Any]:
-    if callable(evaluation):
-        result = evaluation(uri)
-    else:
-        if alias not in evaluation:
-            raise RegistryError(f"precomputed metrics need a {alias!r} entry, got keys {sorted(evaluation)}")
-        result = evaluation[alias]
+def _scores_for(evaluation: Evaluation, specs: Mapping[str, str]) -> Scores:
+    result = evaluation(specs) if callable(evaluation) else evaluation
     if not isinstance(result, Mapping):
-        raise RegistryError(f"metrics for {alias} ({uri}) must be a mapping, got {type(result).__name__}")
+        raise RegistryError(f"evaluation of {dict(specs)} must return per-role scores, got {type(result).__name__}")
+    missing = sorted(set(specs) - set(result))
+    if missing:
+        raise RegistryError(f"evaluation scores need entries for {missing} (got {sorted(result)})")
     return result
 
 
@@ -269,15 +388,17 @@ def promote(
     evaluation: Evaluation | None = None,
     gate: Gate = Gate(),
     dry_run: bool = False,
+    study: StudyPreference | None = None,
 ) -> Decision:
-    """Move ``champion`` to the ``challenger`` version if it passes ``gate`` against the champion.
+    """Move ``champion`` to the ``challenger`` version if it passes ``gate``.
 
-    ``evaluation`` is either a callable ``model_uri -> metrics`` (called with the stable
-    ``models:/NAME/VERSION`` URIs both aliases resolve to, on the same evaluation set) or
-    precomputed ``{"challenger": {...}, "champion": {...}}``. No champion yet: the challenger
-    becomes champion without evaluation ("bootstrap"). Challenger already champion: no-op
-    ("already_champion"). ``dry_run`` decides but changes nothing. The decision table is logged
-    and returned (``Decision.table()``).
+    ``evaluation`` scores ``{"challenger": "models:/NAME/V", "bicubic": "bicubic"}`` plus
+    ``"champion": "models:/NAME/W"`` when there is a champion (stable version URIs, one
+    evaluation set, per-image values), or is such scores precomputed. There is no ungated first
+    promotion: without a champion the challenger must still clear the bicubic floor (and the
+    perceptual criterion against bicubic). Challenger already champion: no-op
+    (``already_champion``). ``study`` is the analysed gate study (``perceptual="study"``).
+    ``dry_run`` decides but changes nothing. The decision table is logged and returned.
     """
     check_name("model_name", model_name)
     client = make_client(tracking_uri)
@@ -290,34 +411,33 @@ def promote(
     if champion == challenger:
         decision = Decision("already_champion", model_name, challenger, champion, champion, False, dry_run,
                             f"v{challenger} already is {CHAMPION}; nothing to do")
-    elif champion is None:
-        decision = Decision("bootstrap", model_name, challenger, None, challenger, not dry_run, dry_run,
-                            f"no {CHAMPION} yet: v{challenger} becomes the first {CHAMPION}")
-        if not dry_run:
-            client.set_model_version_tag(model_name, challenger, "gate_decision", "bootstrap")
-            client.set_model_version_tag(model_name, challenger, "promoted_at", _now())
-            client.set_registered_model_alias(model_name, CHAMPION, challenger)
+        logger.info("promotion decision\n%s", decision.table())
+        return decision
+    if evaluation is None:
+        raise RegistryError("promote needs `evaluation` (a {role: model} -> per-image scores callable, or the scores)")
+    challenger_uri = f"models:/{model_name}/{challenger}"
+    specs = {"challenger": challenger_uri, "bicubic": BICUBIC}
+    if champion is not None:
+        specs["champion"] = f"models:/{model_name}/{champion}"
+    scores = _scores_for(evaluation, specs)
+    criteria = evaluate_gate(gate, scores, study, champion_label=f"champion v{champion}",
+                             challenger_uri=challenger_uri, opponent_uri=specs.get("champion", BICUBIC))
+    failed = [c.name for c in criteria if not c.passed]
+    if not failed:
+        replaces = f"replaces v{champion}" if champion else f"becomes the first {CHAMPION}"
+        decision = Decision("promote", model_name, challenger, champion, challenger, not dry_run, dry_run,
+                            f"all criteria pass: v{challenger} {replaces}", criteria)
     else:
-        if evaluation is None:
-            raise RegistryError("promote needs `evaluation` (a model_uri -> metrics callable or precomputed metrics) to compare with the champion")
-        chal_metrics = _metrics_for(evaluation, CHALLENGER, f"models:/{model_name}/{challenger}")
-        champ_metrics = _metrics_for(evaluation, CHAMPION, f"models:/{model_name}/{champion}")
-        criteria = evaluate_gate(gate, chal_metrics, champ_metrics)
-        passed = all(c.passed for c in criteria)
-        failed = [c.name for c in criteria if not c.passed]
-        if passed:
-            decision = Decision("promote", model_name, challenger, champion, challenger, not dry_run, dry_run,
-                                f"all criteria pass: v{challenger} replaces v{champion}", criteria)
+        stays = f"{CHAMPION} stays v{champion}" if champion else f"still no {CHAMPION}"
+        decision = Decision("reject", model_name, challenger, champion, champion, not dry_run, dry_run,
+                            f"failed: {', '.join(failed)}; {stays}", criteria)
+    if not dry_run:
+        _check_unchanged(client, model_name, challenger, champion)
+        if not failed:
+            _apply_promotion(client, model_name, challenger, champion)
         else:
-            decision = Decision("reject", model_name, challenger, champion, champion, not dry_run, dry_run,
-                                f"failed: {', '.join(failed)}; {CHAMPION} stays v{champion}", criteria)
-        if not dry_run:
-            _check_unchanged(client, model_name, challenger, champion)
-            if passed:
-                _apply_promotion(client, model_name, challenger, champion)
-            else:
-                client.set_model_version_tag(model_name, challenger, "gate_decision", "reject")
-                client.set_model_version_tag(model_name, challenger, "gate_failed", ",".join(failed))
+            client.set_model_version_tag(model_name, challenger, "gate_decision", "reject")
+            client.set_model_version_tag(model_name, challenger, "gate_failed", ",".join(failed))
     logger.info("promotion decision\n%s", decision.table())
     return decision
 
@@ -332,12 +452,13 @@ def _check_unchanged(client: MlflowClient, name: str, challenger: str, champion:
         )
 
 
-def _apply_promotion(client: MlflowClient, name: str, challenger: str, champion: str) -> None:
-    """Record the displaced champion first and move the alias last, so what is served changes
-    only once rollback has what it needs."""
-    history = [v for v in _history(client.get_registered_model(name)) if v != challenger]
-    _write_history(client, name, [*history, champion])
-    client.set_model_version_tag(name, champion, PREVIOUS_VERSION_TAG, "true")
+def _apply_promotion(client: MlflowClient, name: str, challenger: str, champion: str | None) -> None:
+    """Record the displaced champion (if any) first and move the alias last, so what is served
+    changes only once rollback has what it needs."""
+    if champion is not None:
+        history = [v for v in _history(client.get_registered_model(name)) if v != challenger]
+        _write_history(client, name, [*history, champion])
+        client.set_model_version_tag(name, champion, PREVIOUS_VERSION_TAG, "true")
     _delete_version_tag(client, name, challenger, PREVIOUS_VERSION_TAG)
     _delete_version_tag(client, name, challenger, "rolled_back")
     client.set_model_version_tag(name, challenger, "gate_decision", "promote")

@@ -89,23 +89,57 @@ def run_register(params: Params, export_dir: Path | None = None) -> dict[str, An
             "aliases": list(info.aliases), "registered": True}
 
 
-def registry_evaluator(params: Params, output_root: Path):
-    """``model_uri -> metrics``: the evaluate stage's numbers for one registered version."""
+def read_per_image(path: Path, methods: list[str]) -> dict[str, dict[str, list[float]]]:
+    """``per_image.csv`` of an evaluation as ``{method: {metric: [value per image]}}`` (file order)."""
+    import csv
 
-    def evaluate_uri(model_uri: str) -> dict[str, Any]:
-        name = model_uri.rsplit("/", 1)[-1].replace("@", "_")
-        result = run_evaluate(params, output_dir=output_root / name, methods={"candidate": model_uri})
-        return {k: v for k, v in result["candidate"].items() if k in EVAL_METRIC_KEYS}
+    out: dict[str, dict[str, list[float]]] = {m: {} for m in methods}
+    with open(path, newline="", encoding="utf-8") as handle:
+        for row in csv.DictReader(handle):
+            method = row["method"]
+            if method not in out:
+                continue
+            for key in EVAL_METRIC_KEYS:
+                if row.get(key) not in (None, ""):
+                    out[method].setdefault(key, []).append(float(row[key]))
+    return out
 
-    return evaluate_uri
+
+def registry_evaluator(params: Params, output_dir: Path):
+    """``{role: model spec} -> per-image scores``: one evaluation of all roles together on the
+    report images (the same pass for every model, so the values pair up image by image)."""
+
+    def evaluate_specs(specs: dict[str, str]) -> dict[str, dict[str, list[float]]]:
+        run_evaluate(params, output_dir=output_dir, methods=dict(specs), gallery=False, log_to_mlflow=False)
+        return read_per_image(output_dir / "per_image.csv", list(specs))
+
+    return evaluate_specs
+
+
+def gate_study_dir(params: Params) -> Path:
+    """Where the promotion gate's user study lives: bundle, votes (beside it) and analysis."""
+    return Path(params.study.output_dir) / "gate"
+
+
+def read_study_preference(params: Params):
+    """The analysed gate study (``<study.output_dir>/gate/analysis/gate.json``), or None."""
+    from srseg.registry import StudyPreference
+
+    path = gate_study_dir(params) / "analysis" / "gate.json"
+    if not path.is_file():
+        log.warning("%s not found: the study criterion fails closed until a gate study is analysed", path)
+        return None
+    return StudyPreference.from_dict(read_json(path))
 
 
 def run_promote(params: Params, dry_run: bool = False) -> dict[str, Any]:
-    """Compare ``@challenger`` with ``@champion`` on the val split; move ``champion`` if the gate passes."""
+    """Gate ``@challenger`` on the report images against bicubic and ``@champion``; move
+    ``champion`` if every criterion passes (the first promotion included)."""
     from srseg.registry import Gate, promote
 
     cfg = params.promote
     gate = Gate(
+        min_gain_over_bicubic_db=cfg.min_gain_over_bicubic_db,
         max_psnr_drop_db=cfg.max_psnr_drop_db,
         perceptual=cfg.perceptual,
         min_lpips_gain=cfg.min_lpips_gain,
@@ -117,6 +151,7 @@ def run_promote(params: Params, dry_run: bool = False) -> dict[str, Any]:
         evaluation=registry_evaluator(params, Path(params.evaluate.output_dir) / "promotion"),
         gate=gate,
         dry_run=dry_run,
+        study=read_study_preference(params) if cfg.perceptual == "study" else None,
     )
     return decision.to_dict()
 

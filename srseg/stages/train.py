@@ -10,7 +10,9 @@ Output layout (``<output_dir>`` = ``train.output_dir`` unless overridden)::
     <output_dir>/class_counts.json             cached label pixel counts (class-weighted CE only)
     <output_dir>/<stage>/                      stage = psnr | gan
         checkpoints/iter_XXXXXXXX.pt (+.sha256)  full training state, newest keep_checkpoints kept
-        best.safetensors (+.json)              EMA generator with the best val psnr_y
+        selected.safetensors (+.json)          the EMA generator this stage ships, chosen by its
+                                               select rule on the selection images (rule in the
+                                               sidecar metadata and metrics.json)
         final.safetensors (+.json)             EMA generator after the last iteration
         metrics.json                           DVC metrics: best/last validation, last losses
         plots/train_loss.csv, plots/val.csv    DVC plots (one row per log / validation)
@@ -19,7 +21,10 @@ Output layout (``<output_dir>`` = ``train.output_dir`` unless overridden)::
         class_map.json                         training ids -> COCO-Stuff classes of the seg head
         mlflow_run.json                        this stage's (nested) MLflow run id
 
-The GAN stage starts from ``<output_dir>/psnr/best.safetensors`` (or ``init_from``), which is
+Validation runs on the *selection* part of ``train.val_split`` only (``srseg.data.holdout``,
+``train.selection_images``); the other images are left for ``srseg evaluate`` to report on.
+
+The GAN stage starts from ``<output_dir>/psnr/selected.safetensors`` (or ``init_from``), which is
 its DVC dependency. Weight files are ``srseg.generator/1`` (``srseg.models.io``: safetensors plus a
 JSON sidecar with the network config, digest and metadata such as stage, iteration and val
 metrics); ``srseg.models.io.load_generator`` rebuilds the full multitask net from them.
@@ -68,12 +73,27 @@ def class_pixel_counts(hr_root: str | Path, split: str, class_map: Any, cache: P
     return result
 
 
-def _check_init(sidecar: dict[str, Any], expected: dict[str, Any], path: Path) -> None:
-    if sidecar.get("config") != expected:
+def _check_init(sidecar: dict[str, Any], architecture: str, expected: dict[str, Any], path: Path) -> None:
+    found = (sidecar.get("architecture"), sidecar.get("config"))
+    if found != (architecture, expected):
         raise ValueError(
-            f"{path}: generator config {sidecar.get('config')} does not match train.generator "
-            f"settings {expected}; retrain the PSNR stage or restore the parameters"
+            f"{path}: generator {found[0]} {found[1]} does not match the train.generator settings "
+            f"{architecture} {expected}; retrain the PSNR stage or restore the parameters"
         )
+
+
+def selection_subset(val_set: Any, count: int) -> Any:
+    """The selection part of a ``FullImageDataset`` (see :mod:`srseg.data.holdout`) as a ``Subset``."""
+    import torch
+
+    from srseg.data.holdout import split_validation
+
+    ids = [sample.id for sample in val_set.source.samples]
+    chosen, report = split_validation(ids, count)
+    wanted = set(chosen)
+    logger.info("validation on %d selection images of %d (ids %s); %d left for the report",
+                len(chosen), len(ids), chosen, len(report))
+    return torch.utils.data.Subset(val_set, [i for i, image_id in enumerate(ids) if image_id in wanted])
 
 
 def run_train(
@@ -91,7 +111,7 @@ def run_train(
     """Train one stage and return a summary (also written to ``<stage>/metrics.json``).
 
     ``output_dir`` overrides ``train.output_dir``. ``init_from`` is the GAN stage's starting
-    weights (default ``<output_dir>/psnr/best.safetensors``; ignored by the PSNR stage).
+    weights (default ``<output_dir>/psnr/selected.safetensors``; ignored by the PSNR stage).
     ``parent_run_id`` forces the MLflow parent run (default: the one recorded in ``output_dir``,
     or a new one). ``resume=True`` continues from the newest valid checkpoint (refused if the
     objective's settings changed); ``resume=False`` deletes this stage's previous outputs and
@@ -112,8 +132,8 @@ def run_train(
     from srseg.stages.reports import TRAIN_REPORT, publish_report
     from srseg.train.distributed import barrier, broadcast_object, cleanup_distributed, init_distributed, per_rank_batch
     from srseg.train.engine import (
-        BEST_WEIGHTS,
         FINAL_WEIGHTS,
+        SELECTED_WEIGHTS,
         STAGES,
         DeterminismState,
         Trainer,
@@ -149,15 +169,17 @@ def run_train(
         lr_root = Path(params.paths.lr_root) if cfg.lr_source == "precomputed" else None
         train_set = PairedPatchDataset(
             hr_root, cfg.train_split, cfg.scale, cfg.patch_size, class_map,
-            lr_root=lr_root, augment=cfg.augment, seed=cfg.seed,
+            lr_root=lr_root, augment=cfg.augment, seed=cfg.seed, cache_images=cfg.cache_images,
         )
         if len(train_set) == 0:
             raise ValueError(f"{hr_root}: split {cfg.train_split!r} has no images")
         val_set = None
         if cfg.val_split in Manifest.load(hr_root).splits:
-            val_set = FullImageDataset(hr_root, cfg.val_split, cfg.scale, class_map, lr_root=lr_root)
+            val_set = selection_subset(
+                FullImageDataset(hr_root, cfg.val_split, cfg.scale, class_map, lr_root=lr_root), cfg.selection_images
+            )
         else:
-            logger.warning("%s has no split %r: training without validation or best weights", hr_root, cfg.val_split)
+            logger.warning("%s has no split %r: training without validation (ships the final weights)", hr_root, cfg.val_split)
 
         class_weights = None
         if cfg.loss.seg_class_weights != "none":
@@ -172,15 +194,11 @@ def run_train(
             if init_from is not None:
                 init_path = Path(init_from)
             else:
-                init_path = out_root / "psnr" / BEST_WEIGHTS
-                final = out_root / "psnr" / FINAL_WEIGHTS
-                if not init_path.is_file() and final.is_file():
-                    logger.warning("%s missing (PSNR stage ran without validation): using %s", init_path, final)
-                    init_path = final
+                init_path = out_root / "psnr" / SELECTED_WEIGHTS
             if not init_path.is_file():
                 raise FileNotFoundError(f"GAN stage needs the PSNR stage's weights at {init_path}; run --stage psnr first")
             init_weights, sidecar = load_state_dict_file(init_path)
-            _check_init(sidecar, build_generator(cfg, class_map.num_classes).config, init_path)
+            _check_init(sidecar, cfg.generator.architecture, build_generator(cfg, class_map.num_classes).config, init_path)
             logger.info("GAN stage starts from %s (%s)", init_path, sidecar.get("metadata", {}))
 
         resolved = params.model_dump(mode="json")
@@ -238,6 +256,12 @@ def run_train(
         if resume:
             trainer.resume()
         result = trainer.train(until=max_iterations)
+        if dist_info.is_main:
+            tracker.set_tags({
+                "train.selection_rule": trainer.selection_rule,
+                "train.perceptual_loss": trainer.perceptual_description,
+                "train.random_vgg_weights": str(stage == "gan" and cfg.loss.vgg_weights == "random").lower(),
+            })
         summary = {
             "stage": stage,
             "stage_dir": str(stage_dir),
@@ -245,6 +269,8 @@ def run_train(
             "finished": result.finished,
             "best_psnr_y": result.best_psnr_y,
             "best_iteration": result.best_iteration,
+            "selection_rule": trainer.selection_rule,
+            "selected_iteration": trainer.selected_iteration,
             "val": result.last_val,
             "samples_per_s": result.samples_per_s,
             "data_wait_share": result.data_wait_share,

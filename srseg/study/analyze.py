@@ -18,6 +18,9 @@ Methods (why these):
 - Agreement on non-attention pairs answered by at least two included raters: pooled pairwise
   percent agreement and Fleiss' kappa (variable raters per item; category = side chosen, whose
   method is fixed per pair).
+- Gate studies (bundles built by ``srseg study gate-build``): the challenger's share of the votes
+  against its opponent with the Wilson interval, written to ``gate.json`` together with the two
+  registered versions it is about; ``srseg promote`` reads exactly that file.
 """
 
 from __future__ import annotations
@@ -231,7 +234,17 @@ def analyze_votes(
     agree = float(sum(math.comb(int(a), 2) + math.comb(int(b), 2) for a, b in shared))
     pairs_of_raters = float(sum(math.comb(int(a + b), 2) for a, b in shared))
 
+    gate = None
+    if study.gate is not None:
+        mine, theirs = study.gate["challenger_method"], study.gate["opponent_method"]
+        k, n = int(wins[index[mine], index[theirs]]), int(wins[index[mine], index[theirs]] + wins[index[theirs], index[mine]])
+        low, high = wilson_interval(k, n)
+        gate = {"challenger": study.gate["challenger"], "opponent": study.gate["opponent"],
+                "preference": k / n if n else None, "ci_low": _nan_to_none(low), "ci_high": _nan_to_none(high),
+                "n": n, "votes_for_challenger": k}
+
     return {
+        "gate": gate,
         "params": {"attention_threshold": attention_threshold, "min_attention_answered": min_attention_answered,
                    "reference": reference, "bootstrap": bootstrap, "bootstrap_unit": unit, "prior": prior, "seed": seed},
         "study_id": study.study_id,
@@ -433,6 +446,12 @@ def analyze_study(
     write_text_atomic(output / "report.html", render_html(result))
     write_json_atomic(output / "analysis.json", result)
     write_json_atomic(output / "metrics.json", metrics)
+    if result["gate"] is None:
+        (output / "gate.json").unlink(missing_ok=True)  # never leave another study's verdict behind
+    else:
+        write_json_atomic(output / "gate.json", result["gate"])
+        log.info("gate study: challenger preferred in %s of %d votes (95%% CI %s - %s)", result["gate"]["preference"],
+                 result["gate"]["n"], result["gate"]["ci_low"], result["gate"]["ci_high"])
     run_id = log_to_mlflow(metrics, result["params"], [output / n for n in ("report.md", "report.html", PLOT_NAME, "analysis.json")],
                            mlflow_tracking_uri, mlflow_experiment)
     if run_id:

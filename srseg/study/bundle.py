@@ -18,6 +18,9 @@ Choices made here, all seeded by ``seed`` so the same inputs give a byte-identic
   pair (halves, shuffled), and the pair order is shuffled.
 - Attention checks: the reference crop (HR, else the first method's crop) against the same crop
   bicubic-downscaled by 8 and upscaled back; the expected answer is the reference.
+- ``gate`` (a promotion-gate study, ``srseg study gate-build``): which registered versions the
+  two methods are (``challenger``, ``opponent``: a ``models:/NAME/VERSION`` URI or ``bicubic``),
+  recorded in the manifest, so its votes can only ever count for those two versions.
 """
 
 from __future__ import annotations
@@ -120,6 +123,7 @@ class Study:
     pairs: tuple[Pair, ...]
     show_reference: bool
     manifest: dict = field(repr=False)
+    gate: dict | None = None
     by_id: dict[str, Pair] = field(repr=False, default_factory=dict)
 
     def path(self, relative: str) -> Path:
@@ -262,11 +266,14 @@ def build_study(
     *,
     title: str = DEFAULT_TITLE,
     question: str = DEFAULT_QUESTION,
+    gate: Mapping[str, str] | None = None,
 ) -> Path:
     """Write a study bundle to ``output`` (replacing an older bundle there) and return its path.
 
     ``methods`` maps a method name to a folder of SR outputs with the same file stems across
-    methods. ``pairs`` defaults to every unordered pair of methods, in the order given.
+    methods. ``pairs`` defaults to every unordered pair of methods, in the order given. ``gate``
+    (``{"challenger", "opponent", "challenger_method", "opponent_method"}``) marks a promotion-gate
+    study; its two method names must be methods of the study.
     """
     output = Path(output)
     names = list(methods)
@@ -297,6 +304,13 @@ def build_study(
         if not method_pairs:
             raise ValueError("pairs is empty")
 
+    if gate is not None:
+        for key in ("challenger", "opponent", "challenger_method", "opponent_method"):
+            if not isinstance(gate.get(key), str) or not gate[key]:
+                raise ValueError(f"gate: {key!r} must be a non-empty string, got {gate.get(key)!r}")
+        for key in ("challenger_method", "opponent_method"):
+            if gate[key] not in methods:
+                raise ValueError(f"gate: {key}={gate[key]!r} is not a method of the study ({names})")
     indexes = {name: _index_folder(Path(methods[name]), f"method {name!r}") for name in names}
     hr_index = _index_folder(Path(hr_dir), "hr_dir") if hr_dir is not None else None
     sources = dict(indexes)
@@ -327,6 +341,8 @@ def build_study(
             tmp, names, method_pairs, indexes, hr_index, stems, crop_size, attention_checks, seed, show_reference, rng
         )
         manifest.update(title=str(title), question=str(question))
+        if gate is not None:
+            manifest["gate"] = {key: str(value) for key, value in gate.items()}
         write_json_atomic(tmp / MANIFEST, manifest)
         _swap_into_place(tmp, output)
     except BaseException:
@@ -497,4 +513,5 @@ def _parse_manifest(root: Path, manifest_path: Path, manifest: dict, raw: bytes,
         show_reference=bool(manifest.get("show_reference", False)),
         manifest=manifest,
         by_id=by_id,
+        gate=dict(manifest["gate"]) if isinstance(manifest.get("gate"), dict) else None,
     )

@@ -2,10 +2,24 @@
 schedulers, the data stream, validation, checkpoints and logging for one stage.
 
 Stages
-    ``psnr``: loss = pixel_weight * pixel + lambda_seg * CE (warm start, fidelity-oriented).
+    ``psnr``: loss = pixel_weight * pixel + lambda_seg * CE (warm start, fidelity-oriented); for
+    the first ``loss.seg_warmup`` iterations lambda_seg is 0 (see below).
     ``gan``: loss_G = pixel_weight * pixel + perceptual_weight * VGG + adversarial_weight * adv
     + lambda_seg * CE, then one discriminator step with its own Adam. G (and its EMA) start from
     the PSNR stage's best EMA weights (``init_weights``); D starts fresh.
+
+Why ``seg_warmup``: with the bicubic global residual the SR head starts at zero, so at first the
+pixel loss sends no gradient into the shared layers while the CE does; Adam normalises each
+parameter's step, so even a small CE term then decides every shared weight and the SR path never
+gets going (measured on the demo: lambda_seg 0.001 from step 0 stays at bicubic quality after
+1000 iterations). Training the SR losses alone first lets the SR path form; the semantic term
+then shapes the same shared decoder. The SR-only ablation is bit-identical during the warm-up.
+
+Shipped weights (``selected.safetensors``) follow the stage's ``select`` rule, decided on the
+selection images only (``srseg.data.holdout``): the PSNR stage keeps its best-psnr_y EMA
+weights; the GAN stage never does (a perceptual stage shipping its least perceptual weights):
+it keeps the lowest-LPIPS EMA weights when LPIPS weights are configured, otherwise its final EMA
+weights. The rule is written into the weights' sidecar metadata and ``metrics.json``.
 
 lambda_seg = 0 (the SR-only ablation): the segmentation head still runs and its CE is still
 computed, then multiplied by 0. Its gradient is exactly zero, so Adam leaves the head untouched
@@ -52,6 +66,7 @@ from srseg.models.discriminator import VGGStyleDiscriminator
 from srseg.models.ema import ModelEMA
 from srseg.models.generator import MultiTaskSRNet
 from srseg.models.io import save_generator
+from srseg.models.registry import build_generator as build_registered
 from srseg.models.losses import AdversarialLoss, PerceptualLoss, PixelLoss, SegmentationLoss
 from srseg.train import checkpoint as ckpt
 from srseg.train.distributed import (
@@ -71,7 +86,7 @@ logger = logging.getLogger(__name__)
 Stage = Literal["psnr", "gan"]
 STAGES: tuple[str, ...] = ("psnr", "gan")
 ADAM_EPS = 1e-8
-VAL_COLUMNS = ("iteration", "psnr_y", "ssim_y", "miou", "pixel_acc")
+VAL_COLUMNS = ("iteration", "psnr_y", "ssim_y", "lpips", "miou", "pixel_acc")
 
 
 # Settings that define the optimisation problem: a checkpoint made under other values is not
@@ -140,14 +155,60 @@ class _MultitaskForward(nn.Module):
 
 
 def build_generator(cfg: TrainConfig, num_classes: int) -> MultiTaskSRNet:
+    """The generator ``train.generator.architecture`` with the configured sizes."""
     g = cfg.generator
-    return MultiTaskSRNet(
-        scale=cfg.scale,
-        num_features=g.num_features,
-        num_blocks=g.num_blocks,
-        num_classes=num_classes,
-        decoder_convs=g.decoder_convs,
+    return build_registered(
+        g.architecture,
+        {
+            "scale": cfg.scale,
+            "num_features": g.num_features,
+            "num_blocks": g.num_blocks,
+            "num_classes": num_classes,
+            "decoder_convs": g.decoder_convs,
+            "global_residual": g.global_residual,
+        },
     )
+
+
+def perceptual_loss_description(cfg: TrainConfig, stage: str) -> str:
+    """What the perceptual term of ``stage`` is, for MLflow tags, weights metadata and the model card."""
+    loss = cfg.loss
+    if stage != "gan":
+        return "not used (PSNR stage)"
+    if loss.perceptual_weight == 0:
+        return "off (train.loss.perceptual_weight=0)"
+    if loss.vgg_weights == "none":
+        return "off (train.loss.vgg_weights=none: no pretrained VGG19)"
+    if loss.vgg_weights == "random":
+        return "random-weight VGG19 (train.loss.vgg_weights=random): not a meaningful perceptual loss"
+    return f"VGG19 {loss.perceptual_layer}, weights {loss.vgg_weights}"
+
+
+def resolve_selection(cfg: TrainConfig, stage: str) -> tuple[str, Any]:
+    """(rule, LPIPS model or None) for the stage's ``select`` setting (see :class:`StageConfig`).
+
+    ``auto`` in the GAN stage uses LPIPS only when its weights load (never downloaded); without
+    them the final EMA weights ship, and the log says so. An explicit ``min_lpips`` without
+    weights is an error naming the setting.
+    """
+    from srseg.evaluate.lpips import load_lpips
+    from srseg.models.vgg import MissingWeightsError
+
+    rule = stage_config(cfg, stage).select
+    if rule == "auto":
+        if stage == "psnr":
+            return "max_psnr_y", None
+        try:
+            return "min_lpips", load_lpips(cfg.lpips_weights)
+        except MissingWeightsError as exc:
+            logger.info("GAN stage ships its final EMA weights: no LPIPS weights for checkpoint choice (%s)", exc)
+            return "final_ema", None
+    if rule == "min_lpips":
+        try:
+            return rule, load_lpips(cfg.lpips_weights)
+        except MissingWeightsError as exc:
+            raise MissingWeightsError(f"train.{stage}_stage.select=min_lpips needs LPIPS weights: {exc}") from exc
+    return rule, None
 
 
 def build_discriminator(cfg: TrainConfig) -> VGGStyleDiscriminator:
@@ -204,9 +265,9 @@ class DeterminismState:
         torch.backends.cudnn.deterministic = self.cudnn_deterministic
 
 
-BEST_WEIGHTS = "best.safetensors"
+SELECTED_WEIGHTS = "selected.safetensors"
 FINAL_WEIGHTS = "final.safetensors"
-STAGE_OUTPUTS = ("checkpoints", BEST_WEIGHTS, BEST_WEIGHTS + ".json", FINAL_WEIGHTS, FINAL_WEIGHTS + ".json",
+STAGE_OUTPUTS = ("checkpoints", SELECTED_WEIGHTS, SELECTED_WEIGHTS + ".json", FINAL_WEIGHTS, FINAL_WEIGHTS + ".json",
                  "metrics.json", "plots", "samples")
 
 
@@ -231,10 +292,17 @@ def clear_stage_outputs(stage_dir: str | Path) -> list[Path]:
     return removed
 
 
-def save_ema_weights(model: MultiTaskSRNet, path: Path, stage: str, iteration: int, metrics: Mapping[str, float]) -> Path:
+def save_ema_weights(
+    model: MultiTaskSRNet,
+    path: Path,
+    stage: str,
+    iteration: int,
+    metrics: Mapping[str, float],
+    extra: Mapping[str, str] | None = None,
+) -> Path:
     """EMA generator as ``srseg.generator/1`` safetensors + JSON sidecar (what evaluate/export read)."""
     meta = {"stage": stage, "iteration": str(iteration), **{f"val.{k}": repr(float(v)) for k, v in metrics.items()}}
-    return save_generator(model, path, metadata=meta)
+    return save_generator(model, path, metadata={**meta, **(extra or {})})
 
 
 class Trainer:
@@ -306,6 +374,11 @@ class Trainer:
         )
         self.sched_g = self._scheduler(self.opt_g)
 
+        self.selection_rule, self.lpips = resolve_selection(cfg, stage)
+        if self.lpips is not None:
+            self.lpips.to(self.device)
+        self.perceptual_description = perceptual_loss_description(cfg, stage)
+
         self.discriminator: VGGStyleDiscriminator | None = None
         self.opt_d: torch.optim.Optimizer | None = None
         self.sched_d: torch.optim.lr_scheduler.LRScheduler | None = None
@@ -318,9 +391,10 @@ class Trainer:
             )
             self.sched_d = self._scheduler(self.opt_d)
             self.adversarial = AdversarialLoss(cfg.discriminator.gan_type)
-            if loss_cfg.perceptual_weight > 0:
+            if loss_cfg.perceptual_weight > 0 and loss_cfg.vgg_weights != "none":
                 self.perceptual = PerceptualLoss(loss_cfg.perceptual_layer, weights=loss_cfg.vgg_weights)
                 self.perceptual.to(self.device, memory_format=self.memory_format)
+            logger.info("GAN stage perceptual loss: %s", self.perceptual_description)
 
         self.g_train: nn.Module = _MultitaskForward(self.generator)
         self.d_train: nn.Module | None = self.discriminator
@@ -347,6 +421,8 @@ class Trainer:
         self.batches_consumed = 0
         self.best_psnr_y = -math.inf
         self.best_iteration = 0
+        self.selected_score = math.inf  # lower is better: -psnr_y or LPIPS, by the rule
+        self.selected_iteration = 0
         self.last_val: dict[str, float] = {}
         self.last_train: dict[str, float] = {}
         self._train_rows: list[dict[str, float]] = []
@@ -422,7 +498,9 @@ class Trainer:
         l_pix = self.pixel_loss(sr, hr)
         l_seg = self._seg_term(logits, label)
         out: dict[str, Tensor] = {"pixel": l_pix.detach(), "seg_ce": l_seg.detach()}
-        loss_g = loss_cfg.pixel_weight * l_pix + loss_cfg.lambda_seg * l_seg
+        warming_up = self.stage == "psnr" and self.iteration < loss_cfg.seg_warmup
+        lambda_seg = 0.0 if warming_up else loss_cfg.lambda_seg
+        loss_g = loss_cfg.pixel_weight * l_pix + lambda_seg * l_seg
 
         if self.stage == "psnr":
             self._zero_grad_step(self.opt_g, loss_g)
@@ -531,9 +609,23 @@ class Trainer:
         )
         if main:
             if finished:
-                save_ema_weights(self.ema.module, self.stage_dir / FINAL_WEIGHTS, self.stage, self.iteration, self.last_val)
+                self._save_final()
             self.write_metrics(result)
         return result
+
+    def _save_final(self) -> None:
+        """``final.safetensors``; it is also the shipped ``selected.safetensors`` under ``final_ema``
+        or when nothing was selected (no validation images, or no finite score)."""
+        meta = self._weights_metadata()
+        save_ema_weights(self.ema.module, self.stage_dir / FINAL_WEIGHTS, self.stage, self.iteration, self.last_val, meta)
+        if self.selection_rule != "final_ema" and self.selected_iteration:
+            return
+        if self.selection_rule != "final_ema":
+            logger.warning("%s stage: no validation selected weights by %s; shipping the final EMA weights",
+                           self.stage, self.selection_rule)
+            self.selection_rule = meta["selection_rule"] = "final_ema"
+        self.selected_iteration = self.iteration
+        save_ema_weights(self.ema.module, self.stage_dir / SELECTED_WEIGHTS, self.stage, self.iteration, self.last_val, meta)
 
     def _accumulate(self, losses: Mapping[str, Tensor]) -> None:
         for name, value in losses.items():
@@ -564,14 +656,21 @@ class Trainer:
 
     # --- validation ---------------------------------------------------------------------------
 
-    def run_validation(self) -> dict[str, float]:
-        """Validate the EMA generator; track the best psnr_y and write ``best.safetensors`` on improvement.
+    def _weights_metadata(self) -> dict[str, str]:
+        return {"selection_rule": self.selection_rule, "perceptual_loss": self.perceptual_description}
 
-        Best = highest ``psnr_y`` in both stages. For the GAN stage this favours fidelity over
-        texture; no calibrated perceptual metric (LPIPS needs pretrained weights) is available to
-        the trainer, so ``final.safetensors`` (the last EMA weights) is written too and the evaluate stage
-        judges perceptual quality.
-        """
+    def _selection_score(self, metrics: Mapping[str, float]) -> float | None:
+        """Lower is better; None when the rule does not pick during training (``final_ema``)."""
+        if self.selection_rule == "max_psnr_y":
+            return -metrics["psnr_y"]
+        if self.selection_rule == "min_lpips":
+            return metrics["lpips"]
+        return None
+
+    def run_validation(self) -> dict[str, float]:
+        """Validate the EMA generator on the selection images; write ``selected.safetensors`` when
+        the stage's rule (``max_psnr_y`` or ``min_lpips``) improves. The best psnr_y is tracked in
+        every stage for the logs and ``metrics.json``, but only the PSNR stage ships by it."""
         assert self.val_set is not None
         result = validate(
             self.ema.module,
@@ -581,26 +680,31 @@ class Trainer:
             dist_info=self.dist,
             amp=self.amp,
             channels_last=self.channels_last,
-            max_images=self.cfg.val_max_images,
             num_samples=self.cfg.val_samples,
             num_workers=min(self.cfg.num_workers, 2),
+            lpips_model=self.lpips,
         )
         metrics = result.metrics
         self.last_val = dict(metrics)
-        improved = metrics["psnr_y"] > self.best_psnr_y
-        if improved:
+        if metrics["psnr_y"] > self.best_psnr_y:
             self.best_psnr_y = metrics["psnr_y"]
             self.best_iteration = self.iteration
+        score = self._selection_score(metrics)
+        selected = score is not None and math.isfinite(score) and score < self.selected_score
+        if selected:
+            self.selected_score, self.selected_iteration = float(score), self.iteration
         if self.dist.is_main:
+            extra = f" lpips {metrics['lpips']:.4f}" if "lpips" in metrics else ""
             logger.info(
-                "iter %d val: psnr_y %.3f ssim_y %.4f miou %.4f pixel_acc %.4f (%d images)%s",
-                self.iteration, metrics["psnr_y"], metrics["ssim_y"], metrics["miou"], metrics["pixel_acc"],
-                result.num_images, " best" if improved else "",
+                "iter %d val: psnr_y %.3f ssim_y %.4f%s miou %.4f pixel_acc %.4f (%d selection images)%s",
+                self.iteration, metrics["psnr_y"], metrics["ssim_y"], extra, metrics["miou"], metrics["pixel_acc"],
+                result.num_images, f" selected ({self.selection_rule})" if selected else "",
             )
             self.tracker.log_metrics({f"val/{k}": v for k, v in metrics.items()}, step=self.iteration)
             self._val_rows.append({"iteration": float(self.iteration), **metrics})
-            if improved:
-                save_ema_weights(self.ema.module, self.stage_dir / BEST_WEIGHTS, self.stage, self.iteration, metrics)
+            if selected:
+                save_ema_weights(self.ema.module, self.stage_dir / SELECTED_WEIGHTS, self.stage, self.iteration, metrics,
+                                 self._weights_metadata())
             if result.grid is not None:
                 self._save_grid(result.grid)
             self.write_plots()
@@ -650,6 +754,7 @@ class Trainer:
             "rng": rng,
             "data": self.data_position(),
             "best": {"psnr_y": self.best_psnr_y, "iteration": self.best_iteration},
+            "selected": {"rule": self.selection_rule, "score": self.selected_score, "iteration": self.selected_iteration},
             "last_val": dict(self.last_val),
             "last_train": dict(self.last_train),
             "signature": resume_signature(self.cfg, self.stage),
@@ -694,6 +799,14 @@ class Trainer:
         best = state.get("best") or {}
         self.best_psnr_y = float(best.get("psnr_y", -math.inf))
         self.best_iteration = int(best.get("iteration", 0))
+        chosen = state.get("selected") or {}
+        if chosen.get("rule", self.selection_rule) != self.selection_rule:
+            raise ckpt.CheckpointError(
+                f"checkpoint selected weights by {chosen.get('rule')!r}, this run selects by {self.selection_rule!r} "
+                "(LPIPS weights appeared or disappeared); start over with resume=False"
+            )
+        self.selected_score = float(chosen.get("score", math.inf))
+        self.selected_iteration = int(chosen.get("iteration", 0))
         self.last_val = {k: float(v) for k, v in (state.get("last_val") or {}).items()}
         self.last_train = {k: float(v) for k, v in (state.get("last_train") or {}).items()}
         rng_states = state["rng"]
@@ -743,7 +856,8 @@ class Trainer:
             columns = ["iteration"] + sorted({k for row in self._train_rows for k in row} - {"iteration"})
             write_text_atomic(plots / "train_loss.csv", _csv(self._train_rows, columns))
         if self._val_rows:
-            write_text_atomic(plots / "val.csv", _csv(self._val_rows, list(VAL_COLUMNS)))
+            columns = [c for c in VAL_COLUMNS if any(c in row for row in self._val_rows)]
+            write_text_atomic(plots / "val.csv", _csv(self._val_rows, columns))
 
     def _reload_plots(self) -> None:
         """Keep the rows up to the resumed iteration; later ones are recomputed."""
@@ -760,6 +874,8 @@ class Trainer:
                 "iteration": result.iteration,
                 "finished": result.finished,
                 "best": {"psnr_y": _finite(result.best_psnr_y), "iteration": result.best_iteration},
+                "selected": {"rule": self.selection_rule, "iteration": self.selected_iteration,
+                             "file": SELECTED_WEIGHTS, "perceptual_loss": self.perceptual_description},
                 "val": {k: _finite(v) for k, v in result.last_val.items()},
                 "train": {k.split("/", 1)[-1]: _finite(v) for k, v in result.last_train.items()},
             },

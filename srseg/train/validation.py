@@ -11,6 +11,11 @@ Conventions, so numbers compare with published tables (see ``srseg/metrics.py``)
   labelled pixels / labelled pixels.
 - LR input is the precomputed LR image when the dataset has one, otherwise the same MATLAB bicubic
   synthesis as in training, done on the device.
+- ``lpips`` (only with an LPIPS model, for the GAN stage's checkpoint choice): mean over images of
+  LPIPS between the uint8-rounded SR and HR images, ``scale`` border pixels cropped, as in
+  ``srseg evaluate``.
+- The dataset is the *selection* part of the validation split (``srseg.data.holdout``): these
+  numbers choose checkpoints, so they are never the ones reported.
 
 Under DDP each rank evaluates every ``world_size``-th image and the sums are all-reduced, so the
 result is the same as a single-process validation.
@@ -145,19 +150,14 @@ def validate(
     dist_info: DistInfo,
     amp: bool = True,
     channels_last: bool = False,
-    max_images: int = 0,
     num_samples: int = 2,
     num_workers: int = 0,
+    lpips_model: torch.nn.Module | None = None,
 ) -> ValidationResult:
-    """Evaluate ``model`` (the EMA ``MultiTaskSRNet``) on ``dataset`` (``FullImageDataset``).
-
-    ``max_images`` > 0 evaluates only the first that many images; ``num_samples`` first images
-    are drawn into the sample grid returned on rank 0.
-    """
+    """Evaluate ``model`` (the EMA ``MultiTaskSRNet``) on ``dataset`` (``FullImageDataset`` or a
+    ``Subset`` of one); ``num_samples`` first images are drawn into the sample grid (rank 0)."""
     device = dist_info.device
     total = len(dataset)  # type: ignore[arg-type]
-    if max_images > 0:
-        total = min(total, max_images)
     indices = list(range(dist_info.rank, total, dist_info.world_size))
     loader = torch.utils.data.DataLoader(
         torch.utils.data.Subset(dataset, indices),
@@ -182,8 +182,13 @@ def validate(
         sr_u8 = to_uint8(sr)
         hr_u8 = to_uint8(hr)
         values = image_metrics(_hwc(sr_u8), _hwc(hr_u8), crop_border=scale)
-        for name in ("psnr_y", "ssim_y"):
-            sums[name] = sums.get(name, 0.0) + float(values[name])
+        if lpips_model is not None:
+            crop = (..., slice(scale, -scale), slice(scale, -scale))
+            distance, _ = lpips_model(sr_u8[crop].float().div(255.0), hr_u8[crop].float().div(255.0))
+            values["lpips"] = float(distance[0])
+        for name in ("psnr_y", "ssim_y", "lpips"):
+            if name in values:
+                sums[name] = sums.get(name, 0.0) + float(values[name])
         count += 1
         pred = logits.float().argmax(1)
         confusion += confusion_matrix(pred, label, num_classes)
@@ -192,7 +197,7 @@ def validate(
     if was_training:
         model.train()
 
-    names = ["psnr_y", "ssim_y"]
+    names = ["psnr_y", "ssim_y"] + (["lpips"] if lpips_model is not None else [])
     packed = torch.tensor([sums.get(n, 0.0) for n in names] + [float(count)], dtype=torch.float64, device=device)
     all_reduce_sum(packed, dist_info)
     all_reduce_sum(confusion, dist_info)

@@ -150,3 +150,24 @@ def test_bad_inputs_name_the_problem() -> None:
     acc = PerClassAccumulator(("a",), ["x", "y"])
     with pytest.raises(ValueError, match="compare"):
         acc.table(compare=("x", "nope"))
+
+
+def test_a_class_seen_in_fewer_than_three_images_gets_no_interval() -> None:
+    """Gain CIs come from resampling images: with 2 images there is no honest interval ("n/a"),
+    not a zero-width one; from 3 images on there is one."""
+    rng = np.random.default_rng(0)
+    names = ("sky", "grass")
+    acc = PerClassAccumulator(names, ["a", "b"])
+    for index in range(4):
+        label = np.zeros((40, 40), dtype=np.uint8)
+        if index < 2:
+            label[:, 20:] = 1  # grass only in the first two images; sky in all four
+        ref = rng.integers(0, 256, size=(40, 40, 3), dtype=np.uint8)
+        noisy = np.clip(ref.astype(int) + rng.integers(-9, 10, size=ref.shape), 0, 255).astype(np.uint8)
+        noisier = np.clip(ref.astype(int) + rng.integers(-20, 21, size=ref.shape), 0, 255).astype(np.uint8)
+        acc.add(index, {"a": image_class_stats(noisy, ref, label, 2, 2), "b": image_class_stats(noisier, ref, label, 2, 2)})
+    rows = {r["class"]: r for r in acc.table(compare=("a", "b"), n_boot=200)}
+    assert rows["grass"]["images"] == 2 and rows["grass"]["psnr_y_gain"] > 0
+    assert math.isnan(rows["grass"]["psnr_y_gain_ci_lo"]) and math.isnan(rows["grass"]["psnr_y_gain_ci_hi"])
+    sky = rows["sky"]
+    assert sky["images"] == 4 and sky["psnr_y_gain_ci_lo"] < sky["psnr_y_gain"] < sky["psnr_y_gain_ci_hi"]

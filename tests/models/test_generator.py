@@ -120,3 +120,52 @@ def test_config_round_trip() -> None:
         sr, logits = net.forward_multitask(x)
         sr2, logits2 = clone.forward_multitask(x)
     assert torch.equal(sr, sr2) and torch.equal(logits, logits2)
+
+
+# ------------------------------------------------------------------------- global residual
+
+
+def test_bicubic_global_residual_starts_exactly_at_bicubic() -> None:
+    from srseg.degrade.bicubic import imresize
+
+    torch.manual_seed(0)
+    net = _small(global_residual="bicubic")
+    assert net.config["global_residual"] == "bicubic"
+    assert not net.sr_head.weight.any() and not net.sr_head.bias.any()
+    lr = torch.rand(2, 3, 7, 9)
+    sr, logits = net.forward_multitask(lr)
+    assert (sr - imresize(lr, scale=4.0)).abs().max() <= 1e-5
+    assert torch.equal(net(lr), sr) and logits.shape == (2, 8, 28, 36)
+    # gradients reach the trunk once the head is non-zero: the residual is learnable
+    with torch.no_grad():
+        net.sr_head.weight.normal_(std=0.01)
+    net(lr).square().mean().backward()
+    assert net.head[0].weight.grad is not None and net.head[0].weight.grad.abs().sum() > 0
+
+
+def test_global_residual_is_validated_and_kept_by_the_sr_only_copy() -> None:
+    with pytest.raises(ValueError, match="global_residual"):
+        _small(global_residual="nearest")
+    torch.manual_seed(1)
+    net = _small(global_residual="bicubic")
+    with torch.no_grad():
+        net.sr_head.weight.normal_(std=0.05)
+    sr_net = build_sr_only(net)
+    lr = torch.rand(1, 3, 6, 5)
+    assert sr_net.config["global_residual"] == "bicubic"
+    assert (sr_net(lr) - net(lr)).abs().max() <= 1e-6
+
+
+def test_registry_builds_by_name_and_names_unknown_architectures() -> None:
+    from srseg.config import GeneratorConfig
+    from srseg.models import registry
+
+    net = registry.build_generator("multitask_srresnet", {"num_features": 8, "num_blocks": 1, "num_classes": 3})
+    assert isinstance(net, MultiTaskSRNet) and registry.architecture_of(net) == "multitask_srresnet"
+    with pytest.raises(ValueError, match="unknown generator architecture 'rrdb'.*multitask_srresnet"):
+        registry.build_generator("rrdb", {})
+    with pytest.raises(TypeError, match="Conv2d is not a registered generator"):
+        registry.architecture_of(torch.nn.Conv2d(3, 3, 3))
+    # the params schema accepts exactly the registered names
+    choices = GeneratorConfig.model_fields["architecture"].annotation.__args__
+    assert set(choices) == set(registry.GENERATORS)

@@ -37,7 +37,7 @@ def tmp_torch_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 def _random_vgg_state(seed: int) -> dict[str, torch.Tensor]:
     """A torchvision-format (``features.N.*``) random VGG19 state dict."""
     torch.manual_seed(seed)
-    return VGG19Features("conv5_4", weights="none").state_dict()
+    return VGG19Features("conv5_4", weights="random").state_dict()
 
 
 def test_pixel_loss() -> None:
@@ -52,7 +52,7 @@ def test_pixel_loss() -> None:
 
 def test_perceptual_random_weights_warns_and_works(caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.WARNING, logger="srseg.models.vgg"):
-        loss_fn = PerceptualLoss(["conv3_4", "conv5_4"], weights="none", layer_weights=[0.5, 1.0])
+        loss_fn = PerceptualLoss(["conv3_4", "conv5_4"], weights="random", layer_weights=[0.5, 1.0])
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
     assert [r.getMessage() for r in warnings] == [RANDOM_WEIGHTS_WARNING]
     assert len(loss_fn.vgg.features) == vgg19_layer_names().index("conv5_4") + 1  # truncated
@@ -71,7 +71,7 @@ def test_perceptual_random_weights_warns_and_works(caplog: pytest.LogCaptureFixt
 
 
 def test_intermediate_features_not_clobbered_by_inplace_relu() -> None:
-    vgg = VGG19Features(["conv1_1", "relu1_1"], weights="none")
+    vgg = VGG19Features(["conv1_1", "relu1_1"], weights="random")
     feats = vgg(torch.rand(1, 3, 8, 8))
     assert (feats["conv1_1"] < 0).any()
     assert torch.equal(feats["relu1_1"], feats["conv1_1"].clamp_min(0))
@@ -104,7 +104,7 @@ def test_local_weights_file(tmp_path: Path) -> None:
     for key, value in loaded.vgg.features.state_dict().items():
         assert torch.equal(value, state[f"features.{key}"])
     torch.manual_seed(2)
-    other = PerceptualLoss("conv5_4", weights="none")
+    other = PerceptualLoss("conv5_4", weights="random")
     pred, target = torch.rand(1, 3, 32, 32), torch.rand(1, 3, 32, 32)
     assert loaded(pred, target).item() != pytest.approx(other(pred, target).item(), rel=1e-3)
     with pytest.raises(MissingWeightsError, match="nope.pth"):
@@ -116,7 +116,7 @@ def test_local_weights_file(tmp_path: Path) -> None:
 
 def test_unknown_layer() -> None:
     with pytest.raises(ValueError, match="conv6_1"):
-        VGG19Features("conv6_1", weights="none")
+        VGG19Features("conv6_1", weights="random")
 
 
 @pytest.mark.parametrize("kind", ["standard", "relativistic"])

@@ -101,7 +101,7 @@ def test_missing_or_bad_sidecar_is_named(tmp_path: Path) -> None:
     assert side.name == "g.safetensors.json"
     data = json.loads(side.read_text())
     side.write_text(json.dumps({**data, "config": {**data["config"], "num_featurez": 8}}))
-    with pytest.raises(WeightsFileError, match="does not build a MultiTaskSRNet"):
+    with pytest.raises(WeightsFileError, match="does not build a multitask_srresnet generator"):
         load_generator(path)
     side.write_text(json.dumps({**data, "format": "other/9"}))
     with pytest.raises(WeightsFileError, match="other/9"):
@@ -118,3 +118,26 @@ def test_save_rejects_wrong_suffix_and_foreign_modules(tmp_path: Path) -> None:
         save_generator(_tiny(), tmp_path / "g.pt")
     with pytest.raises(TypeError, match="Conv2d"):
         save_generator(torch.nn.Conv2d(3, 3, 3), tmp_path / "g.safetensors")
+
+
+def test_sidecar_records_the_architecture_and_older_files_still_load(tmp_path: Path) -> None:
+    model = MultiTaskSRNet(num_features=8, num_blocks=1, num_classes=3, global_residual="bicubic").eval()
+    path = save_generator(model, tmp_path / "g.safetensors")
+    side = sidecar_path(path)
+    data = json.loads(side.read_text())
+    assert data["architecture"] == "multitask_srresnet" and data["config"]["global_residual"] == "bicubic"
+    x = torch.rand(1, 3, 5, 6)
+    with torch.inference_mode():
+        assert torch.equal(load_generator(path)(x), model(x))
+    # a sidecar written before the registry: no architecture, no global_residual key
+    save_generator(_tiny(num_classes=3), tmp_path / "old.safetensors")
+    old_side = sidecar_path(tmp_path / "old.safetensors")
+    legacy = json.loads(old_side.read_text())
+    legacy.pop("architecture")
+    legacy["config"].pop("global_residual")
+    old_side.write_text(json.dumps(legacy))
+    loaded = load_generator(tmp_path / "old.safetensors")
+    assert loaded.config["global_residual"] == "none" and loaded.skip is None
+    side.write_text(json.dumps({**data, "architecture": "rrdb"}))
+    with pytest.raises(WeightsFileError, match="unknown generator architecture 'rrdb'"):
+        load_generator(path)

@@ -99,7 +99,7 @@ def test_model_artifacts_replace_the_training_paths(tmp_path: Path) -> None:
     staged = steps.stage_params(steps.write_params(tmp_path / "p.yaml", params), models={"multitask": multitask},
                                 overrides={"evaluate": {"output_dir": "/x"}})
     assert staged.evaluate.output_dir == "/x" and staged.evaluate.methods["sr_only"] == params.evaluate.methods["sr_only"]
-    psnr = params.model_copy(update={"export": params.export.model_copy(update={"weights": f"{params.train.output_dir}/psnr/best.safetensors"})})
+    psnr = params.model_copy(update={"export": params.export.model_copy(update={"weights": f"{params.train.output_dir}/psnr/selected.safetensors"})})
     with pytest.raises(ValueError, match="GAN stage's weights only"):
         steps.model_overrides(psnr, {"multitask": multitask})
 
@@ -120,7 +120,7 @@ def test_model_files_and_training_record(tmp_path: Path) -> None:
     run = tmp_path / "runs" / "k" / "multitask"
     (run / "gan" / "checkpoints").mkdir(parents=True)
     (run / "psnr").mkdir()
-    for name in ("final.safetensors", "final.safetensors.json", "best.safetensors", "best.safetensors.json", "metrics.json"):
+    for name in ("final.safetensors", "final.safetensors.json", "selected.safetensors", "selected.safetensors.json", "metrics.json"):
         (run / "gan" / name).write_text("{}" if name.endswith("json") else "w")
     (run / "gan" / "checkpoints" / "iter_00000002.pt").write_text("big")
     (run / "gan" / "metrics.json").write_text('{"best": {"psnr_y": 20.5, "iteration": 2}, "val": {"lpips": null}, "ok": true}')
@@ -128,9 +128,9 @@ def test_model_files_and_training_record(tmp_path: Path) -> None:
     (run / "mlflow_parent.json").write_text('{"run_id": "parent"}')
     digest = steps.weights_digest(run)
     copied = steps.copy_model_files(run, tmp_path / "model", expected_digest=digest)
-    assert copied == ["best.safetensors", "best.safetensors.json", "final.safetensors", "final.safetensors.json", "metrics.json",
+    assert copied == ["final.safetensors", "final.safetensors.json", "metrics.json", "selected.safetensors", "selected.safetensors.json",
                       "mlflow_run.json", "mlflow_parent.json"]  # the run records: evaluation links to the training runs
-    (run / "gan" / "best.safetensors").write_text("retrained")  # another run rewrote the folder after training reported
+    (run / "gan" / "selected.safetensors").write_text("retrained")  # another run rewrote the folder after training reported
     assert steps.weights_digest(run) != digest
     with pytest.raises(ValueError, match="weights changed after training"):
         steps.copy_model_files(run, tmp_path / "stale", expected_digest=digest)
@@ -155,8 +155,10 @@ def test_reports_for_the_kfp_ui(tmp_path: Path) -> None:
     assert steps.publish(tmp_path / "missing.md", tmp_path / "o.md", "no report") is False
     assert (tmp_path / "o.md").read_text() == "no report\n"
     md = steps.decision_markdown({"passed": False, "action": "reject", "reason": "gate failed", "criteria": [
-        {"name": "psnr_y", "challenger": 27.0, "champion": 28.0, "threshold": ">= champion - 0.05", "passed": False}]})
-    assert "**reject** (not passed): gate failed" in md and "| psnr_y | 27.0 | 28.0 | >= champion - 0.05 | FAIL |" in md
+        {"name": "bicubic floor (psnr_y)", "challenger": 27.0, "opponent": 26.95, "opponent_name": "bicubic",
+         "difference": 0.05, "ci_low": 0.01, "ci_high": 0.09, "n": 5, "threshold": "CI low >= +0.1 dB", "passed": False}]})
+    assert "**reject** (not passed): gate failed" in md
+    assert "| bicubic floor (psnr_y) | 27.0 | 26.95 (bicubic) | +0.0500 [+0.0100, +0.0900] (n=5) | CI low >= +0.1 dB | FAIL |" in md
     assert steps.plain_metadata({"a": 1, "b": float("nan"), "c": [1], "d": "x"}) == {"a": 1, "d": "x"}
 
 

@@ -333,7 +333,7 @@ def test_torchrun_two_processes_train_on_cpu(cocostuff_sample: Path, tmp_path: P
     params = tiny_params(root, tmp_path / "runs" / "k" / "multitask", {"train": {
         "deterministic": False,
         "psnr_stage": {"iterations": 2, "val_every": 2, "checkpoint_every": 2},
-        "val_max_images": 1,
+        "selection_images": 1,
     }})
     params_file = steps.write_params(tmp_path / "params.yaml", params)
     command = steps.local_torchrun_command(params_file, "psnr", 2)

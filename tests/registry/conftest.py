@@ -1,5 +1,6 @@
-"""Fixtures for the registry tests: real SR-head weights files, a local SQLite tracking store, a
-Set5 PSNR evaluator, and the real servers (context managers in ``servers.py``)."""
+"""Fixtures for the registry tests: real SR-head weights files (hand-set ones that are worse than
+bicubic, and small nets trained until they beat it), a local SQLite tracking store, a Set5
+evaluator returning per-image scores, and the real servers (context managers in ``servers.py``)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from srseg.degrade.bicubic import bicubic_downscale, modcrop
+from srseg.degrade.bicubic import bicubic_downscale, imresize, modcrop
 from srseg.imageio import load_rgb
 from srseg.inference.upscale import LoadedImage, SRModel, upscale_image
 from srseg.metrics import image_metrics
@@ -20,6 +21,8 @@ from srseg.registry import load_sr_head
 
 SCALE = 4
 TINY = {"scale": SCALE, "num_features": 8, "num_blocks": 1, "num_classes": 0, "first_kernel_size": 3}
+SET5 = ("baby", "bird", "butterfly", "head", "woman")
+CROPS = ((0.3, 0.3), (0.65, 0.6))  # two 64 px crops per image, at these fractions of the free range
 
 
 def nearest_neighbour_net() -> MultiTaskSRNet:
@@ -71,13 +74,48 @@ def dimmed(net: MultiTaskSRNet, factor: float) -> MultiTaskSRNet:
     return out
 
 
+def set5_pairs(set5: Path, size: int = 64) -> list[tuple[torch.Tensor, np.ndarray]]:
+    """(LR float (3, h, w) in [0, 1], HR uint8) for two crops of each Set5 image: the evaluation set."""
+    pairs = []
+    for name in SET5:
+        full = np.asarray(modcrop(load_rgb(set5 / "HR" / f"{name}.png"), SCALE))
+        for fy, fx in CROPS:
+            top = int((full.shape[0] - size) * fy) // SCALE * SCALE
+            left = int((full.shape[1] - size) * fx) // SCALE * SCALE
+            hr = np.ascontiguousarray(full[top : top + size, left : left + size])
+            lr = bicubic_downscale(torch.from_numpy(hr).permute(2, 0, 1).contiguous(), SCALE)
+            pairs.append((lr.float() / 255.0, hr))
+    return pairs
+
+
+def trained_net(pairs: list[tuple[torch.Tensor, np.ndarray]], steps: int, seed: int) -> MultiTaskSRNet:
+    """A tiny bicubic-residual SR head fitted to ``pairs`` (the evaluation crops themselves: these
+    tests check the gate, not generalisation, so a net that beats bicubic there is all they need)."""
+    torch.manual_seed(seed)
+    net = MultiTaskSRNet(**{**TINY, "global_residual": "bicubic"})
+    lr = torch.stack([p[0] for p in pairs])
+    hr = torch.stack([torch.from_numpy(p[1]).permute(2, 0, 1).float() / 255.0 for p in pairs])
+    optimizer = torch.optim.Adam(net.parameters(), lr=2e-3)
+    for _ in range(steps):
+        optimizer.zero_grad()
+        torch.nn.functional.l1_loss(net(lr), hr).backward()
+        optimizer.step()
+    return net.eval()
+
+
 @pytest.fixture(scope="session")
-def sr_heads(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """Weights files (safetensors + sidecar): ``nearest`` (good), ``dimmed`` (worse), ``random`` (bad)."""
+def sr_heads(tmp_path_factory: pytest.TempPathFactory, set5: Path) -> dict[str, Path]:
+    """Weights files (safetensors + sidecar), from worst to best on the Set5 crops: ``random``,
+    ``dimmed`` and ``nearest`` (all worse than bicubic), ``barely`` (30 steps of fitting: within a
+    few thousandths of a dB of bicubic, either way), ``fitted`` (~+0.5 dB) and ``fitted_more``
+    (longer, so it also beats ``fitted``)."""
     root = tmp_path_factory.mktemp("sr_heads")
     good = nearest_neighbour_net()
     torch.manual_seed(1)
-    nets = {"nearest": good, "dimmed": dimmed(good, 0.8), "random": MultiTaskSRNet(**TINY).eval()}
+    pairs = set5_pairs(set5)
+    nets = {"nearest": good, "dimmed": dimmed(good, 0.8), "random": MultiTaskSRNet(**TINY).eval(),
+            "barely": trained_net(pairs, 30, seed=2), "fitted": trained_net(pairs, 90, seed=2),
+            "fitted_more": trained_net(pairs, 160, seed=2)}
     return {name: save_generator(net, root / name / "sr_head.safetensors") for name, net in nets.items()}
 
 
@@ -113,22 +151,33 @@ def super_resolve_uint8(net: torch.nn.Module, lr: torch.Tensor, name: str) -> np
 
 
 class Set5Evaluator:
-    """``model_uri -> {"psnr_y", "lpips"}`` on fixed Set5 crops; records the URIs it was asked for.
+    """``{role: model spec} -> {role: {"psnr_y": [per crop], "lpips": None}}`` on fixed Set5 crops,
+    the interface of ``srseg.registry.promote``; ``bicubic`` is MATLAB bicubic. Records the specs.
 
     LPIPS is reported as unavailable (its backbone weights are not shipped with the tests), so a
     gate with ``perceptual="lpips"`` fails closed on it.
     """
 
-    def __init__(self, set5: Path, tracking_uri: str, names: tuple[str, ...] = ("baby", "bird", "butterfly"), crop: int = 96):
+    def __init__(self, set5: Path, tracking_uri: str):
         self.tracking_uri = tracking_uri
-        self.pairs = lr_hr_pairs(set5, names, crop)
-        self.calls: list[str] = []
+        self.pairs = set5_pairs(set5)
+        self.calls: list[dict[str, str]] = []
 
-    def __call__(self, model_uri: str) -> dict[str, float | None]:
-        self.calls.append(model_uri)
-        net = load_sr_head(model_uri, self.tracking_uri)
-        scores = [image_metrics(super_resolve_uint8(net, lr, model_uri), hr, crop_border=SCALE)["psnr_y"] for lr, hr in self.pairs]
-        return {"psnr_y": float(np.mean(scores)), "lpips": None}
+    def psnr(self, spec: str) -> list[float]:
+        if spec == "bicubic":
+            model: torch.nn.Module = _Bicubic()
+        else:
+            model = load_sr_head(spec, self.tracking_uri)
+        return [image_metrics(super_resolve_uint8(model, lr, spec), hr, crop_border=SCALE)["psnr_y"] for lr, hr in self.pairs]
+
+    def __call__(self, specs: dict[str, str]) -> dict[str, dict[str, list[float] | None]]:
+        self.calls.append(dict(specs))
+        return {role: {"psnr_y": self.psnr(spec), "lpips": None} for role, spec in specs.items()}
+
+
+class _Bicubic(torch.nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return imresize(x, scale=float(SCALE))
 
 
 @pytest.fixture(scope="module")

@@ -74,51 +74,68 @@ def test_register_promote_refuse_rollback_and_serve_through_s3(
     evaluator = Set5Evaluator(set5, uri)
     gate = Gate(perceptual="none")  # LPIPS needs backbone weights the tests do not ship
 
-    # 1. First version (dimmed output): no champion yet -> bootstrap.
-    v1 = log_and_register(sr_heads["dimmed"], NAME, uri, tags=TAGS, metrics={"psnr_y": 18.9})
+    def champion() -> str | None:
+        value = client.get_registered_model(NAME).aliases.get("champion")
+        return None if value is None else str(value)
+
+    # 1. A first version worse than bicubic, no champion yet: refused all the same.
+    v1 = log_and_register(sr_heads["nearest"], NAME, uri, tags=TAGS, metrics={"psnr_y": 18.9})
     assert v1.source.startswith("mlflow-artifacts:/")  # proxied: the client never talks to S3
-    boot = promote(NAME, uri, evaluator, gate)
-    assert boot.action == "bootstrap" and client.get_registered_model(NAME).aliases["champion"] in (1, "1")
+    refused = promote(NAME, uri, evaluator, gate)
+    assert evaluator.calls == [{"challenger": f"models:/{NAME}/1", "bicubic": "bicubic"}]
+    [floor, _] = refused.criteria
+    assert refused.action == "reject" and not floor.passed and floor.difference < -1.0, refused.table()
+    assert champion() is None and client.get_model_version(NAME, v1.version).tags["gate_failed"] == floor.name
 
-    # 2. Second version (nearest neighbour, clearly better on real images) -> promoted.
-    v2 = log_and_register(sr_heads["nearest"], NAME, uri, tags=TAGS)
-    promoted = promote(NAME, uri, evaluator, gate)
-    assert evaluator.calls == [f"models:/{NAME}/2", f"models:/{NAME}/1"]
-    [psnr, _] = promoted.criteria
-    assert promoted.action == "promote" and psnr.passed and psnr.challenger > psnr.champion + 3.0, promoted.table()
-    assert client.get_model_version(NAME, v1.version).tags["previous_champion"] == "true"
-    assert client.get_registered_model(NAME).tags["previous_champion_version"] == v1.version
-    assert promote(NAME, uri, evaluator, gate).action == "already_champion"
+    # 2. One within a few thousandths of a dB of bicubic: its CI cannot clear the 0.1 dB floor.
+    log_and_register(sr_heads["barely"], NAME, uri, tags=TAGS)
+    barely = promote(NAME, uri, evaluator, gate)
+    assert barely.action == "reject" and abs(barely.criteria[0].difference) < 0.02 and champion() is None, barely.table()
 
-    # 3. Third version (random weights) -> refused, champion unchanged, the table says why.
-    v3 = log_and_register(sr_heads["random"], NAME, uri, tags=TAGS)
+    # 3. A version that beats bicubic on every crop: the first champion, through the gate.
+    v3 = log_and_register(sr_heads["fitted"], NAME, uri, tags=TAGS)
+    first = promote(NAME, uri, evaluator, gate)
+    [floor, _] = first.criteria
+    assert first.action == "promote" and floor.passed and floor.ci_low >= 0.1, first.table()
+    assert champion() == v3.version and promote(NAME, uri, evaluator, gate).action == "already_champion"
+
+    # 4. Random weights: refused (floor and champion criteria), champion unchanged, the table says why.
+    v4 = log_and_register(sr_heads["random"], NAME, uri, tags=TAGS)
     dry = promote(NAME, uri, evaluator, gate, dry_run=True)
-    assert dry.action == "reject" and not dry.applied and "gate_decision" not in client.get_model_version(NAME, v3.version).tags
+    assert dry.action == "reject" and not dry.applied and "gate_decision" not in client.get_model_version(NAME, v4.version).tags
     refused = promote(NAME, uri, evaluator, gate)
     table = refused.table()
-    assert refused.action == "reject" and "psnr_y" in table and "FAIL" in table, table
-    aliases = {k: str(v) for k, v in client.get_registered_model(NAME).aliases.items()}
-    assert aliases == {"champion": v2.version, "challenger": v3.version}
+    assert refused.action == "reject" and [c.passed for c in refused.criteria] == [False, False, True], table
+    assert "bicubic floor (psnr_y)" in table and f"(champion v{v3.version})" in table and "FAIL" in table
+    assert {k: str(v) for k, v in client.get_registered_model(NAME).aliases.items()} == {
+        "champion": v3.version, "challenger": v4.version}
 
-    # 4. Roll back: champion returns to v1.
+    # 5. A better-fitted version: beats bicubic and the champion (paired, with CI) -> promoted.
+    v5 = log_and_register(sr_heads["fitted_more"], NAME, uri, tags=TAGS)
+    promoted = promote(NAME, uri, evaluator, gate)
+    [floor, versus, _] = promoted.criteria
+    assert promoted.action == "promote" and floor.passed and versus.passed and versus.difference > 0, promoted.table()
+    assert client.get_model_version(NAME, v3.version).tags["previous_champion"] == "true"
+    assert client.get_registered_model(NAME).tags["previous_champion_version"] == v3.version
+
+    # 6. Roll back: champion returns to v3.
     back = rollback(NAME, uri)
-    assert (back.champion_before, back.champion_after) == (v2.version, v1.version)
-    assert str(client.get_registered_model(NAME).aliases["champion"]) == v1.version
+    assert (back.champion_before, back.champion_after) == (v5.version, v3.version) and champion() == v3.version
 
-    # 5. The artifacts really are in SeaweedFS, byte for byte.
+    # 7. The artifacts really are in SeaweedFS, byte for byte.
     keys = s3.list_keys("mlflow", prefix="artifacts/")
     weights_keys = sorted(k for k in keys if k.endswith("/sr_head/artifacts/sr_head/sr_head.safetensors"))
-    assert len(weights_keys) == 3 and sum(k.endswith("/sr_head/MLmodel") for k in keys) == 3, keys
+    assert len(weights_keys) == 5 and sum(k.endswith("/sr_head/MLmodel") for k in keys) == 5, keys
     stored = {hashlib.sha256(s3.client().get_object(Bucket="mlflow", Key=k)["Body"].read()).hexdigest() for k in weights_keys}
-    local = {hashlib.sha256(p.read_bytes()).hexdigest() for p in sr_heads.values()}
+    local = {hashlib.sha256(sr_heads[n].read_bytes()).hexdigest() for n in ("nearest", "barely", "fitted", "random", "fitted_more")}
     assert stored == local
     assert destination == "s3://mlflow/artifacts"
 
-    # 6. Serve the champion: load models:/NAME@champion and upscale a real image.
+    # 8. Serve the champion: load models:/NAME@champion and upscale a real image.
     net = load_sr_head(f"models:/{NAME}@champion", uri)
     [(lr, hr)] = lr_hr_pairs(set5, ("head",), 128)
     got = super_resolve_uint8(net, lr, "champion")
-    want = super_resolve_uint8(load_generator(sr_heads["dimmed"]), lr, "local v1")
+    want = super_resolve_uint8(load_generator(sr_heads["fitted"]), lr, "local v3")
     assert got.shape == hr.shape == (128, 128, 3) and np.array_equal(got, want)
 
 
@@ -127,8 +144,9 @@ def test_upscale_cli_path_loads_the_champion(server_stack: tuple, sr_heads: dict
     """``srseg upscale --model models:/NAME@champion`` (the loader contract of srseg.registry.loader)."""
     server, _, _ = server_stack
     name = "srseg-sr-upscale"
-    log_and_register(sr_heads["nearest"], name, server.tracking_uri, tags=TAGS)
-    promote(name, server.tracking_uri)
+    version = log_and_register(sr_heads["nearest"], name, server.tracking_uri, tags=TAGS).version
+    # the loader is under test here, not the gate (which would refuse a nearest-neighbour net)
+    MlflowClient(server.tracking_uri).set_registered_model_alias(name, "champion", version)
     monkeypatch.chdir(tmp_path)  # should anything fall back to MLflow's default store, it lands here
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     [(lr, _)] = lr_hr_pairs(set5, ("bird",), 64)

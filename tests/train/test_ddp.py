@@ -53,7 +53,7 @@ def _params(root: Path, out: Path):
     return tiny_params(root, out, {"train": {
         "deterministic": False,
         "log_every": 1,  # every step's losses land in plots/train_loss.csv
-        "val_max_images": 2,  # one image per rank: the sharded validation is reduced across ranks
+        "selection_images": 2,  # one image per rank: the sharded validation is reduced across ranks
         "discriminator": {"spectral_norm": True, "gan_type": "standard"},  # no per-rank BN / logit means
         "psnr_stage": {"iterations": PSNR_ITERS, "val_every": PSNR_ITERS, "checkpoint_every": PSNR_ITERS},
         "gan_stage": {"iterations": GAN_ITERS, "val_every": GAN_ITERS, "checkpoint_every": GAN_ITERS},

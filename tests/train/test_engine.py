@@ -43,8 +43,9 @@ def _run_steps(trainer: Trainer, steps: int) -> list[dict[str, float]]:
 def test_overfits_fixed_real_patches(patch_root: Path, tmp_path: Path) -> None:
     """60 steps on the same four real 32x32 patches (augment off): pixel L1 falls below half of
     its initial value (seeds 0-2 reach 0.26-0.33x) and the segmentation CE below 0.8x (0.57-0.6x)."""
-    params = tiny_params(patch_root, tmp_path, {"train": {
-        "augment": False, "psnr_stage": {"iterations": 100, "lr": 2e-3}, "deterministic": False}})
+    params = tiny_params(patch_root, tmp_path, {"train": {  # learning from scratch: the paper's layout
+        "augment": False, "psnr_stage": {"iterations": 100, "lr": 2e-3}, "deterministic": False,
+        "generator": {"global_residual": "none"}}})
     trainer = _trainer(params, patch_root)
     history = _run_steps(trainer, 60)
     first = np.mean([h["pixel"] for h in history[:5]])
@@ -74,11 +75,12 @@ def test_lambda_seg_zero_is_the_sr_only_ablation(prepared_root: Path, tmp_path: 
     assert np.array_equal(states[0.0][1], states[0.1][1])
 
 
-def test_gan_stage_starts_from_psnr_best_weights(prepared_root: Path, tmp_path: Path) -> None:
+def test_gan_stage_starts_from_psnr_selected_weights(prepared_root: Path, tmp_path: Path) -> None:
     params = tiny_params(prepared_root, tmp_path, {"train": {"psnr_stage": {"iterations": 4, "val_every": 2}}})
     psnr = run_train(params, "psnr")
-    best, sidecar = load_state_dict_file(tmp_path / "psnr" / "best.safetensors")
+    best, sidecar = load_state_dict_file(tmp_path / "psnr" / "selected.safetensors")
     assert sidecar["metadata"]["iteration"] == str(psnr["best_iteration"]) and sidecar["metadata"]["stage"] == "psnr"
+    assert sidecar["metadata"]["selection_rule"] == "max_psnr_y" == psnr["selection_rule"]
 
     seen = {}
 
@@ -107,7 +109,7 @@ def test_stage_outputs_for_dvc(prepared_root: Path, tmp_path: Path) -> None:
     stage = tmp_path / "psnr"
     assert summary["finished"] and summary["iteration"] == 6
     assert [p.name for p in sorted((stage / "checkpoints").glob("*.pt"))] == ["iter_00000004.pt", "iter_00000006.pt"]
-    for name in ("best.safetensors", "best.safetensors.json", "final.safetensors", "metrics.json", "config.yaml", "plots/val.csv", "plots/train_loss.csv",
+    for name in ("selected.safetensors", "selected.safetensors.json", "final.safetensors", "metrics.json", "config.yaml", "plots/val.csv", "plots/train_loss.csv",
                  "samples/iter_00000003.png", "samples/iter_00000006.png"):
         assert (stage / name).is_file(), name
     final = load_generator(stage / "final.safetensors")  # the format evaluate/export read
@@ -129,7 +131,7 @@ def test_stage_outputs_for_dvc(prepared_root: Path, tmp_path: Path) -> None:
     fresh = run_train(params, "psnr", resume=False, max_iterations=2)
     assert fresh["iteration"] == 2 and not fresh["finished"]
     assert [p.name for p in (stage / "checkpoints").glob("*.pt")] == ["iter_00000002.pt"]
-    assert not (stage / "final.safetensors").exists() and not (stage / "best.safetensors").exists()
+    assert not (stage / "final.safetensors").exists() and not (stage / "selected.safetensors").exists()
     assert json.loads((stage / "metrics.json").read_text())["finished"] is False
 
     # Resuming under another objective is refused, naming the setting; schedule changes are fine.
@@ -206,3 +208,80 @@ def test_class_weighted_ce_counts_labels_once(prepared_root: Path, tmp_path: Pat
     # rarer classes weigh more
     order = np.argsort(counts[present])
     assert weights[torch.from_numpy(present)][order[0]] >= weights[torch.from_numpy(present)][order[-1]]
+
+
+# ------------------------------------------------------------------- which weights a stage ships
+
+
+def _spoil_at(iteration: int):
+    """After-step hook that ruins the EMA's SR output at ``iteration`` (before that validation)."""
+
+    def spoil(trainer: Trainer) -> None:
+        def after(step: int, _ids: list[int]) -> None:
+            if step == iteration:
+                with torch.no_grad():
+                    trainer.ema.module.sr_head.bias.add_(0.3)  # +0.3 on every pixel: a large PSNR drop
+        trainer.hooks.after_step = after
+
+    return spoil
+
+
+def _val_rows(stage: Path) -> list[dict[str, float]]:
+    lines = (stage / "plots" / "val.csv").read_text().splitlines()
+    header = lines[0].split(",")
+    return [dict(zip(header, map(float, line.split(",")))) for line in lines[1:]]
+
+
+def test_gan_stage_ships_its_final_ema_weights_not_its_max_psnr_ones(prepared_root: Path, tmp_path: Path) -> None:
+    """Without LPIPS weights the GAN stage ships the final EMA weights, even when its validation
+    PSNR peaked earlier (planted here: the EMA output is spoiled right before the last validation)."""
+    params = tiny_params(prepared_root, tmp_path, {"train": {
+        "psnr_stage": {"iterations": 2, "val_every": 2},
+        "gan_stage": {"iterations": 4, "val_every": 2, "checkpoint_every": 2},
+        "lpips_weights": str(tmp_path / "no-lpips-here"),
+    }})
+    run_train(params, "psnr")
+    summary = run_train(params, "gan", hooks=TrainHooks(before_train=_spoil_at(4)))
+    stage = tmp_path / "gan"
+    rows = _val_rows(stage)
+    max_psnr_iteration = max(rows, key=lambda r: r["psnr_y"])["iteration"]
+    assert max_psnr_iteration == 2.0 and rows[-1]["iteration"] == 4.0, rows  # the planted peak is earlier
+    selected, sidecar = load_state_dict_file(stage / "selected.safetensors")
+    final, _ = load_state_dict_file(stage / "final.safetensors")
+    assert sidecar["metadata"]["selection_rule"] == "final_ema" == summary["selection_rule"]
+    assert sidecar["metadata"]["iteration"] == "4" and summary["best_iteration"] == 2
+    assert all(torch.equal(selected[k], final[k]) for k in final)
+    assert sidecar["metadata"]["perceptual_loss"].startswith("random-weight VGG19")  # trainkit asks for it
+    metrics = json.loads((stage / "metrics.json").read_text())
+    assert metrics["selected"]["rule"] == "final_ema" and metrics["selected"]["iteration"] == 4
+    assert metrics["best"]["iteration"] == 2  # reported, but not what ships
+
+
+def test_gan_stage_with_lpips_ships_the_lowest_lpips_weights(prepared_root: Path, tmp_path: Path) -> None:
+    """With LPIPS configured (a random backbone here: tests ship no weights) the stage keeps the
+    EMA weights with the lowest LPIPS on the selection images, and says so."""
+    params = tiny_params(prepared_root, tmp_path, {"train": {
+        "psnr_stage": {"iterations": 2, "val_every": 2},
+        "gan_stage": {"iterations": 4, "val_every": 2, "checkpoint_every": 2, "select": "min_lpips"},
+        "lpips_weights": "none",
+    }})
+    run_train(params, "psnr")
+    summary = run_train(params, "gan", hooks=TrainHooks(before_train=_spoil_at(4)))
+    rows = _val_rows(tmp_path / "gan")
+    best_lpips = min(rows, key=lambda r: r["lpips"])
+    _, sidecar = load_state_dict_file(tmp_path / "gan" / "selected.safetensors")
+    assert sidecar["metadata"]["selection_rule"] == "min_lpips" == summary["selection_rule"]
+    assert sidecar["metadata"]["iteration"] == str(int(best_lpips["iteration"])) == str(summary["selected_iteration"])
+    assert float(sidecar["metadata"]["val.lpips"]) == pytest.approx(best_lpips["lpips"])
+
+
+def test_min_lpips_without_weights_is_an_error_naming_the_setting(prepared_root: Path, tmp_path: Path) -> None:
+    from srseg.models.vgg import MissingWeightsError
+
+    params = tiny_params(prepared_root, tmp_path, {"train": {
+        "psnr_stage": {"iterations": 2, "val_every": 2},
+        "gan_stage": {"select": "min_lpips"}, "lpips_weights": str(tmp_path / "absent"),
+    }})
+    run_train(params, "psnr")
+    with pytest.raises(MissingWeightsError, match="train.gan_stage.select=min_lpips"):
+        run_train(params, "gan")

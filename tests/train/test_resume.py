@@ -65,7 +65,7 @@ def gan_setup(prepared_root: Path, tmp_path_factory: pytest.TempPathFactory) -> 
         "batch_size": 2,
         "gan_stage": {"iterations": N, "val_every": 5, "checkpoint_every": N // 2, "lr_milestones": [3], "lr_gamma": 0.5},
     }})
-    init = base / "psnr_out" / "psnr" / "best.safetensors"
+    init = base / "psnr_out" / "psnr" / "selected.safetensors"
     straight_ids: list[list[int]] = []
     run_train(params, "gan", output_dir=base / "straight", init_from=init,
               hooks=TrainHooks(after_step=lambda it, ids: straight_ids.append(ids)))

@@ -78,6 +78,10 @@ def test_parent_and_nested_stage_runs_on_a_real_server(
         assert Path(local).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     gan_metrics = client.get_run(gan["run_id"]).data.metrics
     assert {"train/adv_g", "train/d", "train/perceptual"} <= set(gan_metrics)
+    # a random-weight VGG19 loss was asked for (trainkit): the run says so, the PSNR stage has none
+    gan_tags, psnr_tags = client.get_run(gan["run_id"]).data.tags, client.get_run(psnr["run_id"]).data.tags
+    assert gan_tags["train.random_vgg_weights"] == "true" and psnr_tags["train.random_vgg_weights"] == "false"
+    assert gan_tags["train.perceptual_loss"].startswith("random-weight VGG19") and gan_tags["train.selection_rule"] == "final_ema"
 
 
 def test_git_commit_falls_back_to_the_commit_recorded_in_the_image(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
