@@ -1,15 +1,18 @@
 """Fixtures for the registry tests: real SR-head weights files (hand-set ones that are worse than
 bicubic, and small nets trained until they beat it), a local SQLite tracking store, a Set5
-evaluator returning per-image scores, and the real servers (context managers in ``servers.py``)."""
+evaluator returning per-image scores, real COCO-Stuff report images with a head fitted to them
+(:class:`ReportImages`), and the real servers (context managers in ``servers.py``)."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 import numpy as np
 import pytest
 import torch
+import yaml
 
 from srseg.degrade.bicubic import bicubic_downscale, imresize, modcrop
 from srseg.imageio import load_rgb
@@ -187,3 +190,83 @@ def server_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple]:
 
     with mlflow_on_seaweed(tmp_path_factory.mktemp("servers")) as stack:
         yield stack
+
+
+# ------------------------------------------------------------------------- real report images
+
+VAL_IDS = (139, 785, 1268, 1490, 1503, 1584, 1818, 1993)  # the sample's val split: 1 selection, 7 report images
+
+
+@dataclass(frozen=True)
+class ReportImages:
+    """A prepared COCO-Stuff root (8 val images: 1 selection + 7 report images) with its degraded LR
+    root, and SR heads: ``fitted`` beats bicubic on the report images, ``nearest`` does not."""
+
+    root: Path
+    lr_root: Path
+    fitted: Path
+    nearest: Path
+
+    def params(self, path: Path, model_name: str, tracking_uri: str, **sections: dict[str, Any]) -> Path:
+        """Write a params file for the gate on these images (CPU, perceptual none, floor 0.1 dB)."""
+        from srseg.config import deep_merge
+
+        raw = {
+            "paths": {"data_root": str(self.root), "lr_root": str(self.lr_root)},
+            "train": {"class_map": "coarse8", "selection_images": 1, "device": "cpu", "lr_source": "precomputed"},
+            "evaluate": {"output_dir": str(path.parent / "evaluate"), "bootstrap": 200},
+            "registry": {"model_name": model_name},
+            "promote": {"perceptual": "none", "min_gain_over_bicubic_db": 0.1},
+            "mlflow": {"tracking_uri": tracking_uri},
+        }
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(yaml.safe_dump(deep_merge(raw, sections)))
+        return path
+
+
+def fit_on_report_images(params_file: Path, steps: int = 100) -> MultiTaskSRNet:
+    """A tiny bicubic-residual net fitted to crops of the report images themselves (the gate is
+    under test, not generalisation), with the LR the evaluation uses (the degrade stage's files).
+    The SR head starts slightly off zero so that the fit needs no warm-up plateau."""
+    from srseg.config import load_params
+    from srseg.data.dataset import FullImageDataset
+    from srseg.stages.evaluate import selection_ids
+
+    params = load_params(params_file)
+    excluded = selection_ids(params, "val2017")
+    data = FullImageDataset(params.paths.data_root, "val2017", 4, "coarse8", lr_root=params.paths.lr_root)
+    rng = np.random.default_rng(0)
+    lrs, hrs = [], []
+    for index, sample in enumerate(data.source.samples):
+        if sample.id in excluded:
+            continue
+        item = data[index]
+        for _ in range(2):
+            y, x = (int(rng.integers(0, n - 24)) for n in item["lr"].shape[1:])
+            lrs.append(item["lr"][:, y : y + 24, x : x + 24])
+            hrs.append(item["hr"][:, 4 * y : 4 * y + 96, 4 * x : 4 * x + 96])
+    lr, hr = torch.stack(lrs), torch.stack(hrs)
+    torch.manual_seed(0)
+    net = MultiTaskSRNet(**{**TINY, "global_residual": "bicubic"})
+    torch.nn.init.normal_(net.sr_head.weight, std=0.01)
+    optimizer = torch.optim.Adam(net.parameters(), lr=2e-3)
+    for _ in range(steps):
+        optimizer.zero_grad()
+        torch.nn.functional.l1_loss(net(lr), hr).backward()
+        optimizer.step()
+    return net.eval()
+
+
+@pytest.fixture(scope="module")
+def report_images(tmp_path_factory: pytest.TempPathFactory, cocostuff_sample: Path, sr_heads: dict[str, Path]) -> ReportImages:
+    from srseg.config import load_params
+    from srseg.stages import run_degrade
+    from train.trainkit import build_prepared_root
+
+    tmp = tmp_path_factory.mktemp("report_images")
+    root = build_prepared_root(cocostuff_sample, tmp / "data" / "cocostuff", train_ids=(17914,), val_ids=VAL_IDS)
+    images = ReportImages(root, tmp / "data" / "lr", tmp / "fitted" / "sr_head.safetensors", sr_heads["nearest"])
+    params_file = images.params(tmp / "params.yaml", "unused", f"sqlite:///{tmp / 'unused.db'}")
+    run_degrade(load_params(params_file))
+    save_generator(fit_on_report_images(params_file), images.fitted)
+    return images
