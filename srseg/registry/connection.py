@@ -62,7 +62,7 @@ def check_reachable(uri: str | None, timeout_s: float = PROBE_TIMEOUT_S) -> None
     if not is_http(uri):
         return
     assert uri is not None
-    url = uri.rstrip("/") + "/health"
+    url = public_uri(uri).rstrip("/") + "/health"  # user info would be taken for the host name
     request = urllib.request.Request(url, method="GET", headers={"User-Agent": "srseg-probe"})
     try:
         with urllib.request.urlopen(request, timeout=timeout_s):  # noqa: S310 - the configured tracking server

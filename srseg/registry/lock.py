@@ -161,31 +161,35 @@ def acquire(
     token = uuid.uuid4().hex
     owner = f"{socket.gethostname()}:{os.getpid()}"
     deadline = clock() + settings.wait_s
+    refused = ""  # why the last attempt did not get the lock, for the final message
     while True:
+        if refused and clock() >= deadline:
+            raise RegistryBusy(f"model {name!r} {refused}; {operation} refused, nothing changed (try again later)")
         started = clock()
         current = _read(client, name)
         if current is not None and current.token != token and current.expires_at > wall():
-            if clock() >= deadline:
-                raise RegistryBusy(
-                    f"model {name!r} is locked by another registry operation: {current.describe(wall())}; "
-                    f"{operation} refused, nothing changed (try again later)"
-                )
-            sleep(settings.poll_s)
+            refused = f"is locked by another registry operation: {current.describe(wall())}"
+            if clock() < deadline:
+                sleep(settings.poll_s)
             continue
         mine = Holder(token, owner, operation, wall() + settings.lease_s)
-        client.set_registered_model_tag(name, LOCK_TAG, json.dumps(mine.__dict__))
+        try:
+            client.set_registered_model_tag(name, LOCK_TAG, json.dumps(mine.__dict__))
+        except MlflowException as exc:
+            # two first-time writes of the tag collide in the store (unique key): someone else wrote
+            refused = f"lock tag write failed ({exc.message[:200]})"
+            sleep(settings.poll_s)
+            continue
         if clock() - started > settings.max_write_s:
             logger.info("lock write of %r took %.1f s (> %.1f s): confirming again", name, clock() - started, settings.max_write_s)
+            refused = f"lock writes take longer than {settings.max_write_s:g} s"
             continue
         sleep(settings.settle_s)
         current = _read(client, name)
         if current is not None and current.token == token:
             logger.info("%s holds the %s of %r", operation, LOCK_TAG, name)
             return Lease(client, name, mine, started, settings, clock)
-        if clock() >= deadline:
-            holder = current.describe(wall()) if current is not None else "unknown"
-            raise RegistryBusy(f"model {name!r}: another registry operation took the lock first ({holder}); "
-                               f"{operation} refused, nothing changed (try again later)")
+        refused = "was taken by another registry operation first: " + (current.describe(wall()) if current else "unknown")
 
 
 @contextmanager

@@ -257,7 +257,7 @@ def fit_on_report_images(params_file: Path, steps: int = 100) -> MultiTaskSRNet:
     return net.eval()
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def report_images(tmp_path_factory: pytest.TempPathFactory, cocostuff_sample: Path, sr_heads: dict[str, Path]) -> ReportImages:
     from srseg.config import load_params
     from srseg.stages import run_degrade
