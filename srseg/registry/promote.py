@@ -57,7 +57,6 @@ Scores = Mapping[str, Mapping[str, Sequence[float]]]
 the i-th value of every list belonging to the same image."""
 
 
-
 @dataclass(frozen=True)
 class Evaluated:
     """Scores with their provenance: ``sources[role]`` = ``{"model", "spec", "cached", "run_id"}``
