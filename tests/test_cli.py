@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 import requests
 import yaml
+from fitting import fit_on_report_images
 from PIL import Image
 
 from srseg.cli import main
@@ -76,8 +77,11 @@ def test_missing_mirror_folder_is_a_clear_error(params_file: Path, tmp_path: Pat
 # --------------------------------------------------------------------------------------------
 
 FAST = {  # small but real settings for the workspace's params.yaml
-    "evaluate": {"bootstrap": 50, "max_images": 2, "gallery_crops": 1},
+    "evaluate": {"bootstrap": 50, "gallery_crops": 1},  # every report image: the gate needs n >= 3
     "study": {"num_images": 2, "attention_checks": 1, "bootstrap": 50},
+    # the commands are under test here, the gate's thresholds in tests/registry/test_registry_cli_gate.py:
+    # fitted on 5 report images, the nets' gains are real but their CIs are wide
+    "promote": {"min_gain_over_bicubic_db": 0.0, "max_psnr_drop_db": 1.0},
 }
 
 
@@ -90,15 +94,6 @@ def _deep_update(base: dict, extra: dict) -> dict:
     return base
 
 
-def _tiny_generator(seed: int, num_classes: int):  # type: ignore[no-untyped-def]
-    import torch
-
-    from srseg.models.generator import MultiTaskSRNet
-
-    torch.manual_seed(seed)
-    return MultiTaskSRNet(scale=4, num_features=8, num_blocks=1, num_classes=num_classes).eval()
-
-
 def run_cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
     code = main(argv)
     out, err = capsys.readouterr()
@@ -108,7 +103,8 @@ def run_cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, s
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory: pytest.TempPathFactory, cocostuff_sample: Path) -> Path:
     """A repository-root layout: params.yaml (+ FAST), profiles/, the sample mirror, the data
-    stages run through the CLI, and tiny generator weights where evaluate.methods expects them."""
+    stages run through the CLI, and tiny generator weights where evaluate.methods expects them:
+    both beat bicubic on every report image (fitted to them, tests/fitting.py), so the gate can pass."""
     from srseg.config import load_params
     from srseg.models.io import save_generator
 
@@ -125,7 +121,8 @@ def workspace(tmp_path_factory: pytest.TempPathFactory, cocostuff_sample: Path) 
         assert main(["degrade"]) == 0
         classes = get_class_map(loaded.train.class_map).num_classes
         for seed, name in enumerate(("multitask", "sr_only")):
-            save_generator(_tiny_generator(seed, classes), ws / loaded.evaluate.methods[name])
+            net = fit_on_report_images(ws / "params.yaml", steps=100, num_classes=classes, seed=seed, crops=None, lr=3e-3)
+            save_generator(net, ws / loaded.evaluate.methods[name])
     return ws
 
 
@@ -141,7 +138,7 @@ def test_data_stages_and_folder_commands(in_workspace: Path, set5: Path, capsys:
     from srseg.config import load_params
 
     params = load_params(in_workspace / "params.yaml")
-    assert {k: len(v) for k, v in Manifest.load(params.paths.data_root).splits.items()} == {"train2017": 8, "val2017": 8}
+    assert {k: len(v) for k, v in Manifest.load(params.paths.data_root).splits.items()} == {"train2017": 13, "val2017": 8}  # the whole sample (demo profile)
     assert Manifest.load(params.paths.lr_root).meta["scale"] == 4
 
     code, out, _ = run_cli(["degrade", "--input", str(set5 / "HR"), "--output", "set5_lr"], capsys)
@@ -217,9 +214,15 @@ def test_evaluate_study_export_register_promote_rollback_upscale(in_workspace: P
     assert code == 0 and json.loads(out)["version"] == first["version"] and alias("challenger") == str(first["version"])
     assert run_cli(["promote", "--dry-run"], capsys)[0] == 0 and alias("champion") is None
     assert run_cli(["promote"], capsys)[0] == 0 and alias("champion") == str(first["version"])
+    assert run_cli(["register", "--record", "rec1b.json"], capsys)[0] == 0  # the same SR head again: no new version
+    assert json.loads(Path("rec1b.json").read_text())["version"] == first["version"]
+    # the other (better) model as the next challenger: export it, register, promote, roll back
+    assert run_cli(["--set", f"export.weights={params.evaluate.methods['sr_only']}", "export"], capsys)[0] == 0
     assert run_cli(["register", "--record", "rec2.json"], capsys)[0] == 0
     second = json.loads(Path("rec2.json").read_text())
-    assert run_cli(["promote"], capsys)[0] == 0 and alias("champion") == str(second["version"])
+    assert second["version"] != first["version"]
+    code, out, err = run_cli(["promote"], capsys)
+    assert code == 0 and alias("champion") == str(second["version"]), out + err
     assert run_cli(["rollback", "--dry-run"], capsys)[0] == 0 and alias("champion") == str(second["version"])
     assert run_cli(["rollback"], capsys)[0] == 0 and alias("champion") == str(first["version"])
 

@@ -56,7 +56,7 @@ def test_branch_run_folders_depend_on_params_and_data(tmp_path: Path) -> None:
     assert steps.branch_params(params, tmp_path, "multitask", -1.0, "sha-b").train.output_dir != multitask.train.output_dir
     other_stage = params.model_copy(update={"evaluate": params.evaluate.model_copy(update={"bootstrap": 7})})
     assert steps.branch_params(other_stage, tmp_path, "multitask", -1.0, "sha-a").train.output_dir == multitask.train.output_dir
-    longer = params.model_copy(update={"train": params.train.model_copy(update={"batch_size": 8})})
+    longer = params.model_copy(update={"train": params.train.model_copy(update={"batch_size": 16})})
     assert steps.branch_params(longer, tmp_path, "multitask", -1.0, "sha-a").train.output_dir != multitask.train.output_dir
     train_dir, params_file = steps.prepare_branch(params, tmp_path, "sr_only", 0.0, "x")
     assert params_file == train_dir / "params.yaml" and steps.read_params(params_file).train.output_dir == str(train_dir)
@@ -70,9 +70,9 @@ def test_step_requests_change_with_their_sections_and_the_code_only(tmp_path: Pa
     def changed(section: str, **update: object):
         return params.model_copy(update={section: getattr(params, section).model_copy(update=update)})
 
-    for step, own, other in (("download", changed("download", subset_size=3), changed("train", batch_size=8)),
+    for step, own, other in (("download", changed("download", subset_size=3), changed("train", batch_size=16)),
                              ("degrade", changed("degrade", method="highorder"), changed("download", subset_size=3)),
-                             ("train", changed("train", batch_size=8), changed("evaluate", bootstrap=7))):
+                             ("train", changed("train", batch_size=16), changed("evaluate", bootstrap=7))):
         request = steps.step_request(params, step, "code-1")
         assert steps.step_request(params, step, "code-1") == request  # equal requests: KFP reuses the step
         assert steps.step_request(other, step, "code-1") == request, step  # another stage's change keeps it
@@ -128,8 +128,8 @@ def test_model_files_and_training_record(tmp_path: Path) -> None:
     (run / "mlflow_parent.json").write_text('{"run_id": "parent"}')
     digest = steps.weights_digest(run)
     copied = steps.copy_model_files(run, tmp_path / "model", expected_digest=digest)
-    assert copied == ["final.safetensors", "final.safetensors.json", "metrics.json", "selected.safetensors", "selected.safetensors.json",
-                      "mlflow_run.json", "mlflow_parent.json"]  # the run records: evaluation links to the training runs
+    assert copied == ["final.safetensors", "final.safetensors.json", "metrics.json", "mlflow_run.json", "selected.safetensors",
+                      "selected.safetensors.json", "mlflow_parent.json"]  # the run records: evaluation links to the training runs
     (run / "gan" / "selected.safetensors").write_text("retrained")  # another run rewrote the folder after training reported
     assert steps.weights_digest(run) != digest
     with pytest.raises(ValueError, match="weights changed after training"):

@@ -224,41 +224,9 @@ class ReportImages:
         return path
 
 
-def fit_on_report_images(params_file: Path, steps: int = 100) -> MultiTaskSRNet:
-    """A tiny bicubic-residual net fitted to crops of the report images themselves (the gate is
-    under test, not generalisation), with the LR the evaluation uses (the degrade stage's files).
-    The SR head starts slightly off zero so that the fit needs no warm-up plateau."""
-    from srseg.config import load_params
-    from srseg.data.dataset import FullImageDataset
-    from srseg.stages.evaluate import selection_ids
-
-    params = load_params(params_file)
-    excluded = selection_ids(params, "val2017")
-    data = FullImageDataset(params.paths.data_root, "val2017", 4, "coarse8", lr_root=params.paths.lr_root)
-    rng = np.random.default_rng(0)
-    lrs, hrs = [], []
-    for index, sample in enumerate(data.source.samples):
-        if sample.id in excluded:
-            continue
-        item = data[index]
-        for _ in range(2):
-            y, x = (int(rng.integers(0, n - 24)) for n in item["lr"].shape[1:])
-            lrs.append(item["lr"][:, y : y + 24, x : x + 24])
-            hrs.append(item["hr"][:, 4 * y : 4 * y + 96, 4 * x : 4 * x + 96])
-    lr, hr = torch.stack(lrs), torch.stack(hrs)
-    torch.manual_seed(0)
-    net = MultiTaskSRNet(**{**TINY, "global_residual": "bicubic"})
-    torch.nn.init.normal_(net.sr_head.weight, std=0.01)
-    optimizer = torch.optim.Adam(net.parameters(), lr=2e-3)
-    for _ in range(steps):
-        optimizer.zero_grad()
-        torch.nn.functional.l1_loss(net(lr), hr).backward()
-        optimizer.step()
-    return net.eval()
-
-
 @pytest.fixture(scope="session")
 def report_images(tmp_path_factory: pytest.TempPathFactory, cocostuff_sample: Path, sr_heads: dict[str, Path]) -> ReportImages:
+    from fitting import fit_on_report_images
     from srseg.config import load_params
     from srseg.stages import run_degrade
     from train.trainkit import build_prepared_root
