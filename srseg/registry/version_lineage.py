@@ -15,7 +15,8 @@ come from" without following links:
 ``register.git_commit``         the registering commit, when it differs from ``git_commit``
 ==============================  ================================================================
 
-The gate adds ``gate.evaluation_run_id`` (the stored scores it judged) when it decides.
+Applying a gate decision adds ``gate.evaluation_run_id`` (the stored scores it judged); a dry run
+(the pipeline's gate step) writes no tag.
 """
 
 from __future__ import annotations
