@@ -34,7 +34,9 @@ Caching: download, degrade and training take step requests (the code version plu
 sections they read), so equal requests reuse their results across submissions and a change of
 data, parameters or code (``code_version``, filled by ``srseg pipeline submit``) re-runs them;
 ``collect-model`` is keyed on the trained weights' digest. Steps that must see the cluster or the
-registry as they are now (preflight, study, register, gate, promote) are never cached.
+registry as they are now (preflight, study, register, gate, promote) are never cached by KFP; the
+gate's per-model scores are stored in MLflow instead (keyed on the weights and the evaluation set),
+so each version is scored once, and the promote step applies the gate's verdict without scoring.
 
 Lineage: every step gets the KFP run id (pod label ``pipeline/runid``) and its pod name as
 environment (:mod:`srseg.lineage`), which MLflow runs carry as tags.
@@ -232,7 +234,9 @@ def build_pipeline(
         gate.after(study_analyze).set_caching_options(False)  # the registry changes between runs
         _on_volume(_sized(gate, "gate"), **volume)
         with dsl.If(gate.outputs["Output"] == True, name="gate-passed"):  # noqa: E712 - a KFP condition, not a bool
-            promote = c.promote(params=params, registered=register.outputs["registered"]).set_display_name("promote")
+            # applies the gate's verdict (no second evaluation), if the aliases are still those it judged
+            promote = c.promote(params=params, registered=register.outputs["registered"],
+                                verdict=gate.outputs["verdict"]).set_display_name("promote")
             promote.set_caching_options(False)
             _on_volume(_sized(promote, "promote"), **volume)
         return register.outputs["model_uri"]

@@ -103,6 +103,7 @@ class ExportReport:
     model_name: str = "srseg-sr"
     architecture: str = "multitask_srresnet"
     training: dict[str, str] = dataclasses.field(default_factory=dict)
+    lineage: dict[str, str] = dataclasses.field(default_factory=dict)  # MLflow runs that trained the weights
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -460,11 +461,14 @@ def export_sr_head(
     model_name: str = "srseg-sr",
     latency_size: tuple[int, int] = (128, 128),
     latency_runs: int = 5,
+    lineage: Mapping[str, str] | None = None,
 ) -> ExportReport:
     """Export the SR head of ``weights`` (a generator or a weights file) to ``output_dir``.
 
     ``data_version`` is the training data manifest checksum; ``metrics`` maps metric names to a
-    value or ``{"value", "ci_low", "ci_high", "n"}`` (see :func:`normalize_metrics`). Raises
+    value or ``{"value", "ci_low", "ci_high", "n"}`` (see :func:`normalize_metrics`); ``lineage``
+    (the training run ids, see :func:`srseg.lineage.training_runs`) is recorded in ``export.json``
+    for the registry's lineage tags. Raises
     :class:`ExportError` if the SR head or any exported format disagrees with PyTorch.
     """
     if len(example_size) != 2 or min(example_size) < 1:
@@ -486,6 +490,7 @@ def export_sr_head(
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     report.output_dir = str(output_dir)
+    report.lineage = {str(k): str(v) for k, v in (lineage or {}).items()}
     write_json_atomic(output_dir / REPORT_FILE, report.to_dict())
     logger.info("exported SR head (%d params, x%d) to %s", report.parameters_sr, report.scale, output_dir)
     return report

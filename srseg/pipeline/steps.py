@@ -538,6 +538,27 @@ def decision_markdown(result: Mapping[str, Any]) -> str:
     return "\n".join(parts)
 
 
+def decision_links(result: Mapping[str, Any]) -> dict[str, Any]:
+    """What a promotion decision points to in MLflow, as KFP metadata: the versions judged (model
+    URIs) and, per role, the run holding the scores it was judged on and whether this step scored it."""
+    name = str(result.get("model_name") or "")
+
+    def uri(version: Any) -> str:
+        return f"models:/{name}/{version}" if version else ""
+
+    links: dict[str, Any] = {
+        "model_name": name,
+        "challenger_uri": uri(result.get("challenger_version")),
+        "champion_before_uri": uri(result.get("champion_before")),
+        "champion_after_uri": uri(result.get("champion_after")),
+        "evaluation_key": str(result.get("evaluation_key") or ""),
+    }
+    for role, source in sorted((result.get("evaluations") or {}).items()):
+        links[f"{role}_scores_run_id"] = str(source.get("run_id") or "")
+        links[f"{role}_scored_here"] = not source.get("cached", False)
+    return links
+
+
 def plain_metadata(values: Mapping[str, Any]) -> dict[str, Any]:
     """The JSON-safe scalar entries of a stage result, for ``artifact.metadata``."""
     return {str(k): v for k, v in values.items() if isinstance(v, (str, int, float, bool)) and not (isinstance(v, float) and not math.isfinite(v))}

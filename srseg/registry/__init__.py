@@ -1,5 +1,7 @@
 """MLflow model registry for the SR head: log + register (``challenger``), gated promotion to
-``champion``, rollback, copy to another registered model, and a code-free loader.
+``champion`` (judge, then apply under a lock), rollback, copy to another registered model, and a
+code-free loader. Also here: the gate's stored evaluations (``evalcache``), the lock (``lock``),
+bounded connections (``connection``) and a new version's lineage tags (``version_lineage``).
 
 Importing this package imports MLflow (no other side effects).
 """
@@ -9,10 +11,13 @@ from srseg.registry.log_model import ModelVersionInfo, RegistryError, find_regis
 from srseg.registry.promote import (
     Criterion,
     Decision,
+    Evaluated,
     Gate,
     StudyPreference,
+    apply,
     copy_to,
     evaluate_gate,
+    judge,
     promote,
     rollback,
 )
@@ -20,15 +25,18 @@ from srseg.registry.promote import (
 __all__ = [
     "Criterion",
     "Decision",
+    "Evaluated",
     "Gate",
     "ModelVersionInfo",
     "RegistryError",
     "SRHeadLoadError",
     "StudyPreference",
+    "apply",
     "copy_to",
     "evaluate_gate",
     "find_registered",
     "is_sr_head_model",
+    "judge",
     "load_sr_head",
     "load_sr_head_dir",
     "log_and_register",

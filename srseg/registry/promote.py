@@ -13,6 +13,13 @@ report images) with their confidence intervals, never point means, and it judges
 promotion, the first one included: a model that does not beat bicubic is never promoted. A
 missing metric fails its criterion ("fail closed"): a model is never promoted on numbers nobody
 computed.
+
+Promotion is two halves: :func:`judge` reads the aliases and scores the models (read-only on the
+registry; with :class:`srseg.registry.evalcache.CachedEvaluation` each model is scored once per
+evaluation set), :func:`apply` carries a decision out. :func:`promote` does both. Every change
+(apply, rollback) runs under the model's lock (:mod:`srseg.registry.lock`) and is a
+compare-and-set: the aliases must still be what the decision saw, else nothing changes and a
+:class:`RegistryError` says so; the champion alias is read back after it is set.
 """
 
 from __future__ import annotations
@@ -27,6 +34,7 @@ from typing import Any, Callable, Literal, Mapping, Sequence, Union
 
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
+from mlflow.protos.databricks_pb2 import RESOURCE_DOES_NOT_EXIST, ErrorCode
 
 from srseg.registry.log_model import (
     CHALLENGER,
@@ -38,6 +46,7 @@ from srseg.registry.log_model import (
     make_client,
     version_info,
 )
+from srseg.registry.lock import Lease, LockSettings, locked
 
 logger = logging.getLogger(__name__)
 
@@ -46,9 +55,21 @@ Action = Literal["promote", "reject", "already_champion", "rollback"]
 Scores = Mapping[str, Mapping[str, Sequence[float]]]
 """Per-image metric values by role: ``{"challenger" | "champion" | "bicubic": {"psnr_y": [...], ...}}``,
 the i-th value of every list belonging to the same image."""
-Evaluation = Union[Callable[[Mapping[str, str]], Scores], Scores]
-"""A callable ``{role: model spec} -> Scores`` (specs are ``models:/NAME/VERSION`` and ``bicubic``),
-or precomputed :data:`Scores`."""
+
+
+@dataclass(frozen=True)
+class Evaluated:
+    """Scores with their provenance: ``sources[role]`` = ``{"model", "spec", "cached", "run_id"}``
+    (the MLflow run holding that role's stored scores), ``key`` = the evaluation set's key."""
+
+    scores: Scores
+    sources: Mapping[str, Mapping[str, Any]]
+    key: str = ""
+
+
+Evaluation = Union[Callable[[Mapping[str, str]], Union[Scores, Evaluated]], Scores]
+"""A callable ``{role: model spec} -> Scores | Evaluated`` (specs are ``models:/NAME/VERSION`` and
+``bicubic``), or precomputed :data:`Scores`."""
 
 PSNR_KEY = "psnr_y"
 LPIPS_KEY = "lpips"
@@ -156,6 +177,8 @@ class Decision:
     dry_run: bool
     reason: str
     criteria: list[Criterion] = field(default_factory=list)
+    evaluation_key: str = ""
+    evaluations: dict[str, dict[str, Any]] = field(default_factory=dict)  # role -> Evaluated.sources entry
 
     @property
     def passed(self) -> bool:
@@ -190,6 +213,19 @@ class Decision:
 
     def to_dict(self) -> dict[str, Any]:
         return {**dataclasses.asdict(self), "passed": self.passed}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "Decision":
+        """The decision :meth:`to_dict` wrote (e.g. the gate step's output, applied by the promote step)."""
+        try:
+            values = {f.name: data[f.name] for f in dataclasses.fields(cls) if f.name in data}
+            values["criteria"] = [Criterion(**c) for c in data.get("criteria") or []]
+            decision = cls(**values)
+        except (KeyError, TypeError) as exc:
+            raise RegistryError(f"not a promotion decision ({exc}): {str(dict(data))[:200]}") from exc
+        if "passed" in data and bool(data["passed"]) != decision.passed:
+            raise RegistryError("promotion decision: 'passed' does not match its criteria")
+        return decision
 
 
 # ------------------------------------------------------------------------------------- the gate
@@ -323,10 +359,14 @@ def _alias_version(client: MlflowClient, name: str, alias: str) -> str | None:
 
 
 def _registered_model(client: MlflowClient, name: str) -> Any:
+    """The registered model; "not found" only when the registry says so (other failures, e.g. an
+    unreachable server, propagate as they are)."""
     try:
         return client.get_registered_model(name)
     except MlflowException as exc:
-        raise RegistryError(f"registered model {name!r} not found ({exc.message})") from exc
+        if exc.error_code == ErrorCode.Name(RESOURCE_DOES_NOT_EXIST):
+            raise RegistryError(f"registered model {name!r} not found ({exc.message})") from exc
+        raise
 
 
 def _history(model: Any) -> list[str]:
@@ -369,36 +409,36 @@ def _now() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
 
 
-def _scores_for(evaluation: Evaluation, specs: Mapping[str, str]) -> Scores:
+def _scores_for(evaluation: Evaluation, specs: Mapping[str, str]) -> Evaluated:
     result = evaluation(specs) if callable(evaluation) else evaluation
-    if not isinstance(result, Mapping):
+    evaluated = result if isinstance(result, Evaluated) else Evaluated(result, {}) if isinstance(result, Mapping) else None
+    if evaluated is None or not isinstance(evaluated.scores, Mapping):
         raise RegistryError(f"evaluation of {dict(specs)} must return per-role scores, got {type(result).__name__}")
-    missing = sorted(set(specs) - set(result))
+    missing = sorted(set(specs) - set(evaluated.scores))
     if missing:
-        raise RegistryError(f"evaluation scores need entries for {missing} (got {sorted(result)})")
-    return result
+        raise RegistryError(f"evaluation scores need entries for {missing} (got {sorted(evaluated.scores)})")
+    return evaluated
 
 
 # ---------------------------------------------------------------------------------- operations
 
 
-def promote(
+def judge(
     model_name: str,
     tracking_uri: str | None = None,
     evaluation: Evaluation | None = None,
     gate: Gate = Gate(),
-    dry_run: bool = False,
     study: StudyPreference | None = None,
 ) -> Decision:
-    """Move ``champion`` to the ``challenger`` version if it passes ``gate``.
+    """Decide whether ``@challenger`` may replace ``@champion``, changing nothing in the registry.
 
     ``evaluation`` scores ``{"challenger": "models:/NAME/V", "bicubic": "bicubic"}`` plus
     ``"champion": "models:/NAME/W"`` when there is a champion (stable version URIs, one
     evaluation set, per-image values), or is such scores precomputed. There is no ungated first
     promotion: without a champion the challenger must still clear the bicubic floor (and the
-    perceptual criterion against bicubic). Challenger already champion: no-op
-    (``already_champion``). ``study`` is the analysed gate study (``perceptual="study"``).
-    ``dry_run`` decides but changes nothing. The decision table is logged and returned.
+    perceptual criterion against bicubic). Challenger already champion: ``already_champion``.
+    ``study`` is the analysed gate study (``perceptual="study"``). The returned decision is not
+    applied (``applied=False``); :func:`apply` carries it out.
     """
     check_name("model_name", model_name)
     client = make_client(tracking_uri)
@@ -409,52 +449,100 @@ def promote(
     champion = _alias_version(client, model_name, CHAMPION)
 
     if champion == challenger:
-        decision = Decision("already_champion", model_name, challenger, champion, champion, False, dry_run,
-                            f"v{challenger} already is {CHAMPION}; nothing to do")
-        logger.info("promotion decision\n%s", decision.table())
-        return decision
+        return Decision("already_champion", model_name, challenger, champion, champion, False, True,
+                        f"v{challenger} already is {CHAMPION}; nothing to do")
     if evaluation is None:
         raise RegistryError("promote needs `evaluation` (a {role: model} -> per-image scores callable, or the scores)")
     challenger_uri = f"models:/{model_name}/{challenger}"
     specs = {"challenger": challenger_uri, "bicubic": BICUBIC}
     if champion is not None:
         specs["champion"] = f"models:/{model_name}/{champion}"
-    scores = _scores_for(evaluation, specs)
-    criteria = evaluate_gate(gate, scores, study, champion_label=f"champion v{champion}",
+    evaluated = _scores_for(evaluation, specs)
+    criteria = evaluate_gate(gate, evaluated.scores, study, champion_label=f"champion v{champion}",
                              challenger_uri=challenger_uri, opponent_uri=specs.get("champion", BICUBIC))
     failed = [c.name for c in criteria if not c.passed]
+    provenance = {"evaluation_key": evaluated.key, "evaluations": {r: dict(s) for r, s in evaluated.sources.items()}}
     if not failed:
         replaces = f"replaces v{champion}" if champion else f"becomes the first {CHAMPION}"
-        decision = Decision("promote", model_name, challenger, champion, challenger, not dry_run, dry_run,
-                            f"all criteria pass: v{challenger} {replaces}", criteria)
-    else:
-        stays = f"{CHAMPION} stays v{champion}" if champion else f"still no {CHAMPION}"
-        decision = Decision("reject", model_name, challenger, champion, champion, not dry_run, dry_run,
-                            f"failed: {', '.join(failed)}; {stays}", criteria)
-    if not dry_run:
-        _check_unchanged(client, model_name, challenger, champion)
-        if not failed:
-            _apply_promotion(client, model_name, challenger, champion)
+        return Decision("promote", model_name, challenger, champion, challenger, False, True,
+                        f"all criteria pass: v{challenger} {replaces}", criteria, **provenance)
+    stays = f"{CHAMPION} stays v{champion}" if champion else f"still no {CHAMPION}"
+    return Decision("reject", model_name, challenger, champion, champion, False, True,
+                    f"failed: {', '.join(failed)}; {stays}", criteria, **provenance)
+
+
+def apply(decision: Decision, tracking_uri: str | None = None, lock: LockSettings = LockSettings()) -> Decision:
+    """Carry out a decision of :func:`judge` under the model's lock, as a compare-and-set.
+
+    ``promote``: the displaced champion goes into the history, the challenger is tagged
+    (``gate_decision``, ``promoted_at``, ``gate.evaluation_run_id``) and ``champion`` moves last,
+    then is read back. ``reject``: the challenger is tagged ``gate_decision=reject`` and
+    ``gate_failed``. Either way, only if both aliases still are what the decision saw; otherwise
+    :class:`RegistryError` and nothing changed (a concurrent promotion won, or a new version was
+    registered meanwhile). ``already_champion`` changes nothing. Returns the applied decision.
+    """
+    if decision.action == "already_champion":
+        return dataclasses.replace(decision, applied=False, dry_run=False)
+    if decision.action not in ("promote", "reject"):
+        raise RegistryError(f"cannot apply a {decision.action!r} decision (only promote or reject)")
+    if decision.action == "promote" and not decision.passed:
+        raise RegistryError(f"decision to promote v{decision.challenger_version} has failing criteria; not applied")
+    name, challenger, champion = decision.model_name, decision.challenger_version, decision.champion_before
+    check_name("model_name", name)
+    if challenger is None:
+        raise RegistryError("the decision names no challenger version")
+    client = make_client(tracking_uri)
+    _registered_model(client, name)
+    with locked(client, name, f"promote v{challenger}", lock) as lease:
+        _check_unchanged(client, name, challenger, champion)
+        judged_by = (decision.evaluations.get("challenger") or {}).get("run_id", "")
+        lease.check()
+        if decision.action == "promote":
+            _apply_promotion(client, lease, name, challenger, champion, judged_by)
         else:
-            client.set_model_version_tag(model_name, challenger, "gate_decision", "reject")
-            client.set_model_version_tag(model_name, challenger, "gate_failed", ",".join(failed))
-    logger.info("promotion decision\n%s", decision.table())
-    return decision
+            failed = ",".join(c.name for c in decision.criteria if not c.passed)
+            client.set_model_version_tag(name, challenger, "gate_decision", "reject")
+            client.set_model_version_tag(name, challenger, "gate_failed", failed)
+            if judged_by:
+                client.set_model_version_tag(name, challenger, "gate.evaluation_run_id", judged_by)
+    applied = dataclasses.replace(decision, applied=True, dry_run=False)
+    logger.info("promotion decision applied\n%s", applied.table())
+    return applied
+
+
+def promote(
+    model_name: str,
+    tracking_uri: str | None = None,
+    evaluation: Evaluation | None = None,
+    gate: Gate = Gate(),
+    dry_run: bool = False,
+    study: StudyPreference | None = None,
+    lock: LockSettings = LockSettings(),
+) -> Decision:
+    """:func:`judge`, then (unless ``dry_run``) :func:`apply`: move ``champion`` to the
+    ``challenger`` version if it passes ``gate``. The decision table is logged and returned."""
+    decision = judge(model_name, tracking_uri, evaluation, gate, study)
+    if dry_run or decision.action == "already_champion":
+        decision = dataclasses.replace(decision, dry_run=dry_run)
+        logger.info("promotion decision\n%s", decision.table())
+        return decision
+    return apply(decision, tracking_uri, lock)
 
 
 def _check_unchanged(client: MlflowClient, name: str, challenger: str, champion: str | None) -> None:
-    """Refuse to act on a decision about aliases that moved while the models were evaluated."""
+    """Refuse to act on a decision about aliases that moved since it was made (compare-and-set)."""
     now = (_alias_version(client, name, CHALLENGER), _alias_version(client, name, CHAMPION))
     if now != (challenger, champion):
         raise RegistryError(
-            f"model {name!r}: aliases moved during evaluation (challenger/champion were v{challenger}/v{champion}, "
-            f"now v{now[0]}/v{now[1]}); run promote again"
+            f"model {name!r}: aliases moved since the decision (challenger/champion were v{challenger}/v{champion}, "
+            f"now v{now[0]}/v{now[1]}): another promotion, rollback or registration came first; nothing changed, run it again"
         )
 
 
-def _apply_promotion(client: MlflowClient, name: str, challenger: str, champion: str | None) -> None:
+def _apply_promotion(client: MlflowClient, lease: Lease, name: str, challenger: str, champion: str | None,
+                     judged_by: str) -> None:
     """Record the displaced champion (if any) first and move the alias last, so what is served
-    changes only once rollback has what it needs."""
+    changes only once rollback has what it needs; then read the alias back."""
     if champion is not None:
         history = [v for v in _history(client.get_registered_model(name)) if v != challenger]
         _write_history(client, name, [*history, champion])
@@ -463,10 +551,18 @@ def _apply_promotion(client: MlflowClient, name: str, challenger: str, champion:
     _delete_version_tag(client, name, challenger, "rolled_back")
     client.set_model_version_tag(name, challenger, "gate_decision", "promote")
     client.set_model_version_tag(name, challenger, "promoted_at", _now())
+    if judged_by:
+        client.set_model_version_tag(name, challenger, "gate.evaluation_run_id", judged_by)
+    lease.check()
     client.set_registered_model_alias(name, CHAMPION, challenger)
+    now = _alias_version(client, name, CHAMPION)
+    if now != challenger:
+        raise RegistryError(f"model {name!r}: {CHAMPION} reads v{now} right after it was set to v{challenger}: "
+                            "another writer changed it without the registry lock; check the registry")
 
 
-def rollback(model_name: str, tracking_uri: str | None = None, dry_run: bool = False) -> Decision:
+def rollback(model_name: str, tracking_uri: str | None = None, dry_run: bool = False,
+             lock: LockSettings = LockSettings()) -> Decision:
     """Re-point ``champion`` to the previous champion (the last one a promotion displaced).
 
     The version rolled back from is tagged ``rolled_back=true``; if it is still ``challenger``
@@ -495,12 +591,15 @@ def rollback(model_name: str, tracking_uri: str | None = None, dry_run: bool = F
         reason += f"; {CHALLENGER} alias removed from v{current}"
     decision = Decision("rollback", model_name, challenger, current, target, not dry_run, dry_run, reason)
     if not dry_run:
-        client.set_registered_model_alias(model_name, CHAMPION, target)
-        _write_history(client, model_name, history)
-        client.set_model_version_tag(model_name, current, "rolled_back", "true")
-        _delete_version_tag(client, model_name, target, PREVIOUS_VERSION_TAG)
-        if challenger == current:
-            client.delete_registered_model_alias(model_name, CHALLENGER)
+        with locked(client, model_name, f"rollback v{current}", lock) as lease:
+            _check_unchanged(client, model_name, challenger, current)
+            lease.check()
+            client.set_registered_model_alias(model_name, CHAMPION, target)
+            _write_history(client, model_name, history)
+            client.set_model_version_tag(model_name, current, "rolled_back", "true")
+            _delete_version_tag(client, model_name, target, PREVIOUS_VERSION_TAG)
+            if challenger == current:
+                client.delete_registered_model_alias(model_name, CHALLENGER)
     logger.info("rollback decision\n%s", decision.table())
     return decision
 

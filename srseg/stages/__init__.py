@@ -6,9 +6,10 @@ one code path runs everywhere. Each submodule imports its heavy dependencies laz
 
 from srseg.stages.data import run_degrade, run_degrade_folder, run_download
 from srseg.stages.evaluate import run_evaluate, run_study_analyze, run_study_build, run_study_gate_build
-from srseg.stages.ship import run_export, run_promote, run_register, run_rollback
+from srseg.stages.ship import run_apply_decision, run_export, run_promote, run_register, run_rollback
 
 __all__ = [
+    "run_apply_decision",
     "run_degrade",
     "run_degrade_folder",
     "run_download",

@@ -171,6 +171,12 @@ def test_promotion_runs_only_when_the_gate_passes(compiled: tuple[dict, dict]) -
         "outputParameterKey": "Output", "producerTask": "gate",
     }
     assert set(root["gate"]["dependentTasks"]) >= {"register", "study-analyze"}
+    # the promote step applies the gate's verdict (it scores nothing itself)
+    inner = spec["components"][root[name]["componentRef"]["name"]]["dag"]["tasks"]["promote"]
+    assert inner["inputs"]["artifacts"]["verdict"] == {"componentInputArtifact": "pipelinechannel--gate-verdict"}
+    assert condition["inputs"]["artifacts"]["pipelinechannel--gate-verdict"]["taskOutputArtifact"] == {
+        "outputArtifactKey": "verdict", "producerTask": "gate",
+    }
 
 
 def test_multi_node_training_goes_through_a_trainjob(compiled: tuple[dict, dict]) -> None:

@@ -107,6 +107,16 @@ def test_compiled_pipeline_runs_locally_to_a_registered_model(
         assert evaluation["lineage.multitask.train_run_id"] == model["mlflow_run_id"]
         assert evaluation["lineage.sr_only.train_parent_run_id"] == ablation["mlflow_parent_run_id"]
         assert client.get_run(model["mlflow_parent_run_id"]).info.run_name.startswith("train-multitask-")
+        # the version carries the runs that trained and scored it; the gate links to the scores it judged
+        assert registered.tags["lineage.train_run_id"] == model["mlflow_run_id"]
+        assert registered.tags["lineage.train_parent_run_id"] == model["mlflow_parent_run_id"]
+        assert registered.tags["lineage.evaluate_run_id"] == results["mlflow_run_id"]
+        verdict = step_outputs(run.pipeline_root, "gate")["artifacts"]["verdict"]["artifacts"][0]["metadata"]
+        assert verdict["challenger_uri"] == run.model_uri and verdict["challenger_scored_here"] is True
+        scores = client.get_run(verdict["challenger_scores_run_id"]).data.tags
+        assert scores["srseg.eval.model"] == f"sha256:{registered.tags['sr_head_sha256']}"
+        # the gate step only judges: the rejected version keeps no gate tags (the verdict links to its scores)
+        assert not {k for k in registered.tags if k.startswith("gate")}, registered.tags
         checks = step_outputs(run.pipeline_root, "preflight")["artifacts"]["checks"]["artifacts"][0]["metadata"]
         assert checks["code_version"] == code_digest() and checks["in_kubernetes"] is False  # ran first, here
 

@@ -176,3 +176,18 @@ def test_components_import_srseg_inside_their_bodies() -> None:
             inner = [n for n in ast.walk(func) if isinstance(n, ast.ImportFrom) and (n.module or "").startswith("srseg")]
             assert inner, f"{path.name}:{func.name} does not call srseg"
     assert yaml.safe_load((REPO / "params.yaml").read_text())  # the image's default params parse
+
+
+def test_decision_links_name_the_versions_judged_and_the_runs_holding_their_scores() -> None:
+    links = steps.decision_links({
+        "model_name": "m", "challenger_version": "3", "champion_before": "2", "champion_after": "3", "evaluation_key": "k",
+        "evaluations": {"challenger": {"run_id": "r3", "cached": False}, "champion": {"run_id": "r2", "cached": True}},
+    })
+    assert links == {
+        "model_name": "m", "challenger_uri": "models:/m/3", "champion_before_uri": "models:/m/2",
+        "champion_after_uri": "models:/m/3", "evaluation_key": "k",
+        "challenger_scores_run_id": "r3", "challenger_scored_here": True,
+        "champion_scores_run_id": "r2", "champion_scored_here": False,
+    }
+    first = steps.decision_links({"model_name": "m", "challenger_version": "1", "champion_before": None, "champion_after": None})
+    assert first["champion_before_uri"] == "" and first["challenger_uri"] == "models:/m/1"

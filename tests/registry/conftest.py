@@ -1,15 +1,18 @@
 """Fixtures for the registry tests: real SR-head weights files (hand-set ones that are worse than
 bicubic, and small nets trained until they beat it), a local SQLite tracking store, a Set5
-evaluator returning per-image scores, and the real servers (context managers in ``servers.py``)."""
+evaluator returning per-image scores, real COCO-Stuff report images with a head fitted to them
+(:class:`ReportImages`), and the real servers (context managers in ``servers.py``)."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 import numpy as np
 import pytest
 import torch
+import yaml
 
 from srseg.degrade.bicubic import bicubic_downscale, imresize, modcrop
 from srseg.imageio import load_rgb
@@ -187,3 +190,51 @@ def server_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple]:
 
     with mlflow_on_seaweed(tmp_path_factory.mktemp("servers")) as stack:
         yield stack
+
+
+# ------------------------------------------------------------------------- real report images
+
+VAL_IDS = (139, 785, 1268, 1490, 1503, 1584, 1818, 1993)  # the sample's val split: 1 selection, 7 report images
+
+
+@dataclass(frozen=True)
+class ReportImages:
+    """A prepared COCO-Stuff root (8 val images: 1 selection + 7 report images) with its degraded LR
+    root, and SR heads: ``fitted`` beats bicubic on the report images, ``nearest`` does not."""
+
+    root: Path
+    lr_root: Path
+    fitted: Path
+    nearest: Path
+
+    def params(self, path: Path, model_name: str, tracking_uri: str, **sections: dict[str, Any]) -> Path:
+        """Write a params file for the gate on these images (CPU, perceptual none, floor 0.1 dB)."""
+        from srseg.config import deep_merge
+
+        raw = {
+            "paths": {"data_root": str(self.root), "lr_root": str(self.lr_root)},
+            "train": {"class_map": "coarse8", "selection_images": 1, "device": "cpu", "lr_source": "precomputed"},
+            "evaluate": {"output_dir": str(path.parent / "evaluate"), "bootstrap": 200},
+            "registry": {"model_name": model_name},
+            "promote": {"perceptual": "none", "min_gain_over_bicubic_db": 0.1},
+            "mlflow": {"tracking_uri": tracking_uri},
+        }
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(yaml.safe_dump(deep_merge(raw, sections)))
+        return path
+
+
+@pytest.fixture(scope="session")
+def report_images(tmp_path_factory: pytest.TempPathFactory, cocostuff_sample: Path, sr_heads: dict[str, Path]) -> ReportImages:
+    from fitting import fit_on_report_images
+    from srseg.config import load_params
+    from srseg.stages import run_degrade
+    from train.trainkit import build_prepared_root
+
+    tmp = tmp_path_factory.mktemp("report_images")
+    root = build_prepared_root(cocostuff_sample, tmp / "data" / "cocostuff", train_ids=(17914,), val_ids=VAL_IDS)
+    images = ReportImages(root, tmp / "data" / "lr", tmp / "fitted" / "sr_head.safetensors", sr_heads["nearest"])
+    params_file = images.params(tmp / "params.yaml", "unused", f"sqlite:///{tmp / 'unused.db'}")
+    run_degrade(load_params(params_file))
+    save_generator(fit_on_report_images(params_file), images.fitted)
+    return images
