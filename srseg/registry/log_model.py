@@ -34,7 +34,6 @@ import math
 import re
 import shutil
 import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
@@ -44,12 +43,12 @@ import numpy as np
 import safetensors
 import torch
 from mlflow import MlflowClient
-from mlflow.entities import Metric, RunStatus, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.models import ModelSignature
 from mlflow.protos.databricks_pb2 import RESOURCE_ALREADY_EXISTS, RESOURCE_DOES_NOT_EXIST, ErrorCode
 from mlflow.types import Schema, TensorSpec
 
+from srseg import tracking
 from srseg.export import CARD_FILE, WEIGHTS_FILE, normalize_metrics
 from srseg.fileio import sha256_file
 from srseg.models.io import load_generator, sidecar_path
@@ -202,13 +201,6 @@ def _ensure_registered_model(client: MlflowClient, name: str) -> None:
             raise
 
 
-def _experiment_id(client: MlflowClient, name: str, artifact_location: str | None) -> str:
-    experiment = client.get_experiment_by_name(name)
-    if experiment is not None:
-        return experiment.experiment_id
-    return client.create_experiment(name, artifact_location=artifact_location)
-
-
 def _description(model_card: Path | None) -> str | None:
     if model_card is None:
         return None
@@ -246,16 +238,8 @@ def log_and_register(
     if alias == CHAMPION:
         raise RegistryError("alias 'champion' is set by promote() after the gate, not at registration")
     sr_weights = Path(sr_weights)
-    if not sr_weights.is_file():
-        raise RegistryError(f"sr_weights {str(sr_weights)!r}: no such file (expected the export's {WEIGHTS_FILE})")
-    if model_card is not None and not Path(model_card).is_file():
-        raise RegistryError(f"model_card {str(model_card)!r}: no such file")
-    net = load_generator(sr_weights)  # validates sidecar, digest and keys before anything is logged
-    if net.has_seg_head:
-        raise RegistryError(
-            f"sr_weights {str(sr_weights)!r} still has a segmentation head (num_classes={net.num_classes}); "
-            "register the SR head written by `srseg export` (export_sr_head)"
-        )
+    model_card = Path(model_card) if model_card is not None else None
+    net = _checked_sr_head(sr_weights, model_card)
     user_tags = {check_name("tag key", str(k)): str(v) for k, v in (tags or {}).items()}
     run_metrics, metric_tags = flatten_metrics(metrics)
     sha256 = sha256_file(sr_weights)
@@ -272,22 +256,14 @@ def log_and_register(
             logger.warning("registering %s without a %r tag: the version cannot be traced back to it", model_name, key)
 
     client = make_client(tracking_uri)
-    own_run = run_id is None
-    if own_run:
-        experiment_id = _experiment_id(client, experiment_name, artifact_location)
-        run = client.create_run(experiment_id, run_name=f"register-{model_name}")
-    else:
-        run = client.get_run(run_id)
-    rid = run.info.run_id
-    try:
+    with tracking.standalone_run(
+        client, experiment_name, f"register-{model_name}", run_id=run_id, artifact_location=artifact_location
+    ) as run:
+        rid = run.info.run_id
         with tempfile.TemporaryDirectory(prefix="srseg-register-") as tmp:
-            model_dir = _stage_model(sr_weights, Path(model_card) if model_card else None, Path(tmp), sha256)
-            now_ms = int(time.time() * 1000)
-            client.log_batch(
-                rid,
-                metrics=[Metric(k, v, now_ms, 0) for k, v in run_metrics.items()],
-                tags=[RunTag(k, v) for k, v in {**user_tags, "srseg.registered_model": model_name}.items()],
-            )
+            model_dir = _stage_model(sr_weights, model_card, Path(tmp), sha256)
+            tracking.log_metrics(client, rid, run_metrics)
+            tracking.set_tags(client, rid, {**user_tags, "srseg.registered_model": model_name})
             client.log_artifacts(rid, str(model_dir), MODEL_ARTIFACT_PATH)
         source = f"{run.info.artifact_uri.rstrip('/')}/{MODEL_ARTIFACT_PATH}"
         _ensure_registered_model(client, model_name)
@@ -295,15 +271,24 @@ def log_and_register(
             model_name, source=source, run_id=rid, tags=version_tags, description=_description(model_card)
         )
         client.set_registered_model_alias(model_name, alias, version.version)
-    except BaseException:
-        if own_run:
-            client.set_terminated(rid, RunStatus.to_string(RunStatus.FAILED))
-        raise
-    if own_run:
-        client.set_terminated(rid)
     info = ModelVersionInfo(model_name, str(version.version), rid, f"models:/{model_name}/{version.version}", source, (alias,))
     logger.info("registered %s version %s (run %s) as @%s from %s", model_name, info.version, rid, alias, sr_weights)
     return info
+
+
+def _checked_sr_head(sr_weights: Path, model_card: Path | None) -> Any:
+    """The exported SR head at ``sr_weights``, validated before anything is logged."""
+    if not sr_weights.is_file():
+        raise RegistryError(f"sr_weights {str(sr_weights)!r}: no such file (expected the export's {WEIGHTS_FILE})")
+    if model_card is not None and not model_card.is_file():
+        raise RegistryError(f"model_card {str(model_card)!r}: no such file")
+    net = load_generator(sr_weights)  # validates sidecar, digest and keys
+    if net.has_seg_head:
+        raise RegistryError(
+            f"sr_weights {str(sr_weights)!r} still has a segmentation head (num_classes={net.num_classes}); "
+            "register the SR head written by `srseg export` (export_sr_head)"
+        )
+    return net
 
 
 def find_registered(model_name: str, sr_weights: str | Path, tracking_uri: str | None = None) -> ModelVersionInfo | None:

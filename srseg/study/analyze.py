@@ -30,13 +30,13 @@ import logging
 import math
 import re
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
+from srseg import tracking
 from srseg.fileio import atomic_open, write_json_atomic, write_text_atomic
 from srseg.study.bundle import Study, load_study
 from srseg.study.store import Vote, default_state_dir, open_store
@@ -365,21 +365,6 @@ def render_html(result: dict[str, Any]) -> str:
     return env.get_template("report.html").render(r=result, plot=PLOT_NAME)
 
 
-def _mlflow_key(key: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_\-. /]", "_", key)
-
-
-def _flatten(metrics: dict[str, Any], prefix: str = "") -> dict[str, float]:
-    flat: dict[str, float] = {}
-    for key, value in metrics.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            flat.update(_flatten(value, name + "."))
-        elif isinstance(value, (int, float)) and not isinstance(value, bool) and value is not None and math.isfinite(value):
-            flat[_mlflow_key(name)] = float(value)
-    return flat
-
-
 def log_to_mlflow(metrics: dict[str, Any], params: dict[str, Any], files: Sequence[Path], tracking_uri: str | None,
                   experiment: str = "srseg-study") -> str | None:
     """Log to a new run at ``tracking_uri``, or to the caller's active run; return the run id.
@@ -390,32 +375,21 @@ def log_to_mlflow(metrics: dict[str, Any], params: dict[str, Any], files: Sequen
     if tracking_uri is None and "mlflow" not in sys.modules:
         return None
     import mlflow
-    from mlflow.entities import Metric, Param
-    from mlflow.tracking import MlflowClient
 
+    run_id = None
     if tracking_uri is None:
         active = mlflow.active_run()
         if active is None:
             return None
-        client, run_id, own = MlflowClient(), active.info.run_id, False
-    else:
-        client = MlflowClient(tracking_uri=tracking_uri)
-        found = client.get_experiment_by_name(experiment)
-        experiment_id = found.experiment_id if found else client.create_experiment(experiment)
-        run_id, own = client.create_run(experiment_id, tags={"mlflow.runName": "study-analysis"}).info.run_id, True
-    stamp = int(time.time() * 1000)
-    flat = _flatten(metrics, "study.")
-    client.log_batch(
-        run_id,
-        metrics=[Metric(key, value, stamp, 0) for key, value in flat.items()],
-        params=[Param(_mlflow_key(f"study.{k}"), str(v)[:500]) for k, v in params.items()],
-    )
-    for path in files:
-        client.log_artifact(run_id, str(path), artifact_path="study")
-    if own:
-        client.set_terminated(run_id)
-    log.info("logged %d study metrics to MLflow run %s", len(flat), run_id)
-    return run_id
+        run_id = active.info.run_id
+    client = tracking.make_client(tracking_uri)
+    with tracking.standalone_run(client, experiment, "study-analysis", run_id=run_id) as run:
+        flat = tracking.flatten_metrics(metrics, "study.")
+        tracking.log_metrics(client, run.info.run_id, flat)
+        tracking.log_params(client, run.info.run_id, {tracking.metric_key(f"study.{k}"): str(v)[:500] for k, v in params.items()})
+        tracking.log_files(client, run.info.run_id, files, artifact_path="study")
+    log.info("logged %d study metrics to MLflow run %s", len(flat), run.info.run_id)
+    return str(run.info.run_id)
 
 
 def analyze_study(
