@@ -146,73 +146,127 @@ def analyze_votes(
     seed: int = 0,
 ) -> dict[str, Any]:
     """All statistics as one JSON-able dict (see module docstring); writes nothing."""
+    _check_settings(attention_threshold, bootstrap, bootstrap_unit)
+    methods = list(study.methods)
+    reference = methods[0] if reference is None else reference
+    if reference not in methods:
+        raise ValueError(f"reference {reference!r} is not a method of the study; methods are {methods}")
+    _check_connected(methods, study.method_pairs)
+
+    unknown = [v for v in votes if v.pair_id not in study.by_id]
+    if unknown:
+        log.warning("%d vote(s) for pair ids not in the bundle are ignored (e.g. %r)", len(unknown), unknown[0].pair_id)
+    by_rater: dict[str, list[Vote]] = {}
+    for vote in votes:
+        if vote.pair_id in study.by_id:
+            by_rater.setdefault(vote.rater_id, []).append(vote)
+    quality = [_rater_quality(study, r, rv, attention_threshold, min_attention_answered) for r, rv in sorted(by_rater.items())]
+    included = [q.rater_id for q in quality if not q.excluded]
+    used = [v for r in included for v in by_rater[r] if not study.by_id[v.pair_id].attention_check]
+
+    per_rater = _win_counts(study, used, included)
+    wins = per_rater.sum(0)
+    unit = bootstrap_unit
+    if unit == "rater" and len(included) < 2:
+        log.warning("fewer than two included raters: bootstrap resamples votes instead of raters")
+        unit = "vote"
+    scores = _bradley_terry_scores(study, per_rater, reference, prior, bootstrap if used else 0, unit, seed)
+    table = _side_table(used)
+    return {
+        "gate": _gate_preference(study, wins),
+        "params": {"attention_threshold": attention_threshold, "min_attention_answered": min_attention_answered,
+                   "reference": reference, "bootstrap": bootstrap, "bootstrap_unit": unit, "prior": prior, "seed": seed},
+        "study_id": study.study_id,
+        "methods": methods,
+        "raters": [_rater_row(q) for q in quality],
+        "excluded_raters": [q.rater_id for q in quality if q.excluded],
+        "counts": {"votes_total": len(votes), "votes_unknown_pair": len(unknown), "votes_used": len(used),
+                   "raters_total": len(quality), "raters_included": len(included),
+                   "raters_excluded": len(quality) - len(included)},
+        "win_rates": _win_rates(study, wins),
+        "bradley_terry": scores,
+        "agreement": _agreement(table),
+        "left_choice_rate": float(table[:, 0].sum() / table.sum()) if table.sum() else None,
+    }
+
+
+def _check_settings(attention_threshold: float, bootstrap: int, bootstrap_unit: str) -> None:
     if not 0.0 <= attention_threshold <= 1.0:
         raise ValueError(f"attention_threshold must be in [0, 1], got {attention_threshold}")
     if bootstrap_unit not in ("rater", "vote"):
         raise ValueError(f"bootstrap_unit must be 'rater' or 'vote', got {bootstrap_unit!r}")
     if bootstrap < 0:
         raise ValueError(f"bootstrap must be >= 0, got {bootstrap}")
-    methods = list(study.methods)
-    reference = methods[0] if reference is None else reference
-    if reference not in methods:
-        raise ValueError(f"reference {reference!r} is not a method of the study; methods are {methods}")
-    _check_connected(methods, study.method_pairs)
-    index = {m: i for i, m in enumerate(methods)}
 
-    unknown = [v for v in votes if v.pair_id not in study.by_id]
-    if unknown:
-        log.warning("%d vote(s) for pair ids not in the bundle are ignored (e.g. %r)", len(unknown), unknown[0].pair_id)
-    known = [v for v in votes if v.pair_id in study.by_id]
-    by_rater: dict[str, list[Vote]] = {}
-    for vote in known:
-        by_rater.setdefault(vote.rater_id, []).append(vote)
 
-    quality: list[RaterQuality] = []
-    for rater_id, rater_votes in sorted(by_rater.items()):
-        checks = [v for v in rater_votes if study.by_id[v.pair_id].attention_check]
-        correct = sum(1 for v in checks if v.choice == study.by_id[v.pair_id].expected)
-        times = [v.response_ms for v in rater_votes if v.response_ms is not None]
-        reason = None
-        if len(checks) < min_attention_answered:
-            reason = f"answered {len(checks)} attention checks, fewer than {min_attention_answered}"
-        elif checks and correct / len(checks) < attention_threshold:
-            reason = f"attention checks {correct}/{len(checks)} below threshold {attention_threshold:g}"
-        quality.append(RaterQuality(rater_id, len(rater_votes), len(checks), correct,
-                                    float(np.median(times)) if times else None, reason is not None, reason))
-    included = [q.rater_id for q in quality if not q.excluded]
-    used = [v for r in included for v in by_rater[r] if not study.by_id[v.pair_id].attention_check]
+def _rater_quality(
+    study: Study, rater_id: str, votes: Sequence[Vote], attention_threshold: float, min_attention_answered: int
+) -> RaterQuality:
+    """Attention-check record of one rater and whether (and why) they are excluded."""
+    checks = [v for v in votes if study.by_id[v.pair_id].attention_check]
+    correct = sum(1 for v in checks if v.choice == study.by_id[v.pair_id].expected)
+    times = [v.response_ms for v in votes if v.response_ms is not None]
+    reason = None
+    if len(checks) < min_attention_answered:
+        reason = f"answered {len(checks)} attention checks, fewer than {min_attention_answered}"
+    elif checks and correct / len(checks) < attention_threshold:
+        reason = f"attention checks {correct}/{len(checks)} below threshold {attention_threshold:g}"
+    median = float(np.median(times)) if times else None
+    return RaterQuality(rater_id, len(votes), len(checks), correct, median, reason is not None, reason)
 
-    # Win counts: per rater (for the rater bootstrap) and in total.
-    m = len(methods)
+
+def _rater_row(q: RaterQuality) -> dict[str, Any]:
+    return {"rater_id": q.rater_id, "votes": q.votes, "attention_answered": q.attention_answered,
+            "attention_correct": q.attention_correct, "attention_accuracy": q.attention_accuracy,
+            "median_response_ms": q.median_response_ms, "excluded": q.excluded, "reason": q.reason}
+
+
+def _method_index(study: Study) -> dict[str, int]:
+    return {m: i for i, m in enumerate(study.methods)}
+
+
+def _win_counts(study: Study, used: Sequence[Vote], included: Sequence[str]) -> np.ndarray:
+    """``[rater, winner, loser]`` vote counts (per rater, for the rater bootstrap)."""
+    index, m = _method_index(study), len(study.methods)
     per_rater = np.zeros((len(included), m, m))
     rater_index = {r: i for i, r in enumerate(included)}
     for vote in used:
         pair = study.by_id[vote.pair_id]
         loser = pair.right.method if vote.choice == pair.left.method else pair.left.method
         per_rater[rater_index[vote.rater_id], index[vote.choice], index[loser]] += 1
-    wins = per_rater.sum(0)
-    design = np.zeros((m, m), dtype=bool)
-    for a, b in study.method_pairs:
-        design[index[a], index[b]] = design[index[b], index[a]] = True
+    return per_rater
 
-    win_rates = []
+
+def _win_rates(study: Study, wins: np.ndarray) -> list[dict[str, Any]]:
+    """Win rate of ``a`` over ``b`` with its Wilson interval, per compared method pair."""
+    index = _method_index(study)
+    rows = []
     for a, b in study.method_pairs:
         k, n = int(wins[index[a], index[b]]), int(wins[index[a], index[b]] + wins[index[b], index[a]])
         low, high = wilson_interval(k, n)
-        win_rates.append({"a": a, "b": b, "wins_a": k, "n": n, "rate_a": k / n if n else None,
-                          "ci_low": _nan_to_none(low), "ci_high": _nan_to_none(high)})
+        rows.append({"a": a, "b": b, "wins_a": k, "n": n, "rate_a": k / n if n else None,
+                     "ci_low": _nan_to_none(low), "ci_high": _nan_to_none(high)})
+    return rows
 
+
+def _bradley_terry_scores(
+    study: Study, per_rater: np.ndarray, reference: str, prior: float, bootstrap: int, unit: str, seed: int
+) -> list[dict[str, Any]]:
+    """Bradley-Terry log-strengths relative to ``reference`` with percentile bootstrap CIs."""
+    index, methods = _method_index(study), list(study.methods)
+    m = len(methods)
+    design = np.zeros((m, m), dtype=bool)
+    for a, b in study.method_pairs:
+        design[index[a], index[b]] = design[index[b], index[a]] = True
+    wins = per_rater.sum(0)
     scores = bradley_terry(wins, design, prior)
     scores = scores - scores[index[reference]]
-    unit = bootstrap_unit
-    if unit == "rater" and len(included) < 2:
-        log.warning("fewer than two included raters: bootstrap resamples votes instead of raters")
-        unit = "vote"
     ci = np.full((m, 2), np.nan)
-    if bootstrap and used:
+    if bootstrap:
         rng = np.random.default_rng(seed)
+        raters = per_rater.shape[0]
         if unit == "rater":
-            weights = rng.multinomial(len(included), np.full(len(included), 1 / len(included)), size=bootstrap)
+            weights = rng.multinomial(raters, np.full(raters, 1 / raters), size=bootstrap)
             samples = np.tensordot(weights, per_rater, axes=(1, 0))
         else:
             flat = wins.reshape(-1)
@@ -220,51 +274,41 @@ def analyze_votes(
         boot = bradley_terry(samples, design, prior)
         boot = boot - boot[:, [index[reference]]]
         ci = np.percentile(boot, [2.5, 97.5], axis=0).T
-    bt = [
+    return [
         {"method": name, "score": float(scores[i]), "ci_low": _nan_to_none(ci[i, 0]), "ci_high": _nan_to_none(ci[i, 1]),
          "p_beats_reference": float(1 / (1 + math.exp(-scores[i])))}
         for i, name in enumerate(methods)
     ]
 
+
+def _side_table(used: Sequence[Vote]) -> np.ndarray:
+    """``[pair, (left votes, right votes)]`` over the used votes."""
     side_counts: dict[str, list[int]] = {}
     for vote in used:
         side_counts.setdefault(vote.pair_id, [0, 0])[0 if vote.side == "left" else 1] += 1
-    table = np.array(list(side_counts.values()), dtype=np.float64).reshape(-1, 2)
+    return np.array(list(side_counts.values()), dtype=np.float64).reshape(-1, 2)
+
+
+def _agreement(table: np.ndarray) -> dict[str, Any]:
+    """Pooled pairwise agreement and Fleiss' kappa over pairs answered by at least two raters."""
     shared = table[table.sum(1) >= 2]
     agree = float(sum(math.comb(int(a), 2) + math.comb(int(b), 2) for a, b in shared))
     pairs_of_raters = float(sum(math.comb(int(a + b), 2) for a, b in shared))
+    return {"items": int(len(shared)), "percent": agree / pairs_of_raters if pairs_of_raters else None,
+            "fleiss_kappa": _nan_to_none(fleiss_kappa(table)) if len(table) else None}
 
-    gate = None
-    if study.gate is not None:
-        mine, theirs = study.gate["challenger_method"], study.gate["opponent_method"]
-        k, n = int(wins[index[mine], index[theirs]]), int(wins[index[mine], index[theirs]] + wins[index[theirs], index[mine]])
-        low, high = wilson_interval(k, n)
-        gate = {"challenger": study.gate["challenger"], "opponent": study.gate["opponent"],
-                "preference": k / n if n else None, "ci_low": _nan_to_none(low), "ci_high": _nan_to_none(high),
-                "n": n, "votes_for_challenger": k}
 
-    return {
-        "gate": gate,
-        "params": {"attention_threshold": attention_threshold, "min_attention_answered": min_attention_answered,
-                   "reference": reference, "bootstrap": bootstrap, "bootstrap_unit": unit, "prior": prior, "seed": seed},
-        "study_id": study.study_id,
-        "methods": methods,
-        "raters": [
-            {"rater_id": q.rater_id, "votes": q.votes, "attention_answered": q.attention_answered,
-             "attention_correct": q.attention_correct, "attention_accuracy": q.attention_accuracy,
-             "median_response_ms": q.median_response_ms, "excluded": q.excluded, "reason": q.reason}
-            for q in quality
-        ],
-        "excluded_raters": [q.rater_id for q in quality if q.excluded],
-        "counts": {"votes_total": len(votes), "votes_unknown_pair": len(unknown), "votes_used": len(used),
-                   "raters_total": len(quality), "raters_included": len(included),
-                   "raters_excluded": len(quality) - len(included)},
-        "win_rates": win_rates,
-        "bradley_terry": bt,
-        "agreement": {"items": int(len(shared)), "percent": agree / pairs_of_raters if pairs_of_raters else None,
-                      "fleiss_kappa": _nan_to_none(fleiss_kappa(table)) if len(table) else None},
-        "left_choice_rate": float(table[:, 0].sum() / table.sum()) if table.sum() else None,
-    }
+def _gate_preference(study: Study, wins: np.ndarray) -> dict[str, Any] | None:
+    """For a gate study: the challenger's share of the votes against its opponent (Wilson CI)."""
+    if study.gate is None:
+        return None
+    index = _method_index(study)
+    mine, theirs = index[study.gate["challenger_method"]], index[study.gate["opponent_method"]]
+    k, n = int(wins[mine, theirs]), int(wins[mine, theirs] + wins[theirs, mine])
+    low, high = wilson_interval(k, n)
+    return {"challenger": study.gate["challenger"], "opponent": study.gate["opponent"],
+            "preference": k / n if n else None, "ci_low": _nan_to_none(low), "ci_high": _nan_to_none(high),
+            "n": n, "votes_for_challenger": k}
 
 
 def metrics_from(result: dict[str, Any]) -> dict[str, Any]:
