@@ -121,14 +121,7 @@ def download_cocostuff(
     so the checkout's location does not end up in the manifest (and in ``dvc.lock``)."""
     output = Path(output)
     split_list = [check_split(s) for s in splits]
-    if not split_list or len(set(split_list)) != len(split_list):
-        raise ValueError(f"splits must be a non-empty list without repeats, got {list(splits)}")
-    if mode not in MODES:
-        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
-    if label_source not in LABEL_SOURCES:
-        raise ValueError(f"label_source must be one of {LABEL_SOURCES}, got {label_source!r}")
-    if mode == "subset" and subset_size < 1:
-        raise ValueError(f"subset_size must be >= 1 in subset mode, got {subset_size}")
+    _check_request(split_list, splits, mode, label_source, subset_size)
     if mirror is not None:
         mirror = check_mirror(mirror)
     settings: dict[str, Any] = {
@@ -139,18 +132,9 @@ def download_cocostuff(
         "label_source": label_source,
         "mirror": (mirror_name or redact_url(mirror)) if mirror else None,
     }
-
-    existing = _load_existing(output)
+    existing = _reusable_manifest(output, settings)
     if existing is not None:
-        damaged = _damaged_outputs(output, existing)
-        if not damaged and existing.meta.get("settings") == settings:
-            logger.info("%s: complete for these settings (checksums verified); nothing to do", output)
-            return existing
-        if damaged:
-            logger.warning("%s: %d files missing or changed since the manifest; fetching them again", output, len(damaged))
-        for path in damaged:
-            path.unlink(missing_ok=True)
-        (output / MANIFEST_NAME).unlink()  # never leave a manifest that describes other files
+        return existing
 
     with Fetcher(
         retries=retries,
@@ -161,7 +145,7 @@ def download_cocostuff(
     ) as fetcher:
         job = _Job(output, mode, label_source, mirror, fetcher, progress, mirror_name)
         try:
-            samples = {split: job.run_split(split, subset_size if mode == "subset" else None, seed) for split in split_list}
+            samples = {split: job.run_split(split, settings["subset_size"], seed) for split in split_list}
         except (SrsegError, ValueError, OSError):
             logger.warning(
                 "download stopped: %d image/label pairs are complete in %s (no manifest yet, so it is not a "
@@ -170,19 +154,7 @@ def download_cocostuff(
             raise
         received = fetcher.bytes_received
 
-    meta: dict[str, Any] = {
-        "dataset": "COCO-Stuff (COCO 2017 images, COCO-Stuff 164K labels)",
-        "label_encoding": LABEL_ENCODING,
-        "settings": settings,
-        "mode": mode,
-        "seed": seed,
-        "subset_size": settings["subset_size"],
-        "label_source": label_source,
-        "selection": SELECTION_RULE if mode == "subset" else "all ids present in both images and labels",
-        "sources": job.sources,
-        "verification": job.verification,
-    }
-    manifest = Manifest(kind="hr", format=HR_FORMAT, splits=samples, meta=meta)
+    manifest = Manifest(kind="hr", format=HR_FORMAT, splits=samples, meta=_manifest_meta(settings, job))
     _prune(output, manifest)
     manifest.save(output)
     if not keep_cache:
@@ -192,7 +164,52 @@ def download_cocostuff(
     return manifest
 
 
+def _check_request(split_list: list[str], splits: Sequence[str], mode: str, label_source: str, subset_size: int) -> None:
+    if not split_list or len(set(split_list)) != len(split_list):
+        raise ValueError(f"splits must be a non-empty list without repeats, got {list(splits)}")
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    if label_source not in LABEL_SOURCES:
+        raise ValueError(f"label_source must be one of {LABEL_SOURCES}, got {label_source!r}")
+    if mode == "subset" and subset_size < 1:
+        raise ValueError(f"subset_size must be >= 1 in subset mode, got {subset_size}")
+
+
+def _manifest_meta(settings: dict[str, Any], job: _Job) -> dict[str, Any]:
+    mode = settings["mode"]
+    return {
+        "dataset": "COCO-Stuff (COCO 2017 images, COCO-Stuff 164K labels)",
+        "label_encoding": LABEL_ENCODING,
+        "settings": settings,
+        "mode": mode,
+        "seed": settings["seed"],
+        "subset_size": settings["subset_size"],
+        "label_source": settings["label_source"],
+        "selection": SELECTION_RULE if mode == "subset" else "all ids present in both images and labels",
+        "sources": job.sources,
+        "verification": job.verification,
+    }
+
+
 # -- re-run support --------------------------------------------------------------------------
+
+
+def _reusable_manifest(output: Path, settings: dict[str, Any]) -> Manifest | None:
+    """The manifest already in ``output`` when it is complete and made with ``settings``; else
+    None, after deleting its damaged files and the manifest itself (it described other files)."""
+    existing = _load_existing(output)
+    if existing is None:
+        return None
+    damaged = _damaged_outputs(output, existing)
+    if not damaged and existing.meta.get("settings") == settings:
+        logger.info("%s: complete for these settings (checksums verified); nothing to do", output)
+        return existing
+    if damaged:
+        logger.warning("%s: %d files missing or changed since the manifest; fetching them again", output, len(damaged))
+    for path in damaged:
+        path.unlink(missing_ok=True)
+    (output / MANIFEST_NAME).unlink()  # never leave a manifest that describes other files
+    return None
 
 
 def _load_existing(output: Path) -> Manifest | None:
