@@ -15,21 +15,20 @@ temporary file and run that instead of the committed YAML.
 key named. :func:`pipeline_arguments` turns ``NAME=VALUE`` strings into typed pipeline arguments.
 
 The pipeline definition and the components live in the project's ``pipelines/`` and
-``components/`` folders (not in the installed package: only their compiled IR travels), so compiling
-imports them from ``root``, the project checkout.
+``components/`` folders, which depend on this library, not the other way round: compiling runs
+the checkout's compile entry (``python -m pipelines.compile``) as a program in ``root``.
 """
 
 from __future__ import annotations
 
-import importlib
 import os
+import subprocess
 import sys
 import tempfile
 import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from types import ModuleType
 from typing import TYPE_CHECKING, Any, Iterator, Mapping, Sequence
 
 from srseg.errors import SrsegError
@@ -81,26 +80,8 @@ class SubmitResult:
 # ------------------------------------------------------------------------------------- compile
 
 
-@contextmanager
-def _on_path(root: Path) -> Iterator[None]:
-    sys.path.insert(0, str(root))
-    try:
-        yield
-    finally:
-        sys.path.remove(str(root))
-
-
-def load_pipeline_module(root: str | Path = ".") -> ModuleType:
-    """``pipelines.training_pipeline`` from the checkout at ``root``."""
-    root = Path(root).resolve()
-    if not (root / "pipelines" / "training_pipeline.py").is_file() or not (root / "components").is_dir():
-        raise PipelineError(f"{root} is not the srseg checkout (no pipelines/training_pipeline.py or components/)")
-    with _on_path(root):
-        module = importlib.import_module("pipelines.training_pipeline")
-    found = Path(module.__file__ or "").resolve()
-    if root not in found.parents:
-        raise PipelineError(f"imported pipelines.training_pipeline from {found}, not from {root}")
-    return module
+COMPILE_MODULE = "pipelines.compile"  # the checkout's compile entry (pipelines/compile.py)
+COMPILE_TIMEOUT_S = 300
 
 
 def compile_pipeline(
@@ -112,9 +93,8 @@ def compile_pipeline(
     pod: PodOptions | None = None,
 ) -> Path:
     """Compile the pipeline for ``image`` (or ``pod``: image, pull secrets, user) to ``output``
-    (default ``<root>/pipelines/training_pipeline.yaml``)."""
-    from kfp import compiler
-
+    (default ``<root>/pipelines/training_pipeline.yaml``), with the checkout ``root``'s
+    ``python -m pipelines.compile``; its error message becomes a :class:`PipelineError`."""
     pod = pod or PodOptions(image=image)
     for secret in pod.image_pull_secrets:
         if not secret or any(ch.isspace() for ch in secret):
@@ -122,15 +102,18 @@ def compile_pipeline(
     for name, uid in (("run_as_user", pod.run_as_user), ("run_as_group", pod.run_as_group)):
         if uid is not None and uid < 0:
             raise PipelineError(f"{name} must be >= 0, got {uid}")
-    module = load_pipeline_module(root)
-    out = Path(output) if output is not None else Path(root) / PIPELINE_PACKAGE
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=out.parent) as tmp:  # atomic: a failed compile keeps the old file
-        staged = Path(tmp) / out.name
-        pipeline = module.build_pipeline(pod.image, mount_path, image_pull_secrets=pod.image_pull_secrets,
-                                         run_as_user=pod.run_as_user, run_as_group=pod.run_as_group)
-        compiler.Compiler().compile(pipeline, str(staged))
-        os.replace(staged, out)
+    root = Path(root).resolve()
+    if not (root / "pipelines" / "compile.py").is_file() or not (root / "components").is_dir():
+        raise PipelineError(f"{root} is not the srseg checkout (no pipelines/compile.py or components/)")
+    out = Path(output).resolve() if output is not None else root / PIPELINE_PACKAGE
+    command = [sys.executable, "-m", COMPILE_MODULE, "--output", str(out), "--image", pod.image, "--mount-path", mount_path,
+               "--run-as-user", str(pod.run_as_user).lower(), "--run-as-group", str(pod.run_as_group).lower()]
+    for secret in pod.image_pull_secrets:
+        command += ["--image-pull-secret", secret]
+    done = subprocess.run(command, cwd=root, capture_output=True, text=True, timeout=COMPILE_TIMEOUT_S)
+    if done.returncode != 0:
+        lines = done.stderr.strip().splitlines() or [f"exit status {done.returncode}"]
+        raise PipelineError(f"compiling the pipeline in {root} failed: {lines[-1].removeprefix('error: ')}")
     return out
 
 
