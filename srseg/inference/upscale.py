@@ -522,6 +522,17 @@ def model_identity(spec: str, tracking_uri: str | None = None) -> str:
     return hashlib.sha256("".join(sha256_file(f) for f in files).encode()).hexdigest()
 
 
+def _check_upscale_settings(tile: int | None, tile_overlap: int, batch_size: int, compress_level: int) -> None:
+    if tile is not None and tile < 1:
+        raise UpscaleError(f"tile must be None or >= 1, got {tile!r}")
+    if tile_overlap < 0:
+        raise UpscaleError(f"tile_overlap must be >= 0, got {tile_overlap!r}")
+    if batch_size < 1:
+        raise UpscaleError(f"batch_size must be >= 1, got {batch_size!r}")
+    if not 0 <= compress_level <= 9:
+        raise UpscaleError(f"compress_level must be 0..9, got {compress_level!r}")
+
+
 def upscale(
     inputs: list[Path],
     output_dir: Path,
@@ -549,14 +560,7 @@ def upscale(
     A batch resumes: outputs recorded in ``<output_dir>/.srseg-upscale.jsonl`` by an earlier run
     with the same model and settings are kept, if neither they nor their inputs changed since.
     """
-    if tile is not None and tile < 1:
-        raise UpscaleError(f"tile must be None or >= 1, got {tile!r}")
-    if tile_overlap < 0:
-        raise UpscaleError(f"tile_overlap must be >= 0, got {tile_overlap!r}")
-    if batch_size < 1:
-        raise UpscaleError(f"batch_size must be >= 1, got {batch_size!r}")
-    if not 0 <= compress_level <= 9:
-        raise UpscaleError(f"compress_level must be 0..9, got {compress_level!r}")
+    _check_upscale_settings(tile, tile_overlap, batch_size, compress_level)
     output_dir = Path(output_dir)
     dev = resolve_device(device)
     autocast = resolve_precision(precision, dev)
