@@ -15,8 +15,8 @@ import argparse
 import os
 import sys
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from srseg.pipeline import DEFAULT_IMAGE, MOUNT_PATH
 
@@ -34,8 +34,13 @@ def compile_to(
 
     from pipelines.training_pipeline import build_pipeline
 
-    pipeline = build_pipeline(image, mount_path, image_pull_secrets=tuple(image_pull_secrets),
-                              run_as_user=run_as_user, run_as_group=run_as_group)
+    pipeline = build_pipeline(
+        image,
+        mount_path,
+        image_pull_secrets=tuple(image_pull_secrets),
+        run_as_user=run_as_user,
+        run_as_group=run_as_group,
+    )
     output.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=output.parent) as tmp:
         staged = Path(tmp) / output.name
@@ -58,8 +63,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--run-as-group", type=_user_id, default=1000, help="gid, or 'none'")
     args = parser.parse_args(argv)
     try:
-        out = compile_to(args.output, args.image, args.mount_path, args.image_pull_secret, args.run_as_user,
-                         args.run_as_group)
+        out = compile_to(
+            args.output, args.image, args.mount_path, args.image_pull_secret, args.run_as_user, args.run_as_group
+        )
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

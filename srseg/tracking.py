@@ -28,9 +28,10 @@ import re
 import socket
 import subprocess
 import time
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Mapping
+from typing import Any
 
 from srseg.fileio import read_json, write_json_atomic
 
@@ -232,7 +233,9 @@ def open_parent_run(
     exp_id = experiment_id(client, experiment)
     if parent_run_id is not None:
         if existing_run(client, parent_run_id, exp_id) is None:
-            raise ValueError(f"MLflow parent run {parent_run_id!r} not found in experiment {experiment!r} at {tracking_uri}")
+            raise ValueError(
+                f"MLflow parent run {parent_run_id!r} not found in experiment {experiment!r} at {tracking_uri}"
+            )
     else:
         recorded = read_record(record)
         if recorded.get("tracking_uri") == tracking_uri and existing_run(client, recorded.get("run_id"), exp_id):
@@ -249,7 +252,14 @@ def open_parent_run(
 
 
 def open_nested_run(
-    client: Any, experiment: str, record: Path, tracking_uri: str, parent_run_id: str, stage: str, *, resume: bool = True
+    client: Any,
+    experiment: str,
+    record: Path,
+    tracking_uri: str,
+    parent_run_id: str,
+    stage: str,
+    *,
+    resume: bool = True,
 ) -> str:
     """The id of ``stage``'s run nested under ``parent_run_id``, recorded in ``record``.
 
@@ -269,7 +279,8 @@ def open_nested_run(
         run_id = client.create_run(exp_id, run_name=stage, tags={PARENT_TAG: parent_run_id, "stage": stage}).info.run_id
         logger.info("MLflow: stage %r run %s nested under %s", stage, run_id, parent_run_id)
     write_json_atomic(
-        record, {"run_id": run_id, "parent_run_id": parent_run_id, "tracking_uri": tracking_uri, "experiment": experiment}
+        record,
+        {"run_id": run_id, "parent_run_id": parent_run_id, "tracking_uri": tracking_uri, "experiment": experiment},
     )
     return str(run_id)
 
@@ -300,7 +311,9 @@ def log_params(client: Any, run_id: str, params: Mapping[str, Any]) -> None:
         try:
             client.log_batch(run_id, params=chunk)
         except MlflowException as exc:
-            logger.warning("MLflow refused params %s..%s (changed since first logged?): %s", chunk[0].key, chunk[-1].key, exc)
+            logger.warning(
+                "MLflow refused params %s..%s (changed since first logged?): %s", chunk[0].key, chunk[-1].key, exc
+            )
 
 
 def log_metrics(client: Any, run_id: str, metrics: Mapping[str, float], step: int = 0) -> None:

@@ -67,9 +67,15 @@ def reaching_up(root: Path, folder: str = "srseg") -> list[str]:
                 names = [alias.name for alias in node.names]
             elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
                 names = [node.module]
-            found += [f"{where}:{node.lineno} imports {n}" for n in names if n.split(".")[0] in ("pipelines", "components")]
-            if isinstance(node, ast.Attribute) and node.attr == "path" and isinstance(node.value, ast.Name) \
-                    and node.value.id == "sys":
+            found += [
+                f"{where}:{node.lineno} imports {n}" for n in names if n.split(".")[0] in ("pipelines", "components")
+            ]
+            if (
+                isinstance(node, ast.Attribute)
+                and node.attr == "path"
+                and isinstance(node.value, ast.Name)
+                and node.value.id == "sys"
+            ):
                 found.append(f"{where}:{node.lineno} uses sys.path")
             if isinstance(node, ast.Attribute) and node.attr == "import_module":
                 found.append(f"{where}:{node.lineno} uses importlib.import_module")
@@ -87,7 +93,9 @@ def test_no_function_is_longer_than_the_limit() -> None:
 def test_the_length_check_sees_methods_and_nested_functions(tmp_path: Path) -> None:
     body = "\n".join(f"        x{i} = {i}" for i in range(MAX_LINES))
     (tmp_path / "pkg").mkdir()
-    (tmp_path / "pkg" / "mod.py").write_text(f"class A:\n    def long(self):\n{body}\n\n    def short(self):\n        pass\n")
+    (tmp_path / "pkg" / "mod.py").write_text(
+        f"class A:\n    def long(self):\n{body}\n\n    def short(self):\n        pass\n"
+    )
     assert long_functions(tmp_path, ("pkg",)) == {"pkg/mod.py::A.long": MAX_LINES + 1}
 
 
@@ -99,5 +107,7 @@ def test_the_library_does_not_reach_up_into_the_checkout(tmp_path: Path) -> None
         "importlib.import_module('components')\n"
     )
     assert reaching_up(tmp_path) == [
-        "srseg/bad.py:2 imports pipelines", "srseg/bad.py:3 uses sys.path", "srseg/bad.py:4 uses importlib.import_module"
+        "srseg/bad.py:2 imports pipelines",
+        "srseg/bad.py:3 uses sys.path",
+        "srseg/bad.py:4 uses importlib.import_module",
     ]

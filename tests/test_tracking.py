@@ -1,5 +1,5 @@
 """srseg.tracking: the one MLflow module (URIs, tags, names, runs, logging), on a real local
-SQLite store; the training's parent/nested runs on a real server are in tests/train/test_tracking.py."""
+SQLite store; the training's parent/nested runs on a real server are in tests/train/test_train_tracking.py."""
 
 from __future__ import annotations
 
@@ -17,7 +17,9 @@ def client(tmp_path: Path):  # noqa: ANN201 - an MlflowClient
     return tracking.make_client(f"sqlite:///{tmp_path / 'mlflow.db'}")
 
 
-def test_git_commit_falls_back_to_the_commit_recorded_in_the_image(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_git_commit_falls_back_to_the_commit_recorded_in_the_image(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.delenv(GIT_COMMIT_ENV, raising=False)
     assert git_commit(cwd=tmp_path) is None  # no .git here, nothing recorded
     head = git_commit(cwd=Path(__file__).parent)
@@ -56,12 +58,19 @@ def test_flatten_params() -> None:
 
 
 def test_flatten_metrics_keeps_finite_numbers_and_intervals() -> None:
-    flat = flatten_metrics({
-        "psnr_y": {"sr": 27.5, "gain": [0.1, 0.4], "ok": True, "note": "x", "missing": None, "bad": math.nan},
-        "per class": {"sky/cloud": 3, "list": [1, 2, 3]},
-    }, "eval.")
-    assert flat == {"eval.psnr_y.sr": 27.5, "eval.psnr_y.gain_lo": 0.1, "eval.psnr_y.gain_hi": 0.4,
-                    "eval.per class.sky/cloud": 3.0}
+    flat = flatten_metrics(
+        {
+            "psnr_y": {"sr": 27.5, "gain": [0.1, 0.4], "ok": True, "note": "x", "missing": None, "bad": math.nan},
+            "per class": {"sky/cloud": 3, "list": [1, 2, 3]},
+        },
+        "eval.",
+    )
+    assert flat == {
+        "eval.psnr_y.sr": 27.5,
+        "eval.psnr_y.gain_lo": 0.1,
+        "eval.psnr_y.gain_hi": 0.4,
+        "eval.per class.sky/cloud": 3.0,
+    }
     assert flatten_metrics({"a(b)": {"c:d": 1}}) == {"a_b_.c_d": 1.0}  # characters MLflow refuses
 
 
@@ -111,8 +120,9 @@ def test_parent_and_nested_runs_are_recorded_and_reopened(client, tmp_path: Path
     psnr = tracking.open_nested_run(client, "exp-d", tmp_path / "psnr" / tracking.STAGE_FILE, uri, parent, "psnr")
     assert client.get_run(psnr).data.tags[tracking.PARENT_TAG] == parent
     again = tracking.open_nested_run(client, "exp-d", tmp_path / "psnr" / tracking.STAGE_FILE, uri, parent, "psnr")
-    fresh = tracking.open_nested_run(client, "exp-d", tmp_path / "psnr" / tracking.STAGE_FILE, uri, parent, "psnr",
-                                     resume=False)
+    fresh = tracking.open_nested_run(
+        client, "exp-d", tmp_path / "psnr" / tracking.STAGE_FILE, uri, parent, "psnr", resume=False
+    )
     assert again == psnr and fresh != psnr
     assert tracking.read_record(tmp_path / "psnr" / tracking.STAGE_FILE)["run_id"] == fresh
     other = tracking.open_parent_run(client, "exp-d", tmp_path / tracking.PARENT_FILE, "sqlite:///elsewhere")

@@ -28,8 +28,9 @@ import logging
 import random
 import re
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from PIL import Image
 from tqdm import tqdm
@@ -149,7 +150,9 @@ def download_cocostuff(
         except (SrsegError, ValueError, OSError):
             logger.warning(
                 "download stopped: %d image/label pairs are complete in %s (no manifest yet, so it is not a "
-                "dataset); the same command resumes and fetches only the rest", job.completed, output,
+                "dataset); the same command resumes and fetches only the rest",
+                job.completed,
+                output,
             )
             raise
         received = fetcher.bytes_received
@@ -164,7 +167,9 @@ def download_cocostuff(
     return manifest
 
 
-def _check_request(split_list: list[str], splits: Sequence[str], mode: str, label_source: str, subset_size: int) -> None:
+def _check_request(
+    split_list: list[str], splits: Sequence[str], mode: str, label_source: str, subset_size: int
+) -> None:
     if not split_list or len(set(split_list)) != len(split_list):
         raise ValueError(f"splits must be a non-empty list without repeats, got {list(splits)}")
     if mode not in MODES:
@@ -244,7 +249,11 @@ def _prune(root: Path, manifest: Manifest) -> None:
     keep |= {root / s.label for items in manifest.splits.values() for s in items if s.label}
     for top in ("images", "labels"):
         for path in sorted((root / top).glob("*/*")):
-            if path.is_file() and path not in keep and (_ID_FILE.match(path.name) or path.name.endswith((".part", ".part.json"))):
+            if (
+                path.is_file()
+                and path not in keep
+                and (_ID_FILE.match(path.name) or path.name.endswith((".part", ".part.json")))
+            ):
                 logger.info("removing %s (not part of this dataset)", path)
                 path.unlink()
 
@@ -327,7 +336,9 @@ class _Job:
                     logger.info("%s: none; the mirror must hold the official files", redact_url(url))
                 else:
                     self._mirror_sums = parse_sha256sums(text, redact_url(url))
-                    logger.info("%s: %d digests; they replace the official ones", redact_url(url), len(self._mirror_sums))
+                    logger.info(
+                        "%s: %d digests; they replace the official ones", redact_url(url), len(self._mirror_sums)
+                    )
         return self._mirror_sums
 
     def _expected_archive(self, name: str) -> tuple[Expected, str]:
@@ -410,8 +421,9 @@ class _Job:
                 logger.warning("%s: asked for %d ids, the label source has only %d", split, subset_size, len(ids))
             base = self.mirror or "http://images.cocodataset.org"
             self.sources[f"images/{split}"] = f"{self._record(base)}/{split}/{{id:012d}}.jpg"
-            self.verification[f"images/{split}"] = "complete decode (corrupt-data warnings are errors) + size from the annotation" + (
-                " + sha256 from mirror SHA256SUMS" if self._sums() else ""
+            self.verification[f"images/{split}"] = (
+                "complete decode (corrupt-data warnings are errors) + size from the annotation"
+                + (" + sha256 from mirror SHA256SUMS" if self._sums() else "")
             )
         if self.label_source == "stuffthingmaps" and self.mode == "full":
             self._extract_full_labels(split, ids)
@@ -506,7 +518,10 @@ class _Job:
         if len(ids) != len(image_ids) or len(ids) != len(label_ids):
             logger.warning(
                 "%s: %d images, %d labels, %d in both; keeping those in both",
-                split, len(image_ids), len(label_ids), len(ids),
+                split,
+                len(image_ids),
+                len(label_ids),
+                len(ids),
             )
         wanted = {image_member(split, i) for i in ids}
         safe_extract(archive, self.output / "images", select=wanted.__contains__)

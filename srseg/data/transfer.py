@@ -18,9 +18,10 @@ import json
 import logging
 import os
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 from urllib.parse import unquote, urlsplit
 from urllib.request import url2pathname
 
@@ -107,9 +108,7 @@ def verify_file(path: Path, expected: Expected, source: str) -> None:
     """Raise IntegrityError naming ``source`` when ``path`` does not match ``expected``."""
     size = path.stat().st_size
     if expected.size is not None and size != expected.size:
-        raise IntegrityError(
-            f"{source}: got {size} bytes, expected {expected.size} (truncated or wrong file)"
-        )
+        raise IntegrityError(f"{source}: got {size} bytes, expected {expected.size} (truncated or wrong file)")
     if not (expected.md5 or expected.sha256):
         return
     md5, sha = hashlib.md5(usedforsecurity=False), hashlib.sha256()
@@ -122,9 +121,7 @@ def verify_file(path: Path, expected: Expected, source: str) -> None:
     if expected.md5 and md5.hexdigest() != expected.md5.lower():
         raise IntegrityError(f"{source}: md5 {md5.hexdigest()} != expected {expected.md5} (corrupt or truncated)")
     if expected.sha256 and sha.hexdigest() != expected.sha256.lower():
-        raise IntegrityError(
-            f"{source}: sha256 {sha.hexdigest()} != expected {expected.sha256} (corrupt or truncated)"
-        )
+        raise IntegrityError(f"{source}: sha256 {sha.hexdigest()} != expected {expected.sha256} (corrupt or truncated)")
 
 
 def file_url_path(url: str) -> Path:
@@ -239,7 +236,7 @@ class Fetcher:
             self._session.close()
             self._session = None
 
-    def __enter__(self) -> "Fetcher":
+    def __enter__(self) -> Fetcher:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -333,7 +330,9 @@ class Fetcher:
         try:
             size = self._fetch_part(url, part, expected, check, desc or dest.name, show)
         except _ResumedIntegrityError as exc:
-            logger.warning("%s; the resumed %s may mix two versions of the file: fetching it from the start", exc, part.name)
+            logger.warning(
+                "%s; the resumed %s may mix two versions of the file: fetching it from the start", exc, part.name
+            )
             size = self._fetch_part(url, part, expected, check, desc or dest.name, show)
         with open(part, "rb+") as handle:
             os.fsync(handle.fileno())
@@ -351,8 +350,14 @@ class Fetcher:
         (_ResumedIntegrityError when some of the bytes came from a resumed request)."""
         job = _PartDownload(self, url, part, expected)
         with tqdm(
-            total=expected.size, initial=job.have(), unit="B", unit_scale=True, unit_divisor=1024, desc=desc,
-            disable=not show, leave=False,
+            total=expected.size,
+            initial=job.have(),
+            unit="B",
+            unit_scale=True,
+            unit_divisor=1024,
+            desc=desc,
+            disable=not show,
+            leave=False,
         ) as bar:
             self._retry(url, lambda: job.attempt(bar), progress=job.have)
         return job.verify(check)
@@ -375,9 +380,7 @@ class Fetcher:
                         f"{redact_url(url)}: giving up after {failures} failed attempts: {exc}"
                     ) from exc
                 delay = self.backoff_s * 2 ** (failures - 1)
-                logger.warning(
-                    "%s: %s; retry %d/%d in %.2fs", redact_url(url), exc, failures, self.retries, delay
-                )
+                logger.warning("%s: %s; retry %d/%d in %.2fs", redact_url(url), exc, failures, self.retries, delay)
                 time.sleep(delay)
 
     # -- backends --------------------------------------------------------------------------
@@ -432,14 +435,19 @@ class Fetcher:
                 raise _Transient(f"{shown}: connection broken ({exc})") from exc
 
         return _Stream(
-            chunks(), offset, total, resp.headers.get("ETag"), resp.close, partial=code == 206,
+            chunks(),
+            offset,
+            total,
+            resp.headers.get("ETag"),
+            resp.close,
+            partial=code == 206,
             last_modified=resp.headers.get("Last-Modified"),
         )
 
     def _open_file(self, url: str, start: int, end: int | None) -> _Stream:
         path = file_url_path(url)
         try:
-            handle = open(path, "rb")
+            handle = open(path, "rb")  # noqa: SIM115 - closed by the returned stream's close()
         except FileNotFoundError:
             raise NotFoundError(f"{url}: no such file") from None
         except OSError as exc:

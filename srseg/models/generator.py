@@ -86,8 +86,15 @@ class UpsampleStage(nn.Module):
 
 
 def _check_settings(
-    in_channels: int, num_features: int, num_blocks: int, num_classes: int, decoder_convs: int,
-    seg_head_features: int | None, first_kernel_size: int, head_kernel_size: int, res_scale: float,
+    in_channels: int,
+    num_features: int,
+    num_blocks: int,
+    num_classes: int,
+    decoder_convs: int,
+    seg_head_features: int | None,
+    first_kernel_size: int,
+    head_kernel_size: int,
+    res_scale: float,
     global_residual: str,
 ) -> None:
     """A ValueError naming the first bad constructor argument of :class:`MultiTaskSRNet`."""
@@ -155,8 +162,18 @@ class MultiTaskSRNet(nn.Module):
     ) -> None:
         super().__init__()
         factors = upsample_factors(scale)
-        _check_settings(in_channels, num_features, num_blocks, num_classes, decoder_convs, seg_head_features,
-                        first_kernel_size, head_kernel_size, res_scale, global_residual)
+        _check_settings(
+            in_channels,
+            num_features,
+            num_blocks,
+            num_classes,
+            decoder_convs,
+            seg_head_features,
+            first_kernel_size,
+            head_kernel_size,
+            res_scale,
+            global_residual,
+        )
         self._config: dict[str, Any] = {
             "scale": scale,
             "in_channels": in_channels,
@@ -247,7 +264,6 @@ class MultiTaskSRNet(nn.Module):
         if not include_seg_head and self.seg_head is not None:
             total -= count_parameters(self.seg_head)
         return total
-
 
     @staticmethod
     def receptive_field_radius(config: dict[str, Any]) -> int:

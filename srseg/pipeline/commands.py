@@ -26,10 +26,11 @@ import subprocess
 import sys
 import tempfile
 import warnings
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 from srseg.errors import SrsegError
 from srseg.pipeline import DEFAULT_IMAGE, MOUNT_PATH, PIPELINE_PACKAGE
@@ -106,8 +107,21 @@ def compile_pipeline(
     if not (root / "pipelines" / "compile.py").is_file() or not (root / "components").is_dir():
         raise PipelineError(f"{root} is not the srseg checkout (no pipelines/compile.py or components/)")
     out = Path(output).resolve() if output is not None else root / PIPELINE_PACKAGE
-    command = [sys.executable, "-m", COMPILE_MODULE, "--output", str(out), "--image", pod.image, "--mount-path", mount_path,
-               "--run-as-user", str(pod.run_as_user).lower(), "--run-as-group", str(pod.run_as_group).lower()]
+    command = [
+        sys.executable,
+        "-m",
+        COMPILE_MODULE,
+        "--output",
+        str(out),
+        "--image",
+        pod.image,
+        "--mount-path",
+        mount_path,
+        "--run-as-user",
+        str(pod.run_as_user).lower(),
+        "--run-as-group",
+        str(pod.run_as_group).lower(),
+    ]
     for secret in pod.image_pull_secrets:
         command += ["--image-pull-secret", secret]
     done = subprocess.run(command, cwd=root, capture_output=True, text=True, timeout=COMPILE_TIMEOUT_S)
@@ -167,7 +181,9 @@ def _resolved(params: Params | str | Path | None, profile: str | None) -> Params
     return params if isinstance(params, Params) else load_params(params, profile=profile)
 
 
-def run_arguments(params: Params | str | Path | None, profile: str | None, arguments: Mapping[str, Any] | None) -> dict[str, Any]:
+def run_arguments(
+    params: Params | str | Path | None, profile: str | None, arguments: Mapping[str, Any] | None
+) -> dict[str, Any]:
     """Every argument of one run: the params, the caller's ``arguments``, and ``code_version``
     (the digest of the srseg code submitting it, unless given) that keys KFP's cache and that
     the preflight step compares with the image's code."""
@@ -189,8 +205,14 @@ def pipeline_arguments(pairs: Sequence[str], package: str | Path = PIPELINE_PACK
     if not path.is_file():
         raise PipelineError(f"{path}: no compiled pipeline (run `srseg pipeline compile`)")
     declared = next(yaml.safe_load_all(path.read_text(encoding="utf-8")))["root"]["inputDefinitions"]["parameters"]
-    parsers: dict[str, Any] = {"NUMBER_INTEGER": int, "NUMBER_DOUBLE": float, "STRING": str, "LIST": json.loads,
-                               "STRUCT": json.loads, "BOOLEAN": lambda v: {"true": True, "false": False}[v.lower()]}
+    parsers: dict[str, Any] = {
+        "NUMBER_INTEGER": int,
+        "NUMBER_DOUBLE": float,
+        "STRING": str,
+        "LIST": json.loads,
+        "STRUCT": json.loads,
+        "BOOLEAN": lambda v: {"true": True, "false": False}[v.lower()],
+    }
     out: dict[str, Any] = {}
     for pair in pairs:
         name, sep, value = pair.partition("=")
@@ -208,7 +230,10 @@ def _is_k8s_name(name: str) -> bool:
     """An RFC 1123 subdomain (service accounts, secrets)."""
     import re
 
-    return len(name) <= 253 and re.fullmatch(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*", name) is not None
+    return (
+        len(name) <= 253
+        and re.fullmatch(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*", name) is not None
+    )
 
 
 # ------------------------------------------------------------------------------------------ run
@@ -310,8 +335,13 @@ def submit(
         client = kfp.Client(host=host, existing_token=token or os.environ.get(TOKEN_ENV) or None, namespace=namespace)
     with _package_for(package, pod, root) as compiled:
         result = client.create_run_from_pipeline_package(
-            str(compiled), arguments=args, run_name=run_name, experiment_name=experiment, namespace=namespace,
-            service_account=service_account, enable_caching=enable_caching,
+            str(compiled),
+            arguments=args,
+            run_name=run_name,
+            experiment_name=experiment,
+            namespace=namespace,
+            service_account=service_account,
+            enable_caching=enable_caching,
         )
     run_id = str(result.run_id)
     url = f"{host.rstrip('/')}/#/runs/details/{run_id}"

@@ -34,9 +34,10 @@ import math
 import re
 import shutil
 import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import mlflow
 import numpy as np
@@ -91,6 +92,7 @@ def check_name(kind: str, value: str) -> str:
 
 def sr_signature() -> ModelSignature:
     """float32 (N, 3, h, w) -> float32 (N, 3, s*h, s*w), every size free."""
+
     def spec() -> TensorSpec:
         return TensorSpec(np.dtype(np.float32), (-1, 3, -1, -1))
 
@@ -194,7 +196,9 @@ def _stage_model(sr_weights: Path, model_card: Path | None, work: Path, sha256: 
 
 def _ensure_registered_model(client: MlflowClient, name: str) -> None:
     try:
-        client.create_registered_model(name, description="srseg SR head (x-scale super-resolution, no segmentation head)")
+        client.create_registered_model(
+            name, description="srseg SR head (x-scale super-resolution, no segmentation head)"
+        )
         logger.info("created registered model %r", name)
     except MlflowException as exc:
         if exc.error_code != ErrorCode.Name(RESOURCE_ALREADY_EXISTS):
@@ -271,7 +275,9 @@ def log_and_register(
             model_name, source=source, run_id=rid, tags=version_tags, description=_description(model_card)
         )
         client.set_registered_model_alias(model_name, alias, version.version)
-    info = ModelVersionInfo(model_name, str(version.version), rid, f"models:/{model_name}/{version.version}", source, (alias,))
+    info = ModelVersionInfo(
+        model_name, str(version.version), rid, f"models:/{model_name}/{version.version}", source, (alias,)
+    )
     logger.info("registered %s version %s (run %s) as @%s from %s", model_name, info.version, rid, alias, sr_weights)
     return info
 
@@ -291,7 +297,9 @@ def _checked_sr_head(sr_weights: Path, model_card: Path | None) -> Any:
     return net
 
 
-def find_registered(model_name: str, sr_weights: str | Path, tracking_uri: str | None = None) -> ModelVersionInfo | None:
+def find_registered(
+    model_name: str, sr_weights: str | Path, tracking_uri: str | None = None
+) -> ModelVersionInfo | None:
     """The version of ``model_name`` that holds exactly these SR-head weights (same SHA-256), if any.
 
     Registering is a change to a shared registry, so ``srseg register`` asks this first: the
@@ -329,5 +337,6 @@ def nominate_challenger(model_name: str, version: str, tracking_uri: str | None 
 def version_info(client: MlflowClient, name: str, version: str) -> ModelVersionInfo:
     """:class:`ModelVersionInfo` of an existing version, aliases as the registry has them now."""
     mv = client.get_model_version(name, str(version))
-    return ModelVersionInfo(name, str(mv.version), mv.run_id or "", f"models:/{name}/{mv.version}", mv.source, tuple(mv.aliases or ()))
-
+    return ModelVersionInfo(
+        name, str(mv.version), mv.run_id or "", f"models:/{name}/{mv.version}", mv.source, tuple(mv.aliases or ())
+    )

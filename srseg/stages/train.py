@@ -91,8 +91,13 @@ def selection_subset(val_set: Any, count: int) -> Any:
     ids = [sample.id for sample in val_set.source.samples]
     chosen, report = split_validation(ids, count)
     wanted = set(chosen)
-    logger.info("validation on %d selection images of %d (ids %s); %d left for the report",
-                len(chosen), len(ids), chosen, len(report))
+    logger.info(
+        "validation on %d selection images of %d (ids %s); %d left for the report",
+        len(chosen),
+        len(ids),
+        chosen,
+        len(report),
+    )
     return torch.utils.data.Subset(val_set, [i for i, image_id in enumerate(ids) if image_id in wanted])
 
 
@@ -150,7 +155,11 @@ def run_train(
         barrier(dist_info)
 
         trainer = Trainer(
-            cfg, stage, stage_dir, train_set, val_set,
+            cfg,
+            stage,
+            stage_dir,
+            train_set,
+            val_set,
             num_classes=class_map.num_classes,
             dist_info=dist_info,
             tracker=tracker,
@@ -182,13 +191,22 @@ def _datasets(params: Params, class_map: Any) -> tuple[Any, Any]:
     hr_root = Path(params.paths.data_root)
     lr_root = Path(params.paths.lr_root) if cfg.lr_source == "precomputed" else None
     train_set = PairedPatchDataset(
-        hr_root, cfg.train_split, cfg.scale, cfg.patch_size, class_map,
-        lr_root=lr_root, augment=cfg.augment, seed=cfg.seed, cache_images=cfg.cache_images,
+        hr_root,
+        cfg.train_split,
+        cfg.scale,
+        cfg.patch_size,
+        class_map,
+        lr_root=lr_root,
+        augment=cfg.augment,
+        seed=cfg.seed,
+        cache_images=cfg.cache_images,
     )
     if len(train_set) == 0:
         raise ValueError(f"{hr_root}: split {cfg.train_split!r} has no images")
     if cfg.val_split not in Manifest.load(hr_root).splits:
-        logger.warning("%s has no split %r: training without validation (ships the final weights)", hr_root, cfg.val_split)
+        logger.warning(
+            "%s has no split %r: training without validation (ships the final weights)", hr_root, cfg.val_split
+        )
         return train_set, None
     full = FullImageDataset(hr_root, cfg.val_split, cfg.scale, class_map, lr_root=lr_root)
     return train_set, selection_subset(full, cfg.selection_images)
@@ -317,11 +335,13 @@ def _close_stage(
     """Rank 0: tag and log the stage's outcome, publish its report files, close the run."""
     from srseg.stages.reports import TRAIN_REPORT, publish_report
 
-    tracker.set_tags({
-        "train.selection_rule": trainer.selection_rule,
-        "train.perceptual_loss": trainer.perceptual_description,
-        "train.random_vgg_weights": str(stage == "gan" and params.train.loss.vgg_weights == "random").lower(),
-    })
+    tracker.set_tags(
+        {
+            "train.selection_rule": trainer.selection_rule,
+            "train.perceptual_loss": trainer.perceptual_description,
+            "train.random_vgg_weights": str(stage == "gan" and params.train.loss.vgg_weights == "random").lower(),
+        }
+    )
     if result.best_iteration:
         tracker.log_metrics({"best/psnr_y": result.best_psnr_y}, step=result.iteration)
     for name in ("metrics.json", "plots/train_loss.csv", "plots/val.csv"):

@@ -13,8 +13,9 @@ import logging
 import math
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from flask import abort, current_app, request, session
 from werkzeug.exceptions import TooManyRequests
@@ -115,10 +116,15 @@ def refuse_while_locked_out() -> None:
     count, oldest = ctx.store.failed_auth_since(client_address(), now_ms() - window_ms)
     if count >= ctx.max_failed_tokens and oldest is not None:
         retry_after = max(1, math.ceil((oldest + window_ms - now_ms()) / 1000))
-        log.warning("refused a token attempt from %s: %d wrong tokens in the last %.0f s",
-                    client_address(), count, ctx.failed_token_window_s)
-        raise TooManyRequests(f"Too many wrong tokens from your address; try again in {retry_after} s.",
-                              retry_after=retry_after)
+        log.warning(
+            "refused a token attempt from %s: %d wrong tokens in the last %.0f s",
+            client_address(),
+            count,
+            ctx.failed_token_window_s,
+        )
+        raise TooManyRequests(
+            f"Too many wrong tokens from your address; try again in {retry_after} s.", retry_after=retry_after
+        )
 
 
 def note_wrong_token(kind: str) -> None:
@@ -136,8 +142,8 @@ def admin_fingerprints() -> dict[str, Callable[[str], bool]]:
     found: dict[str, Callable[[str], bool]] = {}
     if ctx.env_admin_token:
         env = ctx.env_admin_token
-        found["env:" + hashlib.sha256(b"admin-env:" + env.encode()).hexdigest()[:32]] = (
-            lambda token: hmac.compare_digest(_digest(token), _digest(env))
+        found["env:" + hashlib.sha256(b"admin-env:" + env.encode()).hexdigest()[:32]] = lambda token: (
+            hmac.compare_digest(_digest(token), _digest(env))
         )
     stored = ctx.store.admin_token_hash()
     if stored:

@@ -50,7 +50,9 @@ def admin_login() -> Response | tuple[str, int]:
     if not matched:
         note_wrong_token("admin")
         log.warning("failed admin login from %s", client_address())
-        page = render_template("admin_login.html", study=context().study, csrf=session["login_csrf"], error="Wrong admin token.")
+        page = render_template(
+            "admin_login.html", study=context().study, csrf=session["login_csrf"], error="Wrong admin token."
+        )
         return page, 403
     session.pop("login_csrf", None)
     session["admin"] = matched[0]
@@ -109,9 +111,15 @@ def progress(ctx: StudyContext) -> dict[str, Any]:
                 counts[vote.choice] += 1
     raters = [
         {
-            "rater_id": r.rater_id, "name": r.name, "source": r.source, "total": total,
-            "first_seen_at": r.first_seen_at, "finished_at": r.finished_at, "comment": r.comment,
-            "revoked": r.revoked, **per_rater.get(r.rater_id, _empty_stats()),
+            "rater_id": r.rater_id,
+            "name": r.name,
+            "source": r.source,
+            "total": total,
+            "first_seen_at": r.first_seen_at,
+            "finished_at": r.finished_at,
+            "comment": r.comment,
+            "revoked": r.revoked,
+            **per_rater.get(r.rater_id, _empty_stats()),
         }
         for r in ctx.store.raters()
     ]

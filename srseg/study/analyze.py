@@ -30,9 +30,10 @@ import logging
 import math
 import re
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -60,7 +61,9 @@ def wilson_interval(successes: int, n: int, z: float = Z95) -> tuple[float, floa
     return max(0.0, center - half), min(1.0, center + half)
 
 
-def bradley_terry(wins: np.ndarray, design: np.ndarray, prior: float = 0.5, tol: float = 1e-10, max_iter: int = 10_000) -> np.ndarray:
+def bradley_terry(
+    wins: np.ndarray, design: np.ndarray, prior: float = 0.5, tol: float = 1e-10, max_iter: int = 10_000
+) -> np.ndarray:
     """Log-strengths (geometric mean 1) from win counts, batched over leading axes.
 
     ``wins[..., i, j]`` = times i beat j; ``design[i, j]`` marks compared pairs (symmetric), which
@@ -112,7 +115,9 @@ def _check_connected(methods: Sequence[str], method_pairs: Sequence[tuple[str, s
                     frontier.append(y)
     unreachable = [m for m in methods if m not in seen]
     if unreachable:
-        raise ValueError(f"method pairs do not connect all methods: {unreachable} never meet {methods[0]!r} (scores not comparable)")
+        raise ValueError(
+            f"method pairs do not connect all methods: {unreachable} never meet {methods[0]!r} (scores not comparable)"
+        )
 
 
 @dataclass(frozen=True)
@@ -160,7 +165,9 @@ def analyze_votes(
     for vote in votes:
         if vote.pair_id in study.by_id:
             by_rater.setdefault(vote.rater_id, []).append(vote)
-    quality = [_rater_quality(study, r, rv, attention_threshold, min_attention_answered) for r, rv in sorted(by_rater.items())]
+    quality = [
+        _rater_quality(study, r, rv, attention_threshold, min_attention_answered) for r, rv in sorted(by_rater.items())
+    ]
     included = [q.rater_id for q in quality if not q.excluded]
     used = [v for r in included for v in by_rater[r] if not study.by_id[v.pair_id].attention_check]
 
@@ -174,15 +181,27 @@ def analyze_votes(
     table = _side_table(used)
     return {
         "gate": _gate_preference(study, wins),
-        "params": {"attention_threshold": attention_threshold, "min_attention_answered": min_attention_answered,
-                   "reference": reference, "bootstrap": bootstrap, "bootstrap_unit": unit, "prior": prior, "seed": seed},
+        "params": {
+            "attention_threshold": attention_threshold,
+            "min_attention_answered": min_attention_answered,
+            "reference": reference,
+            "bootstrap": bootstrap,
+            "bootstrap_unit": unit,
+            "prior": prior,
+            "seed": seed,
+        },
         "study_id": study.study_id,
         "methods": methods,
         "raters": [_rater_row(q) for q in quality],
         "excluded_raters": [q.rater_id for q in quality if q.excluded],
-        "counts": {"votes_total": len(votes), "votes_unknown_pair": len(unknown), "votes_used": len(used),
-                   "raters_total": len(quality), "raters_included": len(included),
-                   "raters_excluded": len(quality) - len(included)},
+        "counts": {
+            "votes_total": len(votes),
+            "votes_unknown_pair": len(unknown),
+            "votes_used": len(used),
+            "raters_total": len(quality),
+            "raters_included": len(included),
+            "raters_excluded": len(quality) - len(included),
+        },
         "win_rates": _win_rates(study, wins),
         "bradley_terry": scores,
         "agreement": _agreement(table),
@@ -216,9 +235,16 @@ def _rater_quality(
 
 
 def _rater_row(q: RaterQuality) -> dict[str, Any]:
-    return {"rater_id": q.rater_id, "votes": q.votes, "attention_answered": q.attention_answered,
-            "attention_correct": q.attention_correct, "attention_accuracy": q.attention_accuracy,
-            "median_response_ms": q.median_response_ms, "excluded": q.excluded, "reason": q.reason}
+    return {
+        "rater_id": q.rater_id,
+        "votes": q.votes,
+        "attention_answered": q.attention_answered,
+        "attention_correct": q.attention_correct,
+        "attention_accuracy": q.attention_accuracy,
+        "median_response_ms": q.median_response_ms,
+        "excluded": q.excluded,
+        "reason": q.reason,
+    }
 
 
 def _method_index(study: Study) -> dict[str, int]:
@@ -244,8 +270,17 @@ def _win_rates(study: Study, wins: np.ndarray) -> list[dict[str, Any]]:
     for a, b in study.method_pairs:
         k, n = int(wins[index[a], index[b]]), int(wins[index[a], index[b]] + wins[index[b], index[a]])
         low, high = wilson_interval(k, n)
-        rows.append({"a": a, "b": b, "wins_a": k, "n": n, "rate_a": k / n if n else None,
-                     "ci_low": _nan_to_none(low), "ci_high": _nan_to_none(high)})
+        rows.append(
+            {
+                "a": a,
+                "b": b,
+                "wins_a": k,
+                "n": n,
+                "rate_a": k / n if n else None,
+                "ci_low": _nan_to_none(low),
+                "ci_high": _nan_to_none(high),
+            }
+        )
     return rows
 
 
@@ -270,13 +305,22 @@ def _bradley_terry_scores(
             samples = np.tensordot(weights, per_rater, axes=(1, 0))
         else:
             flat = wins.reshape(-1)
-            samples = rng.multinomial(int(flat.sum()), flat / flat.sum(), size=bootstrap).reshape(bootstrap, m, m).astype(float)
+            samples = (
+                rng.multinomial(int(flat.sum()), flat / flat.sum(), size=bootstrap)
+                .reshape(bootstrap, m, m)
+                .astype(float)
+            )
         boot = bradley_terry(samples, design, prior)
         boot = boot - boot[:, [index[reference]]]
         ci = np.percentile(boot, [2.5, 97.5], axis=0).T
     return [
-        {"method": name, "score": float(scores[i]), "ci_low": _nan_to_none(ci[i, 0]), "ci_high": _nan_to_none(ci[i, 1]),
-         "p_beats_reference": float(1 / (1 + math.exp(-scores[i])))}
+        {
+            "method": name,
+            "score": float(scores[i]),
+            "ci_low": _nan_to_none(ci[i, 0]),
+            "ci_high": _nan_to_none(ci[i, 1]),
+            "p_beats_reference": float(1 / (1 + math.exp(-scores[i]))),
+        }
         for i, name in enumerate(methods)
     ]
 
@@ -294,8 +338,11 @@ def _agreement(table: np.ndarray) -> dict[str, Any]:
     shared = table[table.sum(1) >= 2]
     agree = float(sum(math.comb(int(a), 2) + math.comb(int(b), 2) for a, b in shared))
     pairs_of_raters = float(sum(math.comb(int(a + b), 2) for a, b in shared))
-    return {"items": int(len(shared)), "percent": agree / pairs_of_raters if pairs_of_raters else None,
-            "fleiss_kappa": _nan_to_none(fleiss_kappa(table)) if len(table) else None}
+    return {
+        "items": int(len(shared)),
+        "percent": agree / pairs_of_raters if pairs_of_raters else None,
+        "fleiss_kappa": _nan_to_none(fleiss_kappa(table)) if len(table) else None,
+    }
 
 
 def _gate_preference(study: Study, wins: np.ndarray) -> dict[str, Any] | None:
@@ -306,9 +353,15 @@ def _gate_preference(study: Study, wins: np.ndarray) -> dict[str, Any] | None:
     mine, theirs = index[study.gate["challenger_method"]], index[study.gate["opponent_method"]]
     k, n = int(wins[mine, theirs]), int(wins[mine, theirs] + wins[theirs, mine])
     low, high = wilson_interval(k, n)
-    return {"challenger": study.gate["challenger"], "opponent": study.gate["opponent"],
-            "preference": k / n if n else None, "ci_low": _nan_to_none(low), "ci_high": _nan_to_none(high),
-            "n": n, "votes_for_challenger": k}
+    return {
+        "challenger": study.gate["challenger"],
+        "opponent": study.gate["opponent"],
+        "preference": k / n if n else None,
+        "ci_low": _nan_to_none(low),
+        "ci_high": _nan_to_none(high),
+        "n": n,
+        "votes_for_challenger": k,
+    }
 
 
 def metrics_from(result: dict[str, Any]) -> dict[str, Any]:
@@ -316,14 +369,20 @@ def metrics_from(result: dict[str, Any]) -> dict[str, Any]:
     included = [r for r in result["raters"] if not r["excluded"] and r["attention_accuracy"] is not None]
     return {
         **result["counts"],
-        "attention_accuracy_included": float(np.mean([r["attention_accuracy"] for r in included])) if included else None,
+        "attention_accuracy_included": float(np.mean([r["attention_accuracy"] for r in included]))
+        if included
+        else None,
         "agreement_percent": result["agreement"]["percent"],
         "fleiss_kappa": result["agreement"]["fleiss_kappa"],
         "left_choice_rate": result["left_choice_rate"],
-        "win_rate": {f"{w['a']}_vs_{w['b']}": {"rate": w["rate_a"], "ci_low": w["ci_low"], "ci_high": w["ci_high"], "n": w["n"]}
-                     for w in result["win_rates"]},
-        "bt_score": {b["method"]: {"score": b["score"], "ci_low": b["ci_low"], "ci_high": b["ci_high"]}
-                     for b in result["bradley_terry"]},
+        "win_rate": {
+            f"{w['a']}_vs_{w['b']}": {"rate": w["rate_a"], "ci_low": w["ci_low"], "ci_high": w["ci_high"], "n": w["n"]}
+            for w in result["win_rates"]
+        },
+        "bt_score": {
+            b["method"]: {"score": b["score"], "ci_low": b["ci_low"], "ci_high": b["ci_high"]}
+            for b in result["bradley_terry"]
+        },
     }
 
 
@@ -376,28 +435,51 @@ def _fmt(value: float | None, digits: int = 3) -> str:
 def render_markdown(result: dict[str, Any]) -> str:
     counts, params = result["counts"], result["params"]
     lines = [
-        "# User study results", "",
+        "# User study results",
+        "",
         f"Votes used: {counts['votes_used']} of {counts['votes_total']}; raters included: {counts['raters_included']} "
-        f"of {counts['raters_total']} (attention threshold {params['attention_threshold']:g}).", "",
-        f"![scores]({PLOT_NAME})", "",
-        f"## Bradley-Terry scores (reference: {_md(params['reference'])}, {params['bootstrap']} bootstrap replicates over "
-        f"{params['bootstrap_unit']}s)", "",
-        "| method | score | 95% CI | P(beats reference) |", "|---|---:|---:|---:|",
+        f"of {counts['raters_total']} (attention threshold {params['attention_threshold']:g}).",
+        "",
+        f"![scores]({PLOT_NAME})",
+        "",
+        f"## Bradley-Terry scores (reference: {_md(params['reference'])}, "
+        f"{params['bootstrap']} bootstrap replicates over {params['bootstrap_unit']}s)",
+        "",
+        "| method | score | 95% CI | P(beats reference) |",
+        "|---|---:|---:|---:|",
     ]
     for b in sorted(result["bradley_terry"], key=lambda b: -b["score"]):
-        lines.append(f"| {_md(b['method'])} | {b['score']:.3f} | [{_fmt(b['ci_low'])}, {_fmt(b['ci_high'])}] | {b['p_beats_reference']:.3f} |")
-    lines += ["", "## Win rates (Wilson 95% CI)", "", "| A | B | A wins | n | rate of A | 95% CI |", "|---|---|---:|---:|---:|---:|"]
+        ci = f"[{_fmt(b['ci_low'])}, {_fmt(b['ci_high'])}]"
+        lines.append(f"| {_md(b['method'])} | {b['score']:.3f} | {ci} | {b['p_beats_reference']:.3f} |")
+    lines += [
+        "",
+        "## Win rates (Wilson 95% CI)",
+        "",
+        "| A | B | A wins | n | rate of A | 95% CI |",
+        "|---|---|---:|---:|---:|---:|",
+    ]
     for w in result["win_rates"]:
-        lines.append(f"| {_md(w['a'])} | {_md(w['b'])} | {w['wins_a']} | {w['n']} | {_fmt(w['rate_a'])} | [{_fmt(w['ci_low'])}, {_fmt(w['ci_high'])}] |")
+        ci = f"[{_fmt(w['ci_low'])}, {_fmt(w['ci_high'])}]"
+        lines.append(f"| {_md(w['a'])} | {_md(w['b'])} | {w['wins_a']} | {w['n']} | {_fmt(w['rate_a'])} | {ci} |")
     agreement = result["agreement"]
-    lines += ["", "## Agreement", "",
-              f"Pairwise percent agreement {_fmt(agreement['percent'])}, Fleiss' kappa {_fmt(agreement['fleiss_kappa'])} "
-              f"over {agreement['items']} pairs; left chosen in {_fmt(result['left_choice_rate'])} of votes.", "",
-              "## Raters", "", "| rater | votes | attention | median ms | status |", "|---|---:|---:|---:|---|"]
+    lines += [
+        "",
+        "## Agreement",
+        "",
+        f"Pairwise percent agreement {_fmt(agreement['percent'])}, Fleiss' kappa {_fmt(agreement['fleiss_kappa'])} "
+        f"over {agreement['items']} pairs; left chosen in {_fmt(result['left_choice_rate'])} of votes.",
+        "",
+        "## Raters",
+        "",
+        "| rater | votes | attention | median ms | status |",
+        "|---|---:|---:|---:|---|",
+    ]
     for r in result["raters"]:
         status = f"excluded: {r['reason']}" if r["excluded"] else "included"
-        lines.append(f"| {_md(r['rater_id'])} | {r['votes']} | {r['attention_correct']}/{r['attention_answered']} | "
-                     f"{_fmt(r['median_response_ms'], 0)} | {_md(status)} |")
+        lines.append(
+            f"| {_md(r['rater_id'])} | {r['votes']} | {r['attention_correct']}/{r['attention_answered']} | "
+            f"{_fmt(r['median_response_ms'], 0)} | {_md(status)} |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -409,8 +491,13 @@ def render_html(result: dict[str, Any]) -> str:
     return env.get_template("report.html").render(r=result, plot=PLOT_NAME)
 
 
-def log_to_mlflow(metrics: dict[str, Any], params: dict[str, Any], files: Sequence[Path], tracking_uri: str | None,
-                  experiment: str = "srseg-study") -> str | None:
+def log_to_mlflow(
+    metrics: dict[str, Any],
+    params: dict[str, Any],
+    files: Sequence[Path],
+    tracking_uri: str | None,
+    experiment: str = "srseg-study",
+) -> str | None:
     """Log to a new run at ``tracking_uri``, or to the caller's active run; return the run id.
 
     Without a tracking URI and without an active run nothing is logged (and mlflow is not even
@@ -430,7 +517,9 @@ def log_to_mlflow(metrics: dict[str, Any], params: dict[str, Any], files: Sequen
     with tracking.standalone_run(client, experiment, "study-analysis", run_id=run_id) as run:
         flat = tracking.flatten_metrics(metrics, "study.")
         tracking.log_metrics(client, run.info.run_id, flat)
-        tracking.log_params(client, run.info.run_id, {tracking.metric_key(f"study.{k}"): str(v)[:500] for k, v in params.items()})
+        tracking.log_params(
+            client, run.info.run_id, {tracking.metric_key(f"study.{k}"): str(v)[:500] for k, v in params.items()}
+        )
         tracking.log_files(client, run.info.run_id, files, artifact_path="study")
     log.info("logged %d study metrics to MLflow run %s", len(flat), run.info.run_id)
     return str(run.info.run_id)
@@ -454,8 +543,16 @@ def analyze_study(
     Returns the metrics dict."""
     study = load_study(Path(bundle), verify=False)
     store = open_store(study.study_id, Path(state_dir) if state_dir else default_state_dir(Path(bundle)))
-    result = analyze_votes(study, store.votes(), attention_threshold, min_attention_answered, reference,
-                           bootstrap, bootstrap_unit, seed=seed)
+    result = analyze_votes(
+        study,
+        store.votes(),
+        attention_threshold,
+        min_attention_answered,
+        reference,
+        bootstrap,
+        bootstrap_unit,
+        seed=seed,
+    )
     output = Path(output)
     output.mkdir(parents=True, exist_ok=True)
     metrics = metrics_from(result)
@@ -468,10 +565,20 @@ def analyze_study(
         (output / "gate.json").unlink(missing_ok=True)  # never leave another study's verdict behind
     else:
         write_json_atomic(output / "gate.json", result["gate"])
-        log.info("gate study: challenger preferred in %s of %d votes (95%% CI %s - %s)", result["gate"]["preference"],
-                 result["gate"]["n"], result["gate"]["ci_low"], result["gate"]["ci_high"])
-    run_id = log_to_mlflow(metrics, result["params"], [output / n for n in ("report.md", "report.html", PLOT_NAME, "analysis.json")],
-                           mlflow_tracking_uri, mlflow_experiment)
+        log.info(
+            "gate study: challenger preferred in %s of %d votes (95%% CI %s - %s)",
+            result["gate"]["preference"],
+            result["gate"]["n"],
+            result["gate"]["ci_low"],
+            result["gate"]["ci_high"],
+        )
+    run_id = log_to_mlflow(
+        metrics,
+        result["params"],
+        [output / n for n in ("report.md", "report.html", PLOT_NAME, "analysis.json")],
+        mlflow_tracking_uri,
+        mlflow_experiment,
+    )
     if run_id:
         result["mlflow_run_id"] = run_id
     log.info("study analysis written to %s", output)

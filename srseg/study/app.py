@@ -37,9 +37,9 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+from collections.abc import Sequence
 from datetime import timedelta
 from pathlib import Path
-from typing import Sequence
 
 from flask import Flask, Response, jsonify, make_response, render_template, request
 from werkzeug.exceptions import HTTPException
@@ -86,7 +86,8 @@ def create_app(
     """
     if max_failed_tokens < 1 or failed_token_window_s <= 0:
         raise ValueError(
-            f"max_failed_tokens must be >= 1 and failed_token_window_s > 0, got {max_failed_tokens}, {failed_token_window_s}"
+            "max_failed_tokens must be >= 1 and failed_token_window_s > 0, "
+            f"got {max_failed_tokens}, {failed_token_window_s}"
         )
     if trusted_proxies < 0:
         raise ValueError(f"trusted_proxies must be >= 0, got {trusted_proxies}")
@@ -100,7 +101,9 @@ def create_app(
     if len(key) < 32:
         raise ValueError(f"session secret key is too short ({len(key)} characters, need >= 32); see {ENV_SECRET_KEY}")
     if env_admin is None and not store.has_admin_token():
-        log.warning("admin view disabled: set %s or create an admin token (srseg study invite --admin)", ENV_ADMIN_TOKEN)
+        log.warning(
+            "admin view disabled: set %s or create an admin token (srseg study invite --admin)", ENV_ADMIN_TOKEN
+        )
 
     app = Flask(__name__, static_folder="static", template_folder="templates")
     app.config.update(
@@ -161,7 +164,10 @@ def create_invitations(
         raise ValueError(f"base_url must start with http:// or https://, got {base_url!r}")
     study = load_study(Path(bundle), verify=False)
     store = open_store(study.study_id, Path(state_dir) if state_dir else default_state_dir(Path(bundle)), create=True)
-    return [(inv.rater_id, f"{base_url.rstrip('/')}/start#token={inv.token}") for inv in store.create_invitations(count, names)]
+    return [
+        (inv.rater_id, f"{base_url.rstrip('/')}/start#token={inv.token}")
+        for inv in store.create_invitations(count, names)
+    ]
 
 
 def create_admin_token(bundle: Path, state_dir: Path | None = None) -> str:
@@ -191,7 +197,9 @@ def serve_study(
         raise ValueError(f"workers and threads must be >= 1, got workers={workers}, threads={threads}")
     if host not in ("127.0.0.1", "localhost", "::1"):
         log.warning("serving on %s, not loopback: put it behind a TLS proxy and use secure cookies", host)
-    app = create_app(bundle, state_dir, secure_cookies=secure_cookies, trusted_proxies=trusted_proxies)  # fail before binding
+    app = create_app(
+        bundle, state_dir, secure_cookies=secure_cookies, trusted_proxies=trusted_proxies
+    )  # fail before binding
     log.info("serving study %s on http://%s:%d (%s)", Path(bundle), host, port, server)
     if server == "werkzeug":
         from werkzeug.serving import make_server
@@ -208,8 +216,16 @@ def _gunicorn(app: Flask, host: str, port: int, workers: int, threads: int) -> N
 
     bind = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     options = {
-        "bind": bind, "workers": workers, "worker_class": "gthread", "threads": threads, "timeout": 60,
-        "graceful_timeout": 10, "preload_app": True, "accesslog": None, "errorlog": "-", "loglevel": "info",
+        "bind": bind,
+        "workers": workers,
+        "worker_class": "gthread",
+        "threads": threads,
+        "timeout": 60,
+        "graceful_timeout": 10,
+        "preload_app": True,
+        "accesslog": None,
+        "errorlog": "-",
+        "loglevel": "info",
         "proc_name": "srseg-study",
     }
 
@@ -237,12 +253,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=8)
     parser.add_argument("--secure-cookies", action="store_true", help="set when served over HTTPS")
     parser.add_argument("--server", choices=("gunicorn", "werkzeug"), default="gunicorn")
-    parser.add_argument("--trusted-proxies", type=int, default=0,
-                        help="reverse proxies in front (client address from X-Forwarded-For, for the token rate limit)")
+    parser.add_argument(
+        "--trusted-proxies",
+        type=int,
+        default=0,
+        help="reverse proxies in front (client address from X-Forwarded-For, for the token rate limit)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    serve_study(args.bundle, args.state, args.host, args.port, args.workers, args.threads, args.secure_cookies, args.server,
-                args.trusted_proxies)
+    serve_study(
+        args.bundle,
+        args.state,
+        args.host,
+        args.port,
+        args.workers,
+        args.threads,
+        args.secure_cookies,
+        args.server,
+        args.trusted_proxies,
+    )
     return 0
 
 

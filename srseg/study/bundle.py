@@ -34,9 +34,10 @@ import random
 import re
 import shutil
 import tempfile
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -179,7 +180,7 @@ def _display_size(path: Path) -> tuple[int, int]:
 def _common_size(sizes: Mapping[str, tuple[int, int]], stem: str) -> tuple[int, int]:
     width = min(w for w, _ in sizes.values())
     height = min(h for _, h in sizes.values())
-    for source, (w, h) in sizes.items():
+    for w, h in sizes.values():
         if w - width >= MAX_SIZE_SLACK or h - height >= MAX_SIZE_SLACK:
             listing = ", ".join(f"{k}={a}x{b}" for k, (a, b) in sizes.items())
             raise ValueError(f"image {stem!r}: sizes differ by more than a modcrop ({listing})")
@@ -206,7 +207,10 @@ def texture_window(luma: np.ndarray, crop_size: int) -> tuple[int, int, float]:
     y0 = np.array(ys)[:, None]
     x0 = np.array(xs)[None, :]
     sums = (
-        integral[y0 + crop_size, x0 + crop_size] - integral[y0, x0 + crop_size] - integral[y0 + crop_size, x0] + integral[y0, x0]
+        integral[y0 + crop_size, x0 + crop_size]
+        - integral[y0, x0 + crop_size]
+        - integral[y0 + crop_size, x0]
+        + integral[y0, x0]
     )
     best = int(np.argmax(sums))  # first maximum in raster order: top-most, then left-most
     iy, ix = divmod(best, len(xs))
@@ -303,7 +307,9 @@ def _eligible_stems(sources: dict[str, dict[str, Path]], crop_size: int) -> tupl
     for label, index in sources.items():
         missing = sorted(set(index) - common)
         if missing:
-            log.warning("%s: %d stem(s) not present in every folder are ignored (e.g. %s)", label, len(missing), missing[:3])
+            log.warning(
+                "%s: %d stem(s) not present in every folder are ignored (e.g. %s)", label, len(missing), missing[:3]
+            )
     eligible = []
     for stem in sorted(common):
         sizes = {label: _display_size(index[stem]) for label, index in sources.items()}
@@ -405,7 +411,10 @@ def _write_bundle(
         for label, index in ((name, indexes[name]) for name in names):
             inputs.setdefault(label, {})[stem] = {"file": index[stem].name, "sha256": sha256_file(index[stem])}
         if hr_index is not None:
-            inputs.setdefault(REFERENCE, {})[stem] = {"file": hr_index[stem].name, "sha256": sha256_file(hr_index[stem])}
+            inputs.setdefault(REFERENCE, {})[stem] = {
+                "file": hr_index[stem].name,
+                "sha256": sha256_file(hr_index[stem]),
+            }
     trials = _trials(images, method_pairs, attention_checks, rng)
     return {
         "format": FORMAT,
@@ -452,8 +461,14 @@ def _crop_image(
         stored[DEGRADED] = store(_degrade(crops.get(REFERENCE, crops[names[0]])))
         if REFERENCE not in stored:
             stored[REFERENCE] = stored[names[0]]
-    return {"index": index, "stem": stem, "crop": [x, y, crop_size, crop_size], "size": [width, height],
-            "texture_energy": round(score, 6), "files": stored}
+    return {
+        "index": index,
+        "stem": stem,
+        "crop": [x, y, crop_size, crop_size],
+        "size": [width, height],
+        "texture_energy": round(score, 6),
+        "files": stored,
+    }
 
 
 def _trials(
@@ -465,7 +480,9 @@ def _trials(
         for image, flip in zip(images, _balanced_flips(len(images), rng)):
             left, right = (b, a) if flip else (a, b)
             trials.append({"image": image, "left": left, "right": right, "attention_check": False, "expected": None})
-    check_images = [images[i % len(images)] for i in rng.sample(range(max(len(images), attention_checks)), attention_checks)]
+    check_images = [
+        images[i % len(images)] for i in rng.sample(range(max(len(images), attention_checks)), attention_checks)
+    ]
     for image, flip in zip(check_images, _balanced_flips(attention_checks, rng)):
         left, right = (DEGRADED, REFERENCE) if flip else (REFERENCE, DEGRADED)
         trials.append({"image": image, "left": left, "right": right, "attention_check": True, "expected": REFERENCE})
@@ -479,16 +496,18 @@ def _pair_entries(trials: list[dict[str, Any]], show_reference: bool) -> list[di
     width = max(4, len(str(len(trials))))
     for number, trial in enumerate(trials):
         image = trial["image"]
-        pairs.append({
-            "id": f"p{number:0{width}d}",
-            "image": image["index"],
-            "stem": image["stem"],
-            "left": {"method": trial["left"], "file": image["files"][trial["left"]]},
-            "right": {"method": trial["right"], "file": image["files"][trial["right"]]},
-            "attention_check": trial["attention_check"],
-            "expected": trial["expected"],
-            "reference": image["files"][REFERENCE] if show_reference else None,
-        })
+        pairs.append(
+            {
+                "id": f"p{number:0{width}d}",
+                "image": image["index"],
+                "stem": image["stem"],
+                "left": {"method": trial["left"], "file": image["files"][trial["left"]]},
+                "right": {"method": trial["right"], "file": image["files"][trial["right"]]},
+                "attention_check": trial["attention_check"],
+                "expected": trial["expected"],
+                "reference": image["files"][REFERENCE] if show_reference else None,
+            }
+        )
     return pairs
 
 
@@ -505,7 +524,8 @@ def load_study(bundle: Path, verify: bool = True) -> Study:
     except ValueError as exc:
         raise ValueError(f"{manifest_path}: not valid JSON ({exc})") from exc
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-        raise ValueError(f"{manifest_path}: format is {manifest.get('format') if isinstance(manifest, dict) else None!r}, expected {FORMAT!r}")
+        found = manifest.get("format") if isinstance(manifest, dict) else None
+        raise ValueError(f"{manifest_path}: format is {found!r}, expected {FORMAT!r}")
     try:
         return _parse_manifest(root, manifest_path, manifest, raw, verify)
     except (KeyError, TypeError, AttributeError) as exc:

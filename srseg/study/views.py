@@ -126,13 +126,19 @@ def api_vote() -> tuple[Response, int]:
     require_csrf("csrf", request.headers.get("X-CSRF-Token"))
     pair, side, claimed = _vote_request()
     ctx = context()
-    vote, status = ctx.store.record_vote(who.rater_id, pair.id, pair.method(side), side, _response_time(who, pair, claimed))
+    vote, status = ctx.store.record_vote(
+        who.rater_id, pair.id, pair.method(side), side, _response_time(who, pair, claimed)
+    )
     _, done = next_pair(who)
     finished = done >= len(ctx.study.pairs)
     if finished:
         ctx.store.mark_finished(who.rater_id)
     payload: dict[str, Any] = {
-        "status": status, "pair_id": pair.id, "side": vote.side, "done": done, "total": len(ctx.study.pairs),
+        "status": status,
+        "pair_id": pair.id,
+        "side": vote.side,
+        "done": done,
+        "total": len(ctx.study.pairs),
         "next": url_for("rater.thanks") if finished else url_for("rater.study_page"),
     }
     if status == "conflict":

@@ -12,8 +12,9 @@ than losing a multi-day run.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from srseg import tracking
 from srseg.tracking import (  # re-exported for callers that still import them from here
@@ -31,8 +32,18 @@ from srseg.tracking import flatten_params as flatten
 logger = logging.getLogger(__name__)
 
 __all__ = [
-    "GIT_COMMIT_ENV", "PARENT_FILE", "PARENT_TAG", "STAGE_FILE", "MlflowTracker", "NullTracker", "Tracker",
-    "dvc_experiment_tags", "flatten", "git_commit", "resolve_tracking_uri", "system_info",
+    "GIT_COMMIT_ENV",
+    "PARENT_FILE",
+    "PARENT_TAG",
+    "STAGE_FILE",
+    "MlflowTracker",
+    "NullTracker",
+    "Tracker",
+    "dvc_experiment_tags",
+    "flatten",
+    "git_commit",
+    "resolve_tracking_uri",
+    "system_info",
 ]
 
 
@@ -81,7 +92,7 @@ class MlflowTracker(Tracker):
         parent_params: Mapping[str, str] | None = None,
         parent_name: str | None = None,
         parent_tags: Mapping[str, str] | None = None,
-    ) -> "MlflowTracker":
+    ) -> MlflowTracker:
         """Find or create the experiment, the parent run and this stage's nested run.
 
         ``parent_run_id`` forces the parent (it must exist); otherwise the one recorded in
@@ -93,8 +104,14 @@ class MlflowTracker(Tracker):
         output_dir = Path(output_dir)
         client = tracking.make_client(tracking_uri)
         parent_run_id = tracking.open_parent_run(
-            client, experiment, output_dir / PARENT_FILE, tracking_uri,
-            parent_run_id=parent_run_id, name=parent_name, tags=parent_tags, params=parent_params,
+            client,
+            experiment,
+            output_dir / PARENT_FILE,
+            tracking_uri,
+            parent_run_id=parent_run_id,
+            name=parent_name,
+            tags=parent_tags,
+            params=parent_params,
         )
         run_id = tracking.open_nested_run(
             client, experiment, output_dir / stage / STAGE_FILE, tracking_uri, parent_run_id, stage, resume=resume
