@@ -214,7 +214,8 @@ class MultiTaskSRNet(nn.Module):
         if global_residual == "bicubic":
             self.skip = BicubicUpsample(scale)
             nn.init.zeros_(self.sr_head.weight)  # step 0 outputs exactly bicubic(lr)
-            nn.init.zeros_(self.sr_head.bias)
+            if self.sr_head.bias is not None:  # always, typed Optional by torch
+                nn.init.zeros_(self.sr_head.bias)
         self.seg_head: nn.Module | None = _seg_head(num_features, num_classes, seg_head_features, head_kernel_size)
 
     @property

@@ -338,5 +338,5 @@ def version_info(client: MlflowClient, name: str, version: str) -> ModelVersionI
     """:class:`ModelVersionInfo` of an existing version, aliases as the registry has them now."""
     mv = client.get_model_version(name, str(version))
     return ModelVersionInfo(
-        name, str(mv.version), mv.run_id or "", f"models:/{name}/{mv.version}", mv.source, tuple(mv.aliases or ())
+        name, str(mv.version), mv.run_id or "", f"models:/{name}/{mv.version}", mv.source or "", tuple(mv.aliases or ())
     )
