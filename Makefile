@@ -11,7 +11,7 @@ export PATH := $(BIN):$(PATH)
 IMAGE ?= srseg:0.1.0
 BASE ?=
 WEIGHTS ?=
-.PHONY: setup browser run test mirror profile remote bench clean image test-image lock engine engine-stop image-clean
+.PHONY: setup browser run test lint mirror profile remote bench clean image test-image lock engine engine-stop image-clean
 
 setup: $(STAMP)
 
@@ -54,6 +54,11 @@ browser:
 
 test: $(STAMP) browser
 	$(BIN)/python -m pytest -q
+
+# ruff (configuration in pyproject.toml): lint rules and the formatting check
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 # The container image, built here without a registry (local Debian base + wheelhouse of the lock):
 # `make image`, or `make image BASE=nvidia/cuda:13.0.1-base-ubuntu22.04` where bases can be pulled;

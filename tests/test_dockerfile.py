@@ -133,7 +133,7 @@ def test_commit_is_a_late_build_argument_behind_labels_and_git_commit() -> None:
     labels = " ".join(rest for kw, rest in final if kw == "LABEL")
     for key, arg in (("revision", "GIT_COMMIT"), ("version", "VERSION"), ("source", "SOURCE")):
         assert f'org.opencontainers.image.{key}="${{{arg}}}"' in labels, key
-    assert ("ENV", "SRSEG_GIT_COMMIT=${GIT_COMMIT}") in final  # srseg.train.tracking.GIT_COMMIT_ENV
+    assert ("ENV", "SRSEG_GIT_COMMIT=${GIT_COMMIT}") in final  # srseg.tracking.GIT_COMMIT_ENV
 
 
 def test_dockerignore_excludes_history_envs_and_data() -> None:

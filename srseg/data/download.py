@@ -28,8 +28,9 @@ import logging
 import random
 import re
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from PIL import Image
 from tqdm import tqdm
@@ -121,14 +122,7 @@ def download_cocostuff(
     so the checkout's location does not end up in the manifest (and in ``dvc.lock``)."""
     output = Path(output)
     split_list = [check_split(s) for s in splits]
-    if not split_list or len(set(split_list)) != len(split_list):
-        raise ValueError(f"splits must be a non-empty list without repeats, got {list(splits)}")
-    if mode not in MODES:
-        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
-    if label_source not in LABEL_SOURCES:
-        raise ValueError(f"label_source must be one of {LABEL_SOURCES}, got {label_source!r}")
-    if mode == "subset" and subset_size < 1:
-        raise ValueError(f"subset_size must be >= 1 in subset mode, got {subset_size}")
+    _check_request(split_list, splits, mode, label_source, subset_size)
     if mirror is not None:
         mirror = check_mirror(mirror)
     settings: dict[str, Any] = {
@@ -139,18 +133,9 @@ def download_cocostuff(
         "label_source": label_source,
         "mirror": (mirror_name or redact_url(mirror)) if mirror else None,
     }
-
-    existing = _load_existing(output)
+    existing = _reusable_manifest(output, settings)
     if existing is not None:
-        damaged = _damaged_outputs(output, existing)
-        if not damaged and existing.meta.get("settings") == settings:
-            logger.info("%s: complete for these settings (checksums verified); nothing to do", output)
-            return existing
-        if damaged:
-            logger.warning("%s: %d files missing or changed since the manifest; fetching them again", output, len(damaged))
-        for path in damaged:
-            path.unlink(missing_ok=True)
-        (output / MANIFEST_NAME).unlink()  # never leave a manifest that describes other files
+        return existing
 
     with Fetcher(
         retries=retries,
@@ -161,28 +146,18 @@ def download_cocostuff(
     ) as fetcher:
         job = _Job(output, mode, label_source, mirror, fetcher, progress, mirror_name)
         try:
-            samples = {split: job.run_split(split, subset_size if mode == "subset" else None, seed) for split in split_list}
+            samples = {split: job.run_split(split, settings["subset_size"], seed) for split in split_list}
         except (SrsegError, ValueError, OSError):
             logger.warning(
                 "download stopped: %d image/label pairs are complete in %s (no manifest yet, so it is not a "
-                "dataset); the same command resumes and fetches only the rest", job.completed, output,
+                "dataset); the same command resumes and fetches only the rest",
+                job.completed,
+                output,
             )
             raise
         received = fetcher.bytes_received
 
-    meta: dict[str, Any] = {
-        "dataset": "COCO-Stuff (COCO 2017 images, COCO-Stuff 164K labels)",
-        "label_encoding": LABEL_ENCODING,
-        "settings": settings,
-        "mode": mode,
-        "seed": seed,
-        "subset_size": settings["subset_size"],
-        "label_source": label_source,
-        "selection": SELECTION_RULE if mode == "subset" else "all ids present in both images and labels",
-        "sources": job.sources,
-        "verification": job.verification,
-    }
-    manifest = Manifest(kind="hr", format=HR_FORMAT, splits=samples, meta=meta)
+    manifest = Manifest(kind="hr", format=HR_FORMAT, splits=samples, meta=_manifest_meta(settings, job))
     _prune(output, manifest)
     manifest.save(output)
     if not keep_cache:
@@ -192,7 +167,54 @@ def download_cocostuff(
     return manifest
 
 
+def _check_request(
+    split_list: list[str], splits: Sequence[str], mode: str, label_source: str, subset_size: int
+) -> None:
+    if not split_list or len(set(split_list)) != len(split_list):
+        raise ValueError(f"splits must be a non-empty list without repeats, got {list(splits)}")
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    if label_source not in LABEL_SOURCES:
+        raise ValueError(f"label_source must be one of {LABEL_SOURCES}, got {label_source!r}")
+    if mode == "subset" and subset_size < 1:
+        raise ValueError(f"subset_size must be >= 1 in subset mode, got {subset_size}")
+
+
+def _manifest_meta(settings: dict[str, Any], job: _Job) -> dict[str, Any]:
+    mode = settings["mode"]
+    return {
+        "dataset": "COCO-Stuff (COCO 2017 images, COCO-Stuff 164K labels)",
+        "label_encoding": LABEL_ENCODING,
+        "settings": settings,
+        "mode": mode,
+        "seed": settings["seed"],
+        "subset_size": settings["subset_size"],
+        "label_source": settings["label_source"],
+        "selection": SELECTION_RULE if mode == "subset" else "all ids present in both images and labels",
+        "sources": job.sources,
+        "verification": job.verification,
+    }
+
+
 # -- re-run support --------------------------------------------------------------------------
+
+
+def _reusable_manifest(output: Path, settings: dict[str, Any]) -> Manifest | None:
+    """The manifest already in ``output`` when it is complete and made with ``settings``; else
+    None, after deleting its damaged files and the manifest itself (it described other files)."""
+    existing = _load_existing(output)
+    if existing is None:
+        return None
+    damaged = _damaged_outputs(output, existing)
+    if not damaged and existing.meta.get("settings") == settings:
+        logger.info("%s: complete for these settings (checksums verified); nothing to do", output)
+        return existing
+    if damaged:
+        logger.warning("%s: %d files missing or changed since the manifest; fetching them again", output, len(damaged))
+    for path in damaged:
+        path.unlink(missing_ok=True)
+    (output / MANIFEST_NAME).unlink()  # never leave a manifest that describes other files
+    return None
 
 
 def _load_existing(output: Path) -> Manifest | None:
@@ -227,7 +249,11 @@ def _prune(root: Path, manifest: Manifest) -> None:
     keep |= {root / s.label for items in manifest.splits.values() for s in items if s.label}
     for top in ("images", "labels"):
         for path in sorted((root / top).glob("*/*")):
-            if path.is_file() and path not in keep and (_ID_FILE.match(path.name) or path.name.endswith((".part", ".part.json"))):
+            if (
+                path.is_file()
+                and path not in keep
+                and (_ID_FILE.match(path.name) or path.name.endswith((".part", ".part.json")))
+            ):
                 logger.info("removing %s (not part of this dataset)", path)
                 path.unlink()
 
@@ -310,7 +336,9 @@ class _Job:
                     logger.info("%s: none; the mirror must hold the official files", redact_url(url))
                 else:
                     self._mirror_sums = parse_sha256sums(text, redact_url(url))
-                    logger.info("%s: %d digests; they replace the official ones", redact_url(url), len(self._mirror_sums))
+                    logger.info(
+                        "%s: %d digests; they replace the official ones", redact_url(url), len(self._mirror_sums)
+                    )
         return self._mirror_sums
 
     def _expected_archive(self, name: str) -> tuple[Expected, str]:
@@ -393,8 +421,9 @@ class _Job:
                 logger.warning("%s: asked for %d ids, the label source has only %d", split, subset_size, len(ids))
             base = self.mirror or "http://images.cocodataset.org"
             self.sources[f"images/{split}"] = f"{self._record(base)}/{split}/{{id:012d}}.jpg"
-            self.verification[f"images/{split}"] = "complete decode (corrupt-data warnings are errors) + size from the annotation" + (
-                " + sha256 from mirror SHA256SUMS" if self._sums() else ""
+            self.verification[f"images/{split}"] = (
+                "complete decode (corrupt-data warnings are errors) + size from the annotation"
+                + (" + sha256 from mirror SHA256SUMS" if self._sums() else "")
             )
         if self.label_source == "stuffthingmaps" and self.mode == "full":
             self._extract_full_labels(split, ids)
@@ -489,7 +518,10 @@ class _Job:
         if len(ids) != len(image_ids) or len(ids) != len(label_ids):
             logger.warning(
                 "%s: %d images, %d labels, %d in both; keeping those in both",
-                split, len(image_ids), len(label_ids), len(ids),
+                split,
+                len(image_ids),
+                len(label_ids),
+                len(ids),
             )
         wanted = {image_member(split, i) for i in ids}
         safe_extract(archive, self.output / "images", select=wanted.__contains__)

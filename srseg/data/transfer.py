@@ -18,9 +18,10 @@ import json
 import logging
 import os
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 from urllib.parse import unquote, urlsplit
 from urllib.request import url2pathname
 
@@ -107,9 +108,7 @@ def verify_file(path: Path, expected: Expected, source: str) -> None:
     """Raise IntegrityError naming ``source`` when ``path`` does not match ``expected``."""
     size = path.stat().st_size
     if expected.size is not None and size != expected.size:
-        raise IntegrityError(
-            f"{source}: got {size} bytes, expected {expected.size} (truncated or wrong file)"
-        )
+        raise IntegrityError(f"{source}: got {size} bytes, expected {expected.size} (truncated or wrong file)")
     if not (expected.md5 or expected.sha256):
         return
     md5, sha = hashlib.md5(usedforsecurity=False), hashlib.sha256()
@@ -122,9 +121,7 @@ def verify_file(path: Path, expected: Expected, source: str) -> None:
     if expected.md5 and md5.hexdigest() != expected.md5.lower():
         raise IntegrityError(f"{source}: md5 {md5.hexdigest()} != expected {expected.md5} (corrupt or truncated)")
     if expected.sha256 and sha.hexdigest() != expected.sha256.lower():
-        raise IntegrityError(
-            f"{source}: sha256 {sha.hexdigest()} != expected {expected.sha256} (corrupt or truncated)"
-        )
+        raise IntegrityError(f"{source}: sha256 {sha.hexdigest()} != expected {expected.sha256} (corrupt or truncated)")
 
 
 def file_url_path(url: str) -> Path:
@@ -239,7 +236,7 @@ class Fetcher:
             self._session.close()
             self._session = None
 
-    def __enter__(self) -> "Fetcher":
+    def __enter__(self) -> Fetcher:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -333,7 +330,9 @@ class Fetcher:
         try:
             size = self._fetch_part(url, part, expected, check, desc or dest.name, show)
         except _ResumedIntegrityError as exc:
-            logger.warning("%s; the resumed %s may mix two versions of the file: fetching it from the start", exc, part.name)
+            logger.warning(
+                "%s; the resumed %s may mix two versions of the file: fetching it from the start", exc, part.name
+            )
             size = self._fetch_part(url, part, expected, check, desc or dest.name, show)
         with open(part, "rb+") as handle:
             os.fsync(handle.fileno())
@@ -349,93 +348,19 @@ class Fetcher:
 
         On a verification failure the ``.part`` and its record are deleted and IntegrityError raised
         (_ResumedIntegrityError when some of the bytes came from a resumed request)."""
-        shown = redact_url(url)
-        state: dict[str, Any] = {"total": expected.size, "resumed": False}
-
-        def have() -> int:
-            return part.stat().st_size if part.exists() else 0
-
-        def restart() -> None:
-            part.unlink(missing_ok=True)
-            record_path(part).unlink(missing_ok=True)
-
+        job = _PartDownload(self, url, part, expected)
         with tqdm(
-            total=expected.size, initial=have(), unit="B", unit_scale=True, unit_divisor=1024, desc=desc,
-            disable=not show, leave=False,
+            total=expected.size,
+            initial=job.have(),
+            unit="B",
+            unit_scale=True,
+            unit_divisor=1024,
+            desc=desc,
+            disable=not show,
+            leave=False,
         ) as bar:
-
-            def once() -> None:
-                start = have()
-                if expected.size is not None and start > expected.size:
-                    logger.warning("%s: %s is larger than expected; starting over", shown, part)
-                    restart()
-                    start = 0
-                if start:
-                    state["resumed"] = True  # bytes of an earlier request may end up in the file
-                if expected.size is not None and start == expected.size and start > 0:
-                    return
-                record = _read_record(part) if start else None
-                try:
-                    stream = self._open(url, start, None, if_range=record.validator() if record else None)
-                except _Unsatisfiable as exc:
-                    if start > 0 and exc.total == start:
-                        state["total"] = start
-                        return  # the .part already holds everything
-                    restart()
-                    raise _Transient(f"{shown}: range {start}- not satisfiable; restarting") from exc
-                try:
-                    if stream.offset != start:
-                        if stream.offset != 0:
-                            raise _Transient(f"{shown}: server resumed at byte {stream.offset}, asked {start}")
-                        if start:
-                            logger.warning(
-                                "%s: server did not resume at byte %d (file changed, or ranges unsupported); restarting",
-                                shown,
-                                start,
-                            )
-                        start = 0
-                        bar.reset(total=stream.total)
-                    elif start and record is not None and record.changed(stream):
-                        restart()
-                        raise _Transient(f"{shown}: changed on the server since {part.name} was started; restarting")
-                    if start == 0:  # the record must describe the bytes: old bytes go first
-                        restart()
-                        _write_record(part, _PartRecord(shown, stream.etag, stream.last_modified))
-                    if stream.total is not None:
-                        state["total"] = stream.total
-                        bar.total = stream.total
-                    with open(part, "ab" if start else "wb") as handle:
-                        for chunk in stream.chunks:
-                            handle.write(chunk)
-                            self.bytes_received += len(chunk)
-                            bar.update(len(chunk))
-                finally:
-                    stream.close()
-                got = have()
-                if state["total"] is not None and got < state["total"]:
-                    raise _Transient(f"{shown}: connection closed after {got} of {state['total']} bytes")
-
-            self._retry(url, once, progress=have)
-
-        size = have()
-        announced = state["total"]
-        try:
-            if announced is not None and size != announced:
-                raise IntegrityError(f"{shown}: got {size} bytes, server announced {announced}")
-            verify_file(part, expected, shown)
-            if check is not None:
-                try:
-                    check(part)
-                except IntegrityError:
-                    raise
-                except Exception as exc:
-                    raise IntegrityError(f"{shown}: content check failed ({exc})") from exc
-        except IntegrityError as exc:
-            restart()
-            if state["resumed"]:
-                raise _ResumedIntegrityError(str(exc)) from exc
-            raise
-        return size
+            self._retry(url, lambda: job.attempt(bar), progress=job.have)
+        return job.verify(check)
 
     # -- retry policy ----------------------------------------------------------------------
     def _retry(self, url: str, once: Callable[[], Any], progress: Callable[[], int] | None = None) -> Any:
@@ -455,9 +380,7 @@ class Fetcher:
                         f"{redact_url(url)}: giving up after {failures} failed attempts: {exc}"
                     ) from exc
                 delay = self.backoff_s * 2 ** (failures - 1)
-                logger.warning(
-                    "%s: %s; retry %d/%d in %.2fs", redact_url(url), exc, failures, self.retries, delay
-                )
+                logger.warning("%s: %s; retry %d/%d in %.2fs", redact_url(url), exc, failures, self.retries, delay)
                 time.sleep(delay)
 
     # -- backends --------------------------------------------------------------------------
@@ -512,14 +435,19 @@ class Fetcher:
                 raise _Transient(f"{shown}: connection broken ({exc})") from exc
 
         return _Stream(
-            chunks(), offset, total, resp.headers.get("ETag"), resp.close, partial=code == 206,
+            chunks(),
+            offset,
+            total,
+            resp.headers.get("ETag"),
+            resp.close,
+            partial=code == 206,
             last_modified=resp.headers.get("Last-Modified"),
         )
 
     def _open_file(self, url: str, start: int, end: int | None) -> _Stream:
         path = file_url_path(url)
         try:
-            handle = open(path, "rb")
+            handle = open(path, "rb")  # noqa: SIM115 - closed by the returned stream's close()
         except FileNotFoundError:
             raise NotFoundError(f"{url}: no such file") from None
         except OSError as exc:
@@ -572,3 +500,112 @@ class Fetcher:
         return _Stream(chunks(), offset, total, None, close, partial=True)
 
 
+class _PartDownload:
+    """One file being brought to completion in its ``.part``: each :meth:`attempt` resumes (or
+    restarts) the transfer; :meth:`verify` checks the result. State shared between attempts: the
+    size the server announced and whether any bytes came from a resumed request."""
+
+    def __init__(self, fetcher: Fetcher, url: str, part: Path, expected: Expected) -> None:
+        self.fetcher = fetcher
+        self.url = url
+        self.shown = redact_url(url)
+        self.part = part
+        self.expected = expected
+        self.total = expected.size
+        self.resumed = False
+
+    def have(self) -> int:
+        return self.part.stat().st_size if self.part.exists() else 0
+
+    def restart(self) -> None:
+        self.part.unlink(missing_ok=True)
+        record_path(self.part).unlink(missing_ok=True)
+
+    def attempt(self, bar: Any) -> None:
+        """One request for the missing bytes; _Transient when it has to be retried."""
+        start = self._start_offset()
+        if start is None:
+            return
+        record = _read_record(self.part) if start else None
+        try:
+            stream = self.fetcher._open(self.url, start, None, if_range=record.validator() if record else None)
+        except _Unsatisfiable as exc:
+            if start > 0 and exc.total == start:
+                self.total = start
+                return  # the .part already holds everything
+            self.restart()
+            raise _Transient(f"{self.shown}: range {start}- not satisfiable; restarting") from exc
+        try:
+            start = self._accept(stream, start, record, bar)
+            self._append(stream, start, bar)
+        finally:
+            stream.close()
+        got = self.have()
+        if self.total is not None and got < self.total:
+            raise _Transient(f"{self.shown}: connection closed after {got} of {self.total} bytes")
+
+    def _start_offset(self) -> int | None:
+        """Where to continue (0: from the start); None when the ``.part`` is already complete."""
+        start = self.have()
+        size = self.expected.size
+        if size is not None and start > size:
+            logger.warning("%s: %s is larger than expected; starting over", self.shown, self.part)
+            self.restart()
+            start = 0
+        if start:
+            self.resumed = True  # bytes of an earlier request may end up in the file
+        if size is not None and start == size and start > 0:
+            return None
+        return start
+
+    def _accept(self, stream: _Stream, start: int, record: _PartRecord | None, bar: Any) -> int:
+        """Check the server's answer against the asked offset; returns where its bytes go."""
+        if stream.offset != start:
+            if stream.offset != 0:
+                raise _Transient(f"{self.shown}: server resumed at byte {stream.offset}, asked {start}")
+            if start:
+                logger.warning(
+                    "%s: server did not resume at byte %d (file changed, or ranges unsupported); restarting",
+                    self.shown,
+                    start,
+                )
+            start = 0
+            bar.reset(total=stream.total)
+        elif start and record is not None and record.changed(stream):
+            self.restart()
+            raise _Transient(f"{self.shown}: changed on the server since {self.part.name} was started; restarting")
+        if start == 0:  # the record must describe the bytes: old bytes go first
+            self.restart()
+            _write_record(self.part, _PartRecord(self.shown, stream.etag, stream.last_modified))
+        if stream.total is not None:
+            self.total = stream.total
+            bar.total = stream.total
+        return start
+
+    def _append(self, stream: _Stream, start: int, bar: Any) -> None:
+        with open(self.part, "ab" if start else "wb") as handle:
+            for chunk in stream.chunks:
+                handle.write(chunk)
+                self.fetcher.bytes_received += len(chunk)
+                bar.update(len(chunk))
+
+    def verify(self, check: Callable[[Path], None] | None) -> int:
+        """Size, digests and content check of the finished ``.part``; its size. A failure deletes it."""
+        size = self.have()
+        try:
+            if self.total is not None and size != self.total:
+                raise IntegrityError(f"{self.shown}: got {size} bytes, server announced {self.total}")
+            verify_file(self.part, self.expected, self.shown)
+            if check is not None:
+                try:
+                    check(self.part)
+                except IntegrityError:
+                    raise
+                except Exception as exc:
+                    raise IntegrityError(f"{self.shown}: content check failed ({exc})") from exc
+        except IntegrityError as exc:
+            self.restart()
+            if self.resumed:
+                raise _ResumedIntegrityError(str(exc)) from exc
+            raise
+        return size

@@ -34,14 +34,16 @@ Never touching inputs, bounded memory, nothing lost:
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import os
 import tempfile
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from itertools import repeat
 from pathlib import Path
-from typing import BinaryIO, Callable, Iterator, Literal
+from typing import BinaryIO, Literal
 
 import numpy as np
 import torch
@@ -305,9 +307,7 @@ def _refuse_overlap(folders: list[Path], files: list[Path], output_dir: Path) ->
     for file in files:
         target = out / (file.stem + ".png")
         if target == file.resolve() or (target.exists() and os.path.samefile(target, file)):
-            raise UpscaleError(
-                f"output {str(target)!r} is the input file {str(file)!r}; choose another output folder"
-            )
+            raise UpscaleError(f"output {str(target)!r} is the input file {str(file)!r}; choose another output folder")
 
 
 def collect_inputs(inputs: list[Path], output_dir: Path) -> list[tuple[Path, Path]]:
@@ -331,8 +331,11 @@ def collect_inputs(inputs: list[Path], output_dir: Path) -> list[tuple[Path, Pat
         found = []
         for dirpath, dirnames, filenames in os.walk(item):
             dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-            found += [Path(dirpath) / f for f in filenames
-                      if not f.startswith(".") and Path(f).suffix.lower() in IMAGE_SUFFIXES]
+            found += [
+                Path(dirpath) / f
+                for f in filenames
+                if not f.startswith(".") and Path(f).suffix.lower() in IMAGE_SUFFIXES
+            ]
         if not found:
             logger.warning("%s: no images found (suffixes %s)", item, sorted(IMAGE_SUFFIXES))
         for path in sorted(found):
@@ -373,8 +376,9 @@ def working_memory(
     }
 
 
-def check_memory(source: Path, header: ImageHeader, model: SRModel, tile: int | None, tile_overlap: int,
-                 batch_size: int) -> None:
+def check_memory(
+    source: Path, header: ImageHeader, model: SRModel, tile: int | None, tile_overlap: int, batch_size: int
+) -> None:
     """UpscaleError (one line, naming the file) when the image cannot fit in the memory available."""
     need = working_memory(header, model.scale, tile, tile_overlap, batch_size, model.feature_maps)
     host = need["decode"] + need["bands"]
@@ -383,8 +387,9 @@ def check_memory(source: Path, header: ImageHeader, model: SRModel, tile: int | 
         free = torch.cuda.mem_get_info(model.device)[0]
         if device_need > free:
             raise UpscaleError(
-                f"{source}: {header.width}x{header.height} x{model.scale} needs about {device_need / _GIB:.1f} GiB of "
-                f"GPU memory per batch of tiles, only {free / _GIB:.1f} GiB is free; use a smaller --tile or --batch-size"
+                f"{source}: {header.width}x{header.height} x{model.scale} needs about {device_need / _GIB:.1f} GiB "
+                f"of GPU memory per batch of tiles, only {free / _GIB:.1f} GiB is free; "
+                "use a smaller --tile or --batch-size"
             )
     else:
         host += device_need
@@ -430,15 +435,27 @@ def output_bands(
     """Rows of the output file, top to bottom, as (h, W, C) uint8 bands: colour by ``model``,
     alpha by bicubic (with at least its own receptive radius of overlap)."""
     rgb_bands = super_resolve_bands(
-        _model_fn(model, precision), image.rgb, model.scale, tile, tile_overlap, batch_size,
-        white=image.white, device=model.device,
+        _model_fn(model, precision),
+        image.rgb,
+        model.scale,
+        tile,
+        tile_overlap,
+        batch_size,
+        white=image.white,
+        device=model.device,
     )
     alpha_bands: Iterator[tuple[int, Tensor] | None] = repeat(None)
     if image.alpha is not None:
         bicubic = _bicubic_model(model.scale, model.device)
         alpha_bands = super_resolve_bands(
-            bicubic.fn, image.alpha, model.scale, tile, max(tile_overlap, BICUBIC_RADIUS), batch_size,
-            white=image.white, device=model.device,
+            bicubic.fn,
+            image.alpha,
+            model.scale,
+            tile,
+            max(tile_overlap, BICUBIC_RADIUS),
+            batch_size,
+            white=image.white,
+            device=model.device,
         )
     for (row, rgb), alpha in zip(rgb_bands, alpha_bands):
         if alpha is not None and alpha[0] != row:  # pragma: no cover - same tile grid by construction
@@ -522,6 +539,17 @@ def model_identity(spec: str, tracking_uri: str | None = None) -> str:
     return hashlib.sha256("".join(sha256_file(f) for f in files).encode()).hexdigest()
 
 
+def _check_upscale_settings(tile: int | None, tile_overlap: int, batch_size: int, compress_level: int) -> None:
+    if tile is not None and tile < 1:
+        raise UpscaleError(f"tile must be None or >= 1, got {tile!r}")
+    if tile_overlap < 0:
+        raise UpscaleError(f"tile_overlap must be >= 0, got {tile_overlap!r}")
+    if batch_size < 1:
+        raise UpscaleError(f"batch_size must be >= 1, got {batch_size!r}")
+    if not 0 <= compress_level <= 9:
+        raise UpscaleError(f"compress_level must be 0..9, got {compress_level!r}")
+
+
 def upscale(
     inputs: list[Path],
     output_dir: Path,
@@ -549,14 +577,7 @@ def upscale(
     A batch resumes: outputs recorded in ``<output_dir>/.srseg-upscale.jsonl`` by an earlier run
     with the same model and settings are kept, if neither they nor their inputs changed since.
     """
-    if tile is not None and tile < 1:
-        raise UpscaleError(f"tile must be None or >= 1, got {tile!r}")
-    if tile_overlap < 0:
-        raise UpscaleError(f"tile_overlap must be >= 0, got {tile_overlap!r}")
-    if batch_size < 1:
-        raise UpscaleError(f"batch_size must be >= 1, got {batch_size!r}")
-    if not 0 <= compress_level <= 9:
-        raise UpscaleError(f"compress_level must be 0..9, got {compress_level!r}")
+    _check_upscale_settings(tile, tile_overlap, batch_size, compress_level)
     output_dir = Path(output_dir)
     dev = resolve_device(device)
     autocast = resolve_precision(precision, dev)
@@ -571,12 +592,47 @@ def upscale(
             radius,
         )
     used_precision = "fp32" if autocast is None or not sr_model.autocast_ok else str(autocast).removeprefix("torch.")
-    logger.info("upscaling %d image(s) x%d with %s on %s (%s, %d tile(s) per batch)",
-                len(pairs), scale, sr_model.name, sr_model.device, used_precision, batch)
-    settings = {"model": str(model), "identity": model_identity(str(model), tracking_uri), "scale": scale,
-                "tile": tile, "tile_overlap": tile_overlap, "device": dev.type, "precision": used_precision,
-                "compress_level": compress_level}
+    logger.info(
+        "upscaling %d image(s) x%d with %s on %s (%s, %d tile(s) per batch)",
+        len(pairs),
+        scale,
+        sr_model.name,
+        sr_model.device,
+        used_precision,
+        batch,
+    )
+    settings = {
+        "model": str(model),
+        "identity": model_identity(str(model), tracking_uri),
+        "scale": scale,
+        "tile": tile,
+        "tile_overlap": tile_overlap,
+        "device": dev.type,
+        "precision": used_precision,
+        "compress_level": compress_level,
+    }
     journal = Journal(output_dir / JOURNAL_NAME, JOURNAL_KIND, settings)
+    job = functools.partial(
+        upscale_file,
+        sr_model,
+        tile=tile,
+        tile_overlap=tile_overlap,
+        batch_size=batch,
+        precision=autocast,
+        compress_level=compress_level,
+    )
+    return _upscale_pairs(pairs, output_dir, journal, job, progress)
+
+
+def _upscale_pairs(
+    pairs: list[tuple[Path, Path]],
+    output_dir: Path,
+    journal: Journal,
+    job: Callable[[Path, Path], tuple[int, int]],
+    progress: bool,
+) -> list[Path]:
+    """Run ``job(source, target)`` for every pair the journal does not list as done; returns the
+    targets. A failure names how far the batch got (the same command resumes)."""
     from tqdm.auto import tqdm
 
     written: list[Path] = []
@@ -589,7 +645,7 @@ def upscale(
             continue
         remove_stale_temp_files(target)  # left by a killed run
         try:
-            width, height = upscale_file(sr_model, source, target, tile, tile_overlap, batch, autocast, compress_level)
+            width, height = job(source, target)
         except (UpscaleError, OSError) as exc:
             raise UpscaleError(
                 f"{exc} -- stopped there: {len(written)} of {len(pairs)} outputs are complete in {output_dir} "
@@ -600,6 +656,11 @@ def upscale(
         logger.debug("%s -> %s (%dx%d)", source, target, width, height)
     journal.finish(len(written))
     if kept:
-        logger.info("%d of %d outputs were already complete (%s); %d written now", kept, len(pairs),
-                    journal.path, len(pairs) - kept)
+        logger.info(
+            "%d of %d outputs were already complete (%s); %d written now",
+            kept,
+            len(pairs),
+            journal.path,
+            len(pairs) - kept,
+        )
     return written

@@ -85,6 +85,49 @@ class UpsampleStage(nn.Module):
         return self.act(self.shuffle(self.conv(x)))
 
 
+def _check_settings(
+    in_channels: int,
+    num_features: int,
+    num_blocks: int,
+    num_classes: int,
+    decoder_convs: int,
+    seg_head_features: int | None,
+    first_kernel_size: int,
+    head_kernel_size: int,
+    res_scale: float,
+    global_residual: str,
+) -> None:
+    """A ValueError naming the first bad constructor argument of :class:`MultiTaskSRNet`."""
+    if global_residual not in GLOBAL_RESIDUALS:
+        raise ValueError(f"global_residual must be one of {GLOBAL_RESIDUALS}, got {global_residual!r}")
+    for name, value in (("in_channels", in_channels), ("num_features", num_features)):
+        if value < 1:
+            raise ValueError(f"{name} must be >= 1, got {value!r}")
+    counts = (("num_blocks", num_blocks), ("num_classes", num_classes), ("decoder_convs", decoder_convs))
+    for name, value in counts:
+        if value < 0:
+            raise ValueError(f"{name} must be >= 0, got {value!r}")
+    if seg_head_features is not None and seg_head_features < 1:
+        raise ValueError(f"seg_head_features must be None or >= 1, got {seg_head_features!r}")
+    if not res_scale > 0:
+        raise ValueError(f"res_scale must be > 0, got {res_scale!r}")
+    _check_odd_kernel("first_kernel_size", first_kernel_size)
+    _check_odd_kernel("head_kernel_size", head_kernel_size)
+
+
+def _seg_head(num_features: int, num_classes: int, hidden: int | None, kernel_size: int) -> nn.Module | None:
+    """The segmentation output layer: none, one conv, or a hidden conv + ReLU + 1x1 classifier."""
+    if num_classes == 0:
+        return None
+    if hidden is None:
+        return nn.Conv2d(num_features, num_classes, kernel_size, padding=kernel_size // 2)
+    return nn.Sequential(
+        nn.Conv2d(num_features, hidden, 3, padding=1),
+        nn.ReLU(inplace=True),
+        nn.Conv2d(hidden, num_classes, 1),
+    )
+
+
 class MultiTaskSRNet(nn.Module):
     """SRResNet-style generator with a shared decoder and SR + segmentation output layers.
 
@@ -119,22 +162,18 @@ class MultiTaskSRNet(nn.Module):
     ) -> None:
         super().__init__()
         factors = upsample_factors(scale)
-        if global_residual not in GLOBAL_RESIDUALS:
-            raise ValueError(f"global_residual must be one of {GLOBAL_RESIDUALS}, got {global_residual!r}")
-        for name, value in (("in_channels", in_channels), ("num_features", num_features)):
-            if value < 1:
-                raise ValueError(f"{name} must be >= 1, got {value!r}")
-        counts = (("num_blocks", num_blocks), ("num_classes", num_classes), ("decoder_convs", decoder_convs))
-        for name, value in counts:
-            if value < 0:
-                raise ValueError(f"{name} must be >= 0, got {value!r}")
-        if seg_head_features is not None and seg_head_features < 1:
-            raise ValueError(f"seg_head_features must be None or >= 1, got {seg_head_features!r}")
-        if not res_scale > 0:
-            raise ValueError(f"res_scale must be > 0, got {res_scale!r}")
-        _check_odd_kernel("first_kernel_size", first_kernel_size)
-        _check_odd_kernel("head_kernel_size", head_kernel_size)
-
+        _check_settings(
+            in_channels,
+            num_features,
+            num_blocks,
+            num_classes,
+            decoder_convs,
+            seg_head_features,
+            first_kernel_size,
+            head_kernel_size,
+            res_scale,
+            global_residual,
+        )
         self._config: dict[str, Any] = {
             "scale": scale,
             "in_channels": in_channels,
@@ -175,18 +214,9 @@ class MultiTaskSRNet(nn.Module):
         if global_residual == "bicubic":
             self.skip = BicubicUpsample(scale)
             nn.init.zeros_(self.sr_head.weight)  # step 0 outputs exactly bicubic(lr)
-            nn.init.zeros_(self.sr_head.bias)
-        self.seg_head: nn.Module | None
-        if num_classes == 0:
-            self.seg_head = None
-        elif seg_head_features is None:
-            self.seg_head = nn.Conv2d(num_features, num_classes, head_kernel_size, padding=pad)
-        else:
-            self.seg_head = nn.Sequential(
-                nn.Conv2d(num_features, seg_head_features, 3, padding=1),
-                nn.ReLU(inplace=True),
-                nn.Conv2d(seg_head_features, num_classes, 1),
-            )
+            if self.sr_head.bias is not None:  # always, typed Optional by torch
+                nn.init.zeros_(self.sr_head.bias)
+        self.seg_head: nn.Module | None = _seg_head(num_features, num_classes, seg_head_features, head_kernel_size)
 
     @property
     def config(self) -> dict[str, Any]:
@@ -235,7 +265,6 @@ class MultiTaskSRNet(nn.Module):
         if not include_seg_head and self.seg_head is not None:
             total -= count_parameters(self.seg_head)
         return total
-
 
     @staticmethod
     def receptive_field_radius(config: dict[str, Any]) -> int:

@@ -76,7 +76,7 @@ def save_generator(
     """
     from srseg.models.ema import unwrap_model
 
-    net = unwrap_model(model)
+    net: Any = unwrap_model(model)  # a registered generator: has .config and .num_parameters()
     try:
         architecture = architecture_of(net)
     except TypeError as exc:

@@ -43,6 +43,9 @@ class BicubicUpsample(nn.Module):
     network's residual more coarsely than the 8-bit output.
     """
 
+    row_taps: Tensor  # non-persistent buffers (see the class docstring)
+    col_taps: Tensor
+
     def __init__(self, scale: int) -> None:
         super().__init__()
         taps = torch.from_numpy(enlarge_taps(scale)).float()

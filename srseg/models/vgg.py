@@ -95,6 +95,9 @@ class VGG19Features(nn.Module):
     stays in eval mode even if a parent calls ``.train()``.
     """
 
+    mean: Tensor  # ImageNet statistics, non-persistent buffers
+    std: Tensor
+
     def __init__(
         self,
         layers: Sequence[str] | str = ("conv5_4",),

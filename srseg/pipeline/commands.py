@@ -15,22 +15,22 @@ temporary file and run that instead of the committed YAML.
 key named. :func:`pipeline_arguments` turns ``NAME=VALUE`` strings into typed pipeline arguments.
 
 The pipeline definition and the components live in the project's ``pipelines/`` and
-``components/`` folders (not in the installed package: only their compiled IR travels), so compiling
-imports them from ``root``, the project checkout.
+``components/`` folders, which depend on this library, not the other way round: compiling runs
+the checkout's compile entry (``python -m pipelines.compile``) as a program in ``root``.
 """
 
 from __future__ import annotations
 
-import importlib
 import os
+import subprocess
 import sys
 import tempfile
 import warnings
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from types import ModuleType
-from typing import TYPE_CHECKING, Any, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 from srseg.errors import SrsegError
 from srseg.pipeline import DEFAULT_IMAGE, MOUNT_PATH, PIPELINE_PACKAGE
@@ -81,26 +81,8 @@ class SubmitResult:
 # ------------------------------------------------------------------------------------- compile
 
 
-@contextmanager
-def _on_path(root: Path) -> Iterator[None]:
-    sys.path.insert(0, str(root))
-    try:
-        yield
-    finally:
-        sys.path.remove(str(root))
-
-
-def load_pipeline_module(root: str | Path = ".") -> ModuleType:
-    """``pipelines.training_pipeline`` from the checkout at ``root``."""
-    root = Path(root).resolve()
-    if not (root / "pipelines" / "training_pipeline.py").is_file() or not (root / "components").is_dir():
-        raise PipelineError(f"{root} is not the srseg checkout (no pipelines/training_pipeline.py or components/)")
-    with _on_path(root):
-        module = importlib.import_module("pipelines.training_pipeline")
-    found = Path(module.__file__ or "").resolve()
-    if root not in found.parents:
-        raise PipelineError(f"imported pipelines.training_pipeline from {found}, not from {root}")
-    return module
+COMPILE_MODULE = "pipelines.compile"  # the checkout's compile entry (pipelines/compile.py)
+COMPILE_TIMEOUT_S = 300
 
 
 def compile_pipeline(
@@ -112,9 +94,8 @@ def compile_pipeline(
     pod: PodOptions | None = None,
 ) -> Path:
     """Compile the pipeline for ``image`` (or ``pod``: image, pull secrets, user) to ``output``
-    (default ``<root>/pipelines/training_pipeline.yaml``)."""
-    from kfp import compiler
-
+    (default ``<root>/pipelines/training_pipeline.yaml``), with the checkout ``root``'s
+    ``python -m pipelines.compile``; its error message becomes a :class:`PipelineError`."""
     pod = pod or PodOptions(image=image)
     for secret in pod.image_pull_secrets:
         if not secret or any(ch.isspace() for ch in secret):
@@ -122,15 +103,31 @@ def compile_pipeline(
     for name, uid in (("run_as_user", pod.run_as_user), ("run_as_group", pod.run_as_group)):
         if uid is not None and uid < 0:
             raise PipelineError(f"{name} must be >= 0, got {uid}")
-    module = load_pipeline_module(root)
-    out = Path(output) if output is not None else Path(root) / PIPELINE_PACKAGE
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=out.parent) as tmp:  # atomic: a failed compile keeps the old file
-        staged = Path(tmp) / out.name
-        pipeline = module.build_pipeline(pod.image, mount_path, image_pull_secrets=pod.image_pull_secrets,
-                                         run_as_user=pod.run_as_user, run_as_group=pod.run_as_group)
-        compiler.Compiler().compile(pipeline, str(staged))
-        os.replace(staged, out)
+    root = Path(root).resolve()
+    if not (root / "pipelines" / "compile.py").is_file() or not (root / "components").is_dir():
+        raise PipelineError(f"{root} is not the srseg checkout (no pipelines/compile.py or components/)")
+    out = Path(output).resolve() if output is not None else root / PIPELINE_PACKAGE
+    command = [
+        sys.executable,
+        "-m",
+        COMPILE_MODULE,
+        "--output",
+        str(out),
+        "--image",
+        pod.image,
+        "--mount-path",
+        mount_path,
+        "--run-as-user",
+        str(pod.run_as_user).lower(),
+        "--run-as-group",
+        str(pod.run_as_group).lower(),
+    ]
+    for secret in pod.image_pull_secrets:
+        command += ["--image-pull-secret", secret]
+    done = subprocess.run(command, cwd=root, capture_output=True, text=True, timeout=COMPILE_TIMEOUT_S)
+    if done.returncode != 0:
+        lines = done.stderr.strip().splitlines() or [f"exit status {done.returncode}"]
+        raise PipelineError(f"compiling the pipeline in {root} failed: {lines[-1].removeprefix('error: ')}")
     return out
 
 
@@ -184,7 +181,9 @@ def _resolved(params: Params | str | Path | None, profile: str | None) -> Params
     return params if isinstance(params, Params) else load_params(params, profile=profile)
 
 
-def run_arguments(params: Params | str | Path | None, profile: str | None, arguments: Mapping[str, Any] | None) -> dict[str, Any]:
+def run_arguments(
+    params: Params | str | Path | None, profile: str | None, arguments: Mapping[str, Any] | None
+) -> dict[str, Any]:
     """Every argument of one run: the params, the caller's ``arguments``, and ``code_version``
     (the digest of the srseg code submitting it, unless given) that keys KFP's cache and that
     the preflight step compares with the image's code."""
@@ -206,8 +205,14 @@ def pipeline_arguments(pairs: Sequence[str], package: str | Path = PIPELINE_PACK
     if not path.is_file():
         raise PipelineError(f"{path}: no compiled pipeline (run `srseg pipeline compile`)")
     declared = next(yaml.safe_load_all(path.read_text(encoding="utf-8")))["root"]["inputDefinitions"]["parameters"]
-    parsers: dict[str, Any] = {"NUMBER_INTEGER": int, "NUMBER_DOUBLE": float, "STRING": str, "LIST": json.loads,
-                               "STRUCT": json.loads, "BOOLEAN": lambda v: {"true": True, "false": False}[v.lower()]}
+    parsers: dict[str, Any] = {
+        "NUMBER_INTEGER": int,
+        "NUMBER_DOUBLE": float,
+        "STRING": str,
+        "LIST": json.loads,
+        "STRUCT": json.loads,
+        "BOOLEAN": lambda v: {"true": True, "false": False}[v.lower()],
+    }
     out: dict[str, Any] = {}
     for pair in pairs:
         name, sep, value = pair.partition("=")
@@ -225,7 +230,10 @@ def _is_k8s_name(name: str) -> bool:
     """An RFC 1123 subdomain (service accounts, secrets)."""
     import re
 
-    return len(name) <= 253 and re.fullmatch(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*", name) is not None
+    return (
+        len(name) <= 253
+        and re.fullmatch(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*", name) is not None
+    )
 
 
 # ------------------------------------------------------------------------------------------ run
@@ -327,8 +335,13 @@ def submit(
         client = kfp.Client(host=host, existing_token=token or os.environ.get(TOKEN_ENV) or None, namespace=namespace)
     with _package_for(package, pod, root) as compiled:
         result = client.create_run_from_pipeline_package(
-            str(compiled), arguments=args, run_name=run_name, experiment_name=experiment, namespace=namespace,
-            service_account=service_account, enable_caching=enable_caching,
+            str(compiled),
+            arguments=args,
+            run_name=run_name,
+            experiment_name=experiment,
+            namespace=namespace,
+            service_account=service_account,
+            enable_caching=enable_caching,
         )
     run_id = str(result.run_id)
     url = f"{host.rstrip('/')}/#/runs/details/{run_id}"

@@ -189,7 +189,7 @@ def run_preflight(params: Params, work_dir: str | Path, code_version: str = "", 
     ``cluster`` None: decided by the environment (a Kubernetes pod). Off the cluster (kfp.local)
     the steps share one machine, so a local tracking store is fine there.
     """
-    from srseg.train.tracking import resolve_tracking_uri
+    from srseg.tracking import resolve_tracking_uri
     from srseg.weights import check_weights
 
     cluster = in_kubernetes() if cluster is None else cluster

@@ -4,12 +4,7 @@ reader does not import the writing code."""
 
 from __future__ import annotations
 
-from mlflow import MlflowClient
+from srseg.tracking import make_client  # noqa: F401 - the registry's callers reach it here
 
 CHALLENGER = "challenger"
 CHAMPION = "champion"
-
-
-def make_client(tracking_uri: str | None) -> MlflowClient:
-    """A client using ``tracking_uri`` for tracking and registry (None: ``MLFLOW_TRACKING_URI``)."""
-    return MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)

@@ -18,9 +18,9 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-import mlflow.pyfunc
 import numpy as np
 import torch
+from mlflow.pyfunc.model import PythonModel
 
 from srseg.export import WEIGHTS_FILE
 from srseg.fileio import sha256_file
@@ -167,7 +167,7 @@ def load_sr_head(
     return net
 
 
-class SRHeadPyfunc(mlflow.pyfunc.PythonModel):
+class SRHeadPyfunc(PythonModel):
     """``pyfunc`` wrapper: float32 (N, 3, h, w) in [0, 1] -> float32 (N, 3, s*h, s*w), clamped to [0, 1].
 
     The network is rebuilt from the logged safetensors in :meth:`load_context`, never unpickled.

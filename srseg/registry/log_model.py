@@ -34,22 +34,22 @@ import math
 import re
 import shutil
 import tempfile
-import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import mlflow
 import numpy as np
 import safetensors
 import torch
 from mlflow import MlflowClient
-from mlflow.entities import Metric, RunStatus, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.models import ModelSignature
 from mlflow.protos.databricks_pb2 import RESOURCE_ALREADY_EXISTS, RESOURCE_DOES_NOT_EXIST, ErrorCode
 from mlflow.types import Schema, TensorSpec
 
+from srseg import tracking
 from srseg.export import CARD_FILE, WEIGHTS_FILE, normalize_metrics
 from srseg.fileio import sha256_file
 from srseg.models.io import load_generator, sidecar_path
@@ -92,6 +92,7 @@ def check_name(kind: str, value: str) -> str:
 
 def sr_signature() -> ModelSignature:
     """float32 (N, 3, h, w) -> float32 (N, 3, s*h, s*w), every size free."""
+
     def spec() -> TensorSpec:
         return TensorSpec(np.dtype(np.float32), (-1, 3, -1, -1))
 
@@ -195,18 +196,13 @@ def _stage_model(sr_weights: Path, model_card: Path | None, work: Path, sha256: 
 
 def _ensure_registered_model(client: MlflowClient, name: str) -> None:
     try:
-        client.create_registered_model(name, description="srseg SR head (x-scale super-resolution, no segmentation head)")
+        client.create_registered_model(
+            name, description="srseg SR head (x-scale super-resolution, no segmentation head)"
+        )
         logger.info("created registered model %r", name)
     except MlflowException as exc:
         if exc.error_code != ErrorCode.Name(RESOURCE_ALREADY_EXISTS):
             raise
-
-
-def _experiment_id(client: MlflowClient, name: str, artifact_location: str | None) -> str:
-    experiment = client.get_experiment_by_name(name)
-    if experiment is not None:
-        return experiment.experiment_id
-    return client.create_experiment(name, artifact_location=artifact_location)
 
 
 def _description(model_card: Path | None) -> str | None:
@@ -246,16 +242,8 @@ def log_and_register(
     if alias == CHAMPION:
         raise RegistryError("alias 'champion' is set by promote() after the gate, not at registration")
     sr_weights = Path(sr_weights)
-    if not sr_weights.is_file():
-        raise RegistryError(f"sr_weights {str(sr_weights)!r}: no such file (expected the export's {WEIGHTS_FILE})")
-    if model_card is not None and not Path(model_card).is_file():
-        raise RegistryError(f"model_card {str(model_card)!r}: no such file")
-    net = load_generator(sr_weights)  # validates sidecar, digest and keys before anything is logged
-    if net.has_seg_head:
-        raise RegistryError(
-            f"sr_weights {str(sr_weights)!r} still has a segmentation head (num_classes={net.num_classes}); "
-            "register the SR head written by `srseg export` (export_sr_head)"
-        )
+    model_card = Path(model_card) if model_card is not None else None
+    net = _checked_sr_head(sr_weights, model_card)
     user_tags = {check_name("tag key", str(k)): str(v) for k, v in (tags or {}).items()}
     run_metrics, metric_tags = flatten_metrics(metrics)
     sha256 = sha256_file(sr_weights)
@@ -272,22 +260,14 @@ def log_and_register(
             logger.warning("registering %s without a %r tag: the version cannot be traced back to it", model_name, key)
 
     client = make_client(tracking_uri)
-    own_run = run_id is None
-    if own_run:
-        experiment_id = _experiment_id(client, experiment_name, artifact_location)
-        run = client.create_run(experiment_id, run_name=f"register-{model_name}")
-    else:
-        run = client.get_run(run_id)
-    rid = run.info.run_id
-    try:
+    with tracking.standalone_run(
+        client, experiment_name, f"register-{model_name}", run_id=run_id, artifact_location=artifact_location
+    ) as run:
+        rid = run.info.run_id
         with tempfile.TemporaryDirectory(prefix="srseg-register-") as tmp:
-            model_dir = _stage_model(sr_weights, Path(model_card) if model_card else None, Path(tmp), sha256)
-            now_ms = int(time.time() * 1000)
-            client.log_batch(
-                rid,
-                metrics=[Metric(k, v, now_ms, 0) for k, v in run_metrics.items()],
-                tags=[RunTag(k, v) for k, v in {**user_tags, "srseg.registered_model": model_name}.items()],
-            )
+            model_dir = _stage_model(sr_weights, model_card, Path(tmp), sha256)
+            tracking.log_metrics(client, rid, run_metrics)
+            tracking.set_tags(client, rid, {**user_tags, "srseg.registered_model": model_name})
             client.log_artifacts(rid, str(model_dir), MODEL_ARTIFACT_PATH)
         source = f"{run.info.artifact_uri.rstrip('/')}/{MODEL_ARTIFACT_PATH}"
         _ensure_registered_model(client, model_name)
@@ -295,18 +275,31 @@ def log_and_register(
             model_name, source=source, run_id=rid, tags=version_tags, description=_description(model_card)
         )
         client.set_registered_model_alias(model_name, alias, version.version)
-    except BaseException:
-        if own_run:
-            client.set_terminated(rid, RunStatus.to_string(RunStatus.FAILED))
-        raise
-    if own_run:
-        client.set_terminated(rid)
-    info = ModelVersionInfo(model_name, str(version.version), rid, f"models:/{model_name}/{version.version}", source, (alias,))
+    info = ModelVersionInfo(
+        model_name, str(version.version), rid, f"models:/{model_name}/{version.version}", source, (alias,)
+    )
     logger.info("registered %s version %s (run %s) as @%s from %s", model_name, info.version, rid, alias, sr_weights)
     return info
 
 
-def find_registered(model_name: str, sr_weights: str | Path, tracking_uri: str | None = None) -> ModelVersionInfo | None:
+def _checked_sr_head(sr_weights: Path, model_card: Path | None) -> Any:
+    """The exported SR head at ``sr_weights``, validated before anything is logged."""
+    if not sr_weights.is_file():
+        raise RegistryError(f"sr_weights {str(sr_weights)!r}: no such file (expected the export's {WEIGHTS_FILE})")
+    if model_card is not None and not model_card.is_file():
+        raise RegistryError(f"model_card {str(model_card)!r}: no such file")
+    net = load_generator(sr_weights)  # validates sidecar, digest and keys
+    if net.has_seg_head:
+        raise RegistryError(
+            f"sr_weights {str(sr_weights)!r} still has a segmentation head (num_classes={net.num_classes}); "
+            "register the SR head written by `srseg export` (export_sr_head)"
+        )
+    return net
+
+
+def find_registered(
+    model_name: str, sr_weights: str | Path, tracking_uri: str | None = None
+) -> ModelVersionInfo | None:
     """The version of ``model_name`` that holds exactly these SR-head weights (same SHA-256), if any.
 
     Registering is a change to a shared registry, so ``srseg register`` asks this first: the
@@ -344,5 +337,6 @@ def nominate_challenger(model_name: str, version: str, tracking_uri: str | None 
 def version_info(client: MlflowClient, name: str, version: str) -> ModelVersionInfo:
     """:class:`ModelVersionInfo` of an existing version, aliases as the registry has them now."""
     mv = client.get_model_version(name, str(version))
-    return ModelVersionInfo(name, str(mv.version), mv.run_id or "", f"models:/{name}/{mv.version}", mv.source, tuple(mv.aliases or ()))
-
+    return ModelVersionInfo(
+        name, str(mv.version), mv.run_id or "", f"models:/{name}/{mv.version}", mv.source or "", tuple(mv.aliases or ())
+    )

@@ -91,8 +91,13 @@ def selection_subset(val_set: Any, count: int) -> Any:
     ids = [sample.id for sample in val_set.source.samples]
     chosen, report = split_validation(ids, count)
     wanted = set(chosen)
-    logger.info("validation on %d selection images of %d (ids %s); %d left for the report",
-                len(chosen), len(ids), chosen, len(report))
+    logger.info(
+        "validation on %d selection images of %d (ids %s); %d left for the report",
+        len(chosen),
+        len(ids),
+        chosen,
+        len(report),
+    )
     return torch.utils.data.Subset(val_set, [i for i, image_id in enumerate(ids) if image_id in wanted])
 
 
@@ -121,35 +126,10 @@ def run_train(
     Runs as one rank of a DDP job when launched by torchrun; the process group is created from
     torchrun's environment and destroyed at the end.
     """
-    import torch
-    import yaml
-
     from srseg.data.classmap import get_class_map
-    from srseg.data.dataset import FullImageDataset, PairedPatchDataset
-    from srseg.data.manifest import Manifest, manifest_checksum
-    from srseg.models.io import load_state_dict_file
-    from srseg.models.losses import class_frequency_weights
-    from srseg.stages.reports import TRAIN_REPORT, publish_report
-    from srseg.train.distributed import barrier, broadcast_object, cleanup_distributed, init_distributed, per_rank_batch
-    from srseg.train.engine import (
-        FINAL_WEIGHTS,
-        SELECTED_WEIGHTS,
-        STAGES,
-        DeterminismState,
-        Trainer,
-        build_generator,
-        clear_stage_outputs,
-    )
-    from srseg.train.tracking import (
-        MlflowTracker,
-        NullTracker,
-        dvc_experiment_tags,
-        flatten,
-        git_commit,
-        resolve_tracking_uri,
-        system_info,
-    )
-    from srseg.lineage import branch_of, kfp_tags
+    from srseg.train.distributed import barrier, cleanup_distributed, init_distributed, per_rank_batch
+    from srseg.train.engine import STAGES, DeterminismState, Trainer
+    from srseg.train.tracking import NullTracker
     from srseg.weights import check_weights
 
     if stage not in STAGES:
@@ -165,87 +145,21 @@ def run_train(
     try:
         per_rank_batch(cfg.batch_size, dist_info.world_size)
         class_map = get_class_map(cfg.class_map)
-        hr_root = Path(params.paths.data_root)
-        lr_root = Path(params.paths.lr_root) if cfg.lr_source == "precomputed" else None
-        train_set = PairedPatchDataset(
-            hr_root, cfg.train_split, cfg.scale, cfg.patch_size, class_map,
-            lr_root=lr_root, augment=cfg.augment, seed=cfg.seed, cache_images=cfg.cache_images,
-        )
-        if len(train_set) == 0:
-            raise ValueError(f"{hr_root}: split {cfg.train_split!r} has no images")
-        val_set = None
-        if cfg.val_split in Manifest.load(hr_root).splits:
-            val_set = selection_subset(
-                FullImageDataset(hr_root, cfg.val_split, cfg.scale, class_map, lr_root=lr_root), cfg.selection_images
-            )
-        else:
-            logger.warning("%s has no split %r: training without validation (ships the final weights)", hr_root, cfg.val_split)
-
-        class_weights = None
-        if cfg.loss.seg_class_weights != "none":
-            counts = None
-            if dist_info.is_main:
-                counts = class_pixel_counts(hr_root, cfg.train_split, class_map, out_root / "class_counts.json")
-            counts = broadcast_object(counts, dist_info)
-            class_weights = class_frequency_weights(counts, cfg.loss.seg_class_weights)
-
-        init_weights = None
-        if stage == "gan":
-            if init_from is not None:
-                init_path = Path(init_from)
-            else:
-                init_path = out_root / "psnr" / SELECTED_WEIGHTS
-            if not init_path.is_file():
-                raise FileNotFoundError(f"GAN stage needs the PSNR stage's weights at {init_path}; run --stage psnr first")
-            init_weights, sidecar = load_state_dict_file(init_path)
-            _check_init(sidecar, cfg.generator.architecture, build_generator(cfg, class_map.num_classes).config, init_path)
-            logger.info("GAN stage starts from %s (%s)", init_path, sidecar.get("metadata", {}))
-
-        resolved = params.model_dump(mode="json")
+        train_set, val_set = _datasets(params, class_map)
+        class_weights = _class_weights(params, class_map, out_root, dist_info)
+        init_weights = _gan_init_weights(params, class_map, out_root, init_from) if stage == "gan" else None
         if dist_info.is_main:
-            if not resume:
-                for path in clear_stage_outputs(stage_dir):
-                    logger.warning("resume=False: removed previous output %s", path)
-            stage_dir.mkdir(parents=True, exist_ok=True)
-            write_text_atomic(stage_dir / "config.yaml", yaml.safe_dump(resolved, sort_keys=False))
-            write_json_atomic(stage_dir / "class_map.json", class_map.to_json())
+            _prepare_stage_dir(params, class_map, stage_dir, resume)
             if params.mlflow.enabled:
-                flat = flatten(resolved)
-                lineage = {"branch": branch_of(params), **kfp_tags()}
-                tracker = MlflowTracker.open(
-                    resolve_tracking_uri(params.mlflow.tracking_uri),
-                    params.mlflow.experiment,
-                    out_root,
-                    stage,
-                    parent_run_id=parent_run_id,
-                    resume=resume,
-                    parent_params=flat,
-                    parent_name=f"train-{lineage['branch']}-{lineage.get('kfp.run_id') or time.strftime('%Y%m%d-%H%M%S')}",
-                    parent_tags=lineage,
-                )
-                tracker.log_params(flat)
-                commit = git_commit()
-                device_name = torch.cuda.get_device_name(dist_info.device) if dist_info.device.type == "cuda" else "cpu"
-                tags = {
-                    **lineage,
-                    "stage": stage,
-                    "data.manifest_sha256": manifest_checksum(hr_root),
-                    "data.lr_source": cfg.lr_source,
-                    **system_info(device_name, dist_info.world_size),
-                    **dvc_experiment_tags(),
-                }
-                if lr_root is not None:
-                    tags["data.lr_manifest_sha256"] = manifest_checksum(lr_root)
-                if commit:
-                    tags["git_commit"] = commit
-                    tags["mlflow.source.git.commit"] = commit
-                tracker.set_tags(tags)
-                tracker.log_artifact(stage_dir / "config.yaml")
-                tracker.log_artifact(stage_dir / "class_map.json")
+                tracker = _open_tracker(params, stage, out_root, parent_run_id, resume, dist_info)
         barrier(dist_info)
 
         trainer = Trainer(
-            cfg, stage, stage_dir, train_set, val_set,
+            cfg,
+            stage,
+            stage_dir,
+            train_set,
+            val_set,
             num_classes=class_map.num_classes,
             dist_info=dist_info,
             tracker=tracker,
@@ -256,36 +170,9 @@ def run_train(
         if resume:
             trainer.resume()
         result = trainer.train(until=max_iterations)
+        summary = _summary(stage, stage_dir, result, trainer, tracker)
         if dist_info.is_main:
-            tracker.set_tags({
-                "train.selection_rule": trainer.selection_rule,
-                "train.perceptual_loss": trainer.perceptual_description,
-                "train.random_vgg_weights": str(stage == "gan" and cfg.loss.vgg_weights == "random").lower(),
-            })
-        summary = {
-            "stage": stage,
-            "stage_dir": str(stage_dir),
-            "iteration": result.iteration,
-            "finished": result.finished,
-            "best_psnr_y": result.best_psnr_y,
-            "best_iteration": result.best_iteration,
-            "selection_rule": trainer.selection_rule,
-            "selected_iteration": trainer.selected_iteration,
-            "val": result.last_val,
-            "samples_per_s": result.samples_per_s,
-            "data_wait_share": result.data_wait_share,
-            "run_id": tracker.run_id,
-            "parent_run_id": tracker.parent_run_id,
-        }
-        if dist_info.is_main:
-            if result.best_iteration:
-                tracker.log_metrics({"best/psnr_y": result.best_psnr_y}, step=result.iteration)
-            for name in ("metrics.json", "plots/train_loss.csv", "plots/val.csv"):
-                if (stage_dir / name).is_file():
-                    tracker.log_artifact(stage_dir / name, str(Path(name).parent) if "/" in name else None)
-            if report_dir is not None:
-                publish_report(stage_dir, report_dir, TRAIN_REPORT)
-            tracker.finish("FINISHED")
+            _close_stage(params, stage, stage_dir, result, trainer, tracker, report_dir)
         return summary
     except BaseException as exc:
         tracker.finish("KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
@@ -293,3 +180,173 @@ def run_train(
     finally:
         cleanup_distributed(dist_info)
         determinism.restore()
+
+
+def _datasets(params: Params, class_map: Any) -> tuple[Any, Any]:
+    """(training patches, validation images of the selection part, or None without a val split)."""
+    from srseg.data.dataset import FullImageDataset, PairedPatchDataset
+    from srseg.data.manifest import Manifest
+
+    cfg = params.train
+    hr_root = Path(params.paths.data_root)
+    lr_root = Path(params.paths.lr_root) if cfg.lr_source == "precomputed" else None
+    train_set = PairedPatchDataset(
+        hr_root,
+        cfg.train_split,
+        cfg.scale,
+        cfg.patch_size,
+        class_map,
+        lr_root=lr_root,
+        augment=cfg.augment,
+        seed=cfg.seed,
+        cache_images=cfg.cache_images,
+    )
+    if len(train_set) == 0:
+        raise ValueError(f"{hr_root}: split {cfg.train_split!r} has no images")
+    if cfg.val_split not in Manifest.load(hr_root).splits:
+        logger.warning(
+            "%s has no split %r: training without validation (ships the final weights)", hr_root, cfg.val_split
+        )
+        return train_set, None
+    full = FullImageDataset(hr_root, cfg.val_split, cfg.scale, class_map, lr_root=lr_root)
+    return train_set, selection_subset(full, cfg.selection_images)
+
+
+def _class_weights(params: Params, class_map: Any, out_root: Path, dist_info: Any) -> Any:
+    """Per-class CE weights from the training labels (counted on rank 0), or None."""
+    from srseg.models.losses import class_frequency_weights
+    from srseg.train.distributed import broadcast_object
+
+    cfg = params.train
+    if cfg.loss.seg_class_weights == "none":
+        return None
+    counts = None
+    if dist_info.is_main:
+        counts = class_pixel_counts(params.paths.data_root, cfg.train_split, class_map, out_root / "class_counts.json")
+    counts = broadcast_object(counts, dist_info)
+    return class_frequency_weights(counts, cfg.loss.seg_class_weights)
+
+
+def _gan_init_weights(params: Params, class_map: Any, out_root: Path, init_from: str | Path | None) -> Any:
+    """The GAN stage's starting weights (the PSNR stage's selected generator by default), checked
+    against the configured generator."""
+    from srseg.models.io import load_state_dict_file
+    from srseg.train.engine import SELECTED_WEIGHTS, build_generator
+
+    cfg = params.train
+    init_path = Path(init_from) if init_from is not None else out_root / "psnr" / SELECTED_WEIGHTS
+    if not init_path.is_file():
+        raise FileNotFoundError(f"GAN stage needs the PSNR stage's weights at {init_path}; run --stage psnr first")
+    init_weights, sidecar = load_state_dict_file(init_path)
+    _check_init(sidecar, cfg.generator.architecture, build_generator(cfg, class_map.num_classes).config, init_path)
+    logger.info("GAN stage starts from %s (%s)", init_path, sidecar.get("metadata", {}))
+    return init_weights
+
+
+def _prepare_stage_dir(params: Params, class_map: Any, stage_dir: Path, resume: bool) -> None:
+    """Rank 0: clear the stage folder when not resuming; write config.yaml and class_map.json."""
+    import yaml
+
+    from srseg.train.engine import clear_stage_outputs
+
+    if not resume:
+        for path in clear_stage_outputs(stage_dir):
+            logger.warning("resume=False: removed previous output %s", path)
+    stage_dir.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(stage_dir / "config.yaml", yaml.safe_dump(params.model_dump(mode="json"), sort_keys=False))
+    write_json_atomic(stage_dir / "class_map.json", class_map.to_json())
+
+
+def _open_tracker(
+    params: Params, stage: str, out_root: Path, parent_run_id: str | None, resume: bool, dist_info: Any
+) -> Any:
+    """Rank 0: the stage's MLflow run nested under the training's parent, with params, tags and
+    the stage folder's config files logged."""
+    from srseg.lineage import branch_of, kfp_tags
+    from srseg.tracking import flatten_params, resolve_tracking_uri
+    from srseg.train.tracking import MlflowTracker
+
+    flat = flatten_params(params.model_dump(mode="json"))
+    lineage = {"branch": branch_of(params), **kfp_tags()}
+    tracker = MlflowTracker.open(
+        resolve_tracking_uri(params.mlflow.tracking_uri),
+        params.mlflow.experiment,
+        out_root,
+        stage,
+        parent_run_id=parent_run_id,
+        resume=resume,
+        parent_params=flat,
+        parent_name=f"train-{lineage['branch']}-{lineage.get('kfp.run_id') or time.strftime('%Y%m%d-%H%M%S')}",
+        parent_tags=lineage,
+    )
+    tracker.log_params(flat)
+    tracker.set_tags({**lineage, **_run_tags(params, stage, dist_info)})
+    tracker.log_artifact(out_root / stage / "config.yaml")
+    tracker.log_artifact(out_root / stage / "class_map.json")
+    return tracker
+
+
+def _run_tags(params: Params, stage: str, dist_info: Any) -> dict[str, str]:
+    """Data checksums, code commit, machine and DVC experiment of a stage run."""
+    import torch
+
+    from srseg.data.manifest import manifest_checksum
+    from srseg.tracking import dvc_experiment_tags, git_commit, system_info
+
+    cfg = params.train
+    device_name = torch.cuda.get_device_name(dist_info.device) if dist_info.device.type == "cuda" else "cpu"
+    tags = {
+        "stage": stage,
+        "data.manifest_sha256": manifest_checksum(params.paths.data_root),
+        "data.lr_source": cfg.lr_source,
+        **system_info(device_name, dist_info.world_size),
+        **dvc_experiment_tags(),
+    }
+    if cfg.lr_source == "precomputed":
+        tags["data.lr_manifest_sha256"] = manifest_checksum(params.paths.lr_root)
+    commit = git_commit()
+    if commit:
+        tags["git_commit"] = commit
+        tags["mlflow.source.git.commit"] = commit
+    return tags
+
+
+def _summary(stage: str, stage_dir: Path, result: Any, trainer: Any, tracker: Any) -> dict[str, Any]:
+    return {
+        "stage": stage,
+        "stage_dir": str(stage_dir),
+        "iteration": result.iteration,
+        "finished": result.finished,
+        "best_psnr_y": result.best_psnr_y,
+        "best_iteration": result.best_iteration,
+        "selection_rule": trainer.selection_rule,
+        "selected_iteration": trainer.selected_iteration,
+        "val": result.last_val,
+        "samples_per_s": result.samples_per_s,
+        "data_wait_share": result.data_wait_share,
+        "run_id": tracker.run_id,
+        "parent_run_id": tracker.parent_run_id,
+    }
+
+
+def _close_stage(
+    params: Params, stage: str, stage_dir: Path, result: Any, trainer: Any, tracker: Any, report_dir: str | Path | None
+) -> None:
+    """Rank 0: tag and log the stage's outcome, publish its report files, close the run."""
+    from srseg.stages.reports import TRAIN_REPORT, publish_report
+
+    tracker.set_tags(
+        {
+            "train.selection_rule": trainer.selection_rule,
+            "train.perceptual_loss": trainer.perceptual_description,
+            "train.random_vgg_weights": str(stage == "gan" and params.train.loss.vgg_weights == "random").lower(),
+        }
+    )
+    if result.best_iteration:
+        tracker.log_metrics({"best/psnr_y": result.best_psnr_y}, step=result.iteration)
+    for name in ("metrics.json", "plots/train_loss.csv", "plots/val.csv"):
+        if (stage_dir / name).is_file():
+            tracker.log_artifact(stage_dir / name, str(Path(name).parent) if "/" in name else None)
+    if report_dir is not None:
+        publish_report(stage_dir, report_dir, TRAIN_REPORT)
+    tracker.finish("FINISHED")

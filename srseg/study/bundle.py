@@ -34,9 +34,10 @@ import random
 import re
 import shutil
 import tempfile
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -179,7 +180,7 @@ def _display_size(path: Path) -> tuple[int, int]:
 def _common_size(sizes: Mapping[str, tuple[int, int]], stem: str) -> tuple[int, int]:
     width = min(w for w, _ in sizes.values())
     height = min(h for _, h in sizes.values())
-    for source, (w, h) in sizes.items():
+    for w, h in sizes.values():
         if w - width >= MAX_SIZE_SLACK or h - height >= MAX_SIZE_SLACK:
             listing = ", ".join(f"{k}={a}x{b}" for k, (a, b) in sizes.items())
             raise ValueError(f"image {stem!r}: sizes differ by more than a modcrop ({listing})")
@@ -206,7 +207,10 @@ def texture_window(luma: np.ndarray, crop_size: int) -> tuple[int, int, float]:
     y0 = np.array(ys)[:, None]
     x0 = np.array(xs)[None, :]
     sums = (
-        integral[y0 + crop_size, x0 + crop_size] - integral[y0, x0 + crop_size] - integral[y0 + crop_size, x0] + integral[y0, x0]
+        integral[y0 + crop_size, x0 + crop_size]
+        - integral[y0, x0 + crop_size]
+        - integral[y0 + crop_size, x0]
+        + integral[y0, x0]
     )
     best = int(np.argmax(sums))  # first maximum in raster order: top-most, then left-most
     iy, ix = divmod(best, len(xs))
@@ -253,6 +257,68 @@ def _swap_into_place(tmp: Path, output: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
+def _check_study_settings(
+    names: list[str], num_images: int, crop_size: int, attention_checks: int, show_reference: bool, hr_dir: Path | None
+) -> None:
+    for name in names:
+        _check_method_name(name)
+    if len(names) < 2:
+        raise ValueError(f"need at least two methods to compare, got {names}")
+    if num_images < 1:
+        raise ValueError(f"num_images must be >= 1, got {num_images}")
+    if crop_size < MIN_CROP:
+        raise ValueError(f"crop_size must be >= {MIN_CROP}, got {crop_size}")
+    if attention_checks < 0:
+        raise ValueError(f"attention_checks must be >= 0, got {attention_checks}")
+    if show_reference and hr_dir is None:
+        raise ValueError("show_reference=True needs hr_dir (the reference is the HR crop)")
+
+
+def _method_pairs(names: list[str], pairs: Sequence[tuple[str, str]] | None) -> list[tuple[str, str]]:
+    """The compared method pairs: every unordered pair by default, else ``pairs`` checked."""
+    if pairs is None:
+        return list(itertools.combinations(names, 2))
+    method_pairs = [(str(a), str(b)) for a, b in pairs]
+    for a, b in method_pairs:
+        for name in (a, b):
+            if name not in names:
+                raise ValueError(f"pair ({a!r}, {b!r}): unknown method {name!r}; methods are {names}")
+        if a == b:
+            raise ValueError(f"pair ({a!r}, {b!r}) compares a method with itself")
+    if len({frozenset(p) for p in method_pairs}) != len(method_pairs):
+        raise ValueError(f"pairs contain a duplicate: {method_pairs}")
+    if not method_pairs:
+        raise ValueError("pairs is empty")
+    return method_pairs
+
+
+def _check_gate(gate: Mapping[str, str], names: list[str]) -> None:
+    for key in ("challenger", "opponent", "challenger_method", "opponent_method"):
+        if not isinstance(gate.get(key), str) or not gate[key]:
+            raise ValueError(f"gate: {key!r} must be a non-empty string, got {gate.get(key)!r}")
+    for key in ("challenger_method", "opponent_method"):
+        if gate[key] not in names:
+            raise ValueError(f"gate: {key}={gate[key]!r} is not a method of the study ({names})")
+
+
+def _eligible_stems(sources: dict[str, dict[str, Path]], crop_size: int) -> tuple[list[str], int]:
+    """(sorted stems present in every folder and at least ``crop_size`` square, number of shared stems)."""
+    common = set.intersection(*(set(index) for index in sources.values()))
+    for label, index in sources.items():
+        missing = sorted(set(index) - common)
+        if missing:
+            log.warning(
+                "%s: %d stem(s) not present in every folder are ignored (e.g. %s)", label, len(missing), missing[:3]
+            )
+    eligible = []
+    for stem in sorted(common):
+        sizes = {label: _display_size(index[stem]) for label, index in sources.items()}
+        width, height = _common_size(sizes, stem)
+        if min(width, height) >= crop_size:
+            eligible.append(stem)
+    return eligible, len(common)
+
+
 def build_study(
     methods: Mapping[str, Path],
     output: Path,
@@ -277,60 +343,20 @@ def build_study(
     """
     output = Path(output)
     names = list(methods)
-    for name in names:
-        _check_method_name(name)
-    if len(names) < 2:
-        raise ValueError(f"need at least two methods to compare, got {names}")
-    if num_images < 1:
-        raise ValueError(f"num_images must be >= 1, got {num_images}")
-    if crop_size < MIN_CROP:
-        raise ValueError(f"crop_size must be >= {MIN_CROP}, got {crop_size}")
-    if attention_checks < 0:
-        raise ValueError(f"attention_checks must be >= 0, got {attention_checks}")
-    if show_reference and hr_dir is None:
-        raise ValueError("show_reference=True needs hr_dir (the reference is the HR crop)")
-    if pairs is None:
-        method_pairs = list(itertools.combinations(names, 2))
-    else:
-        method_pairs = [(str(a), str(b)) for a, b in pairs]
-        for a, b in method_pairs:
-            for name in (a, b):
-                if name not in methods:
-                    raise ValueError(f"pair ({a!r}, {b!r}): unknown method {name!r}; methods are {names}")
-            if a == b:
-                raise ValueError(f"pair ({a!r}, {b!r}) compares a method with itself")
-        if len({frozenset(p) for p in method_pairs}) != len(method_pairs):
-            raise ValueError(f"pairs contain a duplicate: {method_pairs}")
-        if not method_pairs:
-            raise ValueError("pairs is empty")
-
+    _check_study_settings(names, num_images, crop_size, attention_checks, show_reference, hr_dir)
+    method_pairs = _method_pairs(names, pairs)
     if gate is not None:
-        for key in ("challenger", "opponent", "challenger_method", "opponent_method"):
-            if not isinstance(gate.get(key), str) or not gate[key]:
-                raise ValueError(f"gate: {key!r} must be a non-empty string, got {gate.get(key)!r}")
-        for key in ("challenger_method", "opponent_method"):
-            if gate[key] not in methods:
-                raise ValueError(f"gate: {key}={gate[key]!r} is not a method of the study ({names})")
+        _check_gate(gate, names)
     indexes = {name: _index_folder(Path(methods[name]), f"method {name!r}") for name in names}
     hr_index = _index_folder(Path(hr_dir), "hr_dir") if hr_dir is not None else None
     sources = dict(indexes)
     if hr_index is not None:
         sources[REFERENCE] = hr_index
-    common = set.intersection(*(set(index) for index in sources.values()))
-    for label, index in sources.items():
-        missing = sorted(set(index) - common)
-        if missing:
-            log.warning("%s: %d stem(s) not present in every folder are ignored (e.g. %s)", label, len(missing), missing[:3])
-    eligible = []
-    for stem in sorted(common):
-        sizes = {label: _display_size(index[stem]) for label, index in sources.items()}
-        width, height = _common_size(sizes, stem)
-        if min(width, height) >= crop_size:
-            eligible.append(stem)
+    eligible, shared = _eligible_stems(sources, crop_size)
     if len(eligible) < num_images:
         raise ValueError(
             f"num_images={num_images} but only {len(eligible)} image(s) are present in every folder "
-            f"and at least {crop_size}x{crop_size} ({len(common)} shared stems)"
+            f"and at least {crop_size}x{crop_size} ({shared} shared stems)"
         )
     rng = random.Random(seed)
     stems = sorted(rng.sample(eligible, num_images))
@@ -366,8 +392,6 @@ def _write_bundle(
     rng: random.Random,
 ) -> dict:
     files: dict[str, str] = {}
-    images = []
-    inputs: dict[str, dict[str, dict[str, str]]] = {}
 
     def store(array: np.ndarray) -> str:
         data = _png_bytes(array)
@@ -378,59 +402,20 @@ def _write_bundle(
             files[relative] = digest
         return relative
 
-    for index, stem in enumerate(stems):
-        arrays = {name: load_rgb(indexes[name][stem]) for name in names}
+    images = [
+        _crop_image(index, stem, names, indexes, hr_index, crop_size, attention_checks, store)
+        for index, stem in enumerate(stems)
+    ]
+    inputs: dict[str, dict[str, dict[str, str]]] = {}
+    for stem in stems:
+        for label, index in ((name, indexes[name]) for name in names):
+            inputs.setdefault(label, {})[stem] = {"file": index[stem].name, "sha256": sha256_file(index[stem])}
         if hr_index is not None:
-            arrays[REFERENCE] = load_rgb(hr_index[stem])
-        sizes = {label: (a.shape[1], a.shape[0]) for label, a in arrays.items()}
-        width, height = _common_size(sizes, stem)
-        arrays = {label: a[:height, :width] for label, a in arrays.items()}
-        if REFERENCE in arrays:
-            luma = _luma(arrays[REFERENCE].astype(np.float64))
-        else:
-            luma = np.mean([_luma(arrays[name].astype(np.float64)) for name in names], axis=0)
-        x, y, score = texture_window(luma, crop_size)
-        crops = {label: a[y : y + crop_size, x : x + crop_size] for label, a in arrays.items()}
-        stored = {label: store(crop) for label, crop in crops.items()}
-        if attention_checks:
-            stored[DEGRADED] = store(_degrade(crops.get(REFERENCE, crops[names[0]])))
-            if REFERENCE not in stored:
-                stored[REFERENCE] = stored[names[0]]
-        images.append(
-            {"index": index, "stem": stem, "crop": [x, y, crop_size, crop_size], "size": [width, height],
-             "texture_energy": round(score, 6), "files": stored}
-        )
-        for name in names:
-            inputs.setdefault(name, {})[stem] = {"file": indexes[name][stem].name, "sha256": sha256_file(indexes[name][stem])}
-        if hr_index is not None:
-            inputs.setdefault(REFERENCE, {})[stem] = {"file": hr_index[stem].name, "sha256": sha256_file(hr_index[stem])}
-
-    trials = []
-    for a, b in method_pairs:
-        for image, flip in zip(images, _balanced_flips(len(images), rng)):
-            left, right = (b, a) if flip else (a, b)
-            trials.append({"image": image, "left": left, "right": right, "attention_check": False, "expected": None})
-    check_images = [images[i % len(images)] for i in rng.sample(range(max(len(images), attention_checks)), attention_checks)]
-    for image, flip in zip(check_images, _balanced_flips(attention_checks, rng)):
-        left, right = (DEGRADED, REFERENCE) if flip else (REFERENCE, DEGRADED)
-        trials.append({"image": image, "left": left, "right": right, "attention_check": True, "expected": REFERENCE})
-    rng.shuffle(trials)
-
-    pairs = []
-    width = max(4, len(str(len(trials))))
-    for number, trial in enumerate(trials):
-        image = trial["image"]
-        pair = {
-            "id": f"p{number:0{width}d}",
-            "image": image["index"],
-            "stem": image["stem"],
-            "left": {"method": trial["left"], "file": image["files"][trial["left"]]},
-            "right": {"method": trial["right"], "file": image["files"][trial["right"]]},
-            "attention_check": trial["attention_check"],
-            "expected": trial["expected"],
-            "reference": image["files"][REFERENCE] if show_reference else None,
-        }
-        pairs.append(pair)
+            inputs.setdefault(REFERENCE, {})[stem] = {
+                "file": hr_index[stem].name,
+                "sha256": sha256_file(hr_index[stem]),
+            }
+    trials = _trials(images, method_pairs, attention_checks, rng)
     return {
         "format": FORMAT,
         "seed": seed,
@@ -441,10 +426,89 @@ def _write_bundle(
         "show_reference": show_reference,
         "attention": {"count": attention_checks, "rule": ATTENTION_RULE, "reference": REFERENCE, "degraded": DEGRADED},
         "images": images,
-        "pairs": pairs,
+        "pairs": _pair_entries(trials, show_reference),
         "files": dict(sorted(files.items())),
         "inputs": inputs,
     }
+
+
+def _crop_image(
+    index: int,
+    stem: str,
+    names: list[str],
+    indexes: dict[str, dict[str, Path]],
+    hr_index: dict[str, Path] | None,
+    crop_size: int,
+    attention_checks: int,
+    store: Callable[[np.ndarray], str],
+) -> dict[str, Any]:
+    """The most textured common crop of one image in every method (plus reference and degraded
+    copies for attention checks), stored as PNGs; the bundle's entry for that image."""
+    arrays = {name: load_rgb(indexes[name][stem]) for name in names}
+    if hr_index is not None:
+        arrays[REFERENCE] = load_rgb(hr_index[stem])
+    sizes = {label: (a.shape[1], a.shape[0]) for label, a in arrays.items()}
+    width, height = _common_size(sizes, stem)
+    arrays = {label: a[:height, :width] for label, a in arrays.items()}
+    if REFERENCE in arrays:
+        luma = _luma(arrays[REFERENCE].astype(np.float64))
+    else:
+        luma = np.mean([_luma(arrays[name].astype(np.float64)) for name in names], axis=0)
+    x, y, score = texture_window(luma, crop_size)
+    crops = {label: a[y : y + crop_size, x : x + crop_size] for label, a in arrays.items()}
+    stored = {label: store(crop) for label, crop in crops.items()}
+    if attention_checks:
+        stored[DEGRADED] = store(_degrade(crops.get(REFERENCE, crops[names[0]])))
+        if REFERENCE not in stored:
+            stored[REFERENCE] = stored[names[0]]
+    return {
+        "index": index,
+        "stem": stem,
+        "crop": [x, y, crop_size, crop_size],
+        "size": [width, height],
+        "texture_energy": round(score, 6),
+        "files": stored,
+    }
+
+
+def _trials(
+    images: list[dict[str, Any]], method_pairs: list[tuple[str, str]], attention_checks: int, rng: random.Random
+) -> list[dict[str, Any]]:
+    """Every method pair on every image (sides balanced) plus the attention checks, shuffled."""
+    trials = []
+    for a, b in method_pairs:
+        for image, flip in zip(images, _balanced_flips(len(images), rng)):
+            left, right = (b, a) if flip else (a, b)
+            trials.append({"image": image, "left": left, "right": right, "attention_check": False, "expected": None})
+    check_images = [
+        images[i % len(images)] for i in rng.sample(range(max(len(images), attention_checks)), attention_checks)
+    ]
+    for image, flip in zip(check_images, _balanced_flips(attention_checks, rng)):
+        left, right = (DEGRADED, REFERENCE) if flip else (REFERENCE, DEGRADED)
+        trials.append({"image": image, "left": left, "right": right, "attention_check": True, "expected": REFERENCE})
+    rng.shuffle(trials)
+    return trials
+
+
+def _pair_entries(trials: list[dict[str, Any]], show_reference: bool) -> list[dict[str, Any]]:
+    """The bundle's pairs: numbered ids (``p0000``...) in trial order, files by side."""
+    pairs = []
+    width = max(4, len(str(len(trials))))
+    for number, trial in enumerate(trials):
+        image = trial["image"]
+        pairs.append(
+            {
+                "id": f"p{number:0{width}d}",
+                "image": image["index"],
+                "stem": image["stem"],
+                "left": {"method": trial["left"], "file": image["files"][trial["left"]]},
+                "right": {"method": trial["right"], "file": image["files"][trial["right"]]},
+                "attention_check": trial["attention_check"],
+                "expected": trial["expected"],
+                "reference": image["files"][REFERENCE] if show_reference else None,
+            }
+        )
+    return pairs
 
 
 def load_study(bundle: Path, verify: bool = True) -> Study:
@@ -460,7 +524,8 @@ def load_study(bundle: Path, verify: bool = True) -> Study:
     except ValueError as exc:
         raise ValueError(f"{manifest_path}: not valid JSON ({exc})") from exc
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-        raise ValueError(f"{manifest_path}: format is {manifest.get('format') if isinstance(manifest, dict) else None!r}, expected {FORMAT!r}")
+        found = manifest.get("format") if isinstance(manifest, dict) else None
+        raise ValueError(f"{manifest_path}: format is {found!r}, expected {FORMAT!r}")
     try:
         return _parse_manifest(root, manifest_path, manifest, raw, verify)
     except (KeyError, TypeError, AttributeError) as exc:

@@ -70,7 +70,7 @@ def test_oci_labels_and_commit(docker, image: str) -> None:
     assert labels["org.opencontainers.image.source"].startswith("https://")
     env = dict(item.split("=", 1) for item in config["Env"])
     assert env["SRSEG_GIT_COMMIT"] == commit
-    tagged = run(docker, image, "-c", "from srseg.train.tracking import git_commit; print(git_commit())", entrypoint="python")
+    tagged = run(docker, image, "-c", "from srseg.tracking import git_commit; print(git_commit())", entrypoint="python")
     assert tagged.strip() == commit  # the git_commit tags of runs and model versions
 
 

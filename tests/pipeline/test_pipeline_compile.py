@@ -249,7 +249,7 @@ def test_mount_path_is_a_compile_option(tmp_path: Path) -> None:
 
 
 def test_bad_image_or_checkout_fails_clearly(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match="container image reference"):
+    with pytest.raises(commands.PipelineError, match="container image reference"):
         commands.compile_pipeline("my image", tmp_path / "p.yaml", root=REPO)
     with pytest.raises(commands.PipelineError, match="not the srseg checkout"):
         commands.compile_pipeline(IMAGE, tmp_path / "p.yaml", root=tmp_path)

@@ -1,6 +1,6 @@
 """MLflow tracking against a real ``mlflow server`` (SQLite backend, proxied artifacts) on
-loopback: parent run with nested PSNR and GAN stage runs, params, metrics, tags, image artifacts;
-plus the pure helpers."""
+loopback: parent run with nested PSNR and GAN stage runs, params, metrics, tags, image artifacts
+(the helpers themselves are tested in tests/test_tracking.py)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from trainkit import tiny_params
 from srseg.data.manifest import manifest_checksum
 from srseg.fileio import read_json
 from srseg.stages.train import run_train
-from srseg.train.tracking import GIT_COMMIT_ENV, PARENT_TAG, flatten, git_commit, resolve_tracking_uri
+from srseg.tracking import PARENT_TAG, git_commit
 
 @pytest.fixture(scope="module")
 def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
@@ -82,41 +82,3 @@ def test_parent_and_nested_stage_runs_on_a_real_server(
     gan_tags, psnr_tags = client.get_run(gan["run_id"]).data.tags, client.get_run(psnr["run_id"]).data.tags
     assert gan_tags["train.random_vgg_weights"] == "true" and psnr_tags["train.random_vgg_weights"] == "false"
     assert gan_tags["train.perceptual_loss"].startswith("random-weight VGG19") and gan_tags["train.selection_rule"] == "final_ema"
-
-
-def test_git_commit_falls_back_to_the_commit_recorded_in_the_image(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv(GIT_COMMIT_ENV, raising=False)
-    assert git_commit(cwd=tmp_path) is None  # no .git here, nothing recorded
-    head = git_commit(cwd=Path(__file__).parent)
-    assert head is None or len(head) == 40  # a checkout (None in a copy without .git)
-    monkeypatch.setenv(GIT_COMMIT_ENV, "0123abcd")  # what the image's build argument sets
-    assert git_commit(cwd=tmp_path) == "0123abcd"
-    assert git_commit(cwd=Path(__file__).parent) == "0123abcd"  # the image's record wins over a mounted checkout
-    monkeypatch.setenv(GIT_COMMIT_ENV, "  ")
-    assert git_commit(cwd=tmp_path) is None
-
-
-def test_tracking_uri_env_override(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    assert resolve_tracking_uri("sqlite:///mlflow.db") == "sqlite:///mlflow.db"
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5000")
-    assert resolve_tracking_uri("sqlite:///mlflow.db") == "http://127.0.0.1:5000"
-
-
-def test_relative_sqlite_store_is_anchored_at_the_dvc_root(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """`dvc exp run --temp` runs in a copy under .dvc/tmp/exps with DVC_ROOT = the real repository:
-    its runs must reach the project's store, not a throwaway one."""
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    monkeypatch.setenv("DVC_ROOT", str(tmp_path))
-    assert resolve_tracking_uri("sqlite:///mlflow.db") == f"sqlite:///{tmp_path}/mlflow.db"
-    assert resolve_tracking_uri("sqlite:////abs/mlflow.db") == "sqlite:////abs/mlflow.db"
-    assert resolve_tracking_uri("http://127.0.0.1:5000") == "http://127.0.0.1:5000"
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:///other.db")
-    assert resolve_tracking_uri("sqlite:///mlflow.db") == f"sqlite:///{tmp_path}/other.db"
-    monkeypatch.delenv("DVC_ROOT")
-    assert resolve_tracking_uri("sqlite:///mlflow.db") == "sqlite:///other.db"
-
-
-def test_flatten_params() -> None:
-    flat = flatten({"train": {"loss": {"lambda_seg": 0.1}, "betas": (0.9, 0.99), "name": None}})
-    assert flat == {"train.loss.lambda_seg": "0.1", "train.betas": "[0.9, 0.99]", "train.name": "None"}
