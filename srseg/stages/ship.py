@@ -53,6 +53,12 @@ def run_export(params: Params, weights: Path | None = None, output_dir: Path | N
     return report.to_dict()
 
 
+def promotion_dir(params: Params) -> Path:
+    """Where the gate writes its evaluation: beside the evaluate stage's folder, not inside it,
+    so that promoting after `dvc repro` leaves the evaluate stage's outputs as DVC recorded them."""
+    return Path(params.evaluate.output_dir).parent / "promotion"
+
+
 def registry_uri(params: Params, operation: str) -> str:
     """The tracking URI for a registry operation; a one-line refusal when MLflow is disabled."""
     uri = tracking_uri(params)
@@ -181,7 +187,7 @@ def run_promote(params: Params, dry_run: bool = False, output_dir: Path | None =
 
     uri = registry_uri(params, "promote")
     with registry_session(uri):
-        evaluation = gate_evaluation(params, Path(output_dir or Path(params.evaluate.output_dir) / "promotion"), make_client(uri))
+        evaluation = gate_evaluation(params, Path(output_dir or promotion_dir(params)), make_client(uri))
         study = read_study_preference(params) if params.promote.perceptual == "study" else None
         decision = promote(params.registry.model_name, uri, evaluation, _gate(params), dry_run=dry_run, study=study)
     return decision.to_dict()

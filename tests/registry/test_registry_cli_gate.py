@@ -35,7 +35,7 @@ def test_srseg_promote_refuses_worse_than_bicubic_without_champion_and_promotes_
     assert main(["--params", str(params_file), "promote"]) == 3  # rejected, and no --allow-reject
     assert "champion" not in client.get_registered_model(NAME).aliases
     assert client.get_model_version(NAME, worse.version).tags["gate_failed"] == "bicubic floor (psnr_y)"
-    per_image = (tmp_path / "evaluate" / "promotion" / "per_image.csv").read_text()
+    per_image = (tmp_path / "promotion" / "per_image.csv").read_text()
     assert per_image.count("\n") == 1 + 2 * 7  # challenger and bicubic on the 7 report images only
 
     better = log_and_register(report_images.fitted, NAME, local_store, tags=TAGS)
@@ -45,7 +45,7 @@ def test_srseg_promote_refuses_worse_than_bicubic_without_champion_and_promotes_
     assert str(client.get_registered_model(NAME).aliases["champion"]) == better.version
     table = caplog.text
     assert "bicubic floor (psnr_y)" in table and "all criteria pass" in table
-    per_image = (tmp_path / "evaluate" / "promotion" / "per_image.csv").read_text().splitlines()
+    per_image = (tmp_path / "promotion" / "per_image.csv").read_text().splitlines()
     assert per_image[0].startswith("image,method,psnr_y") and {r.split(",")[1] for r in per_image[1:]} == {"challenger"}
     assert len(per_image) == 1 + 7  # only the new model was scored: bicubic's scores were stored
 
