@@ -21,7 +21,10 @@ def _evaluated_metrics(params: Params) -> dict[str, Any]:
     if not path.is_file():
         log.warning("%s not found: the model card and registry tags will say 'not evaluated'", path)
         return {}
-    method = params.evaluate.compare[0]
+    from srseg.seeds import expand_methods
+
+    # the exported model is the first seed's (export.weights): its own numbers, not the seeds' mean
+    method = expand_methods(params.evaluate.methods, params.train.seeds).first(params.evaluate.compare[0])
     numbers = read_json(path).get(method, {})
     metrics: dict[str, Any] = {}
     for key in EVAL_METRIC_KEYS:
