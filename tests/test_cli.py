@@ -76,7 +76,8 @@ def test_missing_mirror_folder_is_a_clear_error(params_file: Path, tmp_path: Pat
 # --------------------------------------------------------------------------------------------
 
 FAST = {  # small but real settings for the workspace's params.yaml
-    "evaluate": {"bootstrap": 50, "max_images": 2, "gallery_crops": 1},
+    "evaluate": {"bootstrap": 50, "max_images": 3, "gallery_crops": 1},
+    "promote": {"min_gain_over_bicubic_db": 0.0},  # the workspace's models output exactly bicubic (zero SR head)
     "study": {"num_images": 2, "attention_checks": 1, "bootstrap": 50},
 }
 
@@ -95,8 +96,8 @@ def _tiny_generator(seed: int, num_classes: int):  # type: ignore[no-untyped-def
 
     from srseg.models.generator import MultiTaskSRNet
 
-    torch.manual_seed(seed)
-    return MultiTaskSRNet(scale=4, num_features=8, num_blocks=1, num_classes=num_classes).eval()
+    torch.manual_seed(seed)  # the trunk differs by seed; the zero-initialised SR head makes the output bicubic(LR)
+    return MultiTaskSRNet(scale=4, num_features=8, num_blocks=1, num_classes=num_classes, global_residual="bicubic").eval()
 
 
 def run_cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
@@ -106,15 +107,18 @@ def run_cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, s
 
 
 @pytest.fixture(scope="module")
-def workspace(tmp_path_factory: pytest.TempPathFactory, cocostuff_sample: Path) -> Path:
-    """A repository-root layout: params.yaml (+ FAST), profiles/, the sample mirror, the data
-    stages run through the CLI, and tiny generator weights where evaluate.methods expects them."""
+def workspace(tmp_path_factory: pytest.TempPathFactory, cocostuff_sample: Path, set5: Path) -> Path:
+    """A repository-root layout: params.yaml (+ FAST, Set5 as the only benchmark set), profiles/,
+    the sample mirror, the data stages run through the CLI, and tiny generator weights where
+    evaluate.methods expects them (one per seed of train.seeds)."""
     from srseg.config import load_params
     from srseg.models.io import save_generator
+    from srseg.seeds import for_seed
 
     ws = tmp_path_factory.mktemp("cli_ws")
     shutil.copytree(REPO / "profiles", ws / "profiles")
     params = _deep_update(yaml.safe_load((REPO / "params.yaml").read_text()), FAST)
+    params["benchmark"]["sets"] = {"set5": str(set5)}
     (ws / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(ws)
@@ -124,8 +128,9 @@ def workspace(tmp_path_factory: pytest.TempPathFactory, cocostuff_sample: Path) 
         assert main(["download"]) == 0
         assert main(["degrade"]) == 0
         classes = get_class_map(loaded.train.class_map).num_classes
-        for seed, name in enumerate(("multitask", "sr_only")):
-            save_generator(_tiny_generator(seed, classes), ws / loaded.evaluate.methods[name])
+        for index, name in enumerate(("multitask", "sr_only")):
+            for seed in loaded.train.seeds:
+                save_generator(_tiny_generator(index, classes), ws / for_seed(loaded.evaluate.methods[name], seed))
     return ws
 
 
@@ -141,7 +146,7 @@ def test_data_stages_and_folder_commands(in_workspace: Path, set5: Path, capsys:
     from srseg.config import load_params
 
     params = load_params(in_workspace / "params.yaml")
-    assert {k: len(v) for k, v in Manifest.load(params.paths.data_root).splits.items()} == {"train2017": 8, "val2017": 8}
+    assert {k: len(v) for k, v in Manifest.load(params.paths.data_root).splits.items()} == {"train2017": 13, "val2017": 8}
     assert Manifest.load(params.paths.lr_root).meta["scale"] == 4
 
     code, out, _ = run_cli(["degrade", "--input", str(set5 / "HR"), "--output", "set5_lr"], capsys)
@@ -163,14 +168,30 @@ def test_data_stages_and_folder_commands(in_workspace: Path, set5: Path, capsys:
 def test_evaluate_study_export_register_promote_rollback_upscale(in_workspace: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from mlflow import MlflowClient
 
+    from srseg.models.io import save_generator
+
     from srseg.config import load_params
+
+    from srseg.seeds import expand_methods
 
     params = load_params(in_workspace / "params.yaml")
     code, out, _ = run_cli(["evaluate"], capsys)
     assert code == 0
     metrics = json.loads((Path(params.evaluate.output_dir) / "metrics.json").read_text())
-    assert set(params.evaluate.methods) <= set(metrics)
-    assert all(f"{name:<12} psnr_y" in out for name in params.evaluate.methods)
+    models = expand_methods(params.evaluate.methods, params.train.seeds).specs  # multitask@seed0, ..., bicubic
+    assert set(models) <= set(metrics) and set(params.evaluate.methods) == set(metrics["seeds"]["methods"])
+    assert all(f"{name:<12} psnr_y" in out for name in models)
+
+    # the benchmark (Set5 here) and the science report, which the evaluation's MLflow run then holds
+    code, out, _ = run_cli(["benchmark", "--set", "set5", "--report-dir", "reports/benchmark/set5"], capsys)
+    assert code == 0 and "| bicubic | 1 | 28.42 | 0.8102 |" in out
+    assert json.loads(Path("reports/benchmark/set5/metrics.json").read_text())["images"] == 5
+    code, out, _ = run_cli(["report", "--report-dir", "reports/report"], capsys)
+    report_dir = Path(params.report.output_dir)
+    assert code == 0 and str(report_dir / "report.html") in out
+    page = (report_dir / "report.html").read_text()
+    assert "Standard benchmarks" in page and "28.42" in page and "multitask minus sr_only" in page
+    assert (report_dir / "report.md").read_text().count("|") > 20 and Path("reports/report/psnr_stage_val.csv").is_file()
 
     # the user study, build to analysis
     code, out, _ = run_cli(["study", "build"], capsys)
@@ -204,6 +225,10 @@ def test_evaluate_study_export_register_promote_rollback_upscale(in_workspace: P
     for name in ("sr_head.safetensors", "sr_head.onnx", "sr_head.torchscript.pt", "MODEL_CARD.md"):
         assert (export_dir / name).is_file(), name
     client = MlflowClient(params.mlflow.tracking_uri)
+    evaluation_run = json.loads((Path(params.evaluate.output_dir) / "mlflow_run.json").read_text())["run_id"]
+    assert {a.path for a in client.list_artifacts(evaluation_run, "report")} >= {"report/report.html", "report/report.md"}
+    card = (export_dir / "MODEL_CARD.md").read_text()
+    assert f"{report_dir / 'report.html'}" in card and evaluation_run in card  # the card links to the report
     name = params.registry.model_name
 
     def alias(which: str) -> str | None:
@@ -217,6 +242,8 @@ def test_evaluate_study_export_register_promote_rollback_upscale(in_workspace: P
     assert code == 0 and json.loads(out)["version"] == first["version"] and alias("challenger") == str(first["version"])
     assert run_cli(["promote", "--dry-run"], capsys)[0] == 0 and alias("champion") is None
     assert run_cli(["promote"], capsys)[0] == 0 and alias("champion") == str(first["version"])
+    save_generator(_tiny_generator(7, get_class_map(params.train.class_map).num_classes), Path("second.safetensors"))
+    assert run_cli(["export", "--weights", "second.safetensors"], capsys)[0] == 0  # another SR head: a new version
     assert run_cli(["register", "--record", "rec2.json"], capsys)[0] == 0
     second = json.loads(Path("rec2.json").read_text())
     assert run_cli(["promote"], capsys)[0] == 0 and alias("champion") == str(second["version"])
@@ -290,6 +317,8 @@ USER_ERRORS = {  # subcommand: argv that a user could type by mistake, in an emp
     "metrics": ["metrics", "--pred", "no-such-dir", "--ref", "no-ref", "--scale", "4"],
     "train": ["train", "--stage", "psnr"],
     "evaluate": ["evaluate"],
+    "benchmark": ["benchmark"],  # ../shared/data/set5 is not beside an empty repository root
+    "report": ["report"],
     "study build": ["study", "build"],
     "study invite": ["study", "invite", "--count", "2"],
     "study serve": ["study", "serve", "--port", "0"],

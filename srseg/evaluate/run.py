@@ -37,7 +37,7 @@ import torch
 
 from srseg.degrade.bicubic import bicubic_downscale, modcrop
 from srseg.errors import SrsegError
-from srseg.evaluate import report
+from srseg.evaluate import RUN_RECORD, report
 from srseg.evaluate.methods import Method, load_method, resolve_device, to_tensor, to_uint8
 from srseg.evaluate.perclass import PerClassAccumulator, crop, image_class_stats, pooled_psnr, seed_gain_rows
 from srseg.evaluate.stats import paired_difference, seed_summary, summarize
@@ -53,7 +53,6 @@ HIGHER_IS_BETTER: dict[str, bool] = {"psnr_y": True, "ssim_y": True, "psnr_rgb":
 LPIPS_UNAVAILABLE = "unavailable: no weights"
 NIQE_UNAVAILABLE = "unavailable: no parameter file"
 RESERVED_NAMES = frozenset({"diff", "meta", "per_class", "seg", "seeds"})
-RUN_RECORD = "mlflow_run.json"  # the MLflow run the evaluation logged to (written after logging)
 _METRIC_KEY = re.compile(r"[^A-Za-z0-9_\-. /]")
 
 

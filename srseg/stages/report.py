@@ -47,7 +47,7 @@ def report_inputs(params: Params, evaluate_dir: Path | None = None, benchmark_di
 def log_to_evaluation_run(tracking_uri: str | None, evaluate_dir: Path, report_dir: Path) -> str | None:
     """Log the report folder as artifact ``report/`` of the MLflow run the evaluation logged to
     (``<evaluate_dir>/mlflow_run.json``); returns that run id, or None when there is none."""
-    from srseg.evaluate.run import RUN_RECORD
+    from srseg.evaluate import RUN_RECORD
     from srseg.fileio import read_json
 
     record = evaluate_dir / RUN_RECORD

@@ -48,8 +48,21 @@ def run_export(params: Params, weights: Path | None = None, output_dir: Path | N
         data_version=manifest_checksum(params.paths.data_root),
         metrics=_evaluated_metrics(params),
         model_name=params.registry.model_name,
+        science_report=science_report_link(params),
     )
     return report.to_dict()
+
+
+def science_report_link(params: Params) -> str:
+    """Where the report of this model's comparison is: the report stage's page, and the MLflow
+    run of the evaluation, which the report stage logs it into (``report/report.html``)."""
+    from srseg.evaluate import RUN_RECORD
+
+    link = f"`{Path(params.report.output_dir) / 'report.html'}` (`srseg report`)"
+    record = Path(params.evaluate.output_dir) / RUN_RECORD
+    if params.mlflow.enabled and record.is_file():
+        link += f"; in MLflow: artifact `report/report.html` of the evaluation run `{read_json(record)['run_id']}`"
+    return link
 
 
 def run_register(params: Params, export_dir: Path | None = None) -> dict[str, Any]:
