@@ -84,8 +84,9 @@ def _fmt(value: Any, digits: int = 2, signed: bool = False) -> str:
 
 
 def _ci(ci: Sequence[Any] | None, digits: int = 2, signed: bool = False) -> str:
-    if not ci or len(ci) != 2 or any(not isinstance(v, (int, float)) for v in ci):
-        return "n/a"
+    """``[lo, hi]``, or ``[n/a]`` when there is no interval (too few seeds or images)."""
+    if not ci or len(ci) != 2 or any(not isinstance(v, (int, float)) or not math.isfinite(float(v)) for v in ci):
+        return "[n/a]"
     return f"[{_fmt(ci[0], digits, signed)}, {_fmt(ci[1], digits, signed)}]"
 
 
@@ -148,7 +149,9 @@ def _validation_section(doc: Document, ev: Mapping[str, Any], compare: tuple[str
         rows.append([name, str(m.get("seeds"))] + [f"{_fmt(m.get(k), 4 if k != 'psnr_y' else 2)} {_ci(m.get(f'{k}_ci'), 4 if k != 'psnr_y' else 2)}"
                                                   for k in metric_names])
     doc.table(["method", "seeds"] + [f"{k} [95% CI]" for k in metric_names], rows)
-    diffs = seeds.get("diff") or {}
+    diffs = dict(seeds.get("diff") or {})
+    first = f"{compare[0]}-{compare[1]}"
+    diffs = {k: diffs[k] for k in sorted(diffs, key=lambda k: (k != first, k))}  # the comparison first
     drows = []
     headline = None
     for pair, d in diffs.items():

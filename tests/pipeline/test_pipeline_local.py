@@ -20,7 +20,8 @@ from srseg.pipeline.preflight import code_digest
 
 REPO = Path(__file__).resolve().parents[2]
 # On top of the demo profile: 4 images per split, tiny CPU training (2 + 2 iterations of a
-# 1-block, 8-feature generator on 32 px patches), a 3-image study and fewer bootstrap resamples.
+# 1-block, 8-feature generator on 32 px patches) for two seeds per arm, a 3-image study, Set5 as
+# the only benchmark set and fewer bootstrap resamples.
 TINY = {
     "download": {"subset_size": 4},
     "evaluate": {"bootstrap": 100, "gallery_crops": 1, "max_images": 2},
@@ -39,6 +40,7 @@ TINY = {
         "selection_images": 1,
         "val_samples": 1,
         "log_every": 1,
+        "seeds": [0, 1],
     },
 }
 
@@ -51,7 +53,7 @@ def step_outputs(pipeline_root: Path, task: str) -> dict:
 @pytest.mark.e2e
 @pytest.mark.timeout(900)
 def test_compiled_pipeline_runs_locally_to_a_registered_model(
-    cocostuff_sample: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    cocostuff_sample: Path, set5: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from mlflow import MlflowClient
     from registry.servers import mlflow_on_seaweed
@@ -61,6 +63,7 @@ def test_compiled_pipeline_runs_locally_to_a_registered_model(
     mirror = build_sample_mirror(cocostuff_sample, tmp_path / "mirror")
     raw = load_params(REPO / "params.yaml", profile="demo").model_dump(mode="json")
     raw = deep_merge(deep_merge(raw, TINY), {"download": {"mirror": str(mirror)}})
+    raw["benchmark"]["sets"] = {"set5": str(set5)}
     params_file = tmp_path / "params.yaml"
     params_file.write_text(yaml.safe_dump(raw, sort_keys=False))
 
