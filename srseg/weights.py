@@ -62,8 +62,8 @@ def _vgg_file(params: Params) -> WeightFile | None:
     from srseg.models.vgg import imagenet_vgg19_weights_location
 
     loss = params.train.loss
-    if loss.perceptual_weight <= 0 or loss.vgg_weights == "none":
-        return None
+    if loss.perceptual_weight <= 0 or loss.vgg_weights in ("none", "random"):
+        return None  # no perceptual loss, or a random-weight VGG19 asked for explicitly (tagged by training)
     purpose = "VGG19 for the GAN stage's perceptual loss (train.loss.vgg_weights)"
     path, url = imagenet_vgg19_weights_location()
     if loss.vgg_weights == "auto":
@@ -71,14 +71,15 @@ def _vgg_file(params: Params) -> WeightFile | None:
     return WeightFile(purpose, Path(loss.vgg_weights), url)
 
 
-def _lpips_files(params: Params) -> list[WeightFile]:
+def _lpips_files(weights: str, purpose: str) -> list[WeightFile]:
+    """The LPIPS AlexNet backbone and linear layers for the setting ``weights`` (auto | folder;
+    ``none`` is a random-weight LPIPS asked for explicitly and flagged, so it needs no file)."""
     from srseg.evaluate.lpips import bundled_linear_weights, torchvision_weights_file
 
-    weights = params.evaluate.lpips_weights
-    if params.promote.perceptual != "lpips" or weights == "none":
+    if weights == "none":
         return []
+
     name, url = torchvision_weights_file(LPIPS_NET)
-    purpose = "LPIPS for evaluation and the promotion gate (promote.perceptual: lpips, evaluate.lpips_weights)"
     if weights == "auto":
         linear = bundled_linear_weights(LPIPS_NET)
         return [
@@ -91,13 +92,30 @@ def _lpips_files(params: Params) -> list[WeightFile]:
             WeightFile(f"{purpose}: linear layers", folder / f"{LPIPS_NET}.pth", "the lpips package's weights/v0.1/alex.pth")]
 
 
+def _selection_lpips_files(params: Params) -> list[WeightFile]:
+    """LPIPS for a training stage that chooses its weights by ``select: min_lpips`` (``auto`` falls
+    back to the final EMA weights without LPIPS, so it needs nothing)."""
+    train = params.train
+    stages = [name for name, stage in (("psnr", train.psnr_stage), ("gan", train.gan_stage)) if stage.select == "min_lpips"]
+    if not stages:
+        return []
+    keys = ", ".join(f"train.{name}_stage.select" for name in stages)
+    return _lpips_files(train.lpips_weights, f"LPIPS for checkpoint choice ({keys}: min_lpips, train.lpips_weights)")
+
+
+def _gate_lpips_files(params: Params) -> list[WeightFile]:
+    if params.promote.perceptual != "lpips":
+        return []
+    return _lpips_files(params.evaluate.lpips_weights, "LPIPS for evaluation and the promotion gate (promote.perceptual: lpips, evaluate.lpips_weights)")
+
+
 def required_weights(params: Params, scope: Scope = "pipeline") -> list[WeightFile]:
     """The files ``params`` need: for training (``train``) or for the whole pipeline (``pipeline``)."""
     if scope not in ("train", "pipeline"):
         raise ValueError(f"scope must be 'train' or 'pipeline', got {scope!r}")
-    files = [f for f in [_vgg_file(params)] if f is not None]
+    files = [f for f in [_vgg_file(params)] if f is not None] + _selection_lpips_files(params)
     if scope == "pipeline":
-        files += _lpips_files(params)
+        files += _gate_lpips_files(params)
     return files
 
 

@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 import requests
 import yaml
+from fitting import fit_on_report_images
 from PIL import Image
 
 from srseg.cli import main
@@ -76,9 +77,11 @@ def test_missing_mirror_folder_is_a_clear_error(params_file: Path, tmp_path: Pat
 # --------------------------------------------------------------------------------------------
 
 FAST = {  # small but real settings for the workspace's params.yaml
-    "evaluate": {"bootstrap": 50, "max_images": 3, "gallery_crops": 1},
-    "promote": {"min_gain_over_bicubic_db": 0.0},  # the workspace's models output exactly bicubic (zero SR head)
+    "evaluate": {"bootstrap": 50, "gallery_crops": 1},  # every report image: the gate needs n >= 3
     "study": {"num_images": 2, "attention_checks": 1, "bootstrap": 50},
+    # the commands are under test here, the gate's thresholds in tests/registry/test_registry_cli_gate.py:
+    # fitted on 5 report images, the nets' gains are real but their CIs are wide
+    "promote": {"min_gain_over_bicubic_db": 0.0, "max_psnr_drop_db": 1.0},
 }
 
 
@@ -91,15 +94,6 @@ def _deep_update(base: dict, extra: dict) -> dict:
     return base
 
 
-def _tiny_generator(seed: int, num_classes: int):  # type: ignore[no-untyped-def]
-    import torch
-
-    from srseg.models.generator import MultiTaskSRNet
-
-    torch.manual_seed(seed)  # the trunk differs by seed; the zero-initialised SR head makes the output bicubic(LR)
-    return MultiTaskSRNet(scale=4, num_features=8, num_blocks=1, num_classes=num_classes, global_residual="bicubic").eval()
-
-
 def run_cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
     code = main(argv)
     out, err = capsys.readouterr()
@@ -110,7 +104,8 @@ def run_cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, s
 def workspace(tmp_path_factory: pytest.TempPathFactory, cocostuff_sample: Path, set5: Path) -> Path:
     """A repository-root layout: params.yaml (+ FAST, Set5 as the only benchmark set), profiles/,
     the sample mirror, the data stages run through the CLI, and tiny generator weights where
-    evaluate.methods expects them (one per seed of train.seeds)."""
+    evaluate.methods expects them (one per seed of train.seeds): both beat bicubic on every report
+    image (fitted to them, tests/fitting.py), so the gate can pass."""
     from srseg.config import load_params
     from srseg.models.io import save_generator
     from srseg.seeds import for_seed
@@ -129,8 +124,9 @@ def workspace(tmp_path_factory: pytest.TempPathFactory, cocostuff_sample: Path, 
         assert main(["degrade"]) == 0
         classes = get_class_map(loaded.train.class_map).num_classes
         for index, name in enumerate(("multitask", "sr_only")):
+            net = fit_on_report_images(ws / "params.yaml", steps=100, num_classes=classes, seed=index, crops=None, lr=3e-3)
             for seed in loaded.train.seeds:
-                save_generator(_tiny_generator(index, classes), ws / for_seed(loaded.evaluate.methods[name], seed))
+                save_generator(net, ws / for_seed(loaded.evaluate.methods[name], seed))
     return ws
 
 
@@ -146,7 +142,7 @@ def test_data_stages_and_folder_commands(in_workspace: Path, set5: Path, capsys:
     from srseg.config import load_params
 
     params = load_params(in_workspace / "params.yaml")
-    assert {k: len(v) for k, v in Manifest.load(params.paths.data_root).splits.items()} == {"train2017": 13, "val2017": 8}
+    assert {k: len(v) for k, v in Manifest.load(params.paths.data_root).splits.items()} == {"train2017": 13, "val2017": 8}  # the whole sample (demo profile)
     assert Manifest.load(params.paths.lr_root).meta["scale"] == 4
 
     code, out, _ = run_cli(["degrade", "--input", str(set5 / "HR"), "--output", "set5_lr"], capsys)
@@ -168,11 +164,8 @@ def test_data_stages_and_folder_commands(in_workspace: Path, set5: Path, capsys:
 def test_evaluate_study_export_register_promote_rollback_upscale(in_workspace: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from mlflow import MlflowClient
 
-    from srseg.models.io import save_generator
-
     from srseg.config import load_params
-
-    from srseg.seeds import expand_methods
+    from srseg.seeds import expand_methods, for_seed
 
     params = load_params(in_workspace / "params.yaml")
     code, out, _ = run_cli(["evaluate"], capsys)
@@ -242,11 +235,15 @@ def test_evaluate_study_export_register_promote_rollback_upscale(in_workspace: P
     assert code == 0 and json.loads(out)["version"] == first["version"] and alias("challenger") == str(first["version"])
     assert run_cli(["promote", "--dry-run"], capsys)[0] == 0 and alias("champion") is None
     assert run_cli(["promote"], capsys)[0] == 0 and alias("champion") == str(first["version"])
-    save_generator(_tiny_generator(7, get_class_map(params.train.class_map).num_classes), Path("second.safetensors"))
-    assert run_cli(["export", "--weights", "second.safetensors"], capsys)[0] == 0  # another SR head: a new version
+    assert run_cli(["register", "--record", "rec1b.json"], capsys)[0] == 0  # the same SR head again: no new version
+    assert json.loads(Path("rec1b.json").read_text())["version"] == first["version"]
+    # the other (better) model as the next challenger: export it, register, promote, roll back
+    assert run_cli(["--set", f"export.weights={for_seed(params.evaluate.methods['sr_only'], params.train.seeds[0])}", "export"], capsys)[0] == 0
     assert run_cli(["register", "--record", "rec2.json"], capsys)[0] == 0
     second = json.loads(Path("rec2.json").read_text())
-    assert run_cli(["promote"], capsys)[0] == 0 and alias("champion") == str(second["version"])
+    assert second["version"] != first["version"]
+    code, out, err = run_cli(["promote"], capsys)
+    assert code == 0 and alias("champion") == str(second["version"]), out + err
     assert run_cli(["rollback", "--dry-run"], capsys)[0] == 0 and alias("champion") == str(second["version"])
     assert run_cli(["rollback"], capsys)[0] == 0 and alias("champion") == str(first["version"])
 

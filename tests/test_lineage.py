@@ -68,11 +68,12 @@ def test_evaluation_run_is_tagged_with_its_training_runs(cocostuff_sample: Path,
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.setenv("SRSEG_KFP_RUN_ID", "run-9")
-    root = build_prepared_root(cocostuff_sample, tmp_path / "data", train_ids=(17914,), val_ids=(1503,), crop=32)
+    # two val images: one chooses checkpoints (selection), the other is reported
+    root = build_prepared_root(cocostuff_sample, tmp_path / "data", train_ids=(17914,), val_ids=(1503, 139), crop=32)
     weights = _records(tmp_path / "model", "gan-run", "parent-run", parent_beside=True)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     params = tiny_params(root, tmp_path / "train", {
-        "train": {"class_map": "coarse8"},
+        "train": {"class_map": "coarse8", "selection_images": 1},
         "mlflow": {"enabled": True, "tracking_uri": uri, "experiment": "srseg-lineage"},
         "evaluate": {"methods": {"multitask": str(weights), "bicubic": "bicubic"}, "compare": ["multitask", "bicubic"],
                      "seg_model": None, "lpips_weights": "none", "bootstrap": 10, "gallery_crops": 0, "max_images": 1,

@@ -199,7 +199,7 @@ def test_schema_limits_the_number_of_runtime_patches(tmp_path: Path) -> None:
     [
         (("metadata", "name"), "Srseg_Job", "RFC 1035"),
         (("metadata", "name"), "s" * 64, "RFC 1035"),
-        (("spec", "trainer", "env", 1, "name"), "AWS_ACCESS_KEY_ID", "duplicate name"),
+        (("spec", "trainer", "env", 2, "name"), "AWS_ACCESS_KEY_ID", "duplicate name"),
         (POD + ("spec", "volumes", 1, "name"), "srseg-data", "duplicate name"),
     ],
 )

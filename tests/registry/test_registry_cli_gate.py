@@ -8,53 +8,20 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 import yaml
 from mlflow import MlflowClient
 
-from conftest import TINY
+from fitting import fit_on_report_images
 from srseg.cli import main
 from srseg.config import load_params
-from srseg.data.dataset import FullImageDataset
-from srseg.models.generator import MultiTaskSRNet
 from srseg.models.io import save_generator
 from srseg.registry import log_and_register
 from srseg.stages import run_degrade
-from srseg.stages.evaluate import selection_ids
 from train.trainkit import build_prepared_root
 
 NAME = "cli-gate"
 VAL_IDS = (139, 785, 1268, 1490, 1503, 1584, 1818, 1993)  # the sample's val split: 1 selection, 7 report images
 TAGS = {"git_commit": "0123abcd", "data_manifest_sha256": "c" * 64}
-
-
-def _fit_on_report_images(params_file: Path, steps: int = 100) -> MultiTaskSRNet:
-    """A tiny bicubic-residual net fitted to crops of the report images themselves (the gate is
-    under test, not generalisation), with the LR the evaluation uses (the degrade stage's files).
-    The SR head starts slightly off zero so that the fit needs no warm-up plateau."""
-    params = load_params(params_file)
-    excluded = selection_ids(params, "val2017")
-    data = FullImageDataset(params.paths.data_root, "val2017", 4, "coarse8", lr_root=params.paths.lr_root)
-    rng = np.random.default_rng(0)
-    lrs, hrs = [], []
-    for index, sample in enumerate(data.source.samples):
-        if sample.id in excluded:
-            continue
-        item = data[index]
-        for _ in range(2):
-            y, x = (int(rng.integers(0, n - 24)) for n in item["lr"].shape[1:])
-            lrs.append(item["lr"][:, y : y + 24, x : x + 24])
-            hrs.append(item["hr"][:, 4 * y : 4 * y + 96, 4 * x : 4 * x + 96])
-    lr, hr = torch.stack(lrs), torch.stack(hrs)
-    torch.manual_seed(0)
-    net = MultiTaskSRNet(**{**TINY, "global_residual": "bicubic"})
-    torch.nn.init.normal_(net.sr_head.weight, std=0.01)
-    optimizer = torch.optim.Adam(net.parameters(), lr=2e-3)
-    for _ in range(steps):
-        optimizer.zero_grad()
-        torch.nn.functional.l1_loss(net(lr), hr).backward()
-        optimizer.step()
-    return net.eval()
 
 
 @pytest.mark.timeout(600)
@@ -83,7 +50,7 @@ def test_srseg_promote_refuses_worse_than_bicubic_without_champion_and_promotes_
     per_image = (tmp_path / "evaluate" / "promotion" / "per_image.csv").read_text()
     assert per_image.count("\n") == 1 + 2 * 7  # challenger and bicubic on the 7 report images only
 
-    fitted = save_generator(_fit_on_report_images(params_file), tmp_path / "fitted" / "sr_head.safetensors")
+    fitted = save_generator(fit_on_report_images(params_file), tmp_path / "fitted" / "sr_head.safetensors")
     better = log_and_register(fitted, NAME, local_store, tags=TAGS)
     capsys.readouterr()
     assert main(["--params", str(params_file), "promote"]) == 0
