@@ -314,7 +314,7 @@ def build_report(inputs: ReportInputs, output_dir: str | Path, dvc_dir: str | Pa
         stale.unlink()
     profile = inputs.config.get("profile", "?")
     seeds = sorted({seed for runs in inputs.runs.values() for seed in runs})
-    body = Document("placeholder")
+    body = Document("sections")  # its blocks follow the title and the at-a-glance list below
     glance = _benchmark_section(body, bench, inputs.compare)
     headline = _validation_section(body, ev, inputs.compare)
     classes = _class_section(body, inputs, ev, out)
