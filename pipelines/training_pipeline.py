@@ -185,12 +185,15 @@ def build_pipeline(
         degrade = c.degrade(request=resolved.outputs["degrade_request"], dataset=download.outputs["dataset"])
         _on_volume(_sized(degrade.set_display_name("degrade"), "degrade"), **volume)
 
-        seeds = c.seeds(params=params).set_display_name("seeds")
+        # the train request enters the loop inside the items: kfp.local replaces any other task
+        # output parameter of a ParallelFor with the loop item (components/seeds.py)
+        seeds = c.seeds(params=params, request=resolved.outputs["train_request"]).set_display_name("seeds")
         _sized(seeds, "seeds")
         models = {}
-        with dsl.ParallelFor(seeds.output) as seed:
+        with dsl.ParallelFor(seeds.output) as sweep:
+            seed = sweep.seed
             for branch, branch_lambda in (("multitask", lambda_seg), ("sr_only", 0.0)):
-                data = dict(request=resolved.outputs["train_request"], dataset=download.outputs["dataset"],
+                data = dict(request=sweep.request, dataset=download.outputs["dataset"],
                             lr_dataset=degrade.outputs["lr_dataset"], work_dir=work_dir, branch=branch,
                             lambda_seg=branch_lambda, seed=seed)
                 with dsl.If(nodes > 1, name=f"multi-node-{branch}"):

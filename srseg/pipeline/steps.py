@@ -586,6 +586,11 @@ def sweep_seeds(params_path: str | Path) -> list[int]:
     return [int(seed) for seed in read_params(params_path).train.seeds]
 
 
+def seed_sweep(params_path: str | Path, request: str) -> list[dict[str, Any]]:
+    """The pipeline's ParallelFor items: ``{"seed": seed, "request": request}`` per seed of ``train.seeds``."""
+    return [{"seed": seed, "request": request} for seed in sweep_seeds(params_path)]
+
+
 def seed_models(artifacts: Sequence[Any]) -> list[tuple[int, str]]:
     """(seed, folder) of collected Model artifacts (``seed`` metadata set by collect-model)."""
     return [(int(a.metadata["seed"]), str(a.path)) for a in artifacts]

@@ -145,7 +145,8 @@ def test_cache_keys_follow_data_requests_code_and_weights(compiled: tuple[dict, 
     for task in ("train", "train-2", "launch-trainjob", "launch-trainjob-2"):
         given = inputs(spec, task)
         assert "params" not in given, task
-        assert given["request"] == {"componentInputParameter": "pipelinechannel--resolve-params-train_request"}, task
+        # resolve-params' train_request, carried into the loop by the seed sweep's items (see below)
+        assert given["request"]["parameterExpressionSelector"] == 'parseJson(string_value)["request"]', task
     loop = dag_of(spec, "collect-model")
     for collect, suffix in (("collect-model", ""), ("collect-model-2", "-2")):  # either path's digest of the weights
         digest = loop[collect]["inputs"]["parameters"]["weights_sha256"]["taskOutputParameter"]
@@ -164,9 +165,17 @@ def test_training_fans_out_over_the_seeds(compiled: tuple[dict, dict]) -> None:
     loop, body = seed_loop(spec)
     assert loop["parameterIterator"]["items"] == {"inputParameter": "pipelinechannel--seeds-Output"}
     item = loop["parameterIterator"]["itemInput"]
-    assert loop["inputs"]["parameters"]["pipelinechannel--seeds-Output"]["taskOutputParameter"]["producerTask"] == "seeds"
+    # the items are the loop's only task-output parameter: kfp.local would overwrite any other with the item
+    from_tasks = {k: v["taskOutputParameter"] for k, v in loop["inputs"]["parameters"].items() if "taskOutputParameter" in v}
+    assert from_tasks == {"pipelinechannel--seeds-Output": {"outputParameterKey": "Output", "producerTask": "seeds"}}
+    assert inputs(spec, "seeds")["request"]["taskOutputParameter"] == {"outputParameterKey": "train_request",
+                                                                      "producerTask": "resolve-params"}
     for task in ("train", "train-2", "launch-trainjob", "launch-trainjob-2", "collect-model", "collect-model-2"):
-        assert inputs(spec, task)["seed"] == {"componentInputParameter": item}, task
+        assert inputs(spec, task)["seed"] == {"componentInputParameter": item,
+                                              "parameterExpressionSelector": 'parseJson(string_value)["seed"]'}, task
+    for task in ("train", "train-2", "launch-trainjob", "launch-trainjob-2"):
+        assert inputs(spec, task)["request"] == {"componentInputParameter": item,
+                                                 "parameterExpressionSelector": 'parseJson(string_value)["request"]'}, task
     assert set(body["tasks"]) >= {"collect-model", "collect-model-2"}
     surfaced = body["outputs"]["artifacts"]
     for task in ("evaluate", "study-build", "benchmark", "report"):
