@@ -41,6 +41,8 @@ run: $(STAMP) mirror profile
 	@echo "done. Look at:"
 	@echo "  dvc metrics show                     validation + evaluation numbers"
 	@echo "  outputs/evaluate/summary.md, gallery.html   per-class tables and side-by-side crops"
+	@echo "  outputs/report/report.html           the science report (benchmarks, seeds, per-class gains, curves)"
+	@echo "  outputs/benchmark/*/benchmark.md      Set5/Set14 x4 psnr_y/ssim_y tables"
 	@echo "  outputs/export/MODEL_CARD.md         the shipped SR head"
 	@echo "  mlflow ui --backend-store-uri sqlite:///mlflow.db   runs + registry (@challenger, @champion)"
 	@echo "  srseg study serve                    the user study (invite raters with srseg study invite)"

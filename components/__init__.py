@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable
 
+from components.benchmark import benchmark
 from components.degrade import degrade
 from components.download import download
 from components.evaluate import evaluate
@@ -21,6 +22,8 @@ from components.params import resolve_params
 from components.preflight import preflight
 from components.promote import gate, promote
 from components.register import register
+from components.report import report
+from components.seeds import seeds
 from components.study_analyze import study_analyze
 from components.study_build import study_build
 from components.train import collect_model, train
@@ -36,12 +39,15 @@ class Components:
     preflight: Any
     download: Any
     degrade: Any
+    seeds: Any
     train: Any
     launch_trainjob: Any
     collect_model: Any
     evaluate: Any
     study_build: Any
     study_analyze: Any
+    benchmark: Any
+    report: Any
     export: Any
     register: Any
     gate: Any
@@ -53,12 +59,15 @@ _FUNCTIONS: dict[str, Callable[..., Any]] = {
     "preflight": preflight,
     "download": download,
     "degrade": degrade,
+    "seeds": seeds,
     "train": train,
     "launch_trainjob": launch_trainjob,
     "collect_model": collect_model,
     "evaluate": evaluate,
     "study_build": study_build,
     "study_analyze": study_analyze,
+    "benchmark": benchmark,
+    "report": report,
     "export": export,
     "register": register,
     "gate": gate,

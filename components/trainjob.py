@@ -12,6 +12,7 @@ def launch_trainjob(
     work_dir: str,
     branch: str,
     lambda_seg: float,
+    seed: int,
     image: str,
     run_as_user: int,
     nodes: int,
@@ -42,7 +43,7 @@ def launch_trainjob(
     from srseg.pipeline import steps, trainjob
 
     train_dir, params_file = steps.prepare_branch(
-        steps.request_params(request, "train"), work_dir, branch, lambda_seg, dataset.metadata.get("manifest_sha256", "")
+        steps.request_params(request, "train"), work_dir, branch, lambda_seg, dataset.metadata.get("manifest_sha256", ""), seed
     )
     user = run_as_user if run_as_user >= 0 else None
     config = steps.trainjob_config(

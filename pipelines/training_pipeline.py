@@ -1,9 +1,13 @@
 """The srseg training pipeline for Kubeflow Pipelines v2.
 
-    params -> preflight -> download -> degrade -> train multitask  \\  -> evaluate -> export -> register -> gate -> [promote]
-                                                -> train sr_only    /       \\-> study_build -> study_analyze ----/
+    params -> preflight -> download -> degrade -> for each seed: train multitask \\  -> evaluate -> export -> register -> gate -> [promote]
+                                                                 train sr_only   /   |  \\-> study_build -> study_analyze ----/
+                                                                                     \\-> benchmark -> report
 
-Each training branch runs in one pod (``torchrun --nproc_per_node=<gpus_per_node>``) when
+Training fans out over ``train.seeds`` (``dsl.ParallelFor``, one iteration per seed with both
+arms), and the steps after it get every seed's model of each arm (``dsl.Collected``): evaluation
+and the benchmark score them all, the study and the export use the first seed's. Each training
+branch runs in one pod (``torchrun --nproc_per_node=<gpus_per_node>``) when
 ``nodes == 1``, or as a Kubeflow Trainer TrainJob on ``nodes`` nodes otherwise; either way the
 model is collected from the volume into a Model artifact. Promotion runs only if the gate passes.
 
@@ -64,6 +68,9 @@ STEP_RESOURCES: dict[str, tuple[str, str]] = {
     "evaluate": ("8", "32Gi"),
     "study_build": ("4", "16Gi"),
     "study_analyze": ("2", "4Gi"),
+    "seeds": ("1", "1Gi"),
+    "benchmark": ("8", "32Gi"),
+    "report": ("2", "8Gi"),
     "export": ("4", "16Gi"),
     "register": ("2", "4Gi"),
     "gate": ("4", "16Gi"),
@@ -180,50 +187,69 @@ def build_pipeline(
         degrade = c.degrade(request=resolved.outputs["degrade_request"], dataset=download.outputs["dataset"])
         _on_volume(_sized(degrade.set_display_name("degrade"), "degrade"), **volume)
 
+        # the train request enters the loop inside the items: kfp.local replaces any other task
+        # output parameter of a ParallelFor with the loop item (components/seeds.py)
+        seeds = c.seeds(params=params, request=resolved.outputs["train_request"]).set_display_name("seeds")
+        _sized(seeds, "seeds")
         models = {}
-        for branch, branch_lambda in (("multitask", lambda_seg), ("sr_only", 0.0)):
-            data = dict(request=resolved.outputs["train_request"], dataset=download.outputs["dataset"],
-                        lr_dataset=degrade.outputs["lr_dataset"], work_dir=work_dir, branch=branch, lambda_seg=branch_lambda)
-            with dsl.If(nodes > 1, name=f"multi-node-{branch}"):
-                launch = c.launch_trainjob(
-                    **data, image=image, run_as_user=-1 if run_as_user is None else run_as_user,
-                    nodes=nodes, gpus_per_node=gpus_per_node, cpu=train_cpu,
-                    memory=train_memory, pvc_name=pvc_name, mount_path=mount_path, tolerations=gpu_tolerations,
-                    node_selector=gpu_node_selector, s3_secret=s3_secret, mlflow_secret=mlflow_secret,
-                    runtime=trainer_runtime, namespace=trainer_namespace, timeout_s=train_timeout_s,
-                ).set_display_name(f"trainjob-{branch}")
-                launch.set_retry(num_retries=2, backoff_duration="300s", backoff_factor=2.0)
-                _on_volume(_sized(launch, "launch_trainjob"), **volume)
-            with dsl.Else(name=f"one-node-{branch}"):
-                train = c.train(**data, gpus=gpus_per_node).set_display_name(f"train-{branch}")
-                train.set_accelerator_type(GPU_RESOURCE).set_accelerator_limit(gpus_per_node)
-                train.set_cpu_request(train_cpu).set_cpu_limit(train_cpu)
-                train.set_memory_request(train_memory).set_memory_limit(train_memory)
-                train.set_retry(num_retries=2, backoff_duration="300s", backoff_factor=2.0)  # resumes from checkpoints
-                kubernetes.add_toleration(train, **GPU_TOLERATION)  # the usual taint of GPU nodes
-                kubernetes.add_toleration_json(train, gpu_tolerations)  # plus the cluster's own
-                kubernetes.add_node_selector_json(train, gpu_node_selector)
-                kubernetes.empty_dir_mount(train, volume_name="dshm", mount_path="/dev/shm", medium="Memory")
-                _on_volume(train, **volume)
-            collect = c.collect_model(
-                train_dir=dsl.OneOf(launch.outputs["train_dir"], train.outputs["train_dir"]),
-                weights_sha256=dsl.OneOf(launch.outputs["weights_sha256"], train.outputs["weights_sha256"]),  # content key
-                branch=branch,
-            ).set_display_name(f"model-{branch}")
-            _on_volume(_sized(collect, "collect_model"), **volume)
-            models[branch] = collect.outputs["model"]
+        with dsl.ParallelFor(seeds.output) as sweep:
+            seed = sweep.seed
+            for branch, branch_lambda in (("multitask", lambda_seg), ("sr_only", 0.0)):
+                data = dict(request=sweep.request, dataset=download.outputs["dataset"],
+                            lr_dataset=degrade.outputs["lr_dataset"], work_dir=work_dir, branch=branch,
+                            lambda_seg=branch_lambda, seed=seed)
+                with dsl.If(nodes > 1, name=f"multi-node-{branch}"):
+                    launch = c.launch_trainjob(
+                        **data, image=image, run_as_user=-1 if run_as_user is None else run_as_user,
+                        nodes=nodes, gpus_per_node=gpus_per_node, cpu=train_cpu,
+                        memory=train_memory, pvc_name=pvc_name, mount_path=mount_path, tolerations=gpu_tolerations,
+                        node_selector=gpu_node_selector, s3_secret=s3_secret, mlflow_secret=mlflow_secret,
+                        runtime=trainer_runtime, namespace=trainer_namespace, timeout_s=train_timeout_s,
+                    ).set_display_name(f"trainjob-{branch}")
+                    launch.set_retry(num_retries=2, backoff_duration="300s", backoff_factor=2.0)
+                    _on_volume(_sized(launch, "launch_trainjob"), **volume)
+                with dsl.Else(name=f"one-node-{branch}"):
+                    train = c.train(**data, gpus=gpus_per_node).set_display_name(f"train-{branch}")
+                    train.set_accelerator_type(GPU_RESOURCE).set_accelerator_limit(gpus_per_node)
+                    train.set_cpu_request(train_cpu).set_cpu_limit(train_cpu)
+                    train.set_memory_request(train_memory).set_memory_limit(train_memory)
+                    train.set_retry(num_retries=2, backoff_duration="300s", backoff_factor=2.0)  # resumes from checkpoints
+                    kubernetes.add_toleration(train, **GPU_TOLERATION)  # the usual taint of GPU nodes
+                    kubernetes.add_toleration_json(train, gpu_tolerations)  # plus the cluster's own
+                    kubernetes.add_node_selector_json(train, gpu_node_selector)
+                    kubernetes.empty_dir_mount(train, volume_name="dshm", mount_path="/dev/shm", medium="Memory")
+                    _on_volume(train, **volume)
+                collect = c.collect_model(
+                    train_dir=dsl.OneOf(launch.outputs["train_dir"], train.outputs["train_dir"]),
+                    weights_sha256=dsl.OneOf(launch.outputs["weights_sha256"], train.outputs["weights_sha256"]),  # content key
+                    branch=branch, seed=seed,
+                ).set_display_name(f"model-{branch}")
+                _on_volume(_sized(collect, "collect_model"), **volume)
+                models[branch] = collect.outputs["model"]
 
-        evaluate = c.evaluate(params=params, multitask=models["multitask"], sr_only=models["sr_only"])
+        def trained() -> dict[str, dsl.Collected]:
+            """Every seed's model of each arm; a fresh fan-in per consumer (kfp's compiler rewrites a
+            Collected channel when it wires it into its first consumer)."""
+            return dict(multitask=dsl.Collected(models["multitask"]), sr_only=dsl.Collected(models["sr_only"]))
+
+        evaluate = c.evaluate(params=params, **trained())
         _on_volume(_sized(evaluate.set_display_name("evaluate"), "evaluate"), **volume)
 
-        study_build = c.study_build(params=params, multitask=models["multitask"], sr_only=models["sr_only"])
+        study_build = c.study_build(params=params, **trained())
         study_build.set_display_name("study-build").set_caching_options(False)
         _on_volume(_sized(study_build, "study_build"), **volume)
         study_analyze = c.study_analyze(params=params, bundle=study_build.outputs["bundle"])
         study_analyze.set_display_name("study-analyze").set_caching_options(False)  # votes keep coming in
         _on_volume(_sized(study_analyze, "study_analyze"), **volume)
 
-        export = c.export(params=params, model=models["multitask"], evaluation=evaluate.outputs["results"])
+        benchmark = c.benchmark(params=params, **trained()).set_display_name("benchmark")
+        _on_volume(_sized(benchmark, "benchmark"), **volume)
+        report = c.report(params=params, evaluation=evaluate.outputs["results"], benchmarks=benchmark.outputs["results"],
+                          **trained()).set_display_name("report")
+        _on_volume(_sized(report, "report"), **volume)
+
+        export = c.export(params=params, models=trained()["multitask"], evaluation=evaluate.outputs["results"])
+        export.after(report)  # the model card links to the report, which must then be in MLflow
         _on_volume(_sized(export.set_display_name("export"), "export"), **volume)
         register = c.register(params=params, exported=export.outputs["exported"], evaluation=evaluate.outputs["results"])
         register.set_display_name("register")

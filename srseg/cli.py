@@ -26,10 +26,17 @@ def _print_json(obj: object) -> None:
 def _cmd_train(args: argparse.Namespace) -> int:
     from srseg.stages.train import run_train
 
+    params, output_dir = _load(args), args.output_dir
+    if args.seed is not None:  # one run of the seed sweep (srseg.seeds)
+        from srseg.config import with_overrides
+        from srseg.seeds import seed_run_dir
+
+        params = with_overrides(params, [f"train.seed={args.seed}"], "--seed")
+        output_dir = output_dir or seed_run_dir(params.train.output_dir, args.seed)
     summary = run_train(
-        _load(args),
+        params,
         args.stage,
-        output_dir=args.output_dir,
+        output_dir=output_dir,
         init_from=args.init_from,
         resume=not args.no_resume,
         max_iterations=args.max_iterations,
@@ -53,6 +60,37 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         if name in {"diff", "meta", "per_class"} or not isinstance(values, dict):
             continue
         print(f"{name:<12} psnr_y {values.get('psnr_y')}  ssim_y {values.get('ssim_y')}  lpips {values.get('lpips')}")
+    return 0
+
+
+def _cmd_benchmark(args: argparse.Namespace) -> int:
+    from srseg.stages import run_benchmark
+
+    from srseg.evaluate.benchmark import benchmark_markdown
+
+    methods = dict(m.split("=", 1) for m in args.method) if args.method else None
+    params = _load(args)
+    result = run_benchmark(params, output_dir=args.output_dir, methods=methods, sets=args.set_name)
+    out = Path(args.output_dir or params.benchmark.output_dir)
+    if args.report_dir is not None:
+        from srseg.stages.reports import BENCHMARK_REPORT, publish_report
+
+        if len(result["sets"]) != 1:
+            raise ValueError("--report-dir copies one set's files: name the set with --set")
+        publish_report(out / next(iter(result["sets"])), args.report_dir, BENCHMARK_REPORT)
+    print(benchmark_markdown(result), end="")
+    return 0
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from srseg.stages import run_report
+
+    params = _load(args)
+    summary = run_report(params, output_dir=args.output_dir, dvc_dir=args.report_dir)
+    out = Path(args.output_dir or params.report.output_dir)
+    print(f"report: {out / 'report.html'} ({out / 'report.md'})")
+    for line in filter(None, [summary.get("headline"), *summary.get("benchmark", []), summary.get("per_class")]):
+        print(f"  {line}")
     return 0
 
 
@@ -272,6 +310,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stage", choices=("psnr", "gan"), required=True)
     p.add_argument("--output-dir", type=Path, default=None, help="override train.output_dir")
     p.add_argument("--init-from", type=Path, default=None, help="GAN stage start weights (default <output>/psnr/best)")
+    p.add_argument("--seed", type=int, default=None,
+                   help="one run of the seed sweep: train.seed = SEED, outputs in <train.output_dir>/seed<SEED>")
     p.add_argument("--no-resume", action="store_true", help="delete this stage's previous outputs and start over")
     p.add_argument("--max-iterations", type=int, default=None, help="stop early after this iteration")
     p.add_argument("--report-dir", type=Path, default=None, help="also copy metrics.json and the plot CSVs here (git-tracked by DVC)")
@@ -282,6 +322,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--method", action="append", metavar="NAME=MODEL", help="replace evaluate.methods (repeatable)")
     p.add_argument("--report-dir", type=Path, default=None, help="also copy metrics.json and per_class_gain.csv here (git-tracked by DVC)")
     p.set_defaults(func=_cmd_evaluate)
+
+    p = sub.add_parser("benchmark", help="standard SR benchmarks: methods on Set5/Set14/... (params: benchmark)")
+    p.add_argument("--output-dir", type=Path, default=None)
+    p.add_argument("--set", dest="set_name", action="append", metavar="NAME", help="only this set of benchmark.sets (repeatable)")
+    p.add_argument("--method", action="append", metavar="NAME=MODEL", help="replace benchmark.methods (repeatable)")
+    p.add_argument("--report-dir", type=Path, default=None,
+                   help="with one --set: also copy its metrics.json and benchmark.md here (git-tracked by DVC)")
+    p.set_defaults(func=_cmd_benchmark)
+
+    p = sub.add_parser("report", help="the science report: benchmarks, validation, per-class gains, study, curves (params: report)")
+    p.add_argument("--output-dir", type=Path, default=None)
+    p.add_argument("--report-dir", type=Path, default=None, help="write the training curves merged over seeds here (DVC plots)")
+    p.set_defaults(func=_cmd_report)
 
     p = sub.add_parser("study", help="pairwise user study (params: study)")
     p.add_argument("--bundle", type=Path, default=None, help="default <study.output_dir>/bundle")

@@ -160,6 +160,10 @@ SELECTION_RULES = ("auto", "max_psnr_y", "min_lpips", "final_ema")
 class StageConfig(_Section):
     """Schedule of one training stage (PSNR warm start or GAN) and which weights it ships.
 
+    ``lr_schedule``: ``step`` multiplies the learning rate by ``lr_gamma`` at each of
+    ``lr_milestones``; ``cosine`` decays it from ``lr`` to ``lr * lr_final_ratio`` along a half
+    cosine over ``iterations`` (short CPU runs gain most from ending at a small step size).
+
     ``select``: ``max_psnr_y`` = the EMA weights with the best psnr_y on the selection images;
     ``min_lpips`` = the lowest LPIPS there (needs LPIPS weights); ``final_ema`` = the EMA weights
     after the last iteration; ``auto`` = ``max_psnr_y`` in the PSNR stage, and in the GAN stage
@@ -168,11 +172,19 @@ class StageConfig(_Section):
 
     iterations: int = Field(..., ge=1)
     lr: float = Field(..., gt=0.0, le=1.0)
+    lr_schedule: Literal["step", "cosine"] = "step"
     lr_milestones: tuple[int, ...] = ()
     lr_gamma: float = Field(0.5, gt=0.0, le=1.0)
+    lr_final_ratio: float = Field(0.0, ge=0.0, le=1.0, description="cosine: last learning rate / lr")
     val_every: int = Field(..., ge=1)
     checkpoint_every: int = Field(..., ge=1)
     select: Literal["auto", "max_psnr_y", "min_lpips", "final_ema"] = "auto"
+
+    @model_validator(mode="after")
+    def _schedule_is_one_kind(self) -> "StageConfig":
+        if self.lr_schedule == "cosine" and self.lr_milestones:
+            raise ValueError(f"lr_milestones {list(self.lr_milestones)} are for lr_schedule=step; cosine decays smoothly")
+        return self
 
 
 class TrainConfig(_Section):
@@ -195,7 +207,10 @@ class TrainConfig(_Section):
     amp: bool = Field(True, description="bf16 autocast on CUDA (ignored on CPU)")
     channels_last: bool = True
     compile: bool = False
-    seed: int = Field(0, ge=0)
+    seed: int = Field(0, ge=0, description="the seed of one run (`srseg train --seed K` sets it per sweep run)")
+    seeds: tuple[int, ...] = Field(
+        (0,), description="the seed sweep: each arm is trained once per seed, in <output_dir>/seed<K> (srseg.seeds)"
+    )
     deterministic: bool = False
     output_dir: str = "outputs/train"
     train_split: str = Field("train2017", min_length=1, description="manifest split used for training")
@@ -227,6 +242,15 @@ class TrainConfig(_Section):
             raise ValueError("psnr_stage.select: min_lpips is for the GAN stage; use auto, max_psnr_y or final_ema")
         return self
 
+    @field_validator("seeds")
+    @classmethod
+    def _distinct_seeds(cls, value: tuple[int, ...]) -> tuple[int, ...]:
+        if not value:
+            raise ValueError("seeds must name at least one seed")
+        if any(seed < 0 for seed in value) or len(set(value)) != len(value):
+            raise ValueError(f"seeds must be distinct integers >= 0, got {list(value)}")
+        return value
+
     @field_validator("adam_betas")
     @classmethod
     def _betas_in_range(cls, value: tuple[float, float]) -> tuple[float, float]:
@@ -241,17 +265,41 @@ class MlflowConfig(_Section):
     enabled: bool = Field(True, description="false: training writes no MLflow runs (files only)")
 
 
+# The trained models of both arms (one per seed, srseg.seeds) and the bicubic baseline.
+TRAINED_METHODS = {
+    "multitask": "outputs/train/seed{seed}/gan/selected.safetensors",
+    "sr_only": "outputs/ablation/seed{seed}/gan/selected.safetensors",
+    "bicubic": "bicubic",
+}
+
+
+SEED_PLACEHOLDER = "{seed}"  # in a method string: one model per seed of train.seeds (srseg.seeds)
+
+
+def check_method_spec(name: str, spec: str) -> str:
+    """A method string may hold ``{seed}`` and no other brace; returns it unchanged."""
+    if "{" in spec.replace(SEED_PLACEHOLDER, "") or "}" in spec.replace(SEED_PLACEHOLDER, ""):
+        raise ValueError(f"method {name!r}: {spec!r} holds braces other than the placeholder {SEED_PLACEHOLDER}")
+    return spec
+
+
+def _check_methods(methods: dict[str, str]) -> dict[str, str]:
+    if not methods:
+        raise ValueError("name at least one method")
+    for name, spec in methods.items():
+        if not name.strip() or "@" in name:
+            raise ValueError(f"method name {name!r} is empty or holds '@' (reserved for the seeds' models)")
+        check_method_spec(name, spec)
+    return methods
+
+
 class EvaluateConfig(_Section):
     """Which models to compare on the val split, and how."""
 
     split: str = Field("val2017", min_length=1)
     methods: dict[str, str] = Field(
-        default_factory=lambda: {
-            "multitask": "outputs/train/gan/selected.safetensors",
-            "sr_only": "outputs/ablation/gan/selected.safetensors",
-            "bicubic": "bicubic",
-        },
-        description="name -> generator weights path | bicubic | models:/NAME@ALIAS",
+        default_factory=lambda: dict(TRAINED_METHODS),
+        description="name -> generator weights path ({seed}: one per train.seeds) | bicubic | models:/NAME@ALIAS",
     )
     compare: tuple[str, str] = ("multitask", "sr_only")
     seg_model: str | None = "multitask"
@@ -263,6 +311,11 @@ class EvaluateConfig(_Section):
     crop_size: int = Field(96, ge=8)
     max_images: int | None = Field(None, ge=1)
     output_dir: str = "outputs/evaluate"
+
+    @field_validator("methods")
+    @classmethod
+    def _method_strings(cls, value: dict[str, str]) -> dict[str, str]:
+        return _check_methods(value)
 
     @model_validator(mode="after")
     def _known_methods(self) -> "EvaluateConfig":
@@ -287,8 +340,53 @@ class StudyConfig(_Section):
     output_dir: str = "outputs/study"
 
 
+class BenchmarkConfig(_Section):
+    """Standard SR benchmark sets and the methods scored on them (``srseg benchmark``).
+
+    A set is a folder in the usual layout: ``HR/`` and, optionally, ``LR_bicubic/X<scale>/`` with
+    the set's own LR images (``<name>x<scale>.png``); without it, LR is made with the MATLAB
+    bicubic. Relative paths are relative to the repository root.
+    """
+
+    sets: dict[str, str] = Field(
+        default_factory=lambda: {"set5": "../shared/data/set5", "set14": "../shared/data/set14"},
+        description="name -> benchmark folder (BSD100, Urban100, ... can be added)",
+    )
+    methods: dict[str, str] = Field(
+        default_factory=lambda: dict(TRAINED_METHODS),
+        description="name -> weights ({seed}: one per train.seeds) | bicubic | models:/NAME@ALIAS | export folder",
+    )
+    lpips_weights: str = Field("auto", description="auto (torch hub cache only: else not computed) | folder")
+    bootstrap: int = Field(1000, ge=0, le=100000)
+    seed: int = Field(0, ge=0)
+    output_dir: str = "outputs/benchmark"
+
+    @field_validator("sets")
+    @classmethod
+    def _named_sets(cls, value: dict[str, str]) -> dict[str, str]:
+        if not value:
+            raise ValueError("name at least one benchmark set")
+        for name, folder in value.items():
+            if not name.strip() or "/" in name or not str(folder).strip():
+                raise ValueError(f"set {name!r}: needs a name without '/' and a folder, got {folder!r}")
+        return value
+
+    @field_validator("methods")
+    @classmethod
+    def _method_strings(cls, value: dict[str, str]) -> dict[str, str]:
+        return _check_methods(value)
+
+
+class ReportConfig(_Section):
+    """The science report (``srseg report``): what it shows and where it goes."""
+
+    top_classes: int = Field(10, ge=1, le=100, description="classes shown at each end of the per-class gain table")
+    min_class_images: int = Field(3, ge=1, description="classes in fewer report images get no row (their CI would be n/a)")
+    output_dir: str = "outputs/report"
+
+
 class ExportConfig(_Section):
-    weights: str = Field("outputs/train/gan/selected.safetensors", description="generator weights to export")
+    weights: str = Field("outputs/train/seed0/gan/selected.safetensors", description="generator weights to export")
     output_dir: str = "outputs/export"
     opset: int = Field(18, ge=11, le=25)
 
@@ -320,6 +418,8 @@ class Params(_Section):
     train: TrainConfig = TrainConfig()
     evaluate: EvaluateConfig = EvaluateConfig()
     study: StudyConfig = StudyConfig()
+    benchmark: BenchmarkConfig = BenchmarkConfig()
+    report: ReportConfig = ReportConfig()
     export: ExportConfig = ExportConfig()
     registry: RegistryConfig = RegistryConfig()
     promote: PromoteConfig = PromoteConfig()
@@ -333,6 +433,21 @@ class Params(_Section):
                 "training and evaluation would silently use bicubic LR; set train.lr_source=precomputed "
                 "(reads the high-order LR of paths.lr_root) or degrade.method=bicubic"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _export_a_trained_seed(self) -> "Params":
+        """export.weights inside a seed sweep's run folder must name the first of train.seeds: the
+        model that stands for its arm (study, gallery, model card numbers)."""
+        weights = Path(self.export.weights)
+        for root in (Path(self.train.output_dir), Path(self.paths.ablation_dir)):
+            try:
+                first = weights.relative_to(root).parts[0]
+            except (ValueError, IndexError):
+                continue
+            if first.startswith("seed") and first[4:].isdigit() and int(first[4:]) != self.train.seeds[0]:
+                raise ValueError(f"export.weights {self.export.weights} is the run of seed {first[4:]}; the shipped model "
+                                 f"is the first of train.seeds {list(self.train.seeds)} (seed{self.train.seeds[0]})")
         return self
 
 

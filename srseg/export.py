@@ -104,6 +104,7 @@ class ExportReport:
     architecture: str = "multitask_srresnet"
     training: dict[str, str] = dataclasses.field(default_factory=dict)
     lineage: dict[str, str] = dataclasses.field(default_factory=dict)  # MLflow runs that trained the weights
+    science_report: str | None = None  # where the report of the comparison behind this model is
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -354,6 +355,10 @@ exactly equal to whole-image inference).
 ## Metrics
 
 {_metrics_table(report.metrics)}
+## Science report
+
+{_science_report_text(report.science_report)}
+
 ## Speed (CPU, {report.latency_threads} threads, {h}x{w} LR input, median of {report.latency_runs} runs)
 
 | network | latency |
@@ -419,6 +424,13 @@ respects EXIF orientation), or `--model models:/{report.model_name}@champion`.
 """
 
 
+def _science_report_text(link: str | None) -> str:
+    if not link:
+        return "Not linked (exported outside the pipeline).\n"
+    return ("The standard benchmarks (Set5, Set14, ...), multitask against SR-only over training seeds with CIs, "
+            f"per-class gains, the user study and the training curves behind this model: {link}\n")
+
+
 def _architecture_text(report: ExportReport) -> str:
     skip = report.sr_config.get("global_residual", "none")
     text = f"Architecture `{report.architecture}`, global residual `{skip}`: "
@@ -462,13 +474,15 @@ def export_sr_head(
     latency_size: tuple[int, int] = (128, 128),
     latency_runs: int = 5,
     lineage: Mapping[str, str] | None = None,
+    science_report: str | None = None,
 ) -> ExportReport:
     """Export the SR head of ``weights`` (a generator or a weights file) to ``output_dir``.
 
     ``data_version`` is the training data manifest checksum; ``metrics`` maps metric names to a
     value or ``{"value", "ci_low", "ci_high", "n"}`` (see :func:`normalize_metrics`); ``lineage``
     (the training run ids, see :func:`srseg.lineage.training_runs`) is recorded in ``export.json``
-    for the registry's lineage tags. Raises
+    for the registry's lineage tags; ``science_report`` says where the report of the comparison is
+    (the card links it). Raises
     :class:`ExportError` if the SR head or any exported format disagrees with PyTorch.
     """
     if len(example_size) != 2 or min(example_size) < 1:
@@ -483,7 +497,7 @@ def export_sr_head(
     try:
         report = _export_into(
             model, source, staging, opset, example_size, data_version, norm_metrics, model_name,
-            latency_size, latency_runs, training,
+            latency_size, latency_runs, training, science_report,
         )
         for name in report.files.values():
             os.replace(staging / name, output_dir / name)
@@ -508,6 +522,7 @@ def _export_into(
     latency_size: tuple[int, int],
     latency_runs: int,
     training: dict[str, str],
+    science_report: str | None = None,
 ) -> ExportReport:
     """All checks and files of :func:`export_sr_head`, written into ``output_dir`` (the staging folder)."""
     sr_net = build_sr_only(model).eval()
@@ -591,6 +606,7 @@ def _export_into(
         model_name=model_name,
         architecture=architecture_of(sr_net),
         training=training,
+        science_report=science_report,
     )
     write_text_atomic(output_dir / CARD_FILE, render_model_card(report))
     report.sha256 = {role: sha256_file(output_dir / name) for role, name in files.items()}

@@ -101,16 +101,19 @@ def run_cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, s
 
 
 @pytest.fixture(scope="module")
-def workspace(tmp_path_factory: pytest.TempPathFactory, cocostuff_sample: Path) -> Path:
-    """A repository-root layout: params.yaml (+ FAST), profiles/, the sample mirror, the data
-    stages run through the CLI, and tiny generator weights where evaluate.methods expects them:
-    both beat bicubic on every report image (fitted to them, tests/fitting.py), so the gate can pass."""
+def workspace(tmp_path_factory: pytest.TempPathFactory, cocostuff_sample: Path, set5: Path) -> Path:
+    """A repository-root layout: params.yaml (+ FAST, Set5 as the only benchmark set), profiles/,
+    the sample mirror, the data stages run through the CLI, and tiny generator weights where
+    evaluate.methods expects them (one per seed of train.seeds): both beat bicubic on every report
+    image (fitted to them, tests/fitting.py), so the gate can pass."""
     from srseg.config import load_params
     from srseg.models.io import save_generator
+    from srseg.seeds import for_seed
 
     ws = tmp_path_factory.mktemp("cli_ws")
     shutil.copytree(REPO / "profiles", ws / "profiles")
     params = _deep_update(yaml.safe_load((REPO / "params.yaml").read_text()), FAST)
+    params["benchmark"]["sets"] = {"set5": str(set5)}
     (ws / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(ws)
@@ -120,9 +123,10 @@ def workspace(tmp_path_factory: pytest.TempPathFactory, cocostuff_sample: Path) 
         assert main(["download"]) == 0
         assert main(["degrade"]) == 0
         classes = get_class_map(loaded.train.class_map).num_classes
-        for seed, name in enumerate(("multitask", "sr_only")):
-            net = fit_on_report_images(ws / "params.yaml", steps=100, num_classes=classes, seed=seed, crops=None, lr=3e-3)
-            save_generator(net, ws / loaded.evaluate.methods[name])
+        for index, name in enumerate(("multitask", "sr_only")):
+            net = fit_on_report_images(ws / "params.yaml", steps=100, num_classes=classes, seed=index, crops=None, lr=3e-3)
+            for seed in loaded.train.seeds:
+                save_generator(net, ws / for_seed(loaded.evaluate.methods[name], seed))
     return ws
 
 
@@ -161,13 +165,26 @@ def test_evaluate_study_export_register_promote_rollback_upscale(in_workspace: P
     from mlflow import MlflowClient
 
     from srseg.config import load_params
+    from srseg.seeds import expand_methods, for_seed
 
     params = load_params(in_workspace / "params.yaml")
     code, out, _ = run_cli(["evaluate"], capsys)
     assert code == 0
     metrics = json.loads((Path(params.evaluate.output_dir) / "metrics.json").read_text())
-    assert set(params.evaluate.methods) <= set(metrics)
-    assert all(f"{name:<12} psnr_y" in out for name in params.evaluate.methods)
+    models = expand_methods(params.evaluate.methods, params.train.seeds).specs  # multitask@seed0, ..., bicubic
+    assert set(models) <= set(metrics) and set(params.evaluate.methods) == set(metrics["seeds"]["methods"])
+    assert all(f"{name:<12} psnr_y" in out for name in models)
+
+    # the benchmark (Set5 here) and the science report, which the evaluation's MLflow run then holds
+    code, out, _ = run_cli(["benchmark", "--set", "set5", "--report-dir", "reports/benchmark/set5"], capsys)
+    assert code == 0 and "| bicubic | 1 | 28.42 | 0.8102 |" in out
+    assert json.loads(Path("reports/benchmark/set5/metrics.json").read_text())["images"] == 5
+    code, out, _ = run_cli(["report", "--report-dir", "reports/report"], capsys)
+    report_dir = Path(params.report.output_dir)
+    assert code == 0 and str(report_dir / "report.html") in out
+    page = (report_dir / "report.html").read_text()
+    assert "Standard benchmarks" in page and "28.42" in page and "multitask minus sr_only" in page
+    assert (report_dir / "report.md").read_text().count("|") > 20 and Path("reports/report/psnr_stage_val.csv").is_file()
 
     # the user study, build to analysis
     code, out, _ = run_cli(["study", "build"], capsys)
@@ -201,6 +218,10 @@ def test_evaluate_study_export_register_promote_rollback_upscale(in_workspace: P
     for name in ("sr_head.safetensors", "sr_head.onnx", "sr_head.torchscript.pt", "MODEL_CARD.md"):
         assert (export_dir / name).is_file(), name
     client = MlflowClient(params.mlflow.tracking_uri)
+    evaluation_run = json.loads((Path(params.evaluate.output_dir) / "mlflow_run.json").read_text())["run_id"]
+    assert {a.path for a in client.list_artifacts(evaluation_run, "report")} >= {"report/report.html", "report/report.md"}
+    card = (export_dir / "MODEL_CARD.md").read_text()
+    assert f"{report_dir / 'report.html'}" in card and evaluation_run in card  # the card links to the report
     name = params.registry.model_name
 
     def alias(which: str) -> str | None:
@@ -217,7 +238,7 @@ def test_evaluate_study_export_register_promote_rollback_upscale(in_workspace: P
     assert run_cli(["register", "--record", "rec1b.json"], capsys)[0] == 0  # the same SR head again: no new version
     assert json.loads(Path("rec1b.json").read_text())["version"] == first["version"]
     # the other (better) model as the next challenger: export it, register, promote, roll back
-    assert run_cli(["--set", f"export.weights={params.evaluate.methods['sr_only']}", "export"], capsys)[0] == 0
+    assert run_cli(["--set", f"export.weights={for_seed(params.evaluate.methods['sr_only'], params.train.seeds[0])}", "export"], capsys)[0] == 0
     assert run_cli(["register", "--record", "rec2.json"], capsys)[0] == 0
     second = json.loads(Path("rec2.json").read_text())
     assert second["version"] != first["version"]
@@ -293,6 +314,8 @@ USER_ERRORS = {  # subcommand: argv that a user could type by mistake, in an emp
     "metrics": ["metrics", "--pred", "no-such-dir", "--ref", "no-ref", "--scale", "4"],
     "train": ["train", "--stage", "psnr"],
     "evaluate": ["evaluate"],
+    "benchmark": ["benchmark"],  # ../shared/data/set5 is not beside an empty repository root
+    "report": ["report"],
     "study build": ["study", "build"],
     "study invite": ["study", "invite", "--count", "2"],
     "study serve": ["study", "serve", "--port", "0"],

@@ -26,7 +26,8 @@ DISPATCH_ONLY = {Path("srseg/cli.py"), Path("srseg/__main__.py")}
 
 @lru_cache(maxsize=1)
 def dvc_stages() -> dict[str, Any]:
-    """Stages of ``dvc.yaml`` as DVC resolves them (``${...}`` filled in from params.yaml)."""
+    """Stages of ``dvc.yaml`` as DVC resolves them (``${...}`` filled in from params.yaml; a
+    ``foreach`` stage once per item, named ``<stage>@<item>``)."""
     from dvc.repo import Repo
 
     with Repo(str(REPO)) as repo:
@@ -142,10 +143,29 @@ NOT_READ: dict[str, dict[str, str]] = {
     "export": {"export.weights": "a dependency path", "export.output_dir": "the outs path"},
 }
 NOT_READ["train_gan"]["train.loss.seg_warmup"] = "PSNR stage only"
+for _name in ("train_psnr", "train_gan"):
+    NOT_READ[_name]["train.seeds"] = "decides which runs exist (one foreach stage per seed); --seed sets train.seed"
 NOT_READ["ablation_psnr"] = {**NOT_READ["train_psnr"], "train.loss.seg_warmup": "no effect with the lambda_seg = 0 its cmd sets"}
 NOT_READ["ablation_gan"] = NOT_READ["train_gan"]
+NOT_READ["benchmark"] = {"benchmark.output_dir": "the outs path"}  # + the other sets' entries (stage_not_read)
+NOT_READ["report"] = {}
 SECTIONS = {"download": "download", "degrade": "degrade", "evaluate": "evaluate", "study_build": "study", "export": "export",
+            "benchmark": "benchmark", "report": "report",
             **{name: "train" for name in ("train_psnr", "train_gan", "ablation_psnr", "ablation_gan")}}
+
+
+def base(name: str) -> str:
+    """The dvc.yaml stage behind a resolved stage: ``train_psnr@0`` -> ``train_psnr``."""
+    return name.split("@", 1)[0]
+
+
+def stage_not_read(name: str) -> dict[str, str]:
+    """NOT_READ of a resolved stage; a benchmark stage reads only its own set's entry."""
+    found = dict(NOT_READ[base(name)])
+    if base(name) == "benchmark":
+        sets = yaml.safe_load((REPO / "params.yaml").read_text())["benchmark"]["sets"]
+        found.update({f"benchmark.sets.{other}": "another set's stage" for other in sets if other != name.split("@", 1)[1]})
+    return found
 
 
 def leaf_keys(tree: dict[str, Any], prefix: str = "") -> set[str]:
@@ -161,12 +181,14 @@ def under(key: str, prefixes: set[str] | dict[str, str]) -> bool:
 
 
 def overridden(cmd: str) -> set[str]:
+    """Keys a stage's command sets itself: ``--set KEY=...``, and ``train.seed`` by ``train --seed``."""
     argv = shlex.split(cmd)
-    return {argv[i + 1].split("=", 1)[0] for i, arg in enumerate(argv[:-1]) if arg == "--set"}
+    keys = {argv[i + 1].split("=", 1)[0] for i, arg in enumerate(argv[:-1]) if arg == "--set"}
+    return keys | ({"train.seed"} if "--seed" in argv else set())
 
 
 def test_every_stage_is_listed_in_the_params_table() -> None:
-    assert set(dvc_stages()) == set(NOT_READ) == set(SECTIONS)
+    assert {base(name) for name in dvc_stages()} == set(NOT_READ) == set(SECTIONS)
 
 
 def test_params_are_exactly_what_each_stage_reads() -> None:
@@ -176,13 +198,14 @@ def test_params_are_exactly_what_each_stage_reads() -> None:
     problems = []
     for name, stage in dvc_stages().items():
         declared = stage["params"]
+        not_read = stage_not_read(name)
         problems += [f"{name}: declares {k!r}, not in params.yaml" for k in sorted(declared) if not under_any(k, keys)]
-        problems += [f"{name}: declares {k!r} and names it as not read" for k in sorted(declared) if under(k, NOT_READ[name])]
-        section = [k for k in keys if k.startswith(SECTIONS[name] + ".")]
+        problems += [f"{name}: declares {k!r} and names it as not read" for k in sorted(declared) if under(k, not_read)]
+        section = [k for k in keys if k.startswith(SECTIONS[base(name)] + ".")]
         problems += [
             f"{name}: {k!r} is neither declared nor named as not read (tests/test_dvc_yaml.py NOT_READ)"
             for k in sorted(section)
-            if not under(k, declared) and not under(k, NOT_READ[name]) and not under(k, overridden(stage["cmd"]))
+            if not under(k, declared) and not under(k, not_read) and not under(k, overridden(stage["cmd"]))
         ]
     assert not problems, "\n".join(problems)
 
@@ -196,7 +219,7 @@ def test_tracking_and_overridden_keys_do_not_invalidate_results() -> None:
         assert not under("mlflow", stage["params"]) and not any(k.startswith("mlflow.") for k in stage["params"]), name
         for key in overridden(stage["cmd"]):
             assert not any(under(d, {key}) or under(key, {d}) for d in stage["params"]), f"{name}: {key} is set by its cmd"
-    assert overridden(dvc_stages()["ablation_psnr"]["cmd"]) == {"train.loss.lambda_seg", "train.output_dir"}
+    assert overridden(dvc_stages()["ablation_psnr@0"]["cmd"]) == {"train.loss.lambda_seg", "train.output_dir", "train.seed"}
 
 
 def test_no_stage_writes_to_the_model_registry(graph: ImportGraph) -> None:
@@ -223,6 +246,7 @@ def test_weights_named_in_params_are_dependencies() -> None:
         "evaluate": list(params.evaluate.methods.values()),
         "study_build": [params.evaluate.methods[m] for m in params.study.methods],
         "export": [params.export.weights],
+        **{f"benchmark@{name}": list(params.benchmark.methods.values()) for name in params.benchmark.sets},
     }
     for stage, specs in readers.items():
         wanted = [path for spec in specs for path in files(spec)]

@@ -11,7 +11,11 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["evaluate"]
+__all__ = ["RUN_RECORD", "evaluate"]
+
+# In an evaluation's output folder: the MLflow run it logged to, for stages that add to that run
+# (the report) or link to it (the model card).
+RUN_RECORD = "mlflow_run.json"
 
 
 def __getattr__(name: str) -> Any:

@@ -18,7 +18,9 @@ border as the whole-image metrics) we keep sums, so classes pool over images by 
 CIs of a class gain are BCa bootstrap intervals over the images that contain the class (the
 pooled values are recomputed per resample), so a class seen in three images gets an honest, wide
 interval; a class seen in fewer than three images gets none ("n/a"), see
-:mod:`srseg.evaluate.stats`.
+:mod:`srseg.evaluate.stats`. Over several training seeds (:meth:`PerClassAccumulator.seed_gains`)
+the class gain is the mean over seeds of each seed's pooled gain, and its interval resamples the
+seeds, then the images that contain the class (two-way bootstrap).
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from typing import Sequence
 
 import numpy as np
 
-from srseg.evaluate.stats import bca_statistic
+from srseg.evaluate.stats import IMAGES_ONLY, SEEDS_AND_IMAGES, bca_statistic, two_way_bootstrap
 from srseg.metrics import SSIM_MARGIN, SSIM_WINDOW, rgb_to_y, ssim_map
 
 IGNORE_INDEX = 255
@@ -163,6 +165,10 @@ class PerClassAccumulator:
     def classes(self) -> list[int]:
         return sorted(self._records)
 
+    def records(self, class_id: int) -> _ClassRecords:
+        """The per-image sums of one class (for statistics across models, e.g. over seeds)."""
+        return self._records[class_id]
+
     def pixel_counts(self) -> dict[int, int]:
         return {c: int(sum(r.count)) for c, r in self._records.items()}
 
@@ -236,3 +242,59 @@ class PerClassAccumulator:
                 row["psnr_y_gain_ci_lo"], row["psnr_y_gain_ci_hi"] = lo, hi
             rows.append(row)
         return rows
+
+
+def _seed_gain(sse_a: np.ndarray, sse_b: np.ndarray, count: np.ndarray, seeds_idx: np.ndarray, images_idx: np.ndarray) -> np.ndarray:
+    """Mean over the resampled seeds of the pooled PSNR gain over the resampled images: (k,) values.
+
+    ``sse_a``/``sse_b``: (seeds, images) squared-error sums; ``count``: (images,) class pixels.
+    """
+    n = count[images_idx].sum(axis=1)[:, None]  # (k, 1)
+    picked_a = sse_a[seeds_idx[:, :, None], images_idx[:, None, :]].sum(axis=2)  # (k, seeds drawn)
+    picked_b = sse_b[seeds_idx[:, :, None], images_idx[:, None, :]].sum(axis=2)
+    with np.errstate(invalid="ignore"):
+        return (pooled_psnr(picked_a, n) - pooled_psnr(picked_b, n)).mean(axis=1)
+
+
+def seed_gain_rows(
+    acc: "PerClassAccumulator",
+    a: Sequence[str],
+    b: Sequence[str],
+    n_boot: int = 1000,
+    seed: int = 0,
+    confidence: float = 0.95,
+) -> list[dict[str, object]]:
+    """Per class: PSNR_Y gain of method ``a`` over ``b``, each given as its models in seed order.
+
+    Seeds pair by position (the same seed trains both arms); an arm with one model is compared
+    with every seed of the other. Keys: ``class_id``, ``class``, ``pixels``, ``images``,
+    ``seeds``, ``psnr_y_gain`` (mean over seeds), ``psnr_y_gain_ci_lo/hi``, ``ci_covers`` and
+    ``psnr_y_gain_per_seed`` (space-separated). One seed: BCa over images, as :meth:`table`.
+    """
+    n_seeds = max(len(a), len(b))
+    if min(len(a), len(b)) not in (1, n_seeds):
+        raise ValueError(f"per-class seeds: {list(a)} and {list(b)} pair neither seed by seed nor one against all")
+    a_models = list(a) * (n_seeds if len(a) == 1 else 1)
+    b_models = list(b) * (n_seeds if len(b) == 1 else 1)
+    rows: list[dict[str, object]] = []
+    for c in acc.classes():
+        rec = acc.records(c)
+        count = np.asarray(rec.count)
+        sse_a = np.asarray([rec.sse[m] for m in a_models])
+        sse_b = np.asarray([rec.sse[m] for m in b_models])
+        everything = np.arange(len(rec.images))[None, :]
+        per_seed = [float(_seed_gain(sse_a[s : s + 1], sse_b[s : s + 1], count, np.zeros((1, 1), dtype=int), everything)[0])
+                    for s in range(n_seeds)]
+        if n_seeds == 1:
+            lo, hi = bca_statistic(len(rec.images), lambda idx: _seed_gain(sse_a, sse_b, count, np.zeros((len(idx), 1), dtype=int), idx),
+                                   n_boot, seed, confidence)
+        else:
+            lo, hi = two_way_bootstrap(n_seeds, len(rec.images),
+                                       lambda s_idx, i_idx: _seed_gain(sse_a, sse_b, count, s_idx, i_idx), n_boot, seed, confidence)
+        rows.append({
+            "class_id": c, "class": acc.class_names[c], "pixels": int(count.sum()), "images": len(rec.images),
+            "seeds": n_seeds, "psnr_y_gain": float(np.mean(per_seed)), "psnr_y_gain_ci_lo": lo, "psnr_y_gain_ci_hi": hi,
+            "ci_covers": IMAGES_ONLY if n_seeds == 1 else SEEDS_AND_IMAGES,
+            "psnr_y_gain_per_seed": " ".join(f"{g:.4f}" for g in per_seed),
+        })
+    return rows

@@ -19,6 +19,7 @@ Outputs in ``output_dir`` (see :func:`evaluate` for metrics.json's schema)::
 
     metrics.json  per_image.csv  per_class.csv  per_class.md  summary.md  gallery.html  gallery/*.png
     plots/per_class_gain.csv  plots/per_class_gain.png  plots/train_<dir>_<csv>.png
+    mlflow_run.json  the MLflow run it logged to (when it logged one)
 """
 
 from __future__ import annotations
@@ -36,10 +37,10 @@ import torch
 
 from srseg.degrade.bicubic import bicubic_downscale, modcrop
 from srseg.errors import SrsegError
-from srseg.evaluate import report
+from srseg.evaluate import RUN_RECORD, report
 from srseg.evaluate.methods import Method, load_method, resolve_device, to_tensor, to_uint8
-from srseg.evaluate.perclass import PerClassAccumulator, crop, image_class_stats, pooled_psnr
-from srseg.evaluate.stats import paired_difference, summarize
+from srseg.evaluate.perclass import PerClassAccumulator, crop, image_class_stats, pooled_psnr, seed_gain_rows
+from srseg.evaluate.stats import paired_difference, seed_summary, summarize
 from srseg.fileio import write_json_atomic, write_text_atomic
 from srseg.imageio import IMAGE_EXTENSIONS, list_images, load_rgb, save_png_atomic
 from srseg.metrics import image_metrics, rgb_to_y
@@ -51,7 +52,7 @@ BASE_METRICS: tuple[str, ...] = ("psnr_y", "ssim_y", "psnr_rgb")
 HIGHER_IS_BETTER: dict[str, bool] = {"psnr_y": True, "ssim_y": True, "psnr_rgb": True, "lpips": False, "niqe": False}
 LPIPS_UNAVAILABLE = "unavailable: no weights"
 NIQE_UNAVAILABLE = "unavailable: no parameter file"
-RESERVED_NAMES = frozenset({"diff", "meta", "per_class", "seg"})
+RESERVED_NAMES = frozenset({"diff", "meta", "per_class", "seg", "seeds"})
 _METRIC_KEY = re.compile(r"[^A-Za-z0-9_\-. /]")
 
 
@@ -406,10 +407,28 @@ def _summary_markdown(
                                   "improved": d.get(f"{k}_improved"), "worst": d.get(f"{k}_worst")})
         lines.append(report.markdown_table(drows, ["pair", "metric", "mean", "ci", "improved", "worst"],
                                            ["pair", "metric", "mean diff", "95% CI", "fraction of images improved", "worst image"]))
+    seeds = result.get("seeds")
+    if seeds:
+        lines += ["## Over training seeds", "",
+                  "Each method's models over the seeds of `train.seeds`; differences pair the seeds (the same seed trains "
+                  "both arms). Mean over seeds of the per-seed means over images; the CI resamples seeds, then images "
+                  "(two-way bootstrap), or covers images only when there is one seed (column *CI covers*).", ""]
+        srows = []
+        for kind, table in (("method", seeds["methods"]), ("difference", seeds["diff"])):
+            for name, entry in table.items():
+                for k in metric_names:
+                    if isinstance(entry.get(k), (int, float)):
+                        srows.append({"what": f"{kind} {name}", "metric": k, "mean": entry[k], "ci": _ci_text(entry.get(f"{k}_ci")),
+                                      "per_seed": " ".join(report.format_value(v) for v in entry.get(f"{k}_per_seed", [])),
+                                      "seeds": entry.get("seeds"), "images": entry.get("images"), "covers": entry.get("ci_covers")})
+        lines.append(report.markdown_table(srows, ["what", "metric", "mean", "ci", "per_seed", "seeds", "images", "covers"],
+                                           ["", "metric", "mean", "95% CI", "per seed", "seeds", "images", "CI covers"]))
     if class_rows and compare is not None:
         ranked = sorted((r for r in class_rows if math.isfinite(r.get("psnr_y_gain", math.nan))), key=lambda r: r["psnr_y_gain"], reverse=True)
-        cols = ["class", "pixels", "images", "psnr_y_gain", "psnr_y_gain_ci_lo", "psnr_y_gain_ci_hi", "ssim_y_gain"]
-        a, b = (report.md_escape(m) for m in compare)
+        cols = ["class", "pixels", "images", "psnr_y_gain", "psnr_y_gain_ci_lo", "psnr_y_gain_ci_hi"]
+        cols += ["seeds", "ci_covers"] if seeds else ["ssim_y_gain"]
+        pair = result["per_class"].get("pair") or compare
+        a, b = (report.md_escape(m) for m in pair)
         lines += [f"## Per-class PSNR_Y gain of {a} over {b}: top 10", "", report.markdown_table(ranked[:10], cols)]
         lines += ["## Bottom 10", "", report.markdown_table(ranked[::-1][:10], cols)]
     lines += ["## Files", ""] + [f"- [{name}]({name})" for name in files]
@@ -577,6 +596,64 @@ def _summaries(
     return result
 
 
+def _check_seed_groups(groups: Mapping[str, Sequence[str]], methods: Mapping[str, str]) -> dict[str, list[str]]:
+    """``{method: [model names in seed order]}`` covering every evaluated model exactly once."""
+    listed = [m for models in groups.values() for m in models]
+    if sorted(listed) != sorted(methods) or any(not models for models in groups.values()):
+        raise EvaluateError(f"seed_groups {dict(groups)} must list every method of {sorted(methods)} exactly once")
+    return {str(k): list(v) for k, v in groups.items()}
+
+
+def _group_of(model: str, groups: Mapping[str, Sequence[str]]) -> str:
+    return next(name for name, models in groups.items() if model in models)
+
+
+def _seed_pairs(groups: Mapping[str, Sequence[str]], compare: tuple[str, str] | None) -> list[tuple[str, str]]:
+    """Method pairs reported over seeds: the comparison (as methods) and every method - bicubic."""
+    pairs = [(_group_of(compare[0], groups), _group_of(compare[1], groups))] if compare is not None else []
+    if "bicubic" in groups:
+        pairs += [(m, "bicubic") for m in groups if m != "bicubic" and (m, "bicubic") not in pairs]
+    return pairs
+
+
+def _paired_models(a: Sequence[str], b: Sequence[str]) -> list[tuple[str, str]]:
+    """Models of two methods paired seed by seed; a one-model method pairs with every seed."""
+    n = max(len(a), len(b))
+    if min(len(a), len(b)) not in (1, n):
+        raise EvaluateError(f"methods with {len(a)} and {len(b)} seeds cannot be paired: {list(a)} vs {list(b)}")
+    return list(zip(list(a) * (n if len(a) == 1 else 1), list(b) * (n if len(b) == 1 else 1)))
+
+
+def _seed_entry(
+    rows: dict[str, list[list[float]]], models: list[str], bootstrap: int, seed: int, confidence: float
+) -> dict[str, Any]:
+    """``rows``: metric -> one list of per-image values per seed."""
+    found: dict[str, Any] = {"models": models}
+    for metric, values in rows.items():
+        summary = seed_summary(values, bootstrap, seed, confidence)
+        found[metric], found[f"{metric}_ci"], found[f"{metric}_per_seed"] = summary.mean, list(summary.ci), list(summary.per_seed)
+        found.update(seeds=summary.n_seeds, images=summary.n_images, ci_covers=summary.covers)
+    return found
+
+
+def _seed_summaries(
+    scores: "_Scores", measured: list[str], groups: Mapping[str, Sequence[str]], compare: tuple[str, str] | None,
+    bootstrap: int, seed: int, confidence: float,
+) -> dict[str, Any]:
+    """metrics.json's ``seeds`` section: per method and per method pair, the mean over seeds of the
+    per-seed means, with the CI over seeds and images (:func:`srseg.evaluate.stats.seed_summary`)."""
+    values = scores.values
+    out: dict[str, Any] = {"methods": {}, "diff": {}}
+    for name, models in groups.items():
+        rows = {k: [values[m][k] for m in models] for k in measured}
+        out["methods"][name] = _seed_entry(rows, list(models), bootstrap, seed, confidence)
+    for a, b in _seed_pairs(groups, compare):
+        pairs = _paired_models(groups[a], groups[b])
+        rows = {k: [list(np.asarray(values[x][k]) - np.asarray(values[y][k])) for x, y in pairs] for k in measured}
+        out["diff"][f"{a}-{b}"] = _seed_entry(rows, [f"{x}-{y}" for x, y in pairs], bootstrap, seed, confidence)
+    return out
+
+
 def _write_class_outputs(
     output_dir: Path,
     acc: PerClassAccumulator,
@@ -587,8 +664,13 @@ def _write_class_outputs(
     bootstrap: int,
     seed: int,
     confidence: float,
+    groups: Mapping[str, Sequence[str]] | None = None,
 ) -> tuple[list[dict[str, Any]], list[str]]:
-    """per_class.csv/.md and, with a comparison, plots/per_class_gain.csv/.png; (rows, files written)."""
+    """per_class.csv/.md and, with a comparison, plots/per_class_gain.csv/.png; (rows, files written).
+
+    With ``groups`` (models per method over seeds) the gains compare the two methods over all
+    their seeds (:func:`srseg.evaluate.perclass.seed_gain_rows`); otherwise the two models.
+    """
     rows = acc.table(compare, bootstrap, seed, confidence)
     present = set(rows[0]) if rows else set()
     metric_cols = [f"{m}.{k}" for m in names for k in ("psnr_y", "ssim_y", "lpips") if f"{m}.{k}" in present]
@@ -602,11 +684,19 @@ def _write_class_outputs(
     write_text_atomic(output_dir / "per_class.md", title + report.markdown_table(ranked, columns))
     files = ["per_class.csv", "per_class.md"]
     if compare is not None:
-        report.write_csv(output_dir / "plots" / "per_class_gain.csv", rows, ["class", "pixels", *gain_cols])
+        gain_rows: list[dict[str, Any]] = rows
+        pair = compare
+        if groups is not None:
+            pair = (_group_of(compare[0], groups), _group_of(compare[1], groups))
+            gain_rows = seed_gain_rows(acc, groups[pair[0]], groups[pair[1]], bootstrap, seed, confidence)
+            gain_cols = ["seeds", "psnr_y_gain", "psnr_y_gain_ci_lo", "psnr_y_gain_ci_hi", "ci_covers", "psnr_y_gain_per_seed"]
+        report.write_csv(output_dir / "plots" / "per_class_gain.csv", gain_rows, ["class", "pixels", "images", *gain_cols])
         files.append("plots/per_class_gain.csv")
-        title = f"PSNR_Y gain per class: {compare[0]} - {compare[1]} (dB)"
-        if report.plot_class_gains(output_dir / "plots" / "per_class_gain.png", rows, "psnr_y_gain", title, min_pixels=min_pixels):
+        title = f"PSNR_Y gain per class: {pair[0]} - {pair[1]} (dB)"
+        if report.plot_class_gains(output_dir / "plots" / "per_class_gain.png", gain_rows, "psnr_y_gain", title, min_pixels=min_pixels):
             files.append("plots/per_class_gain.png")
+        if groups is not None:
+            return gain_rows, files
     return rows, files
 
 
@@ -638,6 +728,7 @@ def evaluate(
     mlflow_tags: Mapping[str, str] | None = None,
     exclude_ids: Collection[int] = (),
     log_to_mlflow: bool = True,
+    seed_groups: Mapping[str, Sequence[str]] | None = None,
 ) -> dict[str, Any]:
     """Evaluate ``methods`` ({name: model string}, see :mod:`srseg.evaluate.methods`) and write reports.
 
@@ -654,6 +745,9 @@ def evaluate(
                               "<metric>_improved": fraction of images where a is better,
                               "<metric>_worst": the worst image's a - b, "images": int}},
          "per_class": {"compare": "<a>-<b>" | null, "classes": int, "psnr_y_gain_positive": fraction},
+         "seeds": {"methods": {"<method>": {"models": [...], "<metric>": mean over seeds, "<metric>_ci": [lo, hi],
+                                            "<metric>_per_seed": [...], "seeds", "images", "ci_covers"}},
+                   "diff": {"<a>-<b>": the same for the seed-paired differences}}  (only with seed_groups),
          "meta": {"images", "input", "split", "scale", "crop_border", "class_map", "methods",
                   "seg_model", "lpips", "lpips_net", "lpips_random_weights", "niqe", "bootstrap",
                   "seed", "confidence", "compare"}}
@@ -674,6 +768,7 @@ def evaluate(
     if mlflow_run_id is not None and mlflow_uri is None:
         raise EvaluateError(f"mlflow_run_id {mlflow_run_id!r} given without mlflow_uri")
     compare = _resolve_compare(compare, methods)
+    groups = _check_seed_groups(seed_groups, methods) if seed_groups is not None else None
     output_dir, hr_root = Path(output_dir), Path(hr_root)
     lr_root = Path(lr_root) if lr_root is not None else None
     dev = resolve_device(device)
@@ -705,6 +800,8 @@ def evaluate(
 
     scores = _score_images(source, loaded, seg_model, lpips_model, niqe_model, measured, border, dev)
     result = _summaries(scores, measured, compare, bootstrap, seed, confidence)
+    if groups is not None:
+        result["seeds"] = _seed_summaries(scores, measured, groups, compare, bootstrap, seed, confidence)
     for name in names:
         if lpips_model is None:
             result[name]["lpips"] = LPIPS_UNAVAILABLE
@@ -721,12 +818,15 @@ def evaluate(
     class_rows: list[dict[str, Any]] = []
     if scores.classes is not None:
         class_rows, written = _write_class_outputs(
-            output_dir, scores.classes, names, compare, class_map, _min_class_pixels(crop_size), bootstrap, seed, confidence
+            output_dir, scores.classes, names, compare, class_map, _min_class_pixels(crop_size), bootstrap, seed, confidence,
+            groups,
         )
         files += written
     positive = [r["psnr_y_gain"] > 0 for r in class_rows if math.isfinite(r.get("psnr_y_gain", math.nan))]
+    class_pair = compare if compare is None or groups is None else (_group_of(compare[0], groups), _group_of(compare[1], groups))
     result["per_class"] = {
-        "compare": f"{compare[0]}-{compare[1]}" if compare is not None and scores.classes is not None else None,
+        "compare": f"{class_pair[0]}-{class_pair[1]}" if class_pair is not None and scores.classes is not None else None,
+        "pair": list(class_pair) if class_pair is not None and scores.classes is not None else None,
         "classes": len(class_rows),
         "psnr_y_gain_positive": float(np.mean(positive)) if positive else None,
     }
@@ -775,6 +875,9 @@ def evaluate(
     write_text_atomic(output_dir / "summary.md", summary)
     write_json_atomic(output_dir / "metrics.json", result)
     logger.info("evaluation of %d images written to %s in %.1f s", len(scores.ids), output_dir, time.perf_counter() - started)
+    (output_dir / RUN_RECORD).unlink(missing_ok=True)  # never point at an earlier evaluation's run
     if mlflow_uri is not None and log_to_mlflow:
         result["meta"]["mlflow_run_id"] = _mlflow_log(mlflow_uri, mlflow_run_id, mlflow_experiment, result, output_dir, mlflow_tags)
+        # the run this evaluation logged to, for later stages that add to it (srseg report)
+        write_json_atomic(output_dir / RUN_RECORD, {"run_id": result["meta"]["mlflow_run_id"]})
     return result

@@ -9,12 +9,14 @@ Layout under ``work_dir`` (the mounted dataset PVC on a cluster, a local folder 
 
     data/cocostuff/                   paths.data_root (download output)
     data/lr/                          paths.lr_root (degrade output)
-    runs/<key>/<branch>/              train.output_dir of one branch (multitask | sr_only)
+    runs/<key>/<branch>/              train.output_dir of one branch (multitask | sr_only) and seed
         params.yaml                   the exact parameters torchrun's ranks read
         psnr/ gan/                    stage outputs (checkpoints, selected/final weights, metrics.json)
 
-``<key>`` hashes the branch's training parameters and the dataset manifest, so a retried or re-run
-step with the same inputs resumes the same checkpoints and a changed input starts afresh.
+``<key>`` hashes the branch's training parameters (its seed included) and the dataset manifest, so
+a retried or re-run step with the same inputs resumes the same checkpoints and a changed input
+starts afresh. The seed sweep (``train.seeds``) fans out over such runs; the evaluation-side steps
+get every seed's model and lay them out per seed again (:func:`link_seed_models`).
 
 Caching: KFP keys a cached step on its inputs. The data and training steps therefore get a
 *step request* (:func:`step_request`): the code version plus only the params sections they use, so
@@ -37,12 +39,13 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import yaml
 
 from srseg.config import Params, deep_merge, load_profile_overrides, parse_params
 from srseg.fileio import read_json, write_text_atomic
+from srseg.seeds import seed_run_dir
 from srseg.train.tracking import PARENT_FILE
 from srseg.pipeline.trainjob import (
     GPU_RESOURCE,
@@ -199,13 +202,37 @@ def request_params(request: str, step: str) -> Params:
     return parse_params(body["params"], f"{step} request")
 
 
-def model_overrides(params: Params, models: Mapping[str, str | Path]) -> dict[str, Any]:
-    """Point ``evaluate.methods`` and ``export.weights`` at the trained-model artifacts.
+def link_seed_models(models: Mapping[str, Sequence[tuple[int, str | Path]]], root: str | Path, seeds: Sequence[int]) -> dict[str, Path]:
+    """Lay the trained-model artifacts out like a seed sweep: ``root/<branch>/seed<K>`` links to the
+    model folder of seed K (:mod:`srseg.seeds`); returns ``{branch: root/<branch>}``.
 
-    The params name weights where training writes them: ``<train.output_dir>/gan/<file>`` for
-    the multitask branch, ``<paths.ablation_dir>/gan/<file>`` for sr_only. In the pipeline those
-    GAN-stage files arrive as Model artifacts (``models``: branch -> folder), so such paths are
-    rewritten into the artifact folders; other methods (bicubic, models:/...) stay as they are.
+    ``models``: branch -> [(seed, model folder)], from the models' ``seed`` metadata. Every seed of
+    ``seeds`` (``train.seeds``) must be there exactly once per branch.
+    """
+    out: dict[str, Path] = {}
+    for branch, items in models.items():
+        found = {int(seed): Path(folder) for seed, folder in items}
+        if len(found) != len(items) or sorted(found) != sorted(seeds):
+            raise ValueError(f"{branch}: models for seeds {sorted(int(s) for s, _ in items)}, train.seeds is {list(seeds)}")
+        folder = Path(root) / branch
+        folder.mkdir(parents=True, exist_ok=True)
+        for seed, model in found.items():
+            link = seed_run_dir(folder, seed)
+            if link.is_symlink() or link.exists():
+                link.unlink()
+            link.symlink_to(model.resolve(), target_is_directory=True)
+        out[branch] = folder
+    return out
+
+
+def model_overrides(params: Params, models: Mapping[str, str | Path]) -> dict[str, Any]:
+    """Point ``evaluate.methods``, ``benchmark.methods`` and ``export.weights`` at the trained models.
+
+    The params name weights where a seed sweep writes them: ``<train.output_dir>/seed<K>/gan/<file>``
+    (or ``seed{seed}``, one per seed) for the multitask branch, ``<paths.ablation_dir>/...`` for
+    sr_only. In the pipeline those GAN-stage files arrive as Model artifacts, laid out per seed by
+    :func:`link_seed_models` (``models``: branch -> folder with ``seed<K>/`` inside), so such paths
+    are rewritten into that folder; other methods (bicubic, models:/...) stay as they are.
     """
     roots = {"multitask": Path(params.train.output_dir), "sr_only": Path(params.paths.ablation_dir)}
     unknown = set(models) - set(roots)
@@ -218,13 +245,15 @@ def model_overrides(params: Params, models: Mapping[str, str | Path]) -> dict[st
                 rel = Path(value).relative_to(roots[branch])
             except ValueError:
                 continue
-            if len(rel.parts) != 2 or rel.parts[0] != "gan":
-                raise ValueError(f"{value}: the pipeline hands over the GAN stage's weights only (<dir>/gan/<file>)")
-            return str(Path(folder) / rel.name)
+            if len(rel.parts) != 3 or not rel.parts[0].startswith("seed") or rel.parts[1] != "gan":
+                raise ValueError(f"{value}: the pipeline hands over the GAN stage's weights of each seed only "
+                                 "(<dir>/seed<K>/gan/<file> or <dir>/seed{seed}/gan/<file>)")
+            return str(Path(folder) / rel.parts[0] / rel.parts[2])
         return value
 
     return {
         "evaluate": {"methods": {name: relocate(spec) for name, spec in params.evaluate.methods.items()}},
+        "benchmark": {"methods": {name: relocate(spec) for name, spec in params.benchmark.methods.items()}},
         "export": {"weights": relocate(params.export.weights)},
     }
 
@@ -269,17 +298,24 @@ def record_dataset(root: str | Path, artifact_path: str | Path) -> dict[str, Any
 # ---------------------------------------------------------------------------------- training
 
 
-def branch_params(params: Params, work_dir: str | Path, branch: str, lambda_seg: float, data_sha256: str) -> Params:
-    """The params of one training branch, with ``train.output_dir`` set to its run folder.
+def branch_params(
+    params: Params, work_dir: str | Path, branch: str, lambda_seg: float, data_sha256: str, seed: int | None = None
+) -> Params:
+    """The params of one training branch (and seed), with ``train.output_dir`` set to its run folder.
 
     ``lambda_seg < 0`` keeps the params' value (the multitask branch); ``0`` is the SR-only
-    ablation. The run folder depends on these params and the dataset, see the module docstring.
+    ablation. ``seed`` (one of the sweep's ``train.seeds``) sets ``train.seed``. The run folder
+    depends on these params and the dataset, see the module docstring.
     """
     if branch not in BRANCHES:
         raise ValueError(f"branch must be one of {BRANCHES}, got {branch!r}")
     raw = params.model_dump(mode="json")
     if lambda_seg >= 0:
         raw["train"]["loss"]["lambda_seg"] = lambda_seg
+    if seed is not None:
+        if seed not in params.train.seeds:
+            raise ValueError(f"seed {seed} is not one of train.seeds {list(params.train.seeds)}")
+        raw["train"]["seed"] = seed
     raw["train"]["output_dir"] = ""
     # only what shapes the checkpoints: not other stages' settings, not where runs are tracked
     key = hashlib.sha256((json.dumps(raw["train"], sort_keys=True) + data_sha256).encode("utf-8")).hexdigest()[:16]
@@ -287,9 +323,11 @@ def branch_params(params: Params, work_dir: str | Path, branch: str, lambda_seg:
     return parse_params(raw, f"branch {branch}")
 
 
-def prepare_branch(params: Params, work_dir: str | Path, branch: str, lambda_seg: float, data_sha256: str) -> tuple[Path, Path]:
+def prepare_branch(
+    params: Params, work_dir: str | Path, branch: str, lambda_seg: float, data_sha256: str, seed: int | None = None
+) -> tuple[Path, Path]:
     """Write the branch's params into its run folder; returns (run folder, params file)."""
-    params = branch_params(params, work_dir, branch, lambda_seg, data_sha256)
+    params = branch_params(params, work_dir, branch, lambda_seg, data_sha256, seed)
     train_dir = Path(params.train.output_dir)
     train_dir.mkdir(parents=True, exist_ok=True)
     return train_dir, write_params(train_dir / PARAMS_FILE, params)
@@ -562,3 +600,18 @@ def decision_links(result: Mapping[str, Any]) -> dict[str, Any]:
 def plain_metadata(values: Mapping[str, Any]) -> dict[str, Any]:
     """The JSON-safe scalar entries of a stage result, for ``artifact.metadata``."""
     return {str(k): v for k, v in values.items() if isinstance(v, (str, int, float, bool)) and not (isinstance(v, float) and not math.isfinite(v))}
+
+
+def sweep_seeds(params_path: str | Path) -> list[int]:
+    """``train.seeds`` of a params artifact: what the pipeline's training fans out over."""
+    return [int(seed) for seed in read_params(params_path).train.seeds]
+
+
+def seed_sweep(params_path: str | Path, request: str) -> list[dict[str, Any]]:
+    """The pipeline's ParallelFor items: ``{"seed": seed, "request": request}`` per seed of ``train.seeds``."""
+    return [{"seed": seed, "request": request} for seed in sweep_seeds(params_path)]
+
+
+def seed_models(artifacts: Sequence[Any]) -> list[tuple[int, str]]:
+    """(seed, folder) of collected Model artifacts (``seed`` metadata set by collect-model)."""
+    return [(int(a.metadata["seed"]), str(a.path)) for a in artifacts]

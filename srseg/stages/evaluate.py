@@ -38,17 +38,28 @@ def run_evaluate(
     *,
     gallery: bool = True,
     log_to_mlflow: bool = True,
+    train_run: Path | None = None,
 ) -> dict[str, Any]:
     """Compare the configured methods on the report part of the val split (metrics, CIs,
-    per-class, gallery): the selection images training validated on are left out."""
+    per-class, gallery): the selection images training validated on are left out.
+
+    Methods with ``{seed}`` are scored once per seed of ``train.seeds`` (:mod:`srseg.seeds`): the
+    comparison, the per-class gains and the differences to bicubic are then reported over seeds
+    and images, and the first seed's models stand for their arm in the gallery and segmentation.
+    ``train_run`` is the training run whose curves are plotted (default: the first seed's
+    multitask run, ``<train.output_dir>/seed<K>``).
+    """
     from srseg.evaluate import evaluate
     from srseg.lineage import evaluation_tags
+    from srseg.seeds import expand_methods, seed_run_dir
 
     cfg = params.evaluate
-    train_root = Path(params.train.output_dir)
-    train_dirs = [train_root / stage for stage in ("psnr", "gan") if (train_root / stage).is_dir()]
+    seeded = expand_methods(dict(methods or cfg.methods), params.train.seeds)
+    first_run = Path(train_run) if train_run is not None else seed_run_dir(params.train.output_dir, params.train.seeds[0])
+    train_dirs = [first_run / stage for stage in ("psnr", "gan") if (first_run / stage).is_dir()]
     lr_root = Path(params.paths.lr_root) if params.train.lr_source == "precomputed" else None
-    chosen = dict(methods or cfg.methods)
+    chosen = seeded.specs
+    compare = None if methods is not None else (seeded.first(cfg.compare[0]), seeded.first(cfg.compare[1]))
     return evaluate(
         methods=chosen,
         hr_root=Path(params.paths.data_root),
@@ -57,7 +68,7 @@ def run_evaluate(
         class_map=params.train.class_map,
         output_dir=Path(output_dir or cfg.output_dir),
         lr_root=lr_root,
-        seg_model=cfg.seg_model if methods is None else None,
+        seg_model=seeded.first(cfg.seg_model) if methods is None and cfg.seg_model else None,
         lpips_weights=cfg.lpips_weights,
         niqe_params=Path(cfg.niqe_params) if cfg.niqe_params else None,
         bootstrap=cfg.bootstrap,
@@ -67,12 +78,13 @@ def run_evaluate(
         mlflow_uri=tracking_uri(params),  # also resolves models:/ methods
         device=params.train.device,
         max_images=cfg.max_images,
-        compare=tuple(cfg.compare) if methods is None else None,
+        compare=compare,
         train_dirs=train_dirs,
         mlflow_experiment=params.mlflow.experiment,
         mlflow_tags=evaluation_tags(chosen),
         exclude_ids=selection_ids(params, cfg.split),
         log_to_mlflow=log_to_mlflow,
+        seed_groups=seeded.groups,
     )
 
 
@@ -119,11 +131,14 @@ def _build_bundle(params: Params, models: dict[str, str], out: Path, gate: dict[
 
 def run_study_build(params: Params, output_dir: Path | None = None) -> Path:
     """The research study: ``study.methods`` on the report images of the val split."""
+    from srseg.seeds import for_seed
+
     cfg = params.study
     for method in cfg.methods:
         if method not in params.evaluate.methods:
             raise ValueError(f"study.methods: {method!r} is not one of evaluate.methods ({', '.join(params.evaluate.methods)})")
-    models = {method: params.evaluate.methods[method] for method in cfg.methods}
+    # raters judge one model per arm: the first seed's
+    models = {method: for_seed(params.evaluate.methods[method], params.train.seeds[0]) for method in cfg.methods}
     return _build_bundle(params, models, Path(output_dir or cfg.output_dir))
 
 

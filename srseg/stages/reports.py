@@ -18,6 +18,7 @@ log = logging.getLogger(__name__)
 # file in the stage's output folder -> name in the report folder
 TRAIN_REPORT = {"metrics.json": "metrics.json", "plots/val.csv": "val.csv", "plots/train_loss.csv": "train_loss.csv"}
 EVALUATE_REPORT = {"metrics.json": "metrics.json", "plots/per_class_gain.csv": "per_class_gain.csv"}
+BENCHMARK_REPORT = {"metrics.json": "metrics.json", "benchmark.md": "benchmark.md"}
 
 
 def publish_report(source_dir: str | Path, report_dir: str | Path, files: Mapping[str, str]) -> list[Path]:

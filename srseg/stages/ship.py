@@ -21,7 +21,10 @@ def _evaluated_metrics(params: Params) -> dict[str, Any]:
     if not path.is_file():
         log.warning("%s not found: the model card and registry tags will say 'not evaluated'", path)
         return {}
-    method = params.evaluate.compare[0]
+    from srseg.seeds import expand_methods
+
+    # the exported model is the first seed's (export.weights): its own numbers, not the seeds' mean
+    method = expand_methods(params.evaluate.methods, params.train.seeds).first(params.evaluate.compare[0])
     numbers = read_json(path).get(method, {})
     metrics: dict[str, Any] = {}
     for key in EVAL_METRIC_KEYS:
@@ -49,6 +52,7 @@ def run_export(params: Params, weights: Path | None = None, output_dir: Path | N
         metrics=_evaluated_metrics(params),
         model_name=params.registry.model_name,
         lineage={f"train_{key}": run_id for key, run_id in training_runs(source).items()},
+        science_report=science_report_link(params),
     )
     return report.to_dict()
 
@@ -66,6 +70,18 @@ def registry_uri(params: Params, operation: str) -> str:
         raise ValueError(f"mlflow.enabled is false: {operation} works on the MLflow model registry and does nothing "
                          "without it (set mlflow.enabled: true and mlflow.tracking_uri)")
     return uri
+
+
+def science_report_link(params: Params) -> str:
+    """Where the report of this model's comparison is: the report stage's page, and the MLflow
+    run of the evaluation, which the report stage logs it into (``report/report.html``)."""
+    from srseg.evaluate import RUN_RECORD
+
+    link = f"`{Path(params.report.output_dir) / 'report.html'}` (`srseg report`)"
+    record = Path(params.evaluate.output_dir) / RUN_RECORD
+    if params.mlflow.enabled and record.is_file():
+        link += f"; in MLflow: artifact `report/report.html` of the evaluation run `{read_json(record)['run_id']}`"
+    return link
 
 
 def run_register(params: Params, export_dir: Path | None = None, evaluation_run_id: str = "") -> dict[str, Any]:

@@ -94,7 +94,7 @@ VAL_COLUMNS = ("iteration", "psnr_y", "ssim_y", "lpips", "miou", "pixel_acc")
 # and speed options may change between a run and its resume.
 _SIGNATURE_FIELDS = ("scale", "class_map", "generator", "discriminator", "loss", "batch_size", "patch_size",
                      "lr_source", "ema_decay", "seed", "augment", "adam_betas", "train_split")
-_SIGNATURE_STAGE_FIELDS = ("lr", "lr_milestones", "lr_gamma")
+_SIGNATURE_STAGE_FIELDS = ("lr", "lr_schedule", "lr_milestones", "lr_gamma", "lr_final_ratio")
 
 
 def resume_signature(cfg: TrainConfig, stage: str) -> dict[str, str]:
@@ -433,6 +433,11 @@ class Trainer:
     # --- construction helpers ---------------------------------------------------------------
 
     def _scheduler(self, optimizer: torch.optim.Optimizer) -> torch.optim.lr_scheduler.LRScheduler:
+        stage = self.stage_cfg
+        if stage.lr_schedule == "cosine":
+            return torch.optim.lr_scheduler.CosineAnnealingLR(
+                optimizer, T_max=stage.iterations, eta_min=stage.lr * stage.lr_final_ratio
+            )
         return torch.optim.lr_scheduler.MultiStepLR(
             optimizer, milestones=list(self.stage_cfg.lr_milestones), gamma=self.stage_cfg.lr_gamma
         )

@@ -18,8 +18,9 @@ from srseg.pipeline import PIPELINE_PACKAGE, commands
 REPO = Path(__file__).resolve().parents[2]
 COMMITTED = REPO / PIPELINE_PACKAGE
 IMAGE = "registry.example/srseg:9.9.9"
-SMALL_STEPS = ("resolve-params", "preflight", "download", "degrade", "collect-model", "collect-model-2", "evaluate", "study-build",
-               "study-analyze", "export", "register", "gate", "promote", "launch-trainjob", "launch-trainjob-2")
+SMALL_STEPS = ("resolve-params", "preflight", "download", "degrade", "seeds", "collect-model", "collect-model-2", "evaluate",
+               "study-build", "study-analyze", "benchmark", "report", "export", "register", "gate", "promote", "launch-trainjob",
+               "launch-trainjob-2")
 
 
 @pytest.fixture(scope="module")
@@ -36,6 +37,20 @@ def all_tasks(spec: dict[str, Any]) -> dict[str, dict[str, Any]]:
     for dag in [spec["root"]["dag"], *(c["dag"] for c in spec["components"].values() if "dag" in c)]:
         tasks.update(dag["tasks"])
     return tasks
+
+
+def dag_of(spec: dict[str, Any], task: str) -> dict[str, dict[str, Any]]:
+    """The tasks of the DAG (root, loop or condition) that holds ``task``."""
+    for dag in [spec["root"]["dag"], *(c["dag"] for c in spec["components"].values() if "dag" in c)]:
+        if task in dag["tasks"]:
+            return dag["tasks"]
+    raise KeyError(task)
+
+
+def seed_loop(spec: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(the ParallelFor task in the root DAG, its component's DAG)."""
+    (task,) = [t for t in spec["root"]["dag"]["tasks"].values() if "parameterIterator" in t]
+    return task, spec["components"][task["componentRef"]["name"]]["dag"]
 
 
 def executor(spec: dict[str, Any], task: str) -> tuple[str, dict[str, Any]]:
@@ -105,8 +120,8 @@ def test_caching_is_off_where_reruns_must_happen(compiled: tuple[dict, dict]) ->
     tasks = all_tasks(spec)
     for task in ("preflight", "study-build", "study-analyze", "register", "gate", "promote"):
         assert not tasks[task].get("cachingOptions", {}).get("enableCache", False), task
-    for task in ("resolve-params", "download", "degrade", "train", "train-2", "launch-trainjob", "launch-trainjob-2",
-                 "collect-model", "collect-model-2", "evaluate", "export"):
+    for task in ("resolve-params", "download", "degrade", "seeds", "train", "train-2", "launch-trainjob", "launch-trainjob-2",
+                 "collect-model", "collect-model-2", "evaluate", "benchmark", "report", "export"):
         assert tasks[task]["cachingOptions"]["enableCache"] is True, task
 
 
@@ -130,16 +145,47 @@ def test_cache_keys_follow_data_requests_code_and_weights(compiled: tuple[dict, 
     for task in ("train", "train-2", "launch-trainjob", "launch-trainjob-2"):
         given = inputs(spec, task)
         assert "params" not in given, task
-        assert given["request"] == {"componentInputParameter": "pipelinechannel--resolve-params-train_request"}, task
-    root = spec["root"]["dag"]["tasks"]
+        # resolve-params' train_request, carried into the loop by the seed sweep's items (see below)
+        assert given["request"]["parameterExpressionSelector"] == 'parseJson(string_value)["request"]', task
+    loop = dag_of(spec, "collect-model")
     for collect, suffix in (("collect-model", ""), ("collect-model-2", "-2")):  # either path's digest of the weights
-        digest = root[collect]["inputs"]["parameters"]["weights_sha256"]["taskOutputParameter"]
-        branches = spec["components"][root[digest["producerTask"]]["componentRef"]["name"]]["dag"]["outputs"]["parameters"]
+        digest = loop[collect]["inputs"]["parameters"]["weights_sha256"]["taskOutputParameter"]
+        branches = spec["components"][loop[digest["producerTask"]]["componentRef"]["name"]]["dag"]["outputs"]["parameters"]
         selectors = branches[digest["outputParameterKey"]]["valueFromOneof"]["parameterSelectors"]
         assert {s["outputParameterKey"] for s in selectors} == {f"pipelinechannel--launch-trainjob{suffix}-weights_sha256",
                                                                 f"pipelinechannel--train{suffix}-weights_sha256"}
-    for task in ("evaluate", "export", "study-build"):  # everything else reads the resolved params (code version included)
+    for task in ("seeds", "evaluate", "export", "study-build", "benchmark", "report"):  # the resolved params (code version included)
         assert inputs(spec, task)["params"]["taskOutputArtifact"]["producerTask"] == "resolve-params"
+
+
+def test_training_fans_out_over_the_seeds(compiled: tuple[dict, dict]) -> None:
+    """One ParallelFor iteration per seed of train.seeds (the `seeds` step's output) trains both arms
+    with that seed; the steps after it get every seed's model of each arm."""
+    spec, _ = compiled
+    loop, body = seed_loop(spec)
+    assert loop["parameterIterator"]["items"] == {"inputParameter": "pipelinechannel--seeds-Output"}
+    item = loop["parameterIterator"]["itemInput"]
+    # the items are the loop's only task-output parameter: kfp.local would overwrite any other with the item
+    from_tasks = {k: v["taskOutputParameter"] for k, v in loop["inputs"]["parameters"].items() if "taskOutputParameter" in v}
+    assert from_tasks == {"pipelinechannel--seeds-Output": {"outputParameterKey": "Output", "producerTask": "seeds"}}
+    assert inputs(spec, "seeds")["request"]["taskOutputParameter"] == {"outputParameterKey": "train_request",
+                                                                      "producerTask": "resolve-params"}
+    for task in ("train", "train-2", "launch-trainjob", "launch-trainjob-2", "collect-model", "collect-model-2"):
+        assert inputs(spec, task)["seed"] == {"componentInputParameter": item,
+                                              "parameterExpressionSelector": 'parseJson(string_value)["seed"]'}, task
+    for task in ("train", "train-2", "launch-trainjob", "launch-trainjob-2"):
+        assert inputs(spec, task)["request"] == {"componentInputParameter": item,
+                                                 "parameterExpressionSelector": 'parseJson(string_value)["request"]'}, task
+    assert set(body["tasks"]) >= {"collect-model", "collect-model-2"}
+    surfaced = body["outputs"]["artifacts"]
+    for task in ("evaluate", "study-build", "benchmark", "report"):
+        given = inputs(spec, task)
+        for arm, collect in (("multitask", "collect-model"), ("sr_only", "collect-model-2")):
+            key = given[arm]["taskOutputArtifact"]
+            assert key["producerTask"] == "for-loop-1", (task, arm)
+            assert surfaced[key["outputArtifactKey"]]["artifactSelectors"] == [{"outputArtifactKey": "model", "producerSubtask": collect}]
+    assert inputs(spec, "export")["models"]["taskOutputArtifact"]["producerTask"] == "for-loop-1"
+    assert "report" in all_tasks(spec)["export"]["dependentTasks"]  # the card links to the report
 
 
 def test_preflight_runs_before_any_data_moves(compiled: tuple[dict, dict]) -> None:
@@ -181,7 +227,7 @@ def test_promotion_runs_only_when_the_gate_passes(compiled: tuple[dict, dict]) -
 
 def test_multi_node_training_goes_through_a_trainjob(compiled: tuple[dict, dict]) -> None:
     spec, _ = compiled
-    root = spec["root"]["dag"]["tasks"]
+    root = dag_of(spec, "collect-model")  # inside the seed loop
     branches = [n for n, t in root.items() if n.startswith("condition-branches")]
     assert len(branches) == 2  # multitask and sr_only
     for name in branches:
@@ -198,7 +244,7 @@ def test_platform_settings_pvc_and_secrets(compiled: tuple[dict, dict]) -> None:
     spec, platform = compiled
     tasks = all_tasks(spec)
     for task in tasks:
-        if task.startswith("condition") or task == "resolve-params":
+        if task.startswith(("condition", "for-loop")) or task in ("resolve-params", "seeds"):
             continue
         label, _ = executor(spec, task)
         k8s = platform[label]
@@ -211,8 +257,9 @@ def test_platform_settings_pvc_and_secrets(compiled: tuple[dict, dict]) -> None:
         ], task
         assert secrets["mlflow_secret"]["keyToEnv"] == [{"envVar": "MLFLOW_TRACKING_TOKEN", "secretKey": "MLFLOW_TRACKING_TOKEN"}]
         assert all(s["optional"] for s in secrets.values())
-    resolve = platform[executor(spec, "resolve-params")[0]]
-    assert "pvcMount" not in resolve and "secretAsEnv" not in resolve  # reads no data, needs no secret
+    for task in ("resolve-params", "seeds"):
+        settings = platform[executor(spec, task)[0]]
+        assert "pvcMount" not in settings and "secretAsEnv" not in settings, task  # reads no data, needs no secret
 
 
 def test_every_pod_runs_as_the_images_non_root_user(compiled: tuple[dict, dict]) -> None:

@@ -20,7 +20,8 @@ from srseg.pipeline.preflight import code_digest
 
 REPO = Path(__file__).resolve().parents[2]
 # On top of the demo profile: 4 images per split, tiny CPU training (2 + 2 iterations of a
-# 1-block, 8-feature generator on 32 px patches), a 3-image study and fewer bootstrap resamples.
+# 1-block, 8-feature generator on 32 px patches) for two seeds per arm, a 3-image study, Set5 as
+# the only benchmark set and fewer bootstrap resamples.
 TINY = {
     "download": {"subset_size": 4},
     "evaluate": {"bootstrap": 100, "gallery_crops": 1, "max_images": 2},
@@ -39,11 +40,13 @@ TINY = {
         "selection_images": 1,
         "val_samples": 1,
         "log_every": 1,
+        "seeds": [0, 1],
     },
 }
 
 
 def step_outputs(pipeline_root: Path, task: str) -> dict:
+    """The executor outputs of ``task`` (inside a loop: ``for-loop-1-iteration-<i>/<task>``)."""
     (run,) = [p for p in pipeline_root.iterdir() if p.is_dir()]
     return json.loads((run / task / "executor_output.json").read_text())
 
@@ -51,7 +54,7 @@ def step_outputs(pipeline_root: Path, task: str) -> dict:
 @pytest.mark.e2e
 @pytest.mark.timeout(900)
 def test_compiled_pipeline_runs_locally_to_a_registered_model(
-    cocostuff_sample: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    cocostuff_sample: Path, set5: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from mlflow import MlflowClient
     from registry.servers import mlflow_on_seaweed
@@ -61,6 +64,7 @@ def test_compiled_pipeline_runs_locally_to_a_registered_model(
     mirror = build_sample_mirror(cocostuff_sample, tmp_path / "mirror")
     raw = load_params(REPO / "params.yaml", profile="demo").model_dump(mode="json")
     raw = deep_merge(deep_merge(raw, TINY), {"download": {"mirror": str(mirror)}})
+    raw["benchmark"]["sets"] = {"set5": str(set5)}
     params_file = tmp_path / "params.yaml"
     params_file.write_text(yaml.safe_dump(raw, sort_keys=False))
 
@@ -89,11 +93,18 @@ def test_compiled_pipeline_runs_locally_to_a_registered_model(
         assert step_outputs(run.pipeline_root, "gate")["parameterValues"]["Output"] is False
         assert "champion" not in client.get_registered_model(name).aliases
 
-        model = step_outputs(run.pipeline_root, "collect-model")["artifacts"]["model"]["artifacts"][0]["metadata"]
+        # one ParallelFor iteration per seed trained both arms with that seed, in train.seeds order
+        collected = {(seed, task): step_outputs(run.pipeline_root, f"for-loop-1-iteration-{seed}/{task}")
+                     ["artifacts"]["model"]["artifacts"][0]["metadata"]
+                     for seed in (0, 1) for task in ("collect-model", "collect-model-2")}
+        assert {(key, meta["seed"], meta["branch"]) for key, meta in collected.items()} == {
+            ((s, t), s, b) for s in (0, 1) for t, b in (("collect-model", "multitask"), ("collect-model-2", "sr_only"))}
+        assert len({meta["mlflow_run_id"] for meta in collected.values()}) == 4  # four trainings
+        model = collected[0, "collect-model"]  # the first seed's: the one exported and registered
         assert model["branch"] == "multitask" and model["lambda_seg"] > 0
         assert client.get_run(model["mlflow_run_id"]).data.tags["stage"] == "gan"
         assert client.get_run(model["mlflow_parent_run_id"]).info.status == "FINISHED"
-        ablation = step_outputs(run.pipeline_root, "collect-model-2")["artifacts"]["model"]["artifacts"][0]["metadata"]
+        ablation = collected[0, "collect-model-2"]
         assert ablation["branch"] == "sr_only" and ablation["lambda_seg"] == 0.0
         link = step_outputs(run.pipeline_root, "register")["artifacts"]["registered"]["artifacts"][0]["metadata"]
         assert (link["model_name"], link["model_version"]) == (name, version)
@@ -104,8 +115,10 @@ def test_compiled_pipeline_runs_locally_to_a_registered_model(
         assert model["weights_sha256"] == steps.weights_digest(model["train_dir"])
         results = step_outputs(run.pipeline_root, "evaluate")["artifacts"]["results"]["artifacts"][0]["metadata"]
         evaluation = client.get_run(results["mlflow_run_id"]).data.tags
-        assert evaluation["lineage.multitask.train_run_id"] == model["mlflow_run_id"]
-        assert evaluation["lineage.sr_only.train_parent_run_id"] == ablation["mlflow_parent_run_id"]
+        for seed in (0, 1):  # one model per seed and arm (multitask@seed0 -> a tag-safe multitask_seed0)
+            assert evaluation[f"lineage.multitask_seed{seed}.train_run_id"] == collected[seed, "collect-model"]["mlflow_run_id"]
+            assert (evaluation[f"lineage.sr_only_seed{seed}.train_parent_run_id"]
+                    == collected[seed, "collect-model-2"]["mlflow_parent_run_id"])
         assert client.get_run(model["mlflow_parent_run_id"]).info.run_name.startswith("train-multitask-")
         # the version carries the runs that trained and scored it; the gate links to the scores it judged
         assert registered.tags["lineage.train_run_id"] == model["mlflow_run_id"]

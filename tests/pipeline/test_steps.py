@@ -56,8 +56,13 @@ def test_branch_run_folders_depend_on_params_and_data(tmp_path: Path) -> None:
     assert steps.branch_params(params, tmp_path, "multitask", -1.0, "sha-b").train.output_dir != multitask.train.output_dir
     other_stage = params.model_copy(update={"evaluate": params.evaluate.model_copy(update={"bootstrap": 7})})
     assert steps.branch_params(other_stage, tmp_path, "multitask", -1.0, "sha-a").train.output_dir == multitask.train.output_dir
-    longer = params.model_copy(update={"train": params.train.model_copy(update={"batch_size": 16})})
-    assert steps.branch_params(longer, tmp_path, "multitask", -1.0, "sha-a").train.output_dir != multitask.train.output_dir
+    other_batch = params.model_copy(update={"train": params.train.model_copy(update={"batch_size": params.train.batch_size + 1})})
+    assert steps.branch_params(other_batch, tmp_path, "multitask", -1.0, "sha-a").train.output_dir != multitask.train.output_dir
+    sweep = params.model_copy(update={"train": params.train.model_copy(update={"seeds": (0, 5)})})
+    seeded = {seed: steps.branch_params(sweep, tmp_path, "multitask", -1.0, "sha-a", seed) for seed in (0, 5)}
+    assert seeded[5].train.seed == 5 and seeded[0].train.output_dir != seeded[5].train.output_dir  # one run per seed
+    with pytest.raises(ValueError, match="train.seeds"):
+        steps.branch_params(sweep, tmp_path, "multitask", -1.0, "sha-a", 3)
     train_dir, params_file = steps.prepare_branch(params, tmp_path, "sr_only", 0.0, "x")
     assert params_file == train_dir / "params.yaml" and steps.read_params(params_file).train.output_dir == str(train_dir)
     with pytest.raises(ValueError, match="branch"):
@@ -70,9 +75,9 @@ def test_step_requests_change_with_their_sections_and_the_code_only(tmp_path: Pa
     def changed(section: str, **update: object):
         return params.model_copy(update={section: getattr(params, section).model_copy(update=update)})
 
-    for step, own, other in (("download", changed("download", subset_size=3), changed("train", batch_size=16)),
+    for step, own, other in (("download", changed("download", subset_size=3), changed("train", batch_size=params.train.batch_size + 1)),
                              ("degrade", changed("degrade", method="highorder"), changed("download", subset_size=3)),
-                             ("train", changed("train", batch_size=16), changed("evaluate", bootstrap=7))):
+                             ("train", changed("train", batch_size=params.train.batch_size + 1), changed("evaluate", bootstrap=7))):
         request = steps.step_request(params, step, "code-1")
         assert steps.step_request(params, step, "code-1") == request  # equal requests: KFP reuses the step
         assert steps.step_request(other, step, "code-1") == request, step  # another stage's change keeps it
@@ -88,20 +93,38 @@ def test_step_requests_change_with_their_sections_and_the_code_only(tmp_path: Pa
 
 
 def test_model_artifacts_replace_the_training_paths(tmp_path: Path) -> None:
+    """Every seed's model artifact is laid out like a seed sweep, and the params' weight paths
+    (templates over the seeds, the exported first seed) point into that layout."""
+    from srseg.seeds import expand_methods
+
     params = steps.resolve_params("", "", steps.pipeline_overrides(work_dir=str(tmp_path)), base_dir=REPO)
-    multitask, sr_only = tmp_path / "a", tmp_path / "b"
-    out = steps.model_overrides(params, {"multitask": multitask, "sr_only": sr_only})
+    params = params.model_copy(update={"train": params.train.model_copy(update={"seeds": (3, 1)})})
+    artifacts = {}
+    for branch in ("multitask", "sr_only"):
+        for seed in (3, 1):
+            folder = tmp_path / "artifacts" / f"{branch}-{seed}"
+            folder.mkdir(parents=True)
+            (folder / "selected.safetensors").write_text(f"{branch} {seed}")
+            artifacts.setdefault(branch, []).append((seed, str(folder)))
+    folders = steps.link_seed_models(artifacts, tmp_path / "links", params.train.seeds)
+    out = steps.model_overrides(params, folders)
     methods = out["evaluate"]["methods"]
-    assert methods["multitask"] == str(multitask / Path(params.evaluate.methods["multitask"]).name)
-    assert methods["sr_only"] == str(sr_only / Path(params.evaluate.methods["sr_only"]).name)
-    assert methods["bicubic"] == "bicubic"
-    assert out["export"]["weights"] == str(multitask / Path(params.export.weights).name)
-    staged = steps.stage_params(steps.write_params(tmp_path / "p.yaml", params), models={"multitask": multitask},
+    assert methods["bicubic"] == "bicubic" and out["benchmark"]["methods"]["bicubic"] == "bicubic"
+    expanded = expand_methods(methods, params.train.seeds).specs
+    for branch in ("multitask", "sr_only"):
+        for seed in (3, 1):  # each seed's spec reaches that seed's artifact, nothing else
+            assert Path(expanded[f"{branch}@seed{seed}"]).read_text() == f"{branch} {seed}"
+    shipped = params.export.weights.replace("seed0", "seed3")
+    params = params.model_copy(update={"export": params.export.model_copy(update={"weights": shipped})})
+    assert Path(steps.model_overrides(params, folders)["export"]["weights"]).read_text() == "multitask 3"
+    staged = steps.stage_params(steps.write_params(tmp_path / "p.yaml", params), models={"multitask": folders["multitask"]},
                                 overrides={"evaluate": {"output_dir": "/x"}})
     assert staged.evaluate.output_dir == "/x" and staged.evaluate.methods["sr_only"] == params.evaluate.methods["sr_only"]
-    psnr = params.model_copy(update={"export": params.export.model_copy(update={"weights": f"{params.train.output_dir}/psnr/selected.safetensors"})})
-    with pytest.raises(ValueError, match="GAN stage's weights only"):
-        steps.model_overrides(psnr, {"multitask": multitask})
+    psnr = params.model_copy(update={"export": params.export.model_copy(update={"weights": f"{params.train.output_dir}/seed3/psnr/selected.safetensors"})})
+    with pytest.raises(ValueError, match="GAN stage's weights of each seed only"):
+        steps.model_overrides(psnr, folders)
+    with pytest.raises(ValueError, match=r"seeds \[1\], train.seeds is \[3, 1\]"):  # a seed's model missing
+        steps.link_seed_models({"multitask": artifacts["multitask"][1:]}, tmp_path / "other", params.train.seeds)
 
 
 def test_torchrun_commands() -> None:

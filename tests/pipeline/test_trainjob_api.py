@@ -127,7 +127,7 @@ def test_sigterm_of_a_real_launcher_process_deletes_its_trainjob(tmp_path: Path)
     params = steps.resolve_params("", "", steps.pipeline_overrides(work_dir=str(mount)), base_dir=REPO)
     kwargs = dict(
         request=steps.step_request(params, "train", "code-1"), data_sha256="data-1", work_dir=str(mount),
-        branch="multitask", lambda_seg=-1.0, image="registry.example/srseg:1.2.3", run_as_user=1000, nodes=2,
+        branch="multitask", lambda_seg=-1.0, seed=0, image="registry.example/srseg:1.2.3", run_as_user=1000, nodes=2,
         gpus_per_node=0, cpu="1", memory="1Gi", pvc_name="srseg-data", mount_path=str(mount), tolerations=[],
         node_selector={}, s3_secret="", mlflow_secret="", runtime="torch-distributed", namespace=NAMESPACE, timeout_s=3600,
     )
