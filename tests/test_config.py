@@ -71,7 +71,7 @@ def test_wrong_type_and_inverted_range(tmp_path: Path) -> None:
 def test_missing_file_and_unknown_profile(tmp_path: Path, params_copy: Path) -> None:
     with pytest.raises(ConfigError, match="not found"):
         load_params(tmp_path / "nope.yaml")
-    with pytest.raises(ConfigError, match=r"profile 'huge'.*available: demo, paper"):
+    with pytest.raises(ConfigError, match=r"profile 'huge'.*available: cpu, demo, paper"):
         load_params(params_copy, profile="huge")
 
 

@@ -40,4 +40,7 @@ def copy_repo(dest: Path, cocostuff_sample: Path) -> tuple[Path, dict[str, str]]
     run(["git", "add", "-A"], work, env)
     run(["git", "commit", "-qm", "copy"], work, env)
     build_sample_mirror(cocostuff_sample, work / "data" / "mirror")
+    # params.yaml names the benchmark sets as ../shared/data/<set>: the real folders, read only
+    (dest / "shared").mkdir(exist_ok=True)
+    (dest / "shared" / "data").symlink_to(cocostuff_sample.resolve().parent, target_is_directory=True)
     return work, env
