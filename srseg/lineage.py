@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Mapping
 
 from srseg.fileio import read_json
-from srseg.train.tracking import PARENT_FILE, STAGE_FILE
+from srseg.tracking import PARENT_FILE, STAGE_FILE
 
 if TYPE_CHECKING:
     from srseg.config import Params

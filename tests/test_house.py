@@ -4,7 +4,10 @@
   (def line to last line; a nested function counts in its parent too);
 - the library does not reach up into the checkout: nothing in ``srseg/`` imports the top-level
   ``pipelines`` or ``components`` packages, edits ``sys.path`` or imports modules by name with
-  importlib (``pipelines/compile.py`` is the compile entry ``srseg`` runs as a program).
+  importlib (``pipelines/compile.py`` is the compile entry ``srseg`` runs as a program);
+- training is a leaf: nothing in ``srseg/``, ``components/`` or ``pipelines/`` imports ``srseg.train``
+  except the package itself and the training stage that drives it (``srseg/stages/train.py``);
+  what other stages share with training (MLflow, weights files, data) lives outside it.
 """
 
 from __future__ import annotations
@@ -82,6 +85,34 @@ def reaching_up(root: Path, folder: str = "srseg") -> list[str]:
     return sorted(found, key=lambda text: (text.split(":")[0], int(text.split(":")[1].split()[0])))
 
 
+TRAIN_PACKAGE = "srseg.train"
+TRAIN_DRIVERS = ("srseg/train/", "srseg/stages/train.py")
+
+
+def reaching_into_training(root: Path, folders: tuple[str, ...] = CHECKED) -> list[str]:
+    """``path:line imports X`` for each import of ``srseg.train`` outside the package and its driver."""
+    found = []
+    for folder in folders:
+        for path in sorted((root / folder).rglob("*.py")):
+            where = path.relative_to(root).as_posix()
+            if where.startswith(TRAIN_DRIVERS):
+                continue
+            for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), filename=str(path))):
+                names = []
+                if isinstance(node, ast.Import):
+                    names = [alias.name for alias in node.names]
+                elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                    names = [node.module]
+                    if node.module == "srseg":
+                        names = [f"srseg.{alias.name}" for alias in node.names]
+                found += [
+                    f"{where}:{node.lineno} imports {n}"
+                    for n in names
+                    if n == TRAIN_PACKAGE or n.startswith(TRAIN_PACKAGE + ".")
+                ]
+    return found
+
+
 def test_no_function_is_longer_than_the_limit() -> None:
     long = long_functions(REPO)
     new = {name: lines for name, lines in long.items() if name not in ALLOWED_LONG}
@@ -110,4 +141,19 @@ def test_the_library_does_not_reach_up_into_the_checkout(tmp_path: Path) -> None
         "srseg/bad.py:2 imports pipelines",
         "srseg/bad.py:3 uses sys.path",
         "srseg/bad.py:4 uses importlib.import_module",
+    ]
+
+
+def test_only_the_training_stage_imports_the_training_package(tmp_path: Path) -> None:
+    assert reaching_into_training(REPO) == []
+    for folder in ("srseg/stages", "srseg/train", "components"):
+        (tmp_path / folder).mkdir(parents=True)
+    (tmp_path / "srseg/stages/ship.py").write_text("from srseg.train.tracking import git_commit\nfrom srseg import train\n")
+    (tmp_path / "srseg/stages/train.py").write_text("from srseg.train.engine import Trainer\n")
+    (tmp_path / "srseg/train/engine.py").write_text("import srseg.train.tracking\n")
+    (tmp_path / "components/x.py").write_text("import srseg.training_notes\nimport srseg.train\n")
+    assert reaching_into_training(tmp_path, ("srseg", "components")) == [
+        "srseg/stages/ship.py:1 imports srseg.train.tracking",
+        "srseg/stages/ship.py:2 imports srseg.train",
+        "components/x.py:2 imports srseg.train",
     ]

@@ -53,7 +53,6 @@ HIGHER_IS_BETTER: dict[str, bool] = {"psnr_y": True, "ssim_y": True, "psnr_rgb":
 LPIPS_UNAVAILABLE = "unavailable: no weights"
 NIQE_UNAVAILABLE = "unavailable: no parameter file"
 RESERVED_NAMES = frozenset({"diff", "meta", "per_class", "seg", "seeds"})
-_METRIC_KEY = re.compile(r"[^A-Za-z0-9_\-. /]")
 
 
 class EvaluateError(SrsegError, ValueError):
@@ -444,52 +443,20 @@ def _ci_text(ci: Sequence[float | None] | None) -> str:
 
 def _mlflow_log(uri: str, run_id: str | None, experiment: str, result: dict[str, Any], output_dir: Path,
                 extra_tags: Mapping[str, str] | None = None) -> str:
-    """Log flattened numeric metrics, settings as tags and the output folder; returns the run id."""
-    from mlflow import MlflowClient
-    from mlflow.entities import Metric
+    """Log flattened numeric metrics, settings as tags and the output folder into ``run_id`` (or a
+    new ``evaluate`` run, closed FAILED when logging fails); returns the run id."""
+    from srseg import tracking
 
-    client = MlflowClient(tracking_uri=uri)
-    own = run_id is None
-    if own:
-        found = client.get_experiment_by_name(experiment)
-        exp_id = found.experiment_id if found is not None else client.create_experiment(experiment)
-        run_id = client.create_run(exp_id, run_name="evaluate", tags={"stage": "evaluate"}).info.run_id
-        logger.info("MLflow: new run %s ('evaluate') in experiment %r at %s", run_id, experiment, uri)
-    else:
-        client.get_run(run_id)  # fails early, naming the run, if it does not exist
-    assert run_id is not None
-    try:
-        stamp = int(time.time() * 1000)
-        metrics: list[Metric] = []
-
-        def add(prefix: str, tree: dict[str, Any]) -> None:
-            for key, value in tree.items():
-                name = _METRIC_KEY.sub("_", f"{prefix}{key}")
-                if isinstance(value, bool) or value is None:
-                    continue
-                if isinstance(value, (int, float)):
-                    metrics.append(Metric(name, float(value), stamp, 0))
-                elif isinstance(value, list) and len(value) == 2 and all(isinstance(v, (int, float)) for v in value):
-                    metrics.extend([Metric(f"{name}_lo", float(value[0]), stamp, 0), Metric(f"{name}_hi", float(value[1]), stamp, 0)])
-                elif isinstance(value, dict):
-                    add(f"{name}.", value)
-
-        add("", {k: v for k, v in result.items() if k != "meta"})
-        for start in range(0, len(metrics), 1000):
-            client.log_batch(run_id, metrics=metrics[start : start + 1000])
-        meta = result["meta"]
-        tags = {f"evaluate.method.{k}": str(v)[:5000] for k, v in meta["methods"].items()}
-        tags.update({f"evaluate.{k}": str(meta[k])[:5000] for k in ("split", "scale", "class_map", "images", "lpips", "niqe", "bootstrap", "seed")})
-        tags.update({k: str(v)[:5000] for k, v in (extra_tags or {}).items()})
-        for key, value in tags.items():
-            client.set_tag(run_id, _METRIC_KEY.sub("_", key), value)
-        client.log_artifacts(run_id, str(output_dir), artifact_path="evaluate")
-    except Exception:
-        if own:
-            client.set_terminated(run_id, "FAILED")
-        raise
-    if own:
-        client.set_terminated(run_id, "FINISHED")
+    meta = result["meta"]
+    tags = {f"evaluate.method.{k}": str(v)[:5000] for k, v in meta["methods"].items()}
+    tags.update({f"evaluate.{k}": str(meta[k])[:5000] for k in ("split", "scale", "class_map", "images", "lpips", "niqe", "bootstrap", "seed")})
+    tags.update({k: str(v)[:5000] for k, v in (extra_tags or {}).items()})
+    client = tracking.make_client(uri)
+    with tracking.standalone_run(client, experiment, "evaluate", run_id=run_id, tags={"stage": "evaluate"}) as run:
+        run_id = str(run.info.run_id)
+        tracking.log_metrics(client, run_id, tracking.flatten_metrics({k: v for k, v in result.items() if k != "meta"}))
+        tracking.set_tags(client, run_id, {tracking.metric_key(key): value for key, value in tags.items()})
+        tracking.log_files(client, run_id, [output_dir], artifact_path="evaluate")
     return run_id
 
 

@@ -46,7 +46,7 @@ import yaml
 from srseg.config import Params, deep_merge, load_profile_overrides, parse_params
 from srseg.fileio import read_json, write_text_atomic
 from srseg.seeds import seed_run_dir
-from srseg.train.tracking import PARENT_FILE
+from srseg.tracking import PARENT_FILE
 from srseg.pipeline.trainjob import (
     GPU_RESOURCE,
     IMAGE_UID,

@@ -100,12 +100,13 @@ def resolve_artifact_uri(model_uri: str, tracking_uri: str | None = None) -> str
     reads the process-global registry URI and would silently ask another store. Copies made by
     ``copy_model_version`` (source ``models:/...``) are followed to the original.
     """
-    from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
+
+    from srseg.tracking import make_client
 
     if model_uri.startswith("models:/"):
         _parse_models_uri(model_uri, model_uri)  # a malformed URI fails before any store is opened
-    client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+    client = make_client(tracking_uri)
     uri = model_uri
     for _ in range(8):
         if uri.startswith("runs:/"):

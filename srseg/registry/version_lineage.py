@@ -88,7 +88,7 @@ def version_lineage(params: Params, export_dir: str | Path, tracking_uri: str, e
     """
     from srseg.data.manifest import manifest_checksum
     from srseg.lineage import kfp_tags
-    from srseg.train.tracking import git_commit
+    from srseg.tracking import git_commit
 
     client = make_client(tracking_uri)
     record = _export_record(Path(export_dir))

@@ -13,7 +13,7 @@ log = logging.getLogger(__name__)
 
 def tracking_uri(params: Params) -> str | None:
     """The MLflow tracking URI (env MLFLOW_TRACKING_URI wins), or None when MLflow is disabled."""
-    from srseg.train.tracking import resolve_tracking_uri
+    from srseg.tracking import resolve_tracking_uri
 
     return resolve_tracking_uri(params.mlflow.tracking_uri) if params.mlflow.enabled else None
 
@@ -146,7 +146,8 @@ def run_study_gate_build(params: Params, output_dir: Path | None = None) -> Path
     """The promotion gate's study: ``@challenger`` against ``@champion`` (against bicubic when
     there is no champion yet), as the registered versions they point to now; the bundle records
     both, and ``srseg promote`` only counts its votes for exactly those versions."""
-    from srseg.registry.aliases import CHALLENGER, CHAMPION, make_client
+    from srseg.registry.aliases import CHALLENGER, CHAMPION
+    from srseg.tracking import make_client
 
     uri = tracking_uri(params)
     if uri is None:

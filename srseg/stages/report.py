@@ -22,7 +22,7 @@ def report_inputs(params: Params, evaluate_dir: Path | None = None, benchmark_di
     from srseg.pipeline.preflight import code_digest
     from srseg.report.build import ReportInputs
     from srseg.seeds import seed_run_dir
-    from srseg.train.tracking import git_commit
+    from srseg.tracking import git_commit
 
     roots = dict(zip(ARMS, (params.train.output_dir, params.paths.ablation_dir)))
     checksums = {}
@@ -54,12 +54,12 @@ def log_to_evaluation_run(tracking_uri: str | None, evaluate_dir: Path, report_d
     if tracking_uri is None or not record.is_file():
         log.info("report not logged to MLflow: %s", "MLflow is disabled" if tracking_uri is None else f"{record} not found")
         return None
-    from mlflow import MlflowClient
+    from srseg import tracking
 
     run_id = str(read_json(record)["run_id"])
-    client = MlflowClient(tracking_uri=tracking_uri)
-    client.log_artifacts(run_id, str(report_dir), artifact_path="report")
-    client.set_tag(run_id, "report", "report/report.html")
+    client = tracking.make_client(tracking_uri)
+    tracking.log_files(client, run_id, [report_dir], artifact_path="report")
+    tracking.set_tags(client, run_id, {"report": "report/report.html"})
     log.info("report logged to MLflow run %s (artifact report/report.html)", run_id)
     return run_id
 

@@ -198,8 +198,8 @@ def run_promote(params: Params, dry_run: bool = False, output_dir: Path | None =
     once per evaluation set (stored in MLflow, see :mod:`srseg.registry.evalcache`); the move is
     a compare-and-set under the model's lock. ``dry_run`` (the pipeline's gate) changes no alias."""
     from srseg.registry import promote
-    from srseg.registry.aliases import make_client
     from srseg.registry.connection import registry_session
+    from srseg.tracking import make_client
 
     uri = registry_uri(params, "promote")
     with registry_session(uri):

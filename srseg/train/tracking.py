@@ -17,34 +17,11 @@ from pathlib import Path
 from typing import Any
 
 from srseg import tracking
-from srseg.tracking import (  # re-exported for callers that still import them from here
-    GIT_COMMIT_ENV,
-    PARENT_FILE,
-    PARENT_TAG,
-    STAGE_FILE,
-    dvc_experiment_tags,
-    git_commit,
-    resolve_tracking_uri,
-    system_info,
-)
-from srseg.tracking import flatten_params as flatten
+from srseg.tracking import PARENT_FILE, STAGE_FILE
 
 logger = logging.getLogger(__name__)
 
-__all__ = [
-    "GIT_COMMIT_ENV",
-    "PARENT_FILE",
-    "PARENT_TAG",
-    "STAGE_FILE",
-    "MlflowTracker",
-    "NullTracker",
-    "Tracker",
-    "dvc_experiment_tags",
-    "flatten",
-    "git_commit",
-    "resolve_tracking_uri",
-    "system_info",
-]
+__all__ = ["MlflowTracker", "NullTracker", "Tracker"]
 
 
 class Tracker:
