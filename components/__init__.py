@@ -11,6 +11,7 @@ the image.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from collections.abc import Mapping
 from typing import Any, Callable
 
 from components.benchmark import benchmark
@@ -30,49 +31,32 @@ from components.train import collect_model, train
 from components.trainjob import launch_trainjob
 
 
+# The pipeline's steps, each named by its function (the name the pipeline calls it by).
+_FUNCTIONS: dict[str, Callable[..., Any]] = {
+    func.__name__: func
+    for func in (
+        resolve_params, preflight, download, degrade, seeds, train, launch_trainjob, collect_model, evaluate,
+        study_build, study_analyze, benchmark, report, export, register, gate, promote,
+    )
+}
+
+
 @dataclass(frozen=True)
 class Components:
-    """The pipeline's components, all built on the same image."""
+    """The pipeline's components, all built on the same image: ``c.train(...)`` makes a task."""
 
     image: str
-    resolve_params: Any
-    preflight: Any
-    download: Any
-    degrade: Any
-    seeds: Any
-    train: Any
-    launch_trainjob: Any
-    collect_model: Any
-    evaluate: Any
-    study_build: Any
-    study_analyze: Any
-    benchmark: Any
-    report: Any
-    export: Any
-    register: Any
-    gate: Any
-    promote: Any
+    steps: Mapping[str, Any]
 
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self.__dict__["steps"][name]
+        except KeyError:
+            raise AttributeError(f"no component {name!r}; known: {', '.join(self.__dict__['steps'])}") from None
 
-_FUNCTIONS: dict[str, Callable[..., Any]] = {
-    "resolve_params": resolve_params,
-    "preflight": preflight,
-    "download": download,
-    "degrade": degrade,
-    "seeds": seeds,
-    "train": train,
-    "launch_trainjob": launch_trainjob,
-    "collect_model": collect_model,
-    "evaluate": evaluate,
-    "study_build": study_build,
-    "study_analyze": study_analyze,
-    "benchmark": benchmark,
-    "report": report,
-    "export": export,
-    "register": register,
-    "gate": gate,
-    "promote": promote,
-}
+    def map(self, wrap: Callable[[Any], Any]) -> Components:
+        """The same components, each passed through ``wrap``."""
+        return Components(self.image, {name: wrap(component) for name, component in self.steps.items()})
 
 
 def make_components(image: str) -> Components:
@@ -85,4 +69,4 @@ def make_components(image: str) -> Components:
     def build(func: Callable[..., Any]) -> Any:
         return dsl.component(base_image=image, install_kfp_package=False)(func)
 
-    return Components(image=image, **{name: build(func) for name, func in _FUNCTIONS.items()})
+    return Components(image, {name: build(func) for name, func in _FUNCTIONS.items()})

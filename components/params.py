@@ -23,15 +23,15 @@ def resolve_params(
     """Validated params (file content or the image's params.yaml, profile, run-time overrides).
 
     One resolved copy keeps every step on the same values and records them in KFP's lineage.
-    Empty strings and zeros mean "as in the params file". The returned step requests carry only
+    The run-time overrides (``data_mode`` .. ``s3_endpoint_url``) are those of
+    ``srseg.pipeline.overrides.RUNTIME_OVERRIDES``; empty strings and zeros mean "as in the params file". The returned step requests carry only
     what the cached data and training steps read, plus ``code_version``: their cache keys.
     """
     from srseg.pipeline import steps
+    from srseg.pipeline.overrides import OVERRIDE_NAMES, override_strings
 
-    overrides = steps.pipeline_overrides(
-        work_dir=work_dir, data_mode=data_mode, subset_size=subset_size, mirror=mirror, scale=scale,
-        mlflow_uri=mlflow_uri, s3_bucket=s3_bucket, s3_prefix=s3_prefix, s3_endpoint_url=s3_endpoint_url,
-    )
+    arguments = locals()
+    overrides = override_strings(work_dir, {name: arguments[name] for name in OVERRIDE_NAMES})
     resolved = steps.resolve_params(params_yaml, profile, overrides)
     steps.write_params(params.path, resolved)
     params.metadata.update({

@@ -24,11 +24,9 @@ def gate(params: Input[Artifact], registered: Input[Artifact], decision: Output[
         resolved = steps.stage_params(params.path)
         result = run_promote(resolved, dry_run=True, output_dir=Path(scratch))
     Path(verdict.path).write_text(json.dumps(result, indent=2, sort_keys=True, default=str), encoding="utf-8")
-    Path(decision.path).write_text(steps.decision_markdown(result), encoding="utf-8")
-    links = steps.decision_links(result)
+    metadata = steps.record_decision(result, decision.path)
     for artifact in (decision, verdict):
-        artifact.metadata.update(steps.plain_metadata(result))
-        artifact.metadata.update(links)
+        artifact.metadata.update(metadata)
         artifact.metadata["registered_model_uri"] = registered.metadata.get("model_uri", "")
     return bool(result["passed"])
 
@@ -48,9 +46,7 @@ def promote(params: Input[Artifact], registered: Input[Artifact], verdict: Input
 
     judged = json.loads(Path(verdict.path).read_text(encoding="utf-8"))
     result = run_apply_decision(steps.stage_params(params.path), judged)
-    Path(decision.path).write_text(steps.decision_markdown(result), encoding="utf-8")
-    decision.metadata.update(steps.plain_metadata(result))
-    decision.metadata.update(steps.decision_links(result))
+    decision.metadata.update(steps.record_decision(result, decision.path))
     if result["action"] != "promote" or not result["applied"]:
         raise RuntimeError(f"promotion of {registered.metadata.get('model_uri', '?')} not applied: {result.get('reason')}")
     return steps.decision_links(result)["challenger_uri"]

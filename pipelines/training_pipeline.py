@@ -46,7 +46,6 @@ Lineage: every step gets the KFP run id (pod label ``pipeline/runid``) and its p
 environment (:mod:`srseg.lineage`), which MLflow runs carry as tags.
 """
 
-import dataclasses
 from typing import Any, Sequence
 
 from kfp import dsl, kubernetes
@@ -54,6 +53,7 @@ from kfp import dsl, kubernetes
 from components import Components, make_components
 from srseg.lineage import KFP_POD_ENV, KFP_RUN_ID_ENV
 from srseg.pipeline import DEFAULT_IMAGE, MOUNT_PATH
+from srseg.pipeline.overrides import OVERRIDE_NAMES
 from srseg.pipeline.steps import GPU_RESOURCE, GPU_TOLERATION, MLFLOW_SECRET_ENV, S3_SECRET_ENV
 
 PIPELINE_NAME = "srseg-training"
@@ -109,7 +109,7 @@ def _with_pod_settings(c: Components, image_pull_secrets: Sequence[str], run_as_
     def wrap(component: Any) -> Any:
         return lambda *args, **kwargs: settle(component(*args, **kwargs))
 
-    return dataclasses.replace(c, **{f.name: wrap(getattr(c, f.name)) for f in dataclasses.fields(c) if f.name != "image"})
+    return c.map(wrap)
 
 
 def build_pipeline(
@@ -167,10 +167,10 @@ def build_pipeline(
         """
         volume = dict(pvc_name=pvc_name, mount_path=mount_path, s3_secret=s3_secret, mlflow_secret=mlflow_secret)
 
+        arguments = locals()
+        overrides = {name: arguments[name] for name in OVERRIDE_NAMES}  # srseg/pipeline/overrides.py
         resolved = c.resolve_params(
-            params_yaml=params_yaml, profile=profile, work_dir=work_dir, data_mode=data_mode,
-            subset_size=subset_size, mirror=mirror, scale=scale, mlflow_uri=mlflow_uri,
-            s3_bucket=s3_bucket, s3_prefix=s3_prefix, s3_endpoint_url=s3_endpoint_url, code_version=code_version,
+            params_yaml=params_yaml, profile=profile, work_dir=work_dir, code_version=code_version, **overrides
         ).set_display_name("resolve-params")
         _sized(resolved, "resolve_params")
         params = resolved.outputs["params"]

@@ -9,6 +9,7 @@ embedded default, ``paper`` the full-scale GPU setting.
 from __future__ import annotations
 
 import copy
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
@@ -475,14 +476,18 @@ def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]
 def _read_yaml(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise ConfigError(f"{path}: parameter file not found")
+    return _parse_yaml(path.read_text(encoding="utf-8"), str(path))
+
+
+def _parse_yaml(text: str, source: str) -> dict[str, Any]:
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML ({exc})") from exc
+        raise ConfigError(f"{source}: not valid YAML ({exc})") from exc
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise ConfigError(f"{path}: top level must be a mapping of sections, got {type(data).__name__}")
+        raise ConfigError(f"{source}: top level must be a mapping of sections, got {type(data).__name__}")
     return data
 
 
@@ -510,15 +515,30 @@ def parse_params(raw: dict[str, Any], source: str = "<params>") -> Params:
         raise ConfigError(_format_errors(source, exc)) from None
 
 
-def load_params(path: str | Path = "params.yaml", profile: str | None = None) -> Params:
-    """Load and validate ``path``; with ``profile``, apply ``profiles/<profile>.yaml`` on top."""
+def load_params(
+    path: str | Path = "params.yaml",
+    profile: str | None = None,
+    overrides: Sequence[str] = (),
+    *,
+    text: str | None = None,
+    text_source: str = "params text",
+) -> Params:
+    """Load and validate ``path``; with ``profile``, apply ``profiles/<profile>.yaml`` on top, then
+    ``overrides`` (``KEY.PATH=VALUE`` strings, see :func:`parse_override`).
+
+    ``text``: the parameter file's YAML content instead of the file (``text_source`` names it in
+    errors); profiles are still looked up beside ``path``. Every problem is a :class:`ConfigError`.
+    """
     params_path = Path(path)
-    raw = _read_yaml(params_path)
-    source = str(params_path)
+    raw = _read_yaml(params_path) if text is None else _parse_yaml(text, text_source)
+    source = str(params_path) if text is None else text_source
     if profile is not None:
         raw = deep_merge(raw, load_profile_overrides(params_path, profile))
         raw["profile"] = profile
-        source = f"{params_path} + {profile_path(params_path, profile)}"
+        source = f"{source} + {profile_path(params_path, profile)}"
+    if overrides:
+        raw = apply_overrides(raw, overrides)
+        source = f"{source} + overrides {' '.join(overrides)}"
     return parse_params(raw, source)
 
 
@@ -534,15 +554,20 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     return key.strip().split("."), parsed
 
 
-def with_overrides(params: Params, overrides: list[str], source: str = "--set") -> Params:
-    """A new ``Params`` with dotted-key overrides applied and validated again."""
-    if not overrides:
-        return params
-    raw = params.model_dump(mode="json")
+def apply_overrides(raw: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
+    """``raw`` (unvalidated params) with the ``KEY.PATH=VALUE`` strings merged in, in order."""
     for text in overrides:
         path, value = parse_override(text)
         patch: dict[str, Any] = {path[-1]: value}
         for part in reversed(path[:-1]):
             patch = {part: patch}
         raw = deep_merge(raw, patch)
+    return raw
+
+
+def with_overrides(params: Params, overrides: list[str], source: str = "--set") -> Params:
+    """A new ``Params`` with dotted-key overrides applied and validated again."""
+    if not overrides:
+        return params
+    raw = apply_overrides(params.model_dump(mode="json"), overrides)
     return parse_params(raw, f"{source} {' '.join(overrides)}")

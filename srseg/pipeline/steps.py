@@ -43,7 +43,7 @@ from typing import Any, Mapping, Sequence
 
 import yaml
 
-from srseg.config import Params, deep_merge, load_profile_overrides, parse_params
+from srseg.config import ConfigError, Params, deep_merge, load_params, parse_params
 from srseg.fileio import read_json, write_text_atomic
 from srseg.seeds import seed_run_dir
 from srseg.tracking import PARENT_FILE
@@ -80,80 +80,15 @@ STEP_SECTIONS: dict[str, tuple[str, ...]] = {
 # --------------------------------------------------------------------------------- parameters
 
 
-def _sections_with(field: str) -> list[str]:
-    """Params sections that have ``field`` (``scale`` lives in degrade, train and later sections)."""
-    sections = []
-    for name, info in Params.model_fields.items():
-        annotation = info.annotation
-        if isinstance(annotation, type) and field in getattr(annotation, "model_fields", {}):
-            sections.append(name)
-    return sections
-
-
-def pipeline_overrides(
-    *,
-    work_dir: str,
-    data_mode: str = "",
-    subset_size: int = 0,
-    mirror: str = "",
-    scale: int = 0,
-    mlflow_uri: str = "",
-    s3_bucket: str = "",
-    s3_prefix: str = "",
-    s3_endpoint_url: str = "",
-) -> dict[str, Any]:
-    """Map the pipeline's run-time parameters onto params sections.
-
-    Empty strings and zeros mean "as in the params file" (KFP parameters cannot be None).
-    ``mirror="none"`` selects the official hosts. Paths always move under ``work_dir``.
-    """
-    if not work_dir:
-        raise ValueError("work_dir must name the folder that holds the dataset (the PVC mount path on a cluster)")
-    root = Path(work_dir)
-    out: dict[str, Any] = {"paths": {"data_root": str(root / "data" / "cocostuff"), "lr_root": str(root / "data" / "lr")}}
-    download: dict[str, Any] = {}
-    if data_mode:
-        download["mode"] = data_mode
-    if subset_size:
-        download["subset_size"] = subset_size
-    if mirror:
-        download["mirror"] = None if mirror.lower() == "none" else mirror
-    upload = {k: v for k, v in (("bucket", s3_bucket), ("prefix", s3_prefix), ("endpoint_url", s3_endpoint_url)) if v}
-    if upload:
-        download["upload"] = upload
-    if download:
-        out["download"] = download
-    if scale:
-        for section in _sections_with("scale"):
-            out.setdefault(section, {})["scale"] = scale
-    if mlflow_uri:
-        out["mlflow"] = {"tracking_uri": mlflow_uri}
-    return out
-
-
-def resolve_params(params_yaml: str, profile: str, overrides: Mapping[str, Any], base_dir: str | Path = ".") -> Params:
+def resolve_params(params_yaml: str, profile: str, overrides: Sequence[str], base_dir: str | Path = ".") -> Params:
     """Validated params: ``params_yaml`` (or ``base_dir/params.yaml`` when empty), then the
-    profile (``base_dir/profiles/<profile>.yaml``), then ``overrides``."""
-    base = Path(base_dir)
-    if params_yaml.strip():
-        source = "params_yaml (pipeline parameter)"
-        try:
-            raw = yaml.safe_load(params_yaml)
-        except yaml.YAMLError as exc:
-            raise ValueError(f"{source}: not valid YAML ({exc})") from exc
-        if not isinstance(raw, dict):
-            raise ValueError(f"{source}: top level must be a mapping of sections")
-    else:
-        path = base / PARAMS_FILE
-        if not path.is_file():
-            raise FileNotFoundError(f"params_yaml is empty and {path.resolve()} does not exist (pass the file content)")
-        source = str(path)
-        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    if profile:
-        raw = deep_merge(raw, load_profile_overrides(base / PARAMS_FILE, profile))
-        raw["profile"] = profile
-        source += f" + profile {profile!r}"
-    return parse_params(deep_merge(raw, dict(overrides)), source)
+    profile (``base_dir/profiles/<profile>.yaml``), then ``overrides`` (``KEY.PATH=VALUE``, see
+    :func:`srseg.pipeline.overrides.override_strings`); every problem is a ``ConfigError``."""
+    path = Path(base_dir) / PARAMS_FILE
+    if not params_yaml.strip() and not path.is_file():
+        raise ConfigError(f"params_yaml is empty and {path.resolve()} does not exist (pass the file content)")
+    text = params_yaml if params_yaml.strip() else None
+    return load_params(path, profile or None, overrides, text=text, text_source="params_yaml (pipeline parameter)")
 
 
 def dump_params(params: Params) -> str:
@@ -550,6 +485,13 @@ def publish(src: str | Path, dest: str | Path, missing: str, html: bool = False)
     text = src.read_text(encoding="utf-8")
     dest.write_text(inline_images(text, src.parent) if html else text, encoding="utf-8")
     return True
+
+
+def record_decision(result: Mapping[str, Any], markdown_path: str | Path) -> dict[str, Any]:
+    """Write the decision's Markdown to ``markdown_path``; return the metadata every artifact of
+    the decision carries (its plain values and the MLflow links), for the gate and promote steps."""
+    write_text_atomic(markdown_path, decision_markdown(result))
+    return {**plain_metadata(result), **decision_links(result)}
 
 
 def decision_markdown(result: Mapping[str, Any]) -> str:

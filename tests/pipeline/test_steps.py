@@ -13,25 +13,45 @@ import yaml
 
 from srseg.config import ConfigError
 from srseg.pipeline import steps
+from srseg.pipeline.overrides import OVERRIDE_NAMES, override_strings
 
 REPO = Path(__file__).resolve().parents[2]
 
 
 def test_overrides_keep_params_values_unless_set(tmp_path: Path) -> None:
-    assert steps.pipeline_overrides(work_dir="/mnt/srseg") == {
-        "paths": {"data_root": "/mnt/srseg/data/cocostuff", "lr_root": "/mnt/srseg/data/lr"},
-    }
-    out = steps.pipeline_overrides(work_dir="/w", data_mode="full", subset_size=5, mirror="none", scale=2,
-                                   mlflow_uri="http://mlflow:5000", s3_bucket="b", s3_prefix="p")
-    assert out["download"] == {"mode": "full", "subset_size": 5, "mirror": None, "upload": {"bucket": "b", "prefix": "p"}}
-    assert out["degrade"]["scale"] == out["train"]["scale"] == 2
-    assert out["mlflow"] == {"tracking_uri": "http://mlflow:5000"}
+    assert override_strings("/mnt/srseg", {}) == [
+        'paths.data_root="/mnt/srseg/data/cocostuff"', 'paths.lr_root="/mnt/srseg/data/lr"',
+    ]
+    values = dict(data_mode="full", subset_size=5, mirror="none", scale=2, mlflow_uri="http://mlflow:5000",
+                  s3_bucket="b", s3_prefix="p", s3_endpoint_url="")
+    params = steps.resolve_params("", "", override_strings("/w", values), base_dir=REPO)
+    assert params.download.mode == "full" and params.download.subset_size == 5 and params.download.mirror is None
+    assert params.download.upload is not None and (params.download.upload.bucket, params.download.upload.prefix) == ("b", "p")
+    assert params.degrade.scale == params.train.scale == 2
+    assert params.mlflow.tracking_uri == "http://mlflow:5000"
     with pytest.raises(ValueError, match="work_dir"):
-        steps.pipeline_overrides(work_dir="")
+        override_strings("", {})
+    with pytest.raises(ValueError, match="unknown run-time overrides.*'lamda_seg'"):
+        override_strings("/w", {"lamda_seg": 0.1})
+
+
+def test_the_pipeline_and_its_component_take_exactly_the_runtime_overrides() -> None:
+    """Adding an override is one entry in RUNTIME_OVERRIDES plus the parameter in both signatures."""
+    import inspect
+
+    from components.params import resolve_params
+    from pipelines.training_pipeline import build_pipeline
+
+    pipeline_inputs = set(build_pipeline().pipeline_spec.root.input_definitions.parameters)
+    component_inputs = set(inspect.signature(resolve_params).parameters)
+    for name in OVERRIDE_NAMES:
+        assert name in pipeline_inputs and name in component_inputs, name
+    not_overrides = {"params", "params_yaml", "profile", "work_dir", "code_version"}
+    assert component_inputs - not_overrides == set(OVERRIDE_NAMES)
 
 
 def test_resolve_params_from_content_or_file_with_profile(tmp_path: Path) -> None:
-    overrides = steps.pipeline_overrides(work_dir=str(tmp_path), scale=3)
+    overrides = override_strings(str(tmp_path), {"scale": 3})
     from_repo = steps.resolve_params("", "paper", overrides, base_dir=REPO)
     assert from_repo.profile == "paper" and from_repo.download.mode == "full" and from_repo.train.scale == 3
     assert from_repo.paths.data_root == str(tmp_path / "data" / "cocostuff")
@@ -40,12 +60,12 @@ def test_resolve_params_from_content_or_file_with_profile(tmp_path: Path) -> Non
     assert steps.read_params(steps.write_params(tmp_path / "p.yaml", content)) == content
     with pytest.raises(ConfigError, match="download.subset_size"):
         steps.resolve_params("download: {subset_size: 0}\n", "", overrides)
-    with pytest.raises(FileNotFoundError, match="params_yaml is empty"):
+    with pytest.raises(ConfigError, match="params_yaml is empty"):
         steps.resolve_params("", "", overrides, base_dir=tmp_path)
 
 
 def test_branch_run_folders_depend_on_params_and_data(tmp_path: Path) -> None:
-    params = steps.resolve_params("", "", steps.pipeline_overrides(work_dir=str(tmp_path)), base_dir=REPO)
+    params = steps.resolve_params("", "", override_strings(str(tmp_path), {}), base_dir=REPO)
     multitask = steps.branch_params(params, tmp_path, "multitask", -1.0, "sha-a")
     ablation = steps.branch_params(params, tmp_path, "sr_only", 0.0, "sha-a")
     assert multitask.train.loss.lambda_seg == params.train.loss.lambda_seg and ablation.train.loss.lambda_seg == 0.0
@@ -70,7 +90,7 @@ def test_branch_run_folders_depend_on_params_and_data(tmp_path: Path) -> None:
 
 
 def test_step_requests_change_with_their_sections_and_the_code_only(tmp_path: Path) -> None:
-    params = steps.resolve_params("", "", steps.pipeline_overrides(work_dir=str(tmp_path)), base_dir=REPO)
+    params = steps.resolve_params("", "", override_strings(str(tmp_path), {}), base_dir=REPO)
 
     def changed(section: str, **update: object):
         return params.model_copy(update={section: getattr(params, section).model_copy(update=update)})
@@ -97,7 +117,7 @@ def test_model_artifacts_replace_the_training_paths(tmp_path: Path) -> None:
     (templates over the seeds, the exported first seed) point into that layout."""
     from srseg.seeds import expand_methods
 
-    params = steps.resolve_params("", "", steps.pipeline_overrides(work_dir=str(tmp_path)), base_dir=REPO)
+    params = steps.resolve_params("", "", override_strings(str(tmp_path), {}), base_dir=REPO)
     params = params.model_copy(update={"train": params.train.model_copy(update={"seeds": (3, 1)})})
     artifacts = {}
     for branch in ("multitask", "sr_only"):

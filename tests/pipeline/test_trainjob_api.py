@@ -20,6 +20,7 @@ import pytest
 import yaml
 
 from srseg.pipeline import steps, trainjob
+from srseg.pipeline.overrides import override_strings
 from srseg.pipeline.trainjob import TrainJobError, TrainJobTimeout
 
 from pipeline.fake_kube import FakeKube, api, kubeconfig, serve
@@ -124,7 +125,7 @@ def test_sigterm_of_a_real_launcher_process_deletes_its_trainjob(tmp_path: Path)
     """The launch-trainjob component's body in its own process: it creates the TrainJob and polls;
     SIGTERM (a stopped KFP run) makes it delete the job and exit 143, within the grace period."""
     mount = tmp_path / "mnt"
-    params = steps.resolve_params("", "", steps.pipeline_overrides(work_dir=str(mount)), base_dir=REPO)
+    params = steps.resolve_params("", "", override_strings(str(mount), {}), base_dir=REPO)
     kwargs = dict(
         request=steps.step_request(params, "train", "code-1"), data_sha256="data-1", work_dir=str(mount),
         branch="multitask", lambda_seg=-1.0, seed=0, image="registry.example/srseg:1.2.3", run_as_user=1000, nodes=2,
