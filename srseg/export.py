@@ -28,10 +28,12 @@ import math
 import os
 import shutil
 import statistics
+import string
 import tempfile
 import time
 import warnings
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping
 
@@ -55,6 +57,7 @@ PARITY_SHAPES: tuple[tuple[int, int, int], ...] = ((1, 17, 23), (3, 31, 8), (2, 
 WEIGHTS_FILE = "sr_head.safetensors"
 TORCHSCRIPT_FILE = "sr_head.torchscript.pt"
 ONNX_FILE = "sr_head.onnx"
+MODEL_CARD_TEMPLATE = "model_card.md"  # in srseg/templates/, shipped as package data
 CARD_FILE = "MODEL_CARD.md"
 REPORT_FILE = "export.json"
 _METRIC_KEYS = frozenset({"value", "mean", "ci_low", "ci_high", "ci", "ci_level", "n"})
@@ -309,119 +312,46 @@ def _check_parity(
 
 
 def render_model_card(report: ExportReport) -> str:
-    """Markdown model card from an export report (what, data, numbers, use, limits, loading)."""
-    scale = report.scale
-    cfg = report.sr_config
-    config_rows = "\n".join(f"| `{k}` | `{json.dumps(v)}` |" for k, v in sorted(report.config.items()))
+    """Markdown model card from an export report (what, data, numbers, use, limits, loading),
+    filled into the template ``srseg/templates/model_card.md`` (``string.Template``: ``${name}``)."""
+    template = string.Template((resources.files("srseg") / "templates" / MODEL_CARD_TEMPLATE).read_text(encoding="utf-8"))
+    return template.substitute(_model_card_values(report))
+
+
+def _model_card_values(report: ExportReport) -> dict[str, Any]:
+    """The template's values: numbers formatted, sections rendered."""
     lat_full = "n/a (no segmentation head)"
     if report.latency_ms_full is not None:
         lat_full = f"{report.latency_ms_full:.1f} ms"
     h, w = report.latency_size
-    return f"""# {report.model_name}: x{scale} super-resolution (SR head of a multitask generator)
-
-Exported {report.created_at} from `{report.source}`.
-
-An SRResNet-style generator trained with a shared decoder for super-resolution and COCO-Stuff
-semantic segmentation (Rad et al., "Benefiting from Multitask Learning to Improve Single Image
-Super-Resolution", arXiv 1907.12488). Only the SR path ships: the segmentation head was removed
-after checking that the SR output is unchanged (max abs diff {report.sr_vs_full_max_abs_diff:.3g}).
-
-{_architecture_text(report)}
-
-## Training
-
-{_training_text(report.training)}
-
-## Data version
-
-Training data manifest checksum (SHA-256): `{report.data_version or "not recorded"}`
-
-## Parameters
-
-| | parameters |
-| --- | --- |
-| shipped SR head | {report.parameters_sr:,} |
-| training network (with segmentation head) | {report.parameters_full:,} |
-
-Generator configuration (training network; the SR head is the same with `num_classes=0`):
-
-| key | value |
-| --- | --- |
-{config_rows}
-
-Receptive field: {report.receptive_field_radius} LR px radius (tiles need that much overlap to be
-exactly equal to whole-image inference).
-
-## Metrics
-
-{_metrics_table(report.metrics)}
-## Science report
-
-{_science_report_text(report.science_report)}
-
-## Speed (CPU, {report.latency_threads} threads, {h}x{w} LR input, median of {report.latency_runs} runs)
-
-| network | latency |
-| --- | --- |
-| SR head (shipped) | {report.latency_ms_sr:.1f} ms |
-| training network, `forward_multitask` | {lat_full} |
-
-## Intended use
-
-Upscaling natural photographs by x{scale} after bicubic-like downscaling, for viewing. Inputs are
-RGB floats in [0, 1], shape (N, {cfg.get("in_channels", 3)}, h, w), any h, w >= 1; the output is
-(N, {cfg.get("in_channels", 3)}, {scale}h, {scale}w), unclamped: clamp to [0, 1] before quantising.
-
-## Limitations
-
-- Perceptual (GAN-family) SR invents plausible texture: do not use the output as evidence of
-  detail (forensics, medical, surveillance, document text).
-- Trained on COCO-Stuff photographs with synthetic degradations; other domains (drawings,
-  screenshots, text, faces at low resolution) and real sensor noise or heavy JPEG are out of
-  distribution and may be amplified.
-- Fixed scale x{scale}. Large images should be tiled with at least {report.receptive_field_radius} LR px of
-  overlap for seam-free output (`srseg upscale` does this).
-- 8-bit colour; alpha and 16-bit inputs are handled by `srseg upscale`, not by the network.
-
-## How to load
-
-Files: {", ".join(f"`{name}`" for name in report.files.values())} (SHA-256 in `export.json`).
-
-safetensors (weights + JSON config, no pickle):
-
-```python
-from srseg.models.io import load_generator
-model = load_generator("{WEIGHTS_FILE}")          # MultiTaskSRNet(num_classes=0), eval mode
-sr = model.super_resolve(lr)                          # lr: (N, 3, h, w) float in [0, 1]
-```
-
-TorchScript (no srseg needed):
-
-```python
-import torch
-model = torch.jit.load("{TORCHSCRIPT_FILE}").eval()
-sr = model(lr).clamp(0, 1)
-```
-
-ONNX Runtime (input `lr`, output `sr`, dynamic batch/height/width, opset {report.opset}):
-
-```python
-import onnxruntime as ort
-session = ort.InferenceSession("{ONNX_FILE}", providers=["CPUExecutionProvider"])
-sr = session.run(["sr"], {{"lr": lr_numpy_float32}})[0].clip(0, 1)
-```
-
-MLflow registry (after the register stage logged this SR head):
-
-```python
-from srseg.registry import load_sr_head  # rebuilds the net from safetensors; runs no stored code
-model = load_sr_head("models:/{report.model_name}@champion")
-# or, any pyfunc consumer: mlflow.pyfunc.load_model("models:/{report.model_name}@champion").predict(lr_numpy)
-```
-
-Command line: `srseg upscale INPUTS... --model {WEIGHTS_FILE} --output OUT` (tiled, keeps alpha,
-respects EXIF orientation), or `--model models:/{report.model_name}@champion`.
-"""
+    return {
+        "model_name": report.model_name,
+        "scale": report.scale,
+        "created_at": report.created_at,
+        "source": report.source,
+        "sr_max_abs_diff": f"{report.sr_vs_full_max_abs_diff:.3g}",
+        "architecture": _architecture_text(report),
+        "training": _training_text(report.training),
+        "data_version": report.data_version or "not recorded",
+        "parameters_sr": f"{report.parameters_sr:,}",
+        "parameters_full": f"{report.parameters_full:,}",
+        "config_rows": "\n".join(f"| `{k}` | `{json.dumps(v)}` |" for k, v in sorted(report.config.items())),
+        "receptive_field_radius": report.receptive_field_radius,
+        "metrics": _metrics_table(report.metrics),
+        "science_report": _science_report_text(report.science_report),
+        "latency_threads": report.latency_threads,
+        "lr_height": h,
+        "lr_width": w,
+        "latency_runs": report.latency_runs,
+        "latency_sr": f"{report.latency_ms_sr:.1f}",
+        "latency_full": lat_full,
+        "in_channels": report.sr_config.get("in_channels", 3),
+        "files": ", ".join(f"`{name}`" for name in report.files.values()),
+        "weights_file": WEIGHTS_FILE,
+        "torchscript_file": TORCHSCRIPT_FILE,
+        "onnx_file": ONNX_FILE,
+        "opset": report.opset,
+    }
 
 
 def _science_report_text(link: str | None) -> str:

@@ -165,7 +165,7 @@ def benchmark(
     ``tracking_uri`` resolves ``models:/`` methods (nothing is logged). Writes one folder per set
     (module docstring) and returns ``{"sets": {name: the set's metrics.json}, "meta": ...}``.
     """
-    from srseg.evaluate.run import evaluate
+    from srseg.evaluate.run import EvaluationSettings, EvaluationTracking, evaluate
 
     started = time.perf_counter()
     if not sets:
@@ -180,11 +180,11 @@ def benchmark(
     for bset in found:
         logger.info("benchmark %s: %s (LR: %s)", bset.name, bset.root, bset.lr_source)
         folder = out / bset.name
-        result = evaluate(
-            dict(methods), hr_root=bset.hr_dir, split="", scale=scale, class_map="", output_dir=folder / "evaluation",
-            lr_root=bset.lr_dir, seg_model=None, lpips_weights=lpips_weights, bootstrap=bootstrap, seed=seed,
-            gallery_crops=0, mlflow_uri=tracking_uri, device=device, compare=None, log_to_mlflow=False,
-        )
+        settings = EvaluationSettings(split="", scale=scale, class_map="", lr_root=bset.lr_dir, seg_model=None,
+                                      lpips_weights=lpips_weights, bootstrap=bootstrap, seed=seed, gallery_crops=0,
+                                      device=device, compare=None)
+        tracking = EvaluationTracking(uri=tracking_uri, log=False)
+        result = evaluate(dict(methods), bset.hr_dir, folder / "evaluation", settings, tracking)
         metrics = [k for k in METRICS if isinstance(result[next(iter(methods))].get(k), (int, float))]
         meta = _meta(scale, methods, groups, result["meta"]["lpips"])
         summary = _clean({"set": bset.name, "images": result["meta"]["images"], "root": str(bset.root), "lr": bset.lr_source,

@@ -28,7 +28,7 @@ import logging
 import math
 import re
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Collection, Iterator, Mapping, Sequence
 
@@ -667,34 +667,74 @@ def _write_class_outputs(
     return rows, files
 
 
+@dataclass(frozen=True)
+class EvaluationSettings:
+    """How an evaluation scores: the data, the metrics and their statistics, the gallery.
+
+    Built from the ``evaluate`` params section by :func:`srseg.stages.evaluate.evaluation_settings`.
+    ``lpips_weights``: ``auto`` | ``none`` | a directory (see :mod:`srseg.evaluate.lpips`); missing
+    weights make LPIPS the string ``"unavailable: no weights"`` (reason logged). ``niqe_params``:
+    an ``.npz`` pristine model; None reports ``"unavailable: no parameter file"``; a given path
+    that does not exist is an error. ``exclude_ids`` leaves those images out (the selection images).
+    """
+
+    split: str
+    scale: int
+    class_map: str
+    lr_root: Path | None = None
+    seg_model: str | None = None
+    lpips_weights: str = "auto"
+    lpips_net: str = "alex"
+    niqe_params: Path | None = None
+    bootstrap: int = 1000
+    seed: int = 0
+    confidence: float = 0.95
+    gallery_crops: int = 4
+    crop_size: int = 96
+    device: str = "auto"
+    max_images: int | None = None
+    compare: tuple[str, str] | None = DEFAULT_COMPARE
+    exclude_ids: Collection[int] = ()
+
+
+@dataclass(frozen=True)
+class EvaluationTracking:
+    """Where MLflow is: ``uri`` resolves ``models:/`` methods and, with ``log``, receives the
+    results as a run (``run_id``, else a new ``evaluate`` run in ``experiment``) tagged ``tags``
+    (lineage: the training runs of the methods, the KFP run). ``log=False``: the promotion gate's
+    own evaluations, which resolve models but log no run."""
+
+    uri: str | None = None
+    run_id: str | None = None
+    experiment: str = "srseg"
+    tags: Mapping[str, str] = field(default_factory=dict)
+    log: bool = True
+
+
+NO_TRACKING = EvaluationTracking()
+
+
+@dataclass
+class _Measures:
+    """The models and metric models an evaluation scores with."""
+
+    source: _Source
+    loaded: dict[str, Method]
+    lpips_model: Any
+    lpips_reason: str | None
+    niqe_model: Any
+    measured: list[str]
+    device: torch.device
+
+
 def evaluate(
     methods: dict[str, str],
     hr_root: Path,
-    split: str,
-    scale: int,
-    class_map: str,
     output_dir: Path,
-    lr_root: Path | None = None,
-    seg_model: str | None = None,
-    lpips_weights: str = "auto",
-    niqe_params: Path | None = None,
-    bootstrap: int = 1000,
-    seed: int = 0,
-    gallery_crops: int = 4,
-    crop_size: int = 96,
-    mlflow_uri: str | None = None,
-    mlflow_run_id: str | None = None,
-    device: str = "auto",
-    max_images: int | None = None,
+    settings: EvaluationSettings,
+    tracking: EvaluationTracking = NO_TRACKING,
     *,
-    compare: tuple[str, str] | None = DEFAULT_COMPARE,
     train_dirs: Sequence[Path] | None = None,
-    lpips_net: str = "alex",
-    confidence: float = 0.95,
-    mlflow_experiment: str = "srseg",
-    mlflow_tags: Mapping[str, str] | None = None,
-    exclude_ids: Collection[int] = (),
-    log_to_mlflow: bool = True,
     seed_groups: Mapping[str, Sequence[str]] | None = None,
 ) -> dict[str, Any]:
     """Evaluate ``methods`` ({name: model string}, see :mod:`srseg.evaluate.methods`) and write reports.
@@ -721,72 +761,102 @@ def evaluate(
 
     Non-finite numbers (PSNR of identical images, an empty CI) are written as null. Differences
     are ``compare[0] - compare[1]`` and every non-bicubic method minus ``bicubic`` when present.
-    ``lpips_weights``: ``auto`` | ``none`` | a directory (see :mod:`srseg.evaluate.lpips`); missing
-    weights make LPIPS the string ``"unavailable: no weights"`` (reason logged). ``niqe_params``:
-    an ``.npz`` pristine model; None reports ``"unavailable: no parameter file"``; a given path
-    that does not exist is an error. ``mlflow_uri`` resolves ``models:/`` methods and receives the
-    results as a run; ``log_to_mlflow=False`` keeps the first and skips the run (the promotion
-    gate's own evaluations). ``mlflow_tags`` go onto that run (lineage: the training runs of the
-    methods, the KFP run). ``exclude_ids`` leaves those images out (the selection images).
+    ``settings`` says how to score (:class:`EvaluationSettings`), ``tracking`` where MLflow is
+    (:class:`EvaluationTracking`; default: no MLflow). ``train_dirs``: training stage folders whose
+    curves are plotted; ``seed_groups``: which models are seeds of one method.
     """
     started = time.perf_counter()
     methods = {str(k): str(v) for k, v in methods.items()} if isinstance(methods, dict) else methods
-    _check_args(methods, scale, seg_model, bootstrap, gallery_crops, crop_size, max_images)
-    if mlflow_run_id is not None and mlflow_uri is None:
-        raise EvaluateError(f"mlflow_run_id {mlflow_run_id!r} given without mlflow_uri")
-    compare = _resolve_compare(compare, methods)
+    s = settings
+    _check_args(methods, s.scale, s.seg_model, s.bootstrap, s.gallery_crops, s.crop_size, s.max_images)
+    if tracking.run_id is not None and tracking.uri is None:
+        raise EvaluateError(f"mlflow_run_id {tracking.run_id!r} given without mlflow_uri")
+    compare = _resolve_compare(s.compare, methods)
     groups = _check_seed_groups(seed_groups, methods) if seed_groups is not None else None
-    output_dir, hr_root = Path(output_dir), Path(hr_root)
-    lr_root = Path(lr_root) if lr_root is not None else None
-    dev = resolve_device(device)
-    border = scale
+    output_dir = Path(output_dir)
+    measures = _load_measures(methods, Path(hr_root), s, tracking.uri)
+    scores = _score_images(measures.source, measures.loaded, s.seg_model, measures.lpips_model, measures.niqe_model,
+                           measures.measured, s.scale, measures.device)
+    result = _score_summaries(scores, measures, s, compare, groups)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    report.write_csv(output_dir / "per_image.csv", scores.rows, ["image", "method", *measures.measured])
+    class_rows, files = _class_outputs(result, scores, output_dir, list(measures.loaded), s, compare, groups)
+    for train_dir in train_dirs or []:
+        files += [png.relative_to(output_dir).as_posix() for png in report.plot_training_curves(Path(train_dir), output_dir / "plots")]
+    if s.gallery_crops > 0:
+        _write_gallery(output_dir, measures, scores, class_rows, s, compare)
+        files.append("gallery.html")
+    result["meta"] = _meta(methods, Path(hr_root), measures, s, compare, len(scores.ids))
+    result = _clean(result)
+    names = list(measures.loaded)
+    summary = _summary_markdown(result, names, [*BASE_METRICS, "lpips", "niqe"], class_rows, compare, [*files, "summary.md"])
+    write_text_atomic(output_dir / "summary.md", summary)
+    write_json_atomic(output_dir / "metrics.json", result)
+    logger.info("evaluation of %d images written to %s in %.1f s", len(scores.ids), output_dir, time.perf_counter() - started)
+    (output_dir / RUN_RECORD).unlink(missing_ok=True)  # never point at an earlier evaluation's run
+    if tracking.uri is not None and tracking.log:
+        result["meta"]["mlflow_run_id"] = _mlflow_log(tracking.uri, tracking.run_id, tracking.experiment, result, output_dir,
+                                                      tracking.tags)
+        # the run this evaluation logged to, for later stages that add to it (srseg report)
+        write_json_atomic(output_dir / RUN_RECORD, {"run_id": result["meta"]["mlflow_run_id"]})
+    return result
 
-    source = _Source(hr_root, split, scale, class_map, lr_root, max_images, exclude_ids)
-    if seg_model is not None and not source.labelled:
-        raise EvaluateError(f"seg_model {seg_model!r} needs labels, but {hr_root} is an image folder without a manifest")
+
+def _load_measures(methods: dict[str, str], hr_root: Path, s: EvaluationSettings, tracking_uri: str | None) -> _Measures:
+    """The images, the methods' models and the metric models (LPIPS, NIQE), checked against each other."""
+    dev = resolve_device(s.device)
+    source = _Source(hr_root, s.split, s.scale, s.class_map, s.lr_root, s.max_images, s.exclude_ids)
+    if s.seg_model is not None and not source.labelled:
+        raise EvaluateError(f"seg_model {s.seg_model!r} needs labels, but {hr_root} is an image folder without a manifest")
     niqe_model = None
-    if niqe_params is not None:
+    if s.niqe_params is not None:
         from srseg.evaluate.niqe import load_niqe_params
 
-        niqe_model = load_niqe_params(niqe_params)
+        niqe_model = load_niqe_params(s.niqe_params)
     else:
         logger.info("NIQE not computed (%s): set niqe_params to a pristine model .npz", NIQE_UNAVAILABLE)
-    loaded = {name: load_method(name, spec, scale, dev, tracking_uri=mlflow_uri) for name, spec in methods.items()}
-    if seg_model is not None:
-        seg = loaded[seg_model]
+    loaded = {name: load_method(name, spec, s.scale, dev, tracking_uri=tracking_uri) for name, spec in methods.items()}
+    if s.seg_model is not None:
+        seg = loaded[s.seg_model]
         if seg.network is None or not seg.can_segment:
-            raise EvaluateError(f"seg_model {seg_model!r} ({methods[seg_model]}) is not a generator weights file with a segmentation head")
+            raise EvaluateError(f"seg_model {s.seg_model!r} ({methods[s.seg_model]}) is not a generator weights file with a segmentation head")
         if seg.network.num_classes != len(source.class_names):
             raise EvaluateError(
-                f"seg_model {seg_model!r} predicts {seg.network.num_classes} classes, class map {class_map!r} has {len(source.class_names)}"
+                f"seg_model {s.seg_model!r} predicts {seg.network.num_classes} classes, class map {s.class_map!r} has {len(source.class_names)}"
             )
-    lpips_model, lpips_reason = _load_lpips(lpips_weights, lpips_net, dev)
-    lpips_random = bool(lpips_model is not None and lpips_model.random_weights)
+    lpips_model, lpips_reason = _load_lpips(s.lpips_weights, s.lpips_net, dev)
     measured = list(BASE_METRICS) + (["lpips"] if lpips_model is not None else []) + (["niqe"] if niqe_model is not None else [])
-    names = list(loaded)
+    return _Measures(source, loaded, lpips_model, lpips_reason, niqe_model, measured, dev)
 
-    scores = _score_images(source, loaded, seg_model, lpips_model, niqe_model, measured, border, dev)
-    result = _summaries(scores, measured, compare, bootstrap, seed, confidence)
+
+def _score_summaries(scores: _Scores, measures: _Measures, s: EvaluationSettings, compare: tuple[str, str] | None,
+                     groups: dict[str, list[str]] | None) -> dict[str, Any]:
+    """Per-method summaries, differences and seed summaries, with the metrics that were not measured named."""
+    result = _summaries(scores, measures.measured, compare, s.bootstrap, s.seed, s.confidence)
     if groups is not None:
-        result["seeds"] = _seed_summaries(scores, measured, groups, compare, bootstrap, seed, confidence)
-    for name in names:
-        if lpips_model is None:
+        result["seeds"] = _seed_summaries(scores, measures.measured, groups, compare, s.bootstrap, s.seed, s.confidence)
+    lpips_random = bool(measures.lpips_model is not None and measures.lpips_model.random_weights)
+    for name in measures.loaded:
+        if measures.lpips_model is None:
             result[name]["lpips"] = LPIPS_UNAVAILABLE
         elif lpips_random:
             result[name]["lpips_random_weights"] = True
-        if niqe_model is None:
+        if measures.niqe_model is None:
             result[name]["niqe"] = NIQE_UNAVAILABLE
-    if scores.confusion is not None and seg_model is not None:
-        result[seg_model].update(_seg_scores(scores.confusion))
+    if scores.confusion is not None and s.seg_model is not None:
+        result[s.seg_model].update(_seg_scores(scores.confusion))
+    return result
 
-    output_dir.mkdir(parents=True, exist_ok=True)
+
+def _class_outputs(result: dict[str, Any], scores: _Scores, output_dir: Path, names: list[str], s: EvaluationSettings,
+                   compare: tuple[str, str] | None, groups: dict[str, list[str]] | None) -> tuple[list[dict[str, Any]], list[str]]:
+    """Write the per-class files and set ``result["per_class"]``; returns the class rows and the files written."""
     files = ["metrics.json", "per_image.csv"]
-    report.write_csv(output_dir / "per_image.csv", scores.rows, ["image", "method", *measured])
     class_rows: list[dict[str, Any]] = []
     if scores.classes is not None:
         class_rows, written = _write_class_outputs(
-            output_dir, scores.classes, names, compare, class_map, _min_class_pixels(crop_size), bootstrap, seed, confidence,
-            groups,
+            output_dir, scores.classes, names, compare, s.class_map, _min_class_pixels(s.crop_size), s.bootstrap, s.seed,
+            s.confidence, groups,
         )
         files += written
     positive = [r["psnr_y_gain"] > 0 for r in class_rows if math.isfinite(r.get("psnr_y_gain", math.nan))]
@@ -797,54 +867,50 @@ def evaluate(
         "classes": len(class_rows),
         "psnr_y_gain_positive": float(np.mean(positive)) if positive else None,
     }
-    for train_dir in train_dirs or []:
-        files += [png.relative_to(output_dir).as_posix() for png in report.plot_training_curves(Path(train_dir), output_dir / "plots")]
+    return class_rows, files
 
-    if gallery_crops > 0:
-        per_image_diff = None
-        if compare is not None:
-            per_image_diff = np.asarray(scores.values[compare[0]]["psnr_y"]) - np.asarray(scores.values[compare[1]]["psnr_y"])
-        picks = _gallery_picks(class_rows, scores.classes, per_image_diff, scores.ids, compare, gallery_crops, crop_size)
-        bicubic = next((m for m in loaded.values() if m.kind == "bicubic"), None) or load_method("bicubic", "bicubic", scale, dev)
-        by_class = compare is not None and scores.classes is not None
-        intro = (
-            f"Crops of about {crop_size} HR px, x{scale}. "
-            + (f"Rows: the classes where {compare[0]} beats {compare[1]} most and least in PSNR_Y on the class's pixels, "
-               "each crop centred on that class in the image where it covers most pixels. " if by_class and compare else "")
-            + "LR is shown nearest-upscaled; captions give PSNR_Y on the crop's class pixels (or the whole crop)."
-        )
-        _gallery(output_dir, source, loaded, bicubic, picks, scale, crop_size, intro, dev)
-        files.append("gallery.html")
 
-    result["meta"] = {
-        "images": len(scores.ids),
+def _write_gallery(output_dir: Path, measures: _Measures, scores: _Scores, class_rows: list[dict[str, Any]],
+                   s: EvaluationSettings, compare: tuple[str, str] | None) -> None:
+    """``gallery.html``: crops where ``compare[0]`` beats ``compare[1]`` most and least."""
+    per_image_diff = None
+    if compare is not None:
+        per_image_diff = np.asarray(scores.values[compare[0]]["psnr_y"]) - np.asarray(scores.values[compare[1]]["psnr_y"])
+    picks = _gallery_picks(class_rows, scores.classes, per_image_diff, scores.ids, compare, s.gallery_crops, s.crop_size)
+    loaded = measures.loaded
+    bicubic = next((m for m in loaded.values() if m.kind == "bicubic"), None) or load_method("bicubic", "bicubic", s.scale, measures.device)
+    by_class = compare is not None and scores.classes is not None
+    intro = (
+        f"Crops of about {s.crop_size} HR px, x{s.scale}. "
+        + (f"Rows: the classes where {compare[0]} beats {compare[1]} most and least in PSNR_Y on the class's pixels, "
+           "each crop centred on that class in the image where it covers most pixels. " if by_class and compare else "")
+        + "LR is shown nearest-upscaled; captions give PSNR_Y on the crop's class pixels (or the whole crop)."
+    )
+    _gallery(output_dir, measures.source, loaded, bicubic, picks, s.scale, s.crop_size, intro, measures.device)
+
+
+def _meta(methods: dict[str, str], hr_root: Path, measures: _Measures, s: EvaluationSettings,
+          compare: tuple[str, str] | None, images: int) -> dict[str, Any]:
+    """``metrics.json``'s ``meta``: what was evaluated and how."""
+    source = measures.source
+    return {
+        "images": images,
         "input": "manifest" if source.labelled else "image folder",
         "hr_root": str(hr_root),
-        "lr_root": str(lr_root) if lr_root is not None else None,
-        "split": split if source.labelled else None,
+        "lr_root": str(s.lr_root) if s.lr_root is not None else None,
+        "split": s.split if source.labelled else None,
         "excluded_ids": source.excluded,
-        "scale": scale,
-        "crop_border": border,
-        "class_map": class_map if source.labelled else None,
+        "scale": s.scale,
+        "crop_border": s.scale,
+        "class_map": s.class_map if source.labelled else None,
         "methods": dict(methods),
-        "seg_model": seg_model,
-        "lpips": _lpips_description(lpips_model, lpips_reason),
-        "lpips_net": lpips_net,
-        "lpips_random_weights": lpips_random,
-        "niqe": str(niqe_params) if niqe_params is not None else NIQE_UNAVAILABLE,
-        "bootstrap": bootstrap,
-        "seed": seed,
-        "confidence": confidence,
+        "seg_model": s.seg_model,
+        "lpips": _lpips_description(measures.lpips_model, measures.lpips_reason),
+        "lpips_net": s.lpips_net,
+        "lpips_random_weights": bool(measures.lpips_model is not None and measures.lpips_model.random_weights),
+        "niqe": str(s.niqe_params) if s.niqe_params is not None else NIQE_UNAVAILABLE,
+        "bootstrap": s.bootstrap,
+        "seed": s.seed,
+        "confidence": s.confidence,
         "compare": list(compare) if compare else None,
     }
-    result = _clean(result)
-    summary = _summary_markdown(result, names, [*BASE_METRICS, "lpips", "niqe"], class_rows, compare, [*files, "summary.md"])
-    write_text_atomic(output_dir / "summary.md", summary)
-    write_json_atomic(output_dir / "metrics.json", result)
-    logger.info("evaluation of %d images written to %s in %.1f s", len(scores.ids), output_dir, time.perf_counter() - started)
-    (output_dir / RUN_RECORD).unlink(missing_ok=True)  # never point at an earlier evaluation's run
-    if mlflow_uri is not None and log_to_mlflow:
-        result["meta"]["mlflow_run_id"] = _mlflow_log(mlflow_uri, mlflow_run_id, mlflow_experiment, result, output_dir, mlflow_tags)
-        # the run this evaluation logged to, for later stages that add to it (srseg report)
-        write_json_atomic(output_dir / RUN_RECORD, {"run_id": result["meta"]["mlflow_run_id"]})
-    return result

@@ -49,7 +49,7 @@ def run_evaluate(
     ``train_run`` is the training run whose curves are plotted (default: the first seed's
     multitask run, ``<train.output_dir>/seed<K>``).
     """
-    from srseg.evaluate import evaluate
+    from srseg.evaluate.run import EvaluationTracking, evaluate
     from srseg.lineage import evaluation_tags
     from srseg.seeds import expand_methods, seed_run_dir
 
@@ -57,34 +57,43 @@ def run_evaluate(
     seeded = expand_methods(dict(methods or cfg.methods), params.train.seeds)
     first_run = Path(train_run) if train_run is not None else seed_run_dir(params.train.output_dir, params.train.seeds[0])
     train_dirs = [first_run / stage for stage in ("psnr", "gan") if (first_run / stage).is_dir()]
-    lr_root = Path(params.paths.lr_root) if params.train.lr_source == "precomputed" else None
     chosen = seeded.specs
     compare = None if methods is not None else (seeded.first(cfg.compare[0]), seeded.first(cfg.compare[1]))
-    return evaluate(
-        methods=chosen,
-        hr_root=Path(params.paths.data_root),
+    seg_model = seeded.first(cfg.seg_model) if methods is None and cfg.seg_model else None
+    settings = evaluation_settings(params, compare=compare, seg_model=seg_model, gallery=gallery)
+    tracking = EvaluationTracking(
+        uri=tracking_uri(params),  # also resolves models:/ methods
+        experiment=params.mlflow.experiment,
+        tags=evaluation_tags(chosen),
+        log=log_to_mlflow,
+    )
+    return evaluate(chosen, Path(params.paths.data_root), Path(output_dir or cfg.output_dir), settings, tracking,
+                    train_dirs=train_dirs, seed_groups=seeded.groups)
+
+
+def evaluation_settings(params: Params, *, compare: tuple[str, str] | None, seg_model: str | None,
+                        gallery: bool = True) -> Any:
+    """:class:`~srseg.evaluate.run.EvaluationSettings` from the ``evaluate`` section (and the
+    training's scale, class map, device and LR source); the selection images are left out."""
+    from srseg.evaluate.run import EvaluationSettings
+
+    cfg = params.evaluate
+    return EvaluationSettings(
         split=cfg.split,
         scale=params.train.scale,
         class_map=params.train.class_map,
-        output_dir=Path(output_dir or cfg.output_dir),
-        lr_root=lr_root,
-        seg_model=seeded.first(cfg.seg_model) if methods is None and cfg.seg_model else None,
+        lr_root=Path(params.paths.lr_root) if params.train.lr_source == "precomputed" else None,
+        seg_model=seg_model,
         lpips_weights=cfg.lpips_weights,
         niqe_params=Path(cfg.niqe_params) if cfg.niqe_params else None,
         bootstrap=cfg.bootstrap,
         seed=cfg.seed,
         gallery_crops=cfg.gallery_crops if gallery else 0,
         crop_size=cfg.crop_size,
-        mlflow_uri=tracking_uri(params),  # also resolves models:/ methods
         device=params.train.device,
         max_images=cfg.max_images,
         compare=compare,
-        train_dirs=train_dirs,
-        mlflow_experiment=params.mlflow.experiment,
-        mlflow_tags=evaluation_tags(chosen),
         exclude_ids=selection_ids(params, cfg.split),
-        log_to_mlflow=log_to_mlflow,
-        seed_groups=seeded.groups,
     )
 
 

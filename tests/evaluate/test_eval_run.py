@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import shutil
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -18,6 +20,8 @@ from srseg.evaluate import evaluate
 from srseg.evaluate.methods import MethodError
 from srseg.evaluate.niqe import NiqeParamsError, fit_niqe_params, save_niqe_params
 from srseg.evaluate.run import LPIPS_UNAVAILABLE, NIQE_UNAVAILABLE, EvaluateError
+from srseg.evaluate.run import EvaluationSettings as Settings
+from srseg.evaluate.run import EvaluationTracking as Tracking
 from srseg.fileio import sha256_file
 from srseg.imageio import load_rgb
 from srseg.models.generator import MultiTaskSRNet
@@ -63,8 +67,8 @@ def _read_csv(path: Path) -> list[dict[str, str]]:
 
 def test_bicubic_on_set5_reproduces_the_golden_values(set5: Path, tmp_path: Path) -> None:
     result = evaluate(
-        {"bicubic": "bicubic"}, set5 / "HR", "val", 4, "fine171", tmp_path / "out",
-        lpips_weights=str(tmp_path / "no-weights-here"), bootstrap=200, gallery_crops=1,
+        {"bicubic": "bicubic"}, set5 / "HR", tmp_path / "out",
+        Settings("val", 4, "fine171", lpips_weights=str(tmp_path / "no-weights-here"), bootstrap=200, gallery_crops=1),
     )
     bicubic = result["bicubic"]
     assert bicubic["psnr_y"] == pytest.approx(GOLDEN_SET5[0], abs=0.005)
@@ -82,8 +86,9 @@ def test_bicubic_on_set5_reproduces_the_golden_values(set5: Path, tmp_path: Path
 
     # The shipped MATLAB-made LR files give the same numbers as LR synthesised on the fly.
     again = evaluate(
-        {"bicubic": "bicubic"}, set5 / "HR", "val", 4, "fine171", tmp_path / "out2",
-        lr_root=set5 / "LR_bicubic" / "X4", lpips_weights=str(tmp_path / "no-weights-here"), bootstrap=0, gallery_crops=0,
+        {"bicubic": "bicubic"}, set5 / "HR", tmp_path / "out2",
+        Settings("val", 4, "fine171", lr_root=set5 / "LR_bicubic" / "X4", lpips_weights=str(tmp_path / "no-weights-here"),
+                 bootstrap=0, gallery_crops=0),
     )
     assert again["bicubic"]["psnr_y"] == pytest.approx(bicubic["psnr_y"], abs=1e-9)
 
@@ -107,9 +112,10 @@ def test_full_run_writes_every_output_and_logs_to_mlflow(cocostuff_sample: Path,
     out = tmp_path / "eval"
     methods = {"bicubic": "bicubic", "multitask": str(multitask), ODD_NAME: str(sr_only)}
     result = evaluate(
-        methods, root, "val2017", 4, "fine171", out, compare=("multitask", ODD_NAME),
-        seg_model="multitask", lpips_weights="none", niqe_params=niqe_path, bootstrap=200, seed=1,
-        gallery_crops=4, crop_size=64, mlflow_uri=uri, device="cpu", train_dirs=[tmp_path / "train" / "gan"],
+        methods, root, out,
+        Settings("val2017", 4, "fine171", compare=("multitask", ODD_NAME), seg_model="multitask", lpips_weights="none",
+                 niqe_params=niqe_path, bootstrap=200, seed=1, gallery_crops=4, crop_size=64, device="cpu"),
+        Tracking(uri=uri), train_dirs=[tmp_path / "train" / "gan"],
     )
 
     # metrics.json: one block per method, paired differences, per-class summary, meta.
@@ -181,8 +187,9 @@ def test_full_run_writes_every_output_and_logs_to_mlflow(cocostuff_sample: Path,
     # Logging into an existing run leaves that run open.
     existing = client.create_run(run.info.experiment_id, run_name="train").info.run_id
     evaluate(
-        {"bicubic": "bicubic"}, root, "val2017", 4, "fine171", tmp_path / "eval2",
-        lpips_weights="none", bootstrap=10, gallery_crops=0, mlflow_uri=uri, mlflow_run_id=existing, max_images=1,
+        {"bicubic": "bicubic"}, root, tmp_path / "eval2",
+        Settings("val2017", 4, "fine171", lpips_weights="none", bootstrap=10, gallery_crops=0, max_images=1),
+        Tracking(uri=uri, run_id=existing),
     )
     logged = client.get_run(existing)
     assert logged.info.status == "RUNNING" and "bicubic.psnr_y" in logged.data.metrics
@@ -190,26 +197,31 @@ def test_full_run_writes_every_output_and_logs_to_mlflow(cocostuff_sample: Path,
 
 def test_bad_arguments_are_named(cocostuff_sample: Path, tmp_path: Path) -> None:
     root = _tiny_root(cocostuff_sample, tmp_path / "data", count=1)
-    common = dict(hr_root=root, split="val2017", scale=4, class_map="fine171", output_dir=tmp_path / "out", lpips_weights="none")
+    settings = Settings("val2017", 4, "fine171", lpips_weights="none")
+    out = tmp_path / "out"
+
+    def with_(**changes: Any) -> Settings:
+        return dataclasses.replace(settings, **changes)
+
     with pytest.raises(MethodError, match="missing.safetensors"):
-        evaluate({"x": str(tmp_path / "missing.safetensors")}, **common)
+        evaluate({"x": str(tmp_path / "missing.safetensors")}, root, out, settings)
     with pytest.raises(MethodError, match="'nope'"):
-        evaluate({"nope": "definitely/not/here"}, **common)
+        evaluate({"nope": "definitely/not/here"}, root, out, settings)
     with pytest.raises(EvaluateError, match="seg_model 'ghost'"):
-        evaluate({"bicubic": "bicubic"}, seg_model="ghost", **common)
+        evaluate({"bicubic": "bicubic"}, root, out, with_(seg_model="ghost"))
     with pytest.raises(EvaluateError, match="segmentation head"):
-        evaluate({"bicubic": "bicubic"}, seg_model="bicubic", **common)
+        evaluate({"bicubic": "bicubic"}, root, out, with_(seg_model="bicubic"))
     with pytest.raises(EvaluateError, match="compare"):
-        evaluate({"bicubic": "bicubic"}, compare=("bicubic", "other"), **common)
+        evaluate({"bicubic": "bicubic"}, root, out, with_(compare=("bicubic", "other")))
     with pytest.raises(ValueError, match="no split 'test'"):
-        evaluate({"bicubic": "bicubic"}, **{**common, "split": "test"})
+        evaluate({"bicubic": "bicubic"}, root, out, with_(split="test"))
     with pytest.raises(EvaluateError, match="mlflow_run_id"):
-        evaluate({"bicubic": "bicubic"}, mlflow_run_id="abc", **common)
+        evaluate({"bicubic": "bicubic"}, root, out, settings, Tracking(run_id="abc"))
     wrong_scale = _generator(tmp_path / "x2.safetensors", 0, 0)
     with pytest.raises(MethodError, match="x4 generator, evaluation scale is x2"):
-        evaluate({"g": str(wrong_scale)}, **{**common, "scale": 2})
+        evaluate({"g": str(wrong_scale)}, root, out, with_(scale=2))
     with pytest.raises(NiqeParamsError, match="absent.npz"):
-        evaluate({"bicubic": "bicubic"}, niqe_params=tmp_path / "absent.npz", **common)
+        evaluate({"bicubic": "bicubic"}, root, out, with_(niqe_params=tmp_path / "absent.npz"))
 
 
 def test_mlflow_and_export_methods_go_through_the_upscale_loader(
@@ -229,8 +241,8 @@ def test_mlflow_and_export_methods_go_through_the_upscale_loader(
     monkeypatch.setattr(upscale, "load_sr_model", fake_loader)
     root = _tiny_root(cocostuff_sample, tmp_path / "data", count=1, size=(96, 96))
     result = evaluate(
-        {"bicubic": "bicubic", "champion": "models:/srseg@champion"}, root, "val2017", 4, "fine171", tmp_path / "out",
-        lpips_weights="none", bootstrap=10, gallery_crops=0, device="cpu",
+        {"bicubic": "bicubic", "champion": "models:/srseg@champion"}, root, tmp_path / "out",
+        Settings("val2017", 4, "fine171", lpips_weights="none", bootstrap=10, gallery_crops=0, device="cpu"),
     )
     assert calls == [("models:/srseg@champion", 4, None)]
     assert result["champion"]["psnr_y"] == pytest.approx(result["bicubic"]["psnr_y"], abs=1e-6)

@@ -15,6 +15,7 @@ import torch
 
 from evaluate.test_eval_run import _tiny_root
 from srseg.evaluate import evaluate
+from srseg.evaluate.run import EvaluationSettings
 from srseg.evaluate.benchmark import benchmark
 from srseg.fileio import read_json
 from srseg.models.generator import MultiTaskSRNet
@@ -54,8 +55,8 @@ def outputs(tmp_path_factory: pytest.TempPathFactory, cocostuff_sample: Path, se
                for i, arm in enumerate(ARMS) for seed in SEEDS}
     methods["bicubic"] = "bicubic"
     groups = {arm: [f"{arm}@seed{seed}" for seed in SEEDS] for arm in ARMS} | {"bicubic": ["bicubic"]}
-    ev = evaluate(methods, root, "val2017", 4, "fine171", tmp / "evaluate", compare=("multitask@seed0", "sr_only@seed0"),
-                  seed_groups=groups, gallery_crops=0, bootstrap=200, device="cpu")
+    ev = evaluate(methods, root, tmp / "evaluate", EvaluationSettings("val2017", 4, "fine171", compare=("multitask@seed0", "sr_only@seed0"),
+                  gallery_crops=0, bootstrap=200, device="cpu"), seed_groups=groups)
     benchmark(methods, {"set5": set5}, 4, tmp / "benchmark", groups=groups, bootstrap=0, device="cpu")
     runs = {arm: {seed: tmp / "runs" / arm / f"seed{seed}" for seed in SEEDS} for arm in ARMS}
     for i, arm in enumerate(ARMS):
@@ -108,9 +109,10 @@ def test_one_seed_is_labelled_as_covering_images_only(outputs: dict, tmp_path: P
     tmp = outputs["tmp"]
     ev = evaluate({"multitask": str(tmp / "models" / "multitask" / "seed0.safetensors"),
                    "sr_only": str(tmp / "models" / "sr_only" / "seed0.safetensors"), "bicubic": "bicubic"},
-                  tmp / "data", "val2017", 4, "fine171", tmp_path / "evaluate", compare=("multitask", "sr_only"),
-                  seed_groups={"multitask": ["multitask"], "sr_only": ["sr_only"], "bicubic": ["bicubic"]},
-                  gallery_crops=0, bootstrap=100, device="cpu")
+                  tmp / "data", tmp_path / "evaluate",
+                  EvaluationSettings("val2017", 4, "fine171", compare=("multitask", "sr_only"), gallery_crops=0, bootstrap=100,
+                                     device="cpu"),
+                  seed_groups={"multitask": ["multitask"], "sr_only": ["sr_only"], "bicubic": ["bicubic"]})
     assert ev["seeds"]["diff"]["multitask-sr_only"]["ci_covers"] == "images only (1 seed)"
     summary = build_report(_inputs(outputs, evaluate_dir=tmp_path / "evaluate"), tmp_path / "out")
     assert "the CI covers images only (1 seed)" in summary["headline"]
