@@ -46,6 +46,7 @@ Lineage: every step gets the KFP run id (pod label ``pipeline/runid``) and its p
 environment (:mod:`srseg.lineage`), which MLflow runs carry as tags.
 """
 
+import dataclasses
 from typing import Any, Sequence
 
 from kfp import dsl, kubernetes
@@ -165,106 +166,136 @@ def build_pipeline(
         was submitted from (``srseg pipeline submit`` fills it): part of the cache keys, and the
         preflight step refuses an image holding other code ("" = not checked).
         """
+        args = dict(locals())  # the run's parameters (pipeline channels) by name, for the step builders below
         volume = dict(pvc_name=pvc_name, mount_path=mount_path, s3_secret=s3_secret, mlflow_secret=mlflow_secret)
-
-        arguments = locals()
-        overrides = {name: arguments[name] for name in OVERRIDE_NAMES}  # srseg/pipeline/overrides.py
+        overrides = {name: args[name] for name in OVERRIDE_NAMES}  # srseg/pipeline/overrides.py
         resolved = c.resolve_params(
             params_yaml=params_yaml, profile=profile, work_dir=work_dir, code_version=code_version, **overrides
         ).set_display_name("resolve-params")
         _sized(resolved, "resolve_params")
-        params = resolved.outputs["params"]
-
-        preflight = c.preflight(params=params, code_version=code_version, work_dir=work_dir)
-        preflight.set_display_name("preflight").set_caching_options(False)  # checks the cluster as it is now
-        _on_volume(_sized(preflight, "preflight"), **volume)
-
-        # cached on the data request (+ code): equal requests reuse the dataset and keep later keys stable
-        download = c.download(request=resolved.outputs["download_request"]).set_display_name("download").after(preflight)
-        download.set_retry(num_retries=3, backoff_duration="60s", backoff_factor=2.0, backoff_max_duration="3600s")
-        _on_volume(_sized(download, "download"), **volume)
-
-        degrade = c.degrade(request=resolved.outputs["degrade_request"], dataset=download.outputs["dataset"])
-        _on_volume(_sized(degrade.set_display_name("degrade"), "degrade"), **volume)
-
-        # the train request enters the loop inside the items: kfp.local replaces any other task
-        # output parameter of a ParallelFor with the loop item (components/seeds.py)
-        seeds = c.seeds(params=params, request=resolved.outputs["train_request"]).set_display_name("seeds")
-        _sized(seeds, "seeds")
-        models = {}
-        with dsl.ParallelFor(seeds.output) as sweep:
-            seed = sweep.seed
-            for branch, branch_lambda in (("multitask", lambda_seg), ("sr_only", 0.0)):
-                data = dict(request=sweep.request, dataset=download.outputs["dataset"],
-                            lr_dataset=degrade.outputs["lr_dataset"], work_dir=work_dir, branch=branch,
-                            lambda_seg=branch_lambda, seed=seed)
-                with dsl.If(nodes > 1, name=f"multi-node-{branch}"):
-                    launch = c.launch_trainjob(
-                        **data, image=image, run_as_user=-1 if run_as_user is None else run_as_user,
-                        nodes=nodes, gpus_per_node=gpus_per_node, cpu=train_cpu,
-                        memory=train_memory, pvc_name=pvc_name, mount_path=mount_path, tolerations=gpu_tolerations,
-                        node_selector=gpu_node_selector, s3_secret=s3_secret, mlflow_secret=mlflow_secret,
-                        runtime=trainer_runtime, namespace=trainer_namespace, timeout_s=train_timeout_s,
-                    ).set_display_name(f"trainjob-{branch}")
-                    launch.set_retry(num_retries=2, backoff_duration="300s", backoff_factor=2.0)
-                    _on_volume(_sized(launch, "launch_trainjob"), **volume)
-                with dsl.Else(name=f"one-node-{branch}"):
-                    train = c.train(**data, gpus=gpus_per_node).set_display_name(f"train-{branch}")
-                    train.set_accelerator_type(GPU_RESOURCE).set_accelerator_limit(gpus_per_node)
-                    train.set_cpu_request(train_cpu).set_cpu_limit(train_cpu)
-                    train.set_memory_request(train_memory).set_memory_limit(train_memory)
-                    train.set_retry(num_retries=2, backoff_duration="300s", backoff_factor=2.0)  # resumes from checkpoints
-                    kubernetes.add_toleration(train, **GPU_TOLERATION)  # the usual taint of GPU nodes
-                    kubernetes.add_toleration_json(train, gpu_tolerations)  # plus the cluster's own
-                    kubernetes.add_node_selector_json(train, gpu_node_selector)
-                    kubernetes.empty_dir_mount(train, volume_name="dshm", mount_path="/dev/shm", medium="Memory")
-                    _on_volume(train, **volume)
-                collect = c.collect_model(
-                    train_dir=dsl.OneOf(launch.outputs["train_dir"], train.outputs["train_dir"]),
-                    weights_sha256=dsl.OneOf(launch.outputs["weights_sha256"], train.outputs["weights_sha256"]),  # content key
-                    branch=branch, seed=seed,
-                ).set_display_name(f"model-{branch}")
-                _on_volume(_sized(collect, "collect_model"), **volume)
-                models[branch] = collect.outputs["model"]
-
-        def trained() -> dict[str, dsl.Collected]:
-            """Every seed's model of each arm; a fresh fan-in per consumer (kfp's compiler rewrites a
-            Collected channel when it wires it into its first consumer)."""
-            return dict(multitask=dsl.Collected(models["multitask"]), sr_only=dsl.Collected(models["sr_only"]))
-
-        evaluate = c.evaluate(params=params, **trained())
-        _on_volume(_sized(evaluate.set_display_name("evaluate"), "evaluate"), **volume)
-
-        study_build = c.study_build(params=params, **trained())
-        study_build.set_display_name("study-build").set_caching_options(False)
-        _on_volume(_sized(study_build, "study_build"), **volume)
-        study_analyze = c.study_analyze(params=params, bundle=study_build.outputs["bundle"])
-        study_analyze.set_display_name("study-analyze").set_caching_options(False)  # votes keep coming in
-        _on_volume(_sized(study_analyze, "study_analyze"), **volume)
-
-        benchmark = c.benchmark(params=params, **trained()).set_display_name("benchmark")
-        _on_volume(_sized(benchmark, "benchmark"), **volume)
-        report = c.report(params=params, evaluation=evaluate.outputs["results"], benchmarks=benchmark.outputs["results"],
-                          **trained()).set_display_name("report")
-        _on_volume(_sized(report, "report"), **volume)
-
-        export = c.export(params=params, models=trained()["multitask"], evaluation=evaluate.outputs["results"])
-        export.after(report)  # the model card links to the report, which must then be in MLflow
-        _on_volume(_sized(export.set_display_name("export"), "export"), **volume)
-        register = c.register(params=params, exported=export.outputs["exported"], evaluation=evaluate.outputs["results"])
-        register.set_display_name("register")
-        register.set_caching_options(False)  # a cached step would skip the registration
-        _on_volume(_sized(register, "register"), **volume)
-
-        gate = c.gate(params=params, registered=register.outputs["registered"]).set_display_name("gate")
-        gate.after(study_analyze).set_caching_options(False)  # the registry changes between runs
-        _on_volume(_sized(gate, "gate"), **volume)
-        with dsl.If(gate.outputs["Output"] == True, name="gate-passed"):  # noqa: E712 - a KFP condition, not a bool
-            # applies the gate's verdict (no second evaluation), if the aliases are still those it judged
-            promote = c.promote(params=params, registered=register.outputs["registered"],
-                                verdict=gate.outputs["verdict"]).set_display_name("promote")
-            promote.set_caching_options(False)
-            _on_volume(_sized(promote, "promote"), **volume)
-        return register.outputs["model_uri"]
+        download, degrade = _data_steps(c, resolved, args, volume)
+        models = _training_steps(c, resolved, download, degrade, args, volume, Pod(image, mount_path, run_as_user))
+        return _shipping_steps(c, resolved.outputs["params"], models, volume)
 
     return srseg_training
+
+
+@dataclasses.dataclass(frozen=True)
+class Pod:
+    """Compile-time pod settings a multi-node TrainJob repeats: the image, the PVC mount path, the user."""
+
+    image: str
+    mount_path: str
+    run_as_user: int | None
+
+
+def _data_steps(c: Components, resolved: Any, args: dict[str, Any], volume: dict[str, Any]) -> tuple[Any, Any]:
+    """preflight -> download -> degrade; returns the download and degrade tasks."""
+    params = resolved.outputs["params"]
+    preflight = c.preflight(params=params, code_version=args["code_version"], work_dir=args["work_dir"])
+    preflight.set_display_name("preflight").set_caching_options(False)  # checks the cluster as it is now
+    _on_volume(_sized(preflight, "preflight"), **volume)
+
+    # cached on the data request (+ code): equal requests reuse the dataset and keep later keys stable
+    download = c.download(request=resolved.outputs["download_request"]).set_display_name("download").after(preflight)
+    download.set_retry(num_retries=3, backoff_duration="60s", backoff_factor=2.0, backoff_max_duration="3600s")
+    _on_volume(_sized(download, "download"), **volume)
+
+    degrade = c.degrade(request=resolved.outputs["degrade_request"], dataset=download.outputs["dataset"])
+    _on_volume(_sized(degrade.set_display_name("degrade"), "degrade"), **volume)
+    return download, degrade
+
+
+def _training_steps(c: Components, resolved: Any, download: Any, degrade: Any, args: dict[str, Any],
+                    volume: dict[str, Any], pod: Pod) -> dict[str, Any]:
+    """Both arms (multitask, sr_only) for every seed of ``train.seeds``; returns each arm's model output."""
+    # the train request enters the loop inside the items: kfp.local replaces any other task
+    # output parameter of a ParallelFor with the loop item (components/seeds.py)
+    seeds = c.seeds(params=resolved.outputs["params"], request=resolved.outputs["train_request"])
+    _sized(seeds.set_display_name("seeds"), "seeds")
+    models = {}
+    with dsl.ParallelFor(seeds.output) as sweep:
+        for branch, branch_lambda in (("multitask", args["lambda_seg"]), ("sr_only", 0.0)):
+            data = dict(request=sweep.request, dataset=download.outputs["dataset"],
+                        lr_dataset=degrade.outputs["lr_dataset"], work_dir=args["work_dir"], branch=branch,
+                        lambda_seg=branch_lambda, seed=sweep.seed)
+            models[branch] = _train_arm(c, data, args, volume, pod)
+    return models
+
+
+def _train_arm(c: Components, data: dict[str, Any], args: dict[str, Any], volume: dict[str, Any], pod: Pod) -> Any:
+    """One arm of one seed: a multi-node TrainJob or a one-pod training, then the model they made."""
+    branch = data["branch"]
+    with dsl.If(args["nodes"] > 1, name=f"multi-node-{branch}"):
+        launch = c.launch_trainjob(
+            **data, image=pod.image, run_as_user=-1 if pod.run_as_user is None else pod.run_as_user,
+            nodes=args["nodes"], gpus_per_node=args["gpus_per_node"], cpu=args["train_cpu"],
+            memory=args["train_memory"], pvc_name=args["pvc_name"], mount_path=pod.mount_path,
+            tolerations=args["gpu_tolerations"], node_selector=args["gpu_node_selector"], s3_secret=args["s3_secret"],
+            mlflow_secret=args["mlflow_secret"], runtime=args["trainer_runtime"], namespace=args["trainer_namespace"],
+            timeout_s=args["train_timeout_s"],
+        ).set_display_name(f"trainjob-{branch}")
+        launch.set_retry(num_retries=2, backoff_duration="300s", backoff_factor=2.0)
+        _on_volume(_sized(launch, "launch_trainjob"), **volume)
+    with dsl.Else(name=f"one-node-{branch}"):
+        train = c.train(**data, gpus=args["gpus_per_node"]).set_display_name(f"train-{branch}")
+        train.set_accelerator_type(GPU_RESOURCE).set_accelerator_limit(args["gpus_per_node"])
+        train.set_cpu_request(args["train_cpu"]).set_cpu_limit(args["train_cpu"])
+        train.set_memory_request(args["train_memory"]).set_memory_limit(args["train_memory"])
+        train.set_retry(num_retries=2, backoff_duration="300s", backoff_factor=2.0)  # resumes from checkpoints
+        kubernetes.add_toleration(train, **GPU_TOLERATION)  # the usual taint of GPU nodes
+        kubernetes.add_toleration_json(train, args["gpu_tolerations"])  # plus the cluster's own
+        kubernetes.add_node_selector_json(train, args["gpu_node_selector"])
+        kubernetes.empty_dir_mount(train, volume_name="dshm", mount_path="/dev/shm", medium="Memory")
+        _on_volume(train, **volume)
+    collect = c.collect_model(
+        train_dir=dsl.OneOf(launch.outputs["train_dir"], train.outputs["train_dir"]),
+        weights_sha256=dsl.OneOf(launch.outputs["weights_sha256"], train.outputs["weights_sha256"]),  # content key
+        branch=branch, seed=data["seed"],
+    ).set_display_name(f"model-{branch}")
+    _on_volume(_sized(collect, "collect_model"), **volume)
+    return collect.outputs["model"]
+
+
+def _shipping_steps(c: Components, params: Any, models: dict[str, Any], volume: dict[str, Any]) -> Any:
+    """evaluate, study, benchmark, report -> export -> register -> gate -> promote; returns the registered model URI."""
+
+    def trained() -> dict[str, dsl.Collected]:
+        """Every seed's model of each arm; a fresh fan-in per consumer (kfp's compiler rewrites a
+        Collected channel when it wires it into its first consumer)."""
+        return dict(multitask=dsl.Collected(models["multitask"]), sr_only=dsl.Collected(models["sr_only"]))
+
+    evaluate = c.evaluate(params=params, **trained())
+    _on_volume(_sized(evaluate.set_display_name("evaluate"), "evaluate"), **volume)
+
+    study_build = c.study_build(params=params, **trained())
+    study_build.set_display_name("study-build").set_caching_options(False)
+    _on_volume(_sized(study_build, "study_build"), **volume)
+    study_analyze = c.study_analyze(params=params, bundle=study_build.outputs["bundle"])
+    study_analyze.set_display_name("study-analyze").set_caching_options(False)  # votes keep coming in
+    _on_volume(_sized(study_analyze, "study_analyze"), **volume)
+
+    benchmark = c.benchmark(params=params, **trained()).set_display_name("benchmark")
+    _on_volume(_sized(benchmark, "benchmark"), **volume)
+    report = c.report(params=params, evaluation=evaluate.outputs["results"], benchmarks=benchmark.outputs["results"],
+                      **trained()).set_display_name("report")
+    _on_volume(_sized(report, "report"), **volume)
+
+    export = c.export(params=params, models=trained()["multitask"], evaluation=evaluate.outputs["results"])
+    export.after(report)  # the model card links to the report, which must then be in MLflow
+    _on_volume(_sized(export.set_display_name("export"), "export"), **volume)
+    register = c.register(params=params, exported=export.outputs["exported"], evaluation=evaluate.outputs["results"])
+    register.set_display_name("register")
+    register.set_caching_options(False)  # a cached step would skip the registration
+    _on_volume(_sized(register, "register"), **volume)
+
+    gate = c.gate(params=params, registered=register.outputs["registered"]).set_display_name("gate")
+    gate.after(study_analyze).set_caching_options(False)  # the registry changes between runs
+    _on_volume(_sized(gate, "gate"), **volume)
+    with dsl.If(gate.outputs["Output"] == True, name="gate-passed"):  # noqa: E712 - a KFP condition, not a bool
+        # applies the gate's verdict (no second evaluation), if the aliases are still those it judged
+        promote = c.promote(params=params, registered=register.outputs["registered"],
+                            verdict=gate.outputs["verdict"]).set_display_name("promote")
+        promote.set_caching_options(False)
+        _on_volume(_sized(promote, "promote"), **volume)
+    return register.outputs["model_uri"]

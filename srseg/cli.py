@@ -8,7 +8,7 @@ import json
 import logging
 import sys
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 log = logging.getLogger("srseg")
 
@@ -279,6 +279,7 @@ def _cmd_params_show(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``srseg`` command line: global options, then one subcommand per stage."""
     parser = argparse.ArgumentParser(prog="srseg", description="srseg: multitask super-resolution pipeline (one subcommand per stage)")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     parser.add_argument("--params", type=Path, default=Path("params.yaml"), help="parameter file (default: params.yaml)")
@@ -286,6 +287,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--set", action="append", metavar="KEY.PATH=VALUE", help="override one parameter (repeatable)")
     sub = parser.add_subparsers(dest="command", required=True)
 
+    _add_data_commands(sub)
+    _add_training_command(sub)
+    _add_evaluation_commands(sub)
+    _add_study_command(sub)
+    _add_shipping_commands(sub)
+    _add_pipeline_command(sub)
+    _add_tool_commands(sub)
+    return parser
+
+
+def _add_data_commands(sub: Any) -> None:
+    """Subcommands: download, degrade and the metrics of a folder."""
     p = sub.add_parser("download", help="fetch COCO-Stuff images + label maps (params: download)")
     p.add_argument("--mirror", default=None, help="override download.mirror")
     p.add_argument("--output", type=Path, default=None, help="override paths.data_root")
@@ -306,6 +319,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", type=Path, default=None, help="write per-image and mean values here")
     p.set_defaults(func=_cmd_metrics)
 
+
+def _add_training_command(sub: Any) -> None:
+    """Subcommands: one training stage, torchrun-ready."""
     p = sub.add_parser("train", help="train one stage (params: train, mlflow); torchrun-ready")
     p.add_argument("--stage", choices=("psnr", "gan"), required=True)
     p.add_argument("--output-dir", type=Path, default=None, help="override train.output_dir")
@@ -317,6 +333,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--report-dir", type=Path, default=None, help="also copy metrics.json and the plot CSVs here (git-tracked by DVC)")
     p.set_defaults(func=_cmd_train)
 
+
+def _add_evaluation_commands(sub: Any) -> None:
+    """Subcommands: evaluation, benchmarks and the science report."""
     p = sub.add_parser("evaluate", help="compare methods on the val split (params: evaluate)")
     p.add_argument("--output-dir", type=Path, default=None)
     p.add_argument("--method", action="append", metavar="NAME=MODEL", help="replace evaluate.methods (repeatable)")
@@ -336,6 +355,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--report-dir", type=Path, default=None, help="write the training curves merged over seeds here (DVC plots)")
     p.set_defaults(func=_cmd_report)
 
+
+def _add_study_command(sub: Any) -> None:
+    """Subcommands: the pairwise user study and its subcommands."""
     p = sub.add_parser("study", help="pairwise user study (params: study)")
     p.add_argument("--bundle", type=Path, default=None, help="default <study.output_dir>/bundle")
     p.add_argument("--gate", action="store_true",
@@ -360,6 +382,9 @@ def build_parser() -> argparse.ArgumentParser:
     s_imp.add_argument("--csv", type=Path, required=True)
     p.set_defaults(func=_cmd_study)
 
+
+def _add_shipping_commands(sub: Any) -> None:
+    """Subcommands: export, registry (register, promote, rollback) and inference."""
     p = sub.add_parser("export", help="SR head: TorchScript, ONNX, safetensors, model card (params: export)")
     p.add_argument("--weights", type=Path, default=None)
     p.add_argument("--output-dir", type=Path, default=None)
@@ -391,6 +416,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), default="auto")
     p.set_defaults(func=_cmd_upscale)
 
+
+def _add_pipeline_command(sub: Any) -> None:
+    """Subcommands: the Kubeflow pipeline: compile, run, submit."""
     p = sub.add_parser("pipeline", help="Kubeflow pipeline: compile, run locally, submit to a cluster")
     psub_k = p.add_subparsers(dest="pipeline_command", required=True)
     for name, helptext in (("compile", "write the IR YAML (pipelines/training_pipeline.yaml)"),
@@ -421,6 +449,9 @@ def build_parser() -> argparse.ArgumentParser:
             k.add_argument("--no-cache", action="store_true", help="run every step, ignoring KFP's cache")
     p.set_defaults(func=_cmd_pipeline)
 
+
+def _add_tool_commands(sub: Any) -> None:
+    """Subcommands: weights, mirrors, profiles and the resolved params."""
     p = sub.add_parser("weights", help="pretrained weights the params need (VGG19, LPIPS): check or stage")
     wsub = p.add_subparsers(dest="weights_command", required=True)
     w = wsub.add_parser("check", help="are the files the params need present and intact? (exit 2 if not)")
@@ -446,7 +477,6 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("params", help="show the resolved, validated parameters")
     p.set_defaults(func=_cmd_params_show)
-    return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -457,52 +457,9 @@ def _export_into(
     """All checks and files of :func:`export_sr_head`, written into ``output_dir`` (the staging folder)."""
     sr_net = build_sr_only(model).eval()
     channels = model.config["in_channels"]
-    example = _random_input((1, channels, *example_size))
-
-    # 1. The SR-only network must equal the full network's SR output.
-    with torch.inference_mode():
-        x = _random_input((2, channels, *example_size), seed=1)
-        reference = sr_net(x)
-        diff = _max_diff(reference, model(x))
-        if model.has_seg_head:
-            diff = max(diff, _max_diff(reference, model.forward_multitask(x)[0]))
-    if not diff <= SR_HEAD_TOLERANCE:
-        raise ExportError(
-            "SR-only network differs from the full network's SR output: "
-            f"max abs diff {diff:.3g} > {SR_HEAD_TOLERANCE:g}"
-        )
-    logger.info("SR head equals the full network's SR output (max abs diff %.3g)", diff)
-
-    # 2. Weights, TorchScript, ONNX, each checked against the eager SR head.
-    weights_path = output_dir / WEIGHTS_FILE
-    save_generator(sr_net, weights_path, metadata={"source": source, "data_version": data_version or "", **training})
-    traced = trace_torchscript(sr_net, example)
-    ts_path = output_dir / TORCHSCRIPT_FILE
-    save_torchscript(traced, ts_path)
-    loaded_ts = load_torchscript(ts_path)
-    parity = _check_parity("torchscript", loaded_ts, sr_net, channels, TORCHSCRIPT_TOLERANCE)
-    onnx_path = output_dir / ONNX_FILE
-    export_onnx(
-        sr_net,
-        example,
-        onnx_path,
-        opset,
-        {
-            "srseg.config": json.dumps(sr_net.config),
-            "srseg.scale": str(sr_net.scale),
-            "srseg.data_version": data_version or "",
-        },
-    )
-    parity += _check_parity("onnxruntime", _onnx_runner(onnx_path), sr_net, channels, ONNX_TOLERANCE)
-
-    # 3. Size and CPU latency of the shipped head vs the training network.
-    lat_x = _random_input((1, channels, *latency_size), seed=2)
-    with torch.inference_mode():
-        ms_sr = _median_ms(lambda: sr_net(lat_x), latency_runs)
-        ms_full = _median_ms(lambda: model.forward_multitask(lat_x), latency_runs) if model.has_seg_head else None
-    full_text = "n/a" if ms_full is None else f"{ms_full:.1f} ms"
-    logger.info("CPU latency at %s LR px: SR head %.1f ms, training network %s", latency_size, ms_sr, full_text)
-
+    diff = _check_sr_head(model, sr_net, channels, example_size)
+    parity = _write_formats(sr_net, output_dir, source, opset, example_size, data_version, training)
+    ms_sr, ms_full = _latency(model, sr_net, channels, latency_size, latency_runs)
     files = {
         "weights": WEIGHTS_FILE,
         "weights_config": WEIGHTS_FILE + ".json",
@@ -541,3 +498,60 @@ def _export_into(
     write_text_atomic(output_dir / CARD_FILE, render_model_card(report))
     report.sha256 = {role: sha256_file(output_dir / name) for role, name in files.items()}
     return report
+
+
+def _check_sr_head(model: MultiTaskSRNet, sr_net: MultiTaskSRNet, channels: int, example_size: tuple[int, int]) -> float:
+    """The SR-only network must equal the full network's SR output; returns the max abs difference."""
+    with torch.inference_mode():
+        x = _random_input((2, channels, *example_size), seed=1)
+        reference = sr_net(x)
+        diff = _max_diff(reference, model(x))
+        if model.has_seg_head:
+            diff = max(diff, _max_diff(reference, model.forward_multitask(x)[0]))
+    if not diff <= SR_HEAD_TOLERANCE:
+        raise ExportError(
+            "SR-only network differs from the full network's SR output: "
+            f"max abs diff {diff:.3g} > {SR_HEAD_TOLERANCE:g}"
+        )
+    logger.info("SR head equals the full network's SR output (max abs diff %.3g)", diff)
+    return diff
+
+
+def _write_formats(sr_net: MultiTaskSRNet, output_dir: Path, source: str, opset: int, example_size: tuple[int, int],
+                   data_version: str | None, training: dict[str, str]) -> list[ParityCheck]:
+    """Weights, TorchScript, ONNX, each checked against the eager SR head; returns the parity checks."""
+    channels = sr_net.config["in_channels"]
+    example = _random_input((1, channels, *example_size))
+    weights_path = output_dir / WEIGHTS_FILE
+    save_generator(sr_net, weights_path, metadata={"source": source, "data_version": data_version or "", **training})
+    traced = trace_torchscript(sr_net, example)
+    ts_path = output_dir / TORCHSCRIPT_FILE
+    save_torchscript(traced, ts_path)
+    loaded_ts = load_torchscript(ts_path)
+    parity = _check_parity("torchscript", loaded_ts, sr_net, channels, TORCHSCRIPT_TOLERANCE)
+    onnx_path = output_dir / ONNX_FILE
+    export_onnx(
+        sr_net,
+        example,
+        onnx_path,
+        opset,
+        {
+            "srseg.config": json.dumps(sr_net.config),
+            "srseg.scale": str(sr_net.scale),
+            "srseg.data_version": data_version or "",
+        },
+    )
+    parity += _check_parity("onnxruntime", _onnx_runner(onnx_path), sr_net, channels, ONNX_TOLERANCE)
+    return parity
+
+
+def _latency(model: MultiTaskSRNet, sr_net: MultiTaskSRNet, channels: int, latency_size: tuple[int, int],
+             latency_runs: int) -> tuple[float, float | None]:
+    """Median CPU latency (ms) of the shipped head and of the training network (None: no segmentation head)."""
+    lat_x = _random_input((1, channels, *latency_size), seed=2)
+    with torch.inference_mode():
+        ms_sr = _median_ms(lambda: sr_net(lat_x), latency_runs)
+        ms_full = _median_ms(lambda: model.forward_multitask(lat_x), latency_runs) if model.has_seg_head else None
+    full_text = "n/a" if ms_full is None else f"{ms_full:.1f} ms"
+    logger.info("CPU latency at %s LR px: SR head %.1f ms, training network %s", latency_size, ms_sr, full_text)
+    return ms_sr, ms_full

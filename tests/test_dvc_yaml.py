@@ -47,7 +47,21 @@ def code_closure(graph: ImportGraph, cmd: str) -> set[Path]:
     argv = shlex.split(cmd)
     assert argv[0] == "srseg", f"stage command {cmd!r} is not an `srseg` call"
     handler = build_parser().parse_args(argv[1:]).func
-    return {path.relative_to(REPO) for path in graph.closure([Ref(handler.__module__, handler.__name__)])} - DISPATCH_ONLY
+    code = {path.relative_to(REPO) for path in graph.closure([Ref(handler.__module__, handler.__name__)])} - DISPATCH_ONLY
+    return code | {template for module, templates in TEMPLATES_READ.items() if module in code for template in templates}
+
+
+# Package data that shapes a stage's outputs as much as code does: the files each module reads.
+TEMPLATES_READ = {Path("srseg/export.py"): [Path("srseg/templates/model_card.md")]}
+
+
+def test_the_templates_read_are_those_named(graph: ImportGraph) -> None:
+    for module, templates in TEMPLATES_READ.items():
+        source = (REPO / module).read_text(encoding="utf-8")
+        for template in templates:
+            assert (REPO / template).is_file() and f'"{template.name}"' in source, (module, template)
+    shipped = {path.relative_to(REPO) for path in (REPO / "srseg" / "templates").iterdir()}
+    assert shipped == {t for ts in TEMPLATES_READ.values() for t in ts}, "a template no module is known to read"
 
 
 def covered(path: Path, deps: list[Path]) -> bool:

@@ -347,23 +347,47 @@ class Trainer:
         self.amp = cfg.amp and self.device.type == "cuda"
         self.channels_last = cfg.channels_last and self.device.type == "cuda"
         self.memory_format = torch.channels_last if self.channels_last else torch.contiguous_format
+        self._check_settings()
+        configure_determinism(cfg.deterministic, self.device)
+        seed_everything(cfg.seed)  # same on every rank: identical initial weights
+        # built in this order: the random initialisations draw from the seeded generator in turn
+        self._build_generator(init_weights)
+        self._build_generator_training(class_weights)
+        self._build_gan_parts()
+        self._wrap_for_training(compile_backend)
+        self.sampler = ShardedBatchSampler(
+            len(train_set),  # type: ignore[arg-type]
+            cfg.batch_size,
+            self.dist.world_size,
+            self.dist.rank,
+            seed=cfg.seed,
+        )
+        self._reset_progress()
+
+    # --- construction helpers ---------------------------------------------------------------
+
+    def _check_settings(self) -> None:
+        cfg = self.cfg
         if cfg.lr_source not in ("gpu", "precomputed"):
             raise ValueError(f"lr_source must be 'gpu' or 'precomputed', got {cfg.lr_source!r}")
         for milestone in self.stage_cfg.lr_milestones:
             if not 0 < milestone <= self.stage_cfg.iterations:
                 raise ValueError(
-                    f"{stage}_stage.lr_milestones: {milestone} is outside 1..iterations={self.stage_cfg.iterations}"
+                    f"{self.stage}_stage.lr_milestones: {milestone} is outside 1..iterations={self.stage_cfg.iterations}"
                 )
 
-        configure_determinism(cfg.deterministic, self.device)
-        seed_everything(cfg.seed)  # same on every rank: identical initial weights
-
-        self.generator = build_generator(cfg, num_classes)
+    def _build_generator(self, init_weights: Mapping[str, Tensor] | None) -> None:
+        """The generator (``init_weights`` when given) on the device, and its EMA."""
+        cfg = self.cfg
+        self.generator = build_generator(cfg, self.num_classes)
         if init_weights is not None:
             self.generator.load_state_dict(dict(init_weights), strict=True)
         self.generator.to(self.device, memory_format=self.memory_format)
         self.ema = ModelEMA(self.generator, cfg.ema_decay)
 
+    def _build_generator_training(self, class_weights: Tensor | None) -> None:
+        """The generator's losses, optimizer and schedule, and the checkpoint selection rule."""
+        cfg, stage = self.cfg, self.stage
         loss_cfg = cfg.loss
         self.pixel_loss = PixelLoss(loss_cfg.pixel).to(self.device)
         self.seg_loss = SegmentationLoss(IGNORE_INDEX, class_weights).to(self.device)
@@ -379,12 +403,17 @@ class Trainer:
             self.lpips.to(self.device)
         self.perceptual_description = perceptual_loss_description(cfg, stage)
 
+    def _build_gan_parts(self) -> None:
+        """Discriminator, its optimizer and schedule, adversarial and perceptual losses (GAN stage only)."""
+        cfg, loss_cfg = self.cfg, self.cfg.loss
+        betas = tuple(cfg.adam_betas)
+        fused = self.device.type == "cuda"
         self.discriminator: VGGStyleDiscriminator | None = None
         self.opt_d: torch.optim.Optimizer | None = None
         self.sched_d: torch.optim.lr_scheduler.LRScheduler | None = None
         self.perceptual: PerceptualLoss | None = None
         self.adversarial: AdversarialLoss | None = None
-        if stage == "gan":
+        if self.stage == "gan":
             self.discriminator = build_discriminator(cfg).to(self.device, memory_format=self.memory_format)
             self.opt_d = torch.optim.Adam(
                 self.discriminator.parameters(), lr=self.stage_cfg.lr, betas=betas, eps=ADAM_EPS, fused=fused
@@ -396,6 +425,8 @@ class Trainer:
                 self.perceptual.to(self.device, memory_format=self.memory_format)
             logger.info("GAN stage perceptual loss: %s", self.perceptual_description)
 
+    def _wrap_for_training(self, compile_backend: str) -> None:
+        """The modules the training step calls: DDP-wrapped when distributed, compiled when ``cfg.compile``."""
         self.g_train: nn.Module = _MultitaskForward(self.generator)
         self.d_train: nn.Module | None = self.discriminator
         if self.dist.is_distributed:
@@ -405,18 +436,13 @@ class Trainer:
                 self.d_train = nn.parallel.DistributedDataParallel(
                     self.discriminator, device_ids=ids, gradient_as_bucket_view=True
                 )
-        if cfg.compile:
+        if self.cfg.compile:
             self.g_train = torch.compile(self.g_train, backend=compile_backend)
             if self.d_train is not None:
                 self.d_train = torch.compile(self.d_train, backend=compile_backend)
 
-        self.sampler = ShardedBatchSampler(
-            len(train_set),  # type: ignore[arg-type]
-            cfg.batch_size,
-            self.dist.world_size,
-            self.dist.rank,
-            seed=cfg.seed,
-        )
+    def _reset_progress(self) -> None:
+        """Counters and buffers of a fresh run (``resume()`` restores them from a checkpoint)."""
         self.iteration = 0
         self.batches_consumed = 0
         self.best_psnr_y = -math.inf
@@ -429,8 +455,6 @@ class Trainer:
         self._val_rows: list[dict[str, float]] = []
         self._acc: dict[str, Tensor] = {}
         self._acc_steps = 0
-
-    # --- construction helpers ---------------------------------------------------------------
 
     def _scheduler(self, optimizer: torch.optim.Optimizer) -> torch.optim.lr_scheduler.LRScheduler:
         stage = self.stage_cfg
