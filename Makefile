@@ -54,13 +54,15 @@ browser:
 	  else echo "make browser: run 'sudo apt-get install chromium' for the browser test" >&2; exit 1; fi; \
 	fi
 
-test: $(STAMP) browser
+test: $(STAMP) lint browser
 	$(BIN)/python -m pytest -q
 
-# ruff (configuration in pyproject.toml): lint rules and the formatting check
+# ruff (configuration in pyproject.toml): lint rules and the formatting check; mypy on the typed
+# core (params schema, networks, model registry; [tool.mypy] in pyproject.toml). Runs before the tests.
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy srseg/config.py srseg/models/ srseg/registry/
 
 # The container image, built here without a registry (local Debian base + wheelhouse of the lock):
 # `make image`, or `make image BASE=nvidia/cuda:13.0.1-base-ubuntu22.04` where bases can be pulled;

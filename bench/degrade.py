@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import argparse
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -70,7 +70,9 @@ def main() -> None:
     parser.add_argument("--threads", default="1,2", help="comma-separated torch thread counts to time")
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--tiny", action="store_true", help="seconds-long smoke run (the test suite's); figures meaningless")
+    parser.add_argument(
+        "--tiny", action="store_true", help="seconds-long smoke run (the test suite's); figures meaningless"
+    )
     args = parser.parse_args()
     if args.tiny:
         args.images, args.size, args.threads, args.repeats = 2, 64, "1", 1
@@ -101,10 +103,14 @@ def main() -> None:
             torch.set_num_threads(threads)
             t_batch = _best_seconds(run_batched, args.repeats)
             t_single = _best_seconds(run_single, args.repeats)
-            print(f"  srseg batched  (threads={threads})   {n / t_batch:8.1f} img/s  "
-                  f"({t_batch / n * 1e3:.2f} ms/img, {t_batch / t_pil:.2f}x pillow's time)")
-            print(f"  srseg per-image (threads={threads})  {n / t_single:8.1f} img/s  "
-                  f"({t_single / n * 1e3:.2f} ms/img, {t_single / t_pil:.2f}x pillow's time)")
+            print(
+                f"  srseg batched  (threads={threads})   {n / t_batch:8.1f} img/s  "
+                f"({t_batch / n * 1e3:.2f} ms/img, {t_batch / t_pil:.2f}x pillow's time)"
+            )
+            print(
+                f"  srseg per-image (threads={threads})  {n / t_single:8.1f} img/s  "
+                f"({t_single / n * 1e3:.2f} ms/img, {t_single / t_pil:.2f}x pillow's time)"
+            )
     finally:
         torch.set_num_threads(previous)
 
@@ -112,8 +118,10 @@ def main() -> None:
     pil = np.stack([np.asarray(im) for im in run_pillow()]).astype(np.int16)
     diff = np.abs(ours - pil)
     same = all(torch.equal(a, b) for a, b in zip(run_single(), run_batched().split(1)))
-    print(f"  srseg vs pillow: max |diff| {int(diff.max())}, mean |diff| {diff.mean():.4f}, "
-          f"{(diff > 0).mean() * 100:.1f}% of values differ (information only)")
+    print(
+        f"  srseg vs pillow: max |diff| {int(diff.max())}, mean |diff| {diff.mean():.4f}, "
+        f"{(diff > 0).mean() * 100:.1f}% of values differ (information only)"
+    )
     print(f"  per-image == batched: {same}")
     print(f"  exactness: {_set5_exactness(args.scale)}")
 

@@ -56,9 +56,10 @@ import tempfile
 import time
 import traceback
 import xml.etree.ElementTree as ET
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -78,32 +79,103 @@ CUDA_TEST_FILES = (
 )
 SECTIONS = ("cuda_tests", "training", "data_loading", "upscale")
 # Imported by the sections (srseg's own dependencies among them); checked before any GPU time is spent.
-REQUIRED_MODULES = ("numpy", "PIL", "pydantic", "yaml", "safetensors", "tqdm", "pytest", "onnx", "onnxruntime",
-                    "onnxscript")
+REQUIRED_MODULES = (
+    "numpy",
+    "PIL",
+    "pydantic",
+    "yaml",
+    "safetensors",
+    "tqdm",
+    "pytest",
+    "onnx",
+    "onnxruntime",
+    "onnxscript",
+)
 NUM_CLASSES = 171  # fine171: the paper's COCO-Stuff classes
 SPEEDUP_GOAL = 3.0
 MFU_GOAL = 0.30
 
 # Every key of the report, per section; check_schema enforces them in both modes.
 SECTION_KEYS: dict[str, set[str]] = {
-    "environment": {"python", "torch", "cuda", "cudnn", "device", "device_name", "capability", "bf16_peak_tflops",
-                    "cpu_count", "torch_threads", "cudnn_allow_tf32", "matmul_allow_tf32", "onnxruntime",
-                    "onnxruntime_providers", "git_commit"},
-    "cuda_tests": {"status", "error", "seconds", "command", "exit_code", "passed", "failed", "errors", "skipped",
-                   "tests"},
+    "environment": {
+        "python",
+        "torch",
+        "cuda",
+        "cudnn",
+        "device",
+        "device_name",
+        "capability",
+        "bf16_peak_tflops",
+        "cpu_count",
+        "torch_threads",
+        "cudnn_allow_tf32",
+        "matmul_allow_tf32",
+        "onnxruntime",
+        "onnxruntime_providers",
+        "git_commit",
+    },
+    "cuda_tests": {
+        "status",
+        "error",
+        "seconds",
+        "command",
+        "exit_code",
+        "passed",
+        "failed",
+        "errors",
+        "skipped",
+        "tests",
+    },
     "training": {"status", "error", "seconds", "size", "model_gflop_per_step", "flops_counted_on", "rows"},
-    "data_loading": {"status", "error", "seconds", "num_workers", "batches", "data_wait_share",
-                     "with_loader_samples_per_s", "loader_samples_per_s", "compute_samples_per_s", "gpu_starved"},
+    "data_loading": {
+        "status",
+        "error",
+        "seconds",
+        "num_workers",
+        "batches",
+        "data_wait_share",
+        "with_loader_samples_per_s",
+        "loader_samples_per_s",
+        "compute_samples_per_s",
+        "gpu_starved",
+    },
     "upscale": {"status", "error", "seconds", "lr_size", "hr_size", "network", "gflop_per_image", "rows"},
     "goals": {"speedup_goal", "mfu_goal", "best_engine_row", "speedup", "mfu", "met", "note"},
 }
 TEST_KEYS = {"name", "outcome", "seconds", "message", "properties"}
-TRAINING_ROW_KEYS = {"name", "error", "amp", "channels_last", "compiled", "compile_backend", "warmup_s", "step_ms",
-                     "step_ms_min", "step_ms_max", "samples_per_s", "peak_memory_mb", "peak_memory_kind",
-                     "tflops", "mfu", "speedup_vs_baseline", "first_loss", "finite", "profile"}
+TRAINING_ROW_KEYS = {
+    "name",
+    "error",
+    "amp",
+    "channels_last",
+    "compiled",
+    "compile_backend",
+    "warmup_s",
+    "step_ms",
+    "step_ms_min",
+    "step_ms_max",
+    "samples_per_s",
+    "peak_memory_mb",
+    "peak_memory_kind",
+    "tflops",
+    "mfu",
+    "speedup_vs_baseline",
+    "first_loss",
+    "finite",
+    "profile",
+}
 PROFILE_KEYS = {"clock", "busy_ms_per_step", "busy_share", "top", "error"}
-UPSCALE_ROW_KEYS = {"name", "provider", "status", "reason", "ms", "ms_best", "mp_per_s", "tflops",
-                    "max_abs_diff_vs_eager_fp32"}
+UPSCALE_ROW_KEYS = {
+    "name",
+    "provider",
+    "status",
+    "reason",
+    "ms",
+    "ms_best",
+    "mp_per_s",
+    "tflops",
+    "max_abs_diff_vs_eager_fp32",
+}
 
 
 @dataclass(frozen=True)
@@ -126,16 +198,38 @@ class Plan:
 
 def make_plan(tiny: bool, num_workers: int | None) -> Plan:
     if tiny:
-        return Plan("tiny", {"num_features": 8, "num_blocks": 2, "batch_size": 2, "patch_size": 32},
-                    warmup=1, steps=1, repeats=2, profile_steps=1, compile_backend="aot_eager",
-                    num_workers=1 if num_workers is None else num_workers, loader_batches=4,
-                    upscale_lr=16, upscale_runs=2, test_timeout_s=300)
-    return Plan("full", SIZES["paper"], warmup=10, steps=50, repeats=3, profile_steps=5,
-                compile_backend="inductor", num_workers=min(8, os.cpu_count() or 1) if num_workers is None else num_workers,
-                loader_batches=64, upscale_lr=512, upscale_runs=10, test_timeout_s=240)
+        return Plan(
+            "tiny",
+            {"num_features": 8, "num_blocks": 2, "batch_size": 2, "patch_size": 32},
+            warmup=1,
+            steps=1,
+            repeats=2,
+            profile_steps=1,
+            compile_backend="aot_eager",
+            num_workers=1 if num_workers is None else num_workers,
+            loader_batches=4,
+            upscale_lr=16,
+            upscale_runs=2,
+            test_timeout_s=300,
+        )
+    return Plan(
+        "full",
+        SIZES["paper"],
+        warmup=10,
+        steps=50,
+        repeats=3,
+        profile_steps=5,
+        compile_backend="inductor",
+        num_workers=min(8, os.cpu_count() or 1) if num_workers is None else num_workers,
+        loader_batches=64,
+        upscale_lr=512,
+        upscale_runs=10,
+        test_timeout_s=240,
+    )
 
 
 # --------------------------------------------------------------------------------------- helpers
+
 
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
@@ -212,6 +306,7 @@ def environment(device: torch.device) -> dict[str, Any]:
 
 # ------------------------------------------------------------------------------------ cuda tests
 
+
 def _junit_tests(xml_path: Path) -> list[dict[str, Any]]:
     tests = []
     for case in ET.parse(xml_path).getroot().iter("testcase"):
@@ -223,23 +318,48 @@ def _junit_tests(xml_path: Path) -> list[dict[str, Any]]:
                 message = (node.get("message") or node.text or "")[:1000]
                 break
         props = {p.get("name"): p.get("value") for p in case.iter("property")}
-        tests.append({"name": f"{case.get('classname')}::{case.get('name')}", "outcome": outcome,
-                      "seconds": float(case.get("time") or 0.0), "message": message, "properties": props})
+        tests.append(
+            {
+                "name": f"{case.get('classname')}::{case.get('name')}",
+                "outcome": outcome,
+                "seconds": float(case.get("time") or 0.0),
+                "message": message,
+                "properties": props,
+            }
+        )
     return tests
 
 
 def cuda_tests(plan: Plan, data_dir: Path, workdir: Path) -> dict[str, Any]:
     out = _section("cuda_tests")
     xml_path = workdir / "cuda_tests.xml"
-    cmd = [sys.executable, "-m", "pytest", "-m", "cuda", "-q", "-p", "no:cacheprovider", "-o", "junit_family=xunit1",
-           f"--junitxml={xml_path}", *CUDA_TEST_FILES]
-    env = {**os.environ, "SRSEG_TEST_DATA": str(data_dir), "CUBLAS_WORKSPACE_CONFIG": ":4096:8",
-           "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+    cmd = [
+        sys.executable,
+        "-m",
+        "pytest",
+        "-m",
+        "cuda",
+        "-q",
+        "-p",
+        "no:cacheprovider",
+        "-o",
+        "junit_family=xunit1",
+        f"--junitxml={xml_path}",
+        *CUDA_TEST_FILES,
+    ]
+    env = {
+        **os.environ,
+        "SRSEG_TEST_DATA": str(data_dir),
+        "CUBLAS_WORKSPACE_CONFIG": ":4096:8",
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
+    }
     out["command"] = "pytest -m cuda " + " ".join(CUDA_TEST_FILES)
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=plan.test_timeout_s)
     out["exit_code"] = proc.returncode
     if not xml_path.is_file():
-        raise RuntimeError(f"pytest wrote no JUnit XML (exit {proc.returncode}):\n{(proc.stdout + proc.stderr)[-3000:]}")
+        raise RuntimeError(
+            f"pytest wrote no JUnit XML (exit {proc.returncode}):\n{(proc.stdout + proc.stderr)[-3000:]}"
+        )
     tests = _junit_tests(xml_path)
     out["tests"] = tests
     for key, outcome in (("passed", "passed"), ("failed", "failed"), ("errors", "error"), ("skipped", "skipped")):
@@ -253,6 +373,7 @@ def cuda_tests(plan: Plan, data_dir: Path, workdir: Path) -> dict[str, Any]:
 
 
 # -------------------------------------------------------------------------------------- training
+
 
 class PlainFp32Loop:
     """The baseline: one step the way BasicSR-style trainers take it (``SRModel.optimize_parameters``).
@@ -302,16 +423,18 @@ def train_config(plan: Plan, device: torch.device, compile_model: bool = False) 
 
     dims = plan.dims
     huge = 10**9
-    return TrainConfig.model_validate({
-        "generator": {"num_features": dims["num_features"], "num_blocks": dims["num_blocks"]},
-        "batch_size": dims["batch_size"],
-        "patch_size": dims["patch_size"],
-        "class_map": "fine171",
-        "num_workers": plan.num_workers,
-        "device": device.type,
-        "compile": compile_model,
-        "psnr_stage": {"iterations": huge, "lr": 2e-4, "val_every": huge, "checkpoint_every": huge},
-    })
+    return TrainConfig.model_validate(
+        {
+            "generator": {"num_features": dims["num_features"], "num_blocks": dims["num_blocks"]},
+            "batch_size": dims["batch_size"],
+            "patch_size": dims["patch_size"],
+            "class_map": "fine171",
+            "num_workers": plan.num_workers,
+            "device": device.type,
+            "compile": compile_model,
+            "psnr_stage": {"iterations": huge, "lr": 2e-4, "val_every": huge, "checkpoint_every": huge},
+        }
+    )
 
 
 def _dataset(cfg: Any, data_root: Path) -> Any:
@@ -327,8 +450,16 @@ def _trainer(cfg: Any, dataset: Any, device: torch.device, workdir: Path, compil
     from srseg.train.distributed import DistInfo
     from srseg.train.engine import Trainer
 
-    return Trainer(cfg, "psnr", workdir / "engine", dataset, None, num_classes=NUM_CLASSES,
-                   dist_info=DistInfo(device=device), compile_backend=compile_backend)
+    return Trainer(
+        cfg,
+        "psnr",
+        workdir / "engine",
+        dataset,
+        None,
+        num_classes=NUM_CLASSES,
+        dist_info=DistInfo(device=device),
+        compile_backend=compile_backend,
+    )
 
 
 def device_batches(cfg: Any, dataset: Any, device: torch.device, count: int = 4) -> list[dict[str, Tensor]]:
@@ -361,8 +492,13 @@ def _event_time_us(event: Any, attr: str) -> float:
     return float(value or 0.0)
 
 
-def profile_steps(step: Callable[[Mapping[str, Tensor]], Any], batches: list[dict[str, Tensor]],
-                  device: torch.device, steps: int, step_ms: float) -> dict[str, Any]:
+def profile_steps(
+    step: Callable[[Mapping[str, Tensor]], Any],
+    batches: list[dict[str, Tensor]],
+    device: torch.device,
+    steps: int,
+    step_ms: float,
+) -> dict[str, Any]:
     """Top operators by self time over ``steps`` profiled steps.
 
     CUDA: operators ranked by the kernel time they launched; ``busy_share`` = kernel time per
@@ -391,20 +527,34 @@ def profile_steps(step: Callable[[Mapping[str, Tensor]], Any], batches: list[dic
             busy_us = sum(_event_time_us(e, attr) for e in operators)
         busy_ms = busy_us / 1e3 / steps
         top = sorted(operators, key=lambda e: _event_time_us(e, attr), reverse=True)[:12]
-        out.update({
-            "clock": "cuda kernels" if cuda else "cpu self time",
-            "busy_ms_per_step": busy_ms,
-            "busy_share": busy_ms / (step_ms if cuda else wall_ms),
-            "top": [{"op": e.key, "calls_per_step": e.count / steps, "ms_per_step": _event_time_us(e, attr) / 1e3 / steps,
-                     "share": _event_time_us(e, attr) / busy_us if busy_us else None} for e in top],
-        })
+        out.update(
+            {
+                "clock": "cuda kernels" if cuda else "cpu self time",
+                "busy_ms_per_step": busy_ms,
+                "busy_share": busy_ms / (step_ms if cuda else wall_ms),
+                "top": [
+                    {
+                        "op": e.key,
+                        "calls_per_step": e.count / steps,
+                        "ms_per_step": _event_time_us(e, attr) / 1e3 / steps,
+                        "share": _event_time_us(e, attr) / busy_us if busy_us else None,
+                    }
+                    for e in top
+                ],
+            }
+        )
     except Exception as exc:  # a profiler failure must not lose the timings
         out["error"] = f"{type(exc).__name__}: {exc}"
     return out
 
 
-def time_steps(step: Callable[[Mapping[str, Tensor]], Any], batches: list[dict[str, Tensor]], plan: Plan,
-               device: torch.device, batch_size: int) -> dict[str, Any]:
+def time_steps(
+    step: Callable[[Mapping[str, Tensor]], Any],
+    batches: list[dict[str, Tensor]],
+    plan: Plan,
+    device: torch.device,
+    batch_size: int,
+) -> dict[str, Any]:
     """Warm up, then ``repeats`` timed blocks of ``steps`` steps (device synced around each block)."""
     start = time.perf_counter()
     losses = []
@@ -440,18 +590,29 @@ def time_steps(step: Callable[[Mapping[str, Tensor]], Any], batches: list[dict[s
 StepFn = Callable[[Mapping[str, Tensor]], Any]
 
 
-def variants(plan: Plan, device: torch.device, dataset: Any, workdir: Path) -> list[tuple[str, Callable[[], tuple[StepFn, dict[str, Any]]]]]:
+def variants(
+    plan: Plan, device: torch.device, dataset: Any, workdir: Path
+) -> list[tuple[str, Callable[[], tuple[StepFn, dict[str, Any]]]]]:
     """The measured rows as (name, build); ``build()`` returns the step function and its flags."""
     cfg = train_config(plan, device)
 
     def baseline() -> tuple[StepFn, dict[str, Any]]:
         loop = PlainFp32Loop(cfg, NUM_CLASSES, device)
-        return loop.optimize_parameters, {"amp": False, "channels_last": False, "compiled": False, "compile_backend": None}
+        return loop.optimize_parameters, {
+            "amp": False,
+            "channels_last": False,
+            "compiled": False,
+            "compile_backend": None,
+        }
 
     def engine(compiled: bool) -> tuple[StepFn, dict[str, Any]]:
         trainer = _trainer(train_config(plan, device, compiled), dataset, device, workdir, plan.compile_backend)
-        return trainer.train_step, {"amp": trainer.amp, "channels_last": trainer.channels_last, "compiled": compiled,
-                                    "compile_backend": plan.compile_backend if compiled else None}
+        return trainer.train_step, {
+            "amp": trainer.amp,
+            "channels_last": trainer.channels_last,
+            "compiled": compiled,
+            "compile_backend": plan.compile_backend if compiled else None,
+        }
 
     return [
         ("baseline_fp32_eager", baseline),
@@ -502,8 +663,10 @@ def training(plan: Plan, device: torch.device, data_root: Path, workdir: Path) -
 
 # ---------------------------------------------------------------------------------- data loading
 
-def data_loading(plan: Plan, device: torch.device, data_root: Path, workdir: Path,
-                 compute_samples_per_s: float | None) -> dict[str, Any]:
+
+def data_loading(
+    plan: Plan, device: torch.device, data_root: Path, workdir: Path, compute_samples_per_s: float | None
+) -> dict[str, Any]:
     out = _section("data_loading")
     cfg = train_config(plan, device)
     trainer = _trainer(cfg, _dataset(cfg, data_root), device, workdir, plan.compile_backend)
@@ -542,6 +705,7 @@ def data_loading(plan: Plan, device: torch.device, data_root: Path, workdir: Pat
 
 # --------------------------------------------------------------------------------------- upscale
 
+
 def upscale(plan: Plan, device: torch.device, workdir: Path) -> dict[str, Any]:
     """SR-head throughput per backend, exported and loaded the way ``srseg export`` / ``srseg
     upscale`` do it; a backend that fails to export or run is recorded and the others still run."""
@@ -579,12 +743,23 @@ def upscale(plan: Plan, device: torch.device, workdir: Path) -> dict[str, Any]:
     cuda = device.type == "cuda"
     backends = [  # name, file format, autocast dtype, provider, reason to skip
         ("eager_fp32", "safetensors", None, "pytorch", None),
-        ("eager_bf16_autocast", "safetensors", torch.bfloat16, "pytorch",
-         None if cuda else "bf16 autocast is CUDA-only in srseg upscale"),
+        (
+            "eager_bf16_autocast",
+            "safetensors",
+            torch.bfloat16,
+            "pytorch",
+            None if cuda else "bf16 autocast is CUDA-only in srseg upscale",
+        ),
         ("torchscript_fp32", "torchscript", None, "torchscript", None),
-        ("onnxruntime", "onnx", None, "CUDAExecutionProvider" if cuda else "CPUExecutionProvider",
-         None if not cuda or "CUDAExecutionProvider" in providers
-         else f"onnxruntime's CUDAExecutionProvider is not installed (providers: {providers})"),
+        (
+            "onnxruntime",
+            "onnx",
+            None,
+            "CUDAExecutionProvider" if cuda else "CPUExecutionProvider",
+            None
+            if not cuda or "CUDAExecutionProvider" in providers
+            else f"onnxruntime's CUDAExecutionProvider is not installed (providers: {providers})",
+        ),
     ]
     x = torch.rand(1, 3, size, size, generator=torch.Generator().manual_seed(2)).to(device)
     out_mp = (scale * size) ** 2 / 1e6
@@ -612,8 +787,13 @@ def upscale(plan: Plan, device: torch.device, workdir: Path) -> dict[str, Any]:
             y = run().float()
             reference = y if name == "eager_fp32" else reference
             median, best = _seconds(run, plan.upscale_runs)
-            row.update(status="ok", ms=1e3 * median, ms_best=1e3 * best, mp_per_s=out_mp / median,
-                       max_abs_diff_vs_eager_fp32=float((y - reference).abs().max()) if reference is not None else None)
+            row.update(
+                status="ok",
+                ms=1e3 * median,
+                ms_best=1e3 * best,
+                mp_per_s=out_mp / median,
+                max_abs_diff_vs_eager_fp32=float((y - reference).abs().max()) if reference is not None else None,
+            )
             if out["gflop_per_image"] is not None:
                 row["tflops"] = out["gflop_per_image"] / 1e3 / median
         except Exception as exc:
@@ -640,6 +820,7 @@ def upscale_flops(plan: Plan) -> float:
 
 
 # ---------------------------------------------------------------------------------------- report
+
 
 def goals(report: dict[str, Any]) -> dict[str, Any]:
     out = dict.fromkeys(SECTION_KEYS["goals"])
@@ -669,8 +850,11 @@ def check_schema(report: Mapping[str, Any]) -> None:
     for name, keys in SECTION_KEYS.items():
         if set(report[name]) != keys:
             raise ValueError(f"{name}: keys {sorted(set(report[name]) ^ keys)} differ from the schema")
-    nested = [("cuda_tests", "tests", TEST_KEYS), ("training", "rows", TRAINING_ROW_KEYS),
-              ("upscale", "rows", UPSCALE_ROW_KEYS)]
+    nested = [
+        ("cuda_tests", "tests", TEST_KEYS),
+        ("training", "rows", TRAINING_ROW_KEYS),
+        ("upscale", "rows", UPSCALE_ROW_KEYS),
+    ]
     for section, field, keys in nested:
         for i, row in enumerate(report[section][field] or []):
             if set(row) != keys:
@@ -680,43 +864,68 @@ def check_schema(report: Mapping[str, Any]) -> None:
 
 
 def _fmt(value: Any, spec: str, width: int) -> str:
-    return f"{value:{width}{spec}}" if isinstance(value, (int, float)) and not isinstance(value, bool) else f"{'-':>{width}}"
+    return (
+        f"{value:{width}{spec}}"
+        if isinstance(value, (int, float)) and not isinstance(value, bool)
+        else f"{'-':>{width}}"
+    )
 
 
 def print_tables(report: Mapping[str, Any]) -> None:
     env = report["environment"]
-    print(f"\n== gpu_check ({report['mode']}) on {env['device_name']} | torch {env['torch']} CUDA {env['cuda']} "
-          f"| bf16 peak {env['bf16_peak_tflops'] or 'unknown'} TFLOP/s | {report['seconds']:.0f} s")
+    print(
+        f"\n== gpu_check ({report['mode']}) on {env['device_name']} | torch {env['torch']} CUDA {env['cuda']} "
+        f"| bf16 peak {env['bf16_peak_tflops'] or 'unknown'} TFLOP/s | {report['seconds']:.0f} s"
+    )
     tests = report["cuda_tests"]
-    print(f"cuda tests: {tests['status']}, passed {tests['passed']}, failed {tests['failed']}, "
-          f"errors {tests['errors']}, skipped {tests['skipped']}")
+    print(
+        f"cuda tests: {tests['status']}, passed {tests['passed']}, failed {tests['failed']}, "
+        f"errors {tests['errors']}, skipped {tests['skipped']}"
+    )
     for test in tests["tests"] or []:
         if test["outcome"] in ("failed", "error"):
             print(f"  {test['outcome']}: {test['name']}: {(test['message'] or '')[:200]}")
     train = report["training"]
-    print(f"training ({train['status']}), size {train['size']}, {_fmt(train['model_gflop_per_step'], '.1f', 0)} "
-          "GFLOP/step (model):")
-    print(f"  {'row':<36} {'step ms':>8} {'samples/s':>10} {'peak MB':>8} {'TFLOP/s':>8} {'MFU':>6} {'x base':>7} {'busy':>6}")
+    print(
+        f"training ({train['status']}), size {train['size']}, {_fmt(train['model_gflop_per_step'], '.1f', 0)} "
+        "GFLOP/step (model):"
+    )
+    print(
+        f"  {'row':<36} {'step ms':>8} {'samples/s':>10} {'peak MB':>8} {'TFLOP/s':>8} {'MFU':>6} {'x base':>7} "
+        f"{'busy':>6}"
+    )
     for r in train["rows"] or []:
         busy = r["profile"]["busy_share"]
-        print(f"  {r['name']:<36} {_fmt(r['step_ms'], '.2f', 8)} {_fmt(r['samples_per_s'], '.1f', 10)} "
-              f"{_fmt(r['peak_memory_mb'], '.0f', 8)} {_fmt(r['tflops'], '.2f', 8)} {_fmt(r['mfu'], '.3f', 6)} "
-              f"{_fmt(r['speedup_vs_baseline'], '.2f', 7)} {_fmt(busy, '.2f', 6)}"
-              + (f"  error: {r['error'][:160]}" if r["error"] else ""))
+        print(
+            f"  {r['name']:<36} {_fmt(r['step_ms'], '.2f', 8)} {_fmt(r['samples_per_s'], '.1f', 10)} "
+            f"{_fmt(r['peak_memory_mb'], '.0f', 8)} {_fmt(r['tflops'], '.2f', 8)} {_fmt(r['mfu'], '.3f', 6)} "
+            f"{_fmt(r['speedup_vs_baseline'], '.2f', 7)} {_fmt(busy, '.2f', 6)}"
+            + (f"  error: {r['error'][:160]}" if r["error"] else "")
+        )
     data = report["data_loading"]
-    print(f"data loading ({data['status']}): {data['num_workers']} workers, wait share "
-          f"{_fmt(data['data_wait_share'], '.3f', 0)}, loader {_fmt(data['loader_samples_per_s'], '.1f', 0)} samples/s, "
-          f"with loader {_fmt(data['with_loader_samples_per_s'], '.1f', 0)}, compute-only "
-          f"{_fmt(data['compute_samples_per_s'], '.1f', 0)}, GPU starved: {data['gpu_starved']}")
+    print(
+        f"data loading ({data['status']}): {data['num_workers']} workers, wait share "
+        f"{_fmt(data['data_wait_share'], '.3f', 0)}, loader {_fmt(data['loader_samples_per_s'], '.1f', 0)} samples/s, "
+        f"with loader {_fmt(data['with_loader_samples_per_s'], '.1f', 0)}, compute-only "
+        f"{_fmt(data['compute_samples_per_s'], '.1f', 0)}, GPU starved: {data['gpu_starved']}"
+    )
     up = report["upscale"]
     print(f"upscale ({up['status']}) {up['lr_size']} -> {up['hr_size']}:")
     for r in up["rows"] or []:
-        detail = (f"{_fmt(r['ms'], '.2f', 9)} ms {_fmt(r['mp_per_s'], '.2f', 9)} MP/s  max|diff| "
-                  f"{_fmt(r['max_abs_diff_vs_eager_fp32'], '.2e', 9)}") if r["status"] == "ok" else r["reason"]
+        detail = (
+            (
+                f"{_fmt(r['ms'], '.2f', 9)} ms {_fmt(r['mp_per_s'], '.2f', 9)} MP/s  max|diff| "
+                f"{_fmt(r['max_abs_diff_vs_eager_fp32'], '.2e', 9)}"
+            )
+            if r["status"] == "ok"
+            else r["reason"]
+        )
         print(f"  {r['name']:<22} {r['provider']:<22} {detail}")
     g = report["goals"]
-    print(f"goals: speedup {_fmt(g['speedup'], '.2f', 0)} (>= {g['speedup_goal']}), MFU {_fmt(g['mfu'], '.3f', 0)} "
-          f"(>= {g['mfu_goal']}), met: {g['met']} ({g['note']})")
+    print(
+        f"goals: speedup {_fmt(g['speedup'], '.2f', 0)} (>= {g['speedup_goal']}), MFU {_fmt(g['mfu'], '.3f', 0)} "
+        f"(>= {g['mfu_goal']}), met: {g['met']} ({g['note']})"
+    )
 
 
 def _run_section(report: dict[str, Any], name: str, fn: Callable[[], dict[str, Any]]) -> None:
@@ -736,12 +945,24 @@ def _run_section(report: dict[str, Any], name: str, fn: Callable[[], dict[str, A
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tiny", action="store_true", help="toy sizes, seconds per section; CPU unless --device cuda")
-    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
-                        help="auto: CUDA for the full run (required), CPU for --tiny")
-    parser.add_argument("--out", type=Path, default=Path("gpu_check.json"), help="JSON report (written after each section)")
-    parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA,
-                        help="folder with cocostuff-sample/ and set5/ (default ../shared/data or $SRSEG_TEST_DATA)")
-    parser.add_argument("--sections", default=",".join(SECTIONS), help=f"comma-separated subset of {','.join(SECTIONS)}")
+    parser.add_argument(
+        "--device",
+        choices=("auto", "cpu", "cuda"),
+        default="auto",
+        help="auto: CUDA for the full run (required), CPU for --tiny",
+    )
+    parser.add_argument(
+        "--out", type=Path, default=Path("gpu_check.json"), help="JSON report (written after each section)"
+    )
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        default=DEFAULT_DATA,
+        help="folder with cocostuff-sample/ and set5/ (default ../shared/data or $SRSEG_TEST_DATA)",
+    )
+    parser.add_argument(
+        "--sections", default=",".join(SECTIONS), help=f"comma-separated subset of {','.join(SECTIONS)}"
+    )
     parser.add_argument("--num-workers", type=int, default=None, help="DataLoader workers (default: full 8, tiny 1)")
     args = parser.parse_args(argv)
     sections = [s for s in args.sections.split(",") if s]
@@ -758,8 +979,10 @@ def main(argv: list[str] | None = None) -> int:
 
     missing = missing_modules()
     if missing:
-        parser.error(f"missing Python packages {missing}: install the project (pip install -e '.[test]'), or on an "
-                     "offline machine give wheels: GPU_CHECK_WHEELS=<folder of .whl> bash bench/gpu_check.sh")
+        parser.error(
+            f"missing Python packages {missing}: install the project (pip install -e '.[test]'), or on an "
+            "offline machine give wheels: GPU_CHECK_WHEELS=<folder of .whl> bash bench/gpu_check.sh"
+        )
 
     from srseg.fileio import write_json_atomic
 

@@ -78,9 +78,17 @@ def build_sample_root(sample: Path, dest: Path, per_split: int = 8) -> Path:
             shutil.copyfile(sample / "stuffthingmaps" / split / f"{src.stem}.png", dest / label_rel)
             with Image.open(dest / image_rel) as img:
                 width, height = img.size
-            entries.append(Sample(id=int(src.stem), image=image_rel, width=width, height=height,
-                                  image_sha256=sha256_file(dest / image_rel), label=label_rel,
-                                  label_sha256=sha256_file(dest / label_rel)))
+            entries.append(
+                Sample(
+                    id=int(src.stem),
+                    image=image_rel,
+                    width=width,
+                    height=height,
+                    image_sha256=sha256_file(dest / image_rel),
+                    label=label_rel,
+                    label_sha256=sha256_file(dest / label_rel),
+                )
+            )
         splits[split] = entries
     Manifest(kind="hr", format=HR_FORMAT, splits=splits).save(dest)
     return dest
@@ -92,8 +100,16 @@ def _sync(device: torch.device) -> None:
 
 
 def bench_one(
-    data_root: Path, out_dir: Path, device: torch.device, size: str, stage: str, steps: int, warmup: int,
-    num_workers: int, compile_model: bool, vgg_weights: str,
+    data_root: Path,
+    out_dir: Path,
+    device: torch.device,
+    size: str,
+    stage: str,
+    steps: int,
+    warmup: int,
+    num_workers: int,
+    compile_model: bool,
+    vgg_weights: str,
 ) -> dict[str, Any]:
     from torch.utils.flop_counter import FlopCounterMode
 
@@ -104,22 +120,31 @@ def bench_one(
     from srseg.train.engine import Trainer
 
     dims = SIZES[size]
-    cfg = TrainConfig.model_validate({
-        "generator": {"num_features": dims["num_features"], "num_blocks": dims["num_blocks"]},
-        "discriminator": {"num_features": dims.get("d_features", 64)},
-        "loss": {"vgg_weights": vgg_weights},
-        "batch_size": dims["batch_size"],
-        "patch_size": dims["patch_size"],
-        "num_workers": num_workers,
-        "device": device.type,
-        "compile": compile_model,
-        "psnr_stage": {"iterations": 10**6, "lr": 2e-4, "val_every": 10**6, "checkpoint_every": 10**6},
-        "gan_stage": {"iterations": 10**6, "lr": 1e-4, "val_every": 10**6, "checkpoint_every": 10**6},
-    })
+    cfg = TrainConfig.model_validate(
+        {
+            "generator": {"num_features": dims["num_features"], "num_blocks": dims["num_blocks"]},
+            "discriminator": {"num_features": dims.get("d_features", 64)},
+            "loss": {"vgg_weights": vgg_weights},
+            "batch_size": dims["batch_size"],
+            "patch_size": dims["patch_size"],
+            "num_workers": num_workers,
+            "device": device.type,
+            "compile": compile_model,
+            "psnr_stage": {"iterations": 10**6, "lr": 2e-4, "val_every": 10**6, "checkpoint_every": 10**6},
+            "gan_stage": {"iterations": 10**6, "lr": 1e-4, "val_every": 10**6, "checkpoint_every": 10**6},
+        }
+    )
     cmap = get_class_map(cfg.class_map)
     train_set = PairedPatchDataset(data_root, "train2017", cfg.scale, cfg.patch_size, cmap, augment=True, seed=0)
-    trainer = Trainer(cfg, stage, out_dir / f"{device.type}_{size}_{stage}", train_set, None,
-                      num_classes=cmap.num_classes, dist_info=DistInfo(device=device))
+    trainer = Trainer(
+        cfg,
+        stage,
+        out_dir / f"{device.type}_{size}_{stage}",
+        train_set,
+        None,
+        num_classes=cmap.num_classes,
+        dist_info=DistInfo(device=device),
+    )
     loader = iter(trainer.make_loader())
     for _ in range(warmup):
         trainer.train_step(next(loader))
@@ -161,21 +186,30 @@ def bench_one(
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
-                        help="auto: CPU, plus CUDA when present")
+    parser.add_argument(
+        "--device", choices=("auto", "cpu", "cuda"), default="auto", help="auto: CPU, plus CUDA when present"
+    )
     parser.add_argument("--sizes", default="demo,paper")
     parser.add_argument("--stages", default="psnr,gan")
-    parser.add_argument("--data-root", type=Path, default=None, help="prepared HR root (default: temp copy of the sample)")
+    parser.add_argument(
+        "--data-root", type=Path, default=None, help="prepared HR root (default: temp copy of the sample)"
+    )
     parser.add_argument("--sample", type=Path, default=DEFAULT_SAMPLE)
     parser.add_argument("--num-workers", type=int, default=2)
     parser.add_argument("--steps", type=int, default=None, help="timed steps (default: CPU 3, CUDA 50)")
     parser.add_argument("--warmup", type=int, default=None, help="untimed steps first (default: CPU 1, CUDA 10)")
     parser.add_argument("--compile", action="store_true", help="torch.compile G and D")
-    parser.add_argument("--vgg-weights", default="random",
-                        help="perceptual VGG19 weights: random (timing only) | none (no perceptual loss) | auto | path")
+    parser.add_argument(
+        "--vgg-weights",
+        default="random",
+        help="perceptual VGG19 weights: random (timing only) | none (no perceptual loss) | auto | path",
+    )
     parser.add_argument("--threads", type=int, default=None, help="CPU intra-op threads (default: torch's)")
-    parser.add_argument("--tiny", action="store_true",
-                        help="smoke run: CPU, tiny net, one step per stage, no workers (figures meaningless)")
+    parser.add_argument(
+        "--tiny",
+        action="store_true",
+        help="smoke run: CPU, tiny net, one step per stage, no workers (figures meaningless)",
+    )
     args = parser.parse_args(argv)
     if args.tiny:
         args.device, args.sizes, args.steps, args.warmup, args.num_workers = "cpu", "tiny", 1, 0, 0
@@ -205,20 +239,35 @@ def main(argv: list[str] | None = None) -> int:
         print(f"CUDA device: {name}, dense bf16 peak {bf16_peak(name) or 'unknown'} TFLOP/s")
     with tempfile.TemporaryDirectory(prefix="srseg_bench_") as tmp:
         data_root = args.data_root or build_sample_root(args.sample, Path(tmp) / "data")
-        header = (f"{'device':<6} {'size':<6} {'stage':<5} {'batch':>5} {'patch':>5} {'step ms':>9} "
-                  f"{'samples/s':>10} {'data wait':>9} {'GFLOP/step':>11} {'TFLOP/s':>8} {'% peak':>7}")
+        header = (
+            f"{'device':<6} {'size':<6} {'stage':<5} {'batch':>5} {'patch':>5} {'step ms':>9} "
+            f"{'samples/s':>10} {'data wait':>9} {'GFLOP/step':>11} {'TFLOP/s':>8} {'% peak':>7}"
+        )
         print(header)
         for device in devices:
             steps = args.steps or (50 if device.type == "cuda" else 3)
             warmup = args.warmup if args.warmup is not None else (10 if device.type == "cuda" else 1)
             for size in sizes:
                 for stage in stages:
-                    r = bench_one(data_root, Path(tmp) / "out", device, size, stage, steps, warmup,
-                                  args.num_workers, args.compile, args.vgg_weights)
+                    r = bench_one(
+                        data_root,
+                        Path(tmp) / "out",
+                        device,
+                        size,
+                        stage,
+                        steps,
+                        warmup,
+                        args.num_workers,
+                        args.compile,
+                        args.vgg_weights,
+                    )
                     peak = f"{100 * r['peak_share']:6.1f}%" if r["peak_share"] is not None else f"{'-':>7}"
-                    print(f"{r['device']:<6} {r['size']:<6} {r['stage']:<5} {r['batch']:>5} {r['patch']:>5} "
-                          f"{r['step_ms']:>9.1f} {r['samples_per_s']:>10.2f} {100 * r['data_wait_share']:>8.1f}% "
-                          f"{r['gflop_per_step']:>11.1f} {r['tflops']:>8.3f} {peak}", flush=True)
+                    print(
+                        f"{r['device']:<6} {r['size']:<6} {r['stage']:<5} {r['batch']:>5} {r['patch']:>5} "
+                        f"{r['step_ms']:>9.1f} {r['samples_per_s']:>10.2f} {100 * r['data_wait_share']:>8.1f}% "
+                        f"{r['gflop_per_step']:>11.1f} {r['tflops']:>8.3f} {peak}",
+                        flush=True,
+                    )
     return 0
 
 

@@ -30,8 +30,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -138,8 +138,16 @@ def child(spec: dict) -> None:
     upscale([Path(spec["warmup"])], warm, spec["weights"], tile=spec["tile"], device="cpu", progress=False)
     base = _proc_status_mb("VmRSS") if _reset_peak_rss() else _proc_status_mb("VmHWM")
     start = time.perf_counter()
-    upscale([Path(spec["input"])], Path(spec["out"]), spec["weights"], tile=spec["tile"],
-            tile_overlap=spec["overlap"], batch_size=spec["batch_size"], device="cpu", progress=False)
+    upscale(
+        [Path(spec["input"])],
+        Path(spec["out"]),
+        spec["weights"],
+        tile=spec["tile"],
+        tile_overlap=spec["overlap"],
+        batch_size=spec["batch_size"],
+        device="cpu",
+        progress=False,
+    )
     seconds = time.perf_counter() - start
     peak = _proc_status_mb("VmHWM")
     maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: KiB
@@ -160,8 +168,15 @@ def _mb(run: dict) -> str:
 
 
 def memory(
-    name: str, tile: int, overlap: int, batch_sizes: list[int], threads: int, workdir: Path, measure_untiled: bool,
-    large_lr: tuple[int, int] = LARGE_LR, small_lr: tuple[int, int] = SMALL_LR,
+    name: str,
+    tile: int,
+    overlap: int,
+    batch_sizes: list[int],
+    threads: int,
+    workdir: Path,
+    measure_untiled: bool,
+    large_lr: tuple[int, int] = LARGE_LR,
+    small_lr: tuple[int, int] = SMALL_LR,
 ) -> None:
     """Peak RSS of tiled upscale (per batch size) vs the untiled estimate, on a 12 MP output."""
     from PIL import Image
@@ -175,29 +190,43 @@ def memory(
 
     def run(label: str, use_tile: int | None, batch_size: int = 1) -> dict:
         out = workdir / f"out-{label}-{use_tile}-{batch_size}"
-        spec = {"weights": weights, "warmup": str(paths["warmup"]), "threads": threads, "overlap": overlap,
-                "batch_size": batch_size, "input": str(paths[label]), "tile": use_tile, "out": str(out)}
+        spec = {
+            "weights": weights,
+            "warmup": str(paths["warmup"]),
+            "threads": threads,
+            "overlap": overlap,
+            "batch_size": batch_size,
+            "input": str(paths[label]),
+            "tile": use_tile,
+            "out": str(out),
+        }
         return _run_child(spec)
 
     out_mp = large_lr[0] * large_lr[1] * 16 / 1e6
     features = model.config["num_features"]
-    print(f"\npeak memory of upscale, {name} SR head ({features} features), "
-          f"{large_lr[1]}x{large_lr[0]} LR -> {4 * large_lr[1]}x{4 * large_lr[0]} output, {threads} threads")
+    print(
+        f"\npeak memory of upscale, {name} SR head ({features} features), "
+        f"{large_lr[1]}x{large_lr[0]} LR -> {4 * large_lr[1]}x{4 * large_lr[0]} output, {threads} threads"
+    )
     first = None
     for batch_size in batch_sizes:
         tiled = run("large", tile, batch_size)
         first = first or tiled
         window_mp = batch_size * ((tile + 2 * overlap) * 4) ** 2 / 1e6
-        print(f"  tiled (tile {tile}, overlap {overlap}, batch {batch_size:2d}): {_mb(tiled)} "
-              f"({window_mp:.1f} MP of HR windows per batch; {tiled['seconds']:.1f} s, "
-              f"{out_mp / tiled['seconds']:.2f} MP/s)")
+        print(
+            f"  tiled (tile {tile}, overlap {overlap}, batch {batch_size:2d}): {_mb(tiled)} "
+            f"({window_mp:.1f} MP of HR windows per batch; {tiled['seconds']:.1f} s, "
+            f"{out_mp / tiled['seconds']:.2f} MP/s)"
+        )
     small = run("small", None)
     ratio = (large_lr[0] * large_lr[1]) / (small_lr[0] * small_lr[1])
     estimate = (small["peak_mb"] - small["baseline_mb"]) * ratio
     analytic = 2 * features * out_mp * 1e6 * 4 / 2**20
-    print(f"  untiled, estimated: +{estimate:5.0f} MB (+{small['peak_mb'] - small['baseline_mb']:.0f} MB measured "
-          f"at {small_lr[1]}x{small_lr[0]} LR, x{ratio:.1f} pixels; lower bound, two fp32 HR feature maps: "
-          f"+{analytic:.0f} MB)")
+    print(
+        f"  untiled, estimated: +{estimate:5.0f} MB (+{small['peak_mb'] - small['baseline_mb']:.0f} MB measured "
+        f"at {small_lr[1]}x{small_lr[0]} LR, x{ratio:.1f} pixels; lower bound, two fp32 HR feature maps: "
+        f"+{analytic:.0f} MB)"
+    )
     if measure_untiled:
         full = run("large", None)
         print(f"  untiled, measured:  {_mb(full)} ({full['seconds']:.1f} s)")
@@ -218,7 +247,9 @@ def main() -> None:
     parser.add_argument("--skip-memory", action="store_true")
     parser.add_argument("--skip-throughput", action="store_true")
     parser.add_argument("--measure-untiled", action="store_true", help="also run the 12 MP output untiled (GBs of RAM)")
-    parser.add_argument("--tiny", action="store_true", help="seconds-long smoke run (the test suite's); figures meaningless")
+    parser.add_argument(
+        "--tiny", action="store_true", help="seconds-long smoke run (the test suite's); figures meaningless"
+    )
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -233,8 +264,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="srseg-bench-") as tmp:
         workdir = Path(tmp)
         if not args.skip_throughput:
-            print(f"CPU throughput, output MP/s (LR {args.size}x{args.size} -> {4 * args.size}x{4 * args.size}, "
-                  f"batch 1, median of {args.runs}, {args.threads} threads, torch {torch.__version__})")
+            print(
+                f"CPU throughput, output MP/s (LR {args.size}x{args.size} -> {4 * args.size}x{4 * args.size}, "
+                f"batch 1, median of {args.runs}, {args.threads} threads, torch {torch.__version__})"
+            )
         for name in [] if args.skip_throughput else args.configs:
             cfg = CONFIGS[name]
             blocks = f"{cfg['num_features']} features, {cfg['num_blocks']} blocks"
@@ -242,8 +275,16 @@ def main() -> None:
             for backend, (median, best) in throughput(name, args.size, args.runs, args.threads, workdir).items():
                 print(f"  {backend:<34} {median:8.3f} MP/s median  {best:8.3f} MP/s best")
         if not args.skip_memory:
-            memory(args.memory_config, args.tile, args.overlap, args.batch_sizes, args.threads, workdir,
-                   args.measure_untiled, *lrs)
+            memory(
+                args.memory_config,
+                args.tile,
+                args.overlap,
+                args.batch_sizes,
+                args.threads,
+                workdir,
+                args.measure_untiled,
+                *lrs,
+            )
 
 
 if __name__ == "__main__":

@@ -57,8 +57,9 @@ def child(spec: dict) -> None:
     start = time.perf_counter()
     code = main(spec["argv"])
     seconds = time.perf_counter() - start
-    peak = next(int(line.split()[1]) for line in Path("/proc/self/status").read_text().splitlines()
-                if line.startswith("VmHWM:"))
+    peak = next(
+        int(line.split()[1]) for line in Path("/proc/self/status").read_text().splitlines() if line.startswith("VmHWM:")
+    )
     print(json.dumps({"code": code, "seconds": seconds, "vmhwm_mb": peak / 1024.0}))
 
 
@@ -103,7 +104,9 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--limit-gb", type=float, default=None, help="run the child under ulimit -v of this size")
-    parser.add_argument("--workdir", type=Path, default=None, help="where inputs and outputs go (default: a temp folder)")
+    parser.add_argument(
+        "--workdir", type=Path, default=None, help="where inputs and outputs go (default: a temp folder)"
+    )
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -113,28 +116,46 @@ def main() -> None:
     workdir.mkdir(parents=True, exist_ok=True)
     model = demo_model(workdir) if args.model == "demo" else args.model
     limit = f", ulimit -v {args.limit_gb:g} GB" if args.limit_gb else ""
-    print(f"srseg upscale x4, model {args.model}, tile {args.tile}, batch {args.batch_size}, device {args.device}{limit}")
+    print(
+        f"srseg upscale x4, model {args.model}, tile {args.tile}, batch {args.batch_size}, device {args.device}{limit}"
+    )
     try:
         for side in args.sizes:
             source = workdir / f"in-{side}.png"
             if not source.exists():
                 write_test_image(source, side)
             out = workdir / f"out-{side}"
-            argv = ["upscale", str(source), "--model", model, "--tile", str(args.tile), "--batch-size",
-                    str(args.batch_size), "--device", args.device, "--output", str(out)]
+            argv = [
+                "upscale",
+                str(source),
+                "--model",
+                model,
+                "--tile",
+                str(args.tile),
+                "--batch-size",
+                str(args.batch_size),
+                "--device",
+                args.device,
+                "--output",
+                str(out),
+            ]
             result = run(argv, args.limit_gb)
             output = out / source.name
             hr = side * 4
             if result["returncode"] == 0 and output.exists():
-                outcome = (f"done: {hr}x{hr} PNG, {output.stat().st_size / 2**20:.0f} MiB on disk "
-                           f"({hr * hr * 3 / 2**30:.2f} GiB as 8-bit)")
+                outcome = (
+                    f"done: {hr}x{hr} PNG, {output.stat().st_size / 2**20:.0f} MiB on disk "
+                    f"({hr * hr * 3 / 2**30:.2f} GiB as 8-bit)"
+                )
             else:
                 outcome = f"exit {result['returncode']}: {result['error'] or 'no one-line error'}"
             rss = f"peak RSS {result.get('vmhwm_mb', float('nan')):.0f} MB (VmHWM)"
             if "time_maxrss_mb" in result:
                 rss += f", {result['time_maxrss_mb']:.0f} MB (/usr/bin/time)"
-            print(f"  {side}x{side}: {rss}; {result['wall_s']:.0f} s wall; {outcome}"
-                  + ("; TRACEBACK printed" if result["traceback"] else ""))
+            print(
+                f"  {side}x{side}: {rss}; {result['wall_s']:.0f} s wall; {outcome}"
+                + ("; TRACEBACK printed" if result["traceback"] else "")
+            )
             shutil.rmtree(out, ignore_errors=True)
     finally:
         if args.workdir is None:

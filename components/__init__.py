@@ -10,9 +10,9 @@ the image.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from collections.abc import Mapping
-from typing import Any, Callable
+from typing import Any
 
 from components.benchmark import benchmark
 from components.degrade import degrade
@@ -30,13 +30,27 @@ from components.study_build import study_build
 from components.train import collect_model, train
 from components.trainjob import launch_trainjob
 
-
 # The pipeline's steps, each named by its function (the name the pipeline calls it by).
 _FUNCTIONS: dict[str, Callable[..., Any]] = {
     func.__name__: func
     for func in (
-        resolve_params, preflight, download, degrade, seeds, train, launch_trainjob, collect_model, evaluate,
-        study_build, study_analyze, benchmark, report, export, register, gate, promote,
+        resolve_params,
+        preflight,
+        download,
+        degrade,
+        seeds,
+        train,
+        launch_trainjob,
+        collect_model,
+        evaluate,
+        study_build,
+        study_analyze,
+        benchmark,
+        report,
+        export,
+        register,
+        gate,
+        promote,
     )
 }
 

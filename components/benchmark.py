@@ -1,14 +1,12 @@
 """Score the trained models on the standard SR benchmarks (``srseg.stages.run_benchmark``)."""
 
-from typing import List
-
 from kfp.dsl import Artifact, Input, Markdown, Metrics, Model, Output
 
 
 def benchmark(
     params: Input[Artifact],
-    multitask: Input[List[Model]],
-    sr_only: Input[List[Model]],
+    multitask: Input[list[Model]],
+    sr_only: Input[list[Model]],
     results: Output[Artifact],
     metrics: Output[Metrics],
     table: Output[Markdown],
@@ -28,8 +26,11 @@ def benchmark(
     from srseg.stages import run_benchmark
 
     with tempfile.TemporaryDirectory() as links:
-        folders = steps.link_seed_models({"multitask": steps.seed_models(multitask), "sr_only": steps.seed_models(sr_only)},
-                                         links, steps.sweep_seeds(params.path))
+        folders = steps.link_seed_models(
+            {"multitask": steps.seed_models(multitask), "sr_only": steps.seed_models(sr_only)},
+            links,
+            steps.sweep_seeds(params.path),
+        )
         resolved = steps.stage_params(params.path, models=folders)
         result = run_benchmark(resolved, output_dir=Path(results.path))
     Path(table.path).write_text(benchmark_markdown(result), encoding="utf-8")

@@ -16,5 +16,10 @@ def degrade(request: str, dataset: Input[Dataset], lr_dataset: Output[Dataset]):
     resolved = steps.request_params(request, "degrade")
     report = run_degrade(resolved)
     lr_dataset.metadata.update(steps.record_dataset(resolved.paths.lr_root, lr_dataset.path))
-    lr_dataset.metadata.update({"hr_manifest_sha256": dataset.metadata.get("manifest_sha256", ""),
-                                "written": report.get("written", 0), "skipped": len(report.get("skipped", []))})
+    lr_dataset.metadata.update(
+        {
+            "hr_manifest_sha256": dataset.metadata.get("manifest_sha256", ""),
+            "written": report.get("written", 0),
+            "skipped": len(report.get("skipped", [])),
+        }
+    )

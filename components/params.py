@@ -24,8 +24,9 @@ def resolve_params(
 
     One resolved copy keeps every step on the same values and records them in KFP's lineage.
     The run-time overrides (``data_mode`` .. ``s3_endpoint_url``) are those of
-    ``srseg.pipeline.overrides.RUNTIME_OVERRIDES``; empty strings and zeros mean "as in the params file". The returned step requests carry only
-    what the cached data and training steps read, plus ``code_version``: their cache keys.
+    ``srseg.pipeline.overrides.RUNTIME_OVERRIDES``; empty strings and zeros mean "as in the params
+    file". The returned step requests carry only what the cached data and training steps read,
+    plus ``code_version``: their cache keys.
     """
     from srseg.pipeline import steps
     from srseg.pipeline.overrides import OVERRIDE_NAMES, override_strings
@@ -34,11 +35,13 @@ def resolve_params(
     overrides = override_strings(work_dir, {name: arguments[name] for name in OVERRIDE_NAMES})
     resolved = steps.resolve_params(params_yaml, profile, overrides)
     steps.write_params(params.path, resolved)
-    params.metadata.update({
-        "profile": resolved.profile,
-        "sha256": steps.params_digest(resolved),
-        "work_dir": work_dir,
-        "mlflow_tracking_uri": resolved.mlflow.tracking_uri,
-        "code_version": code_version,
-    })
+    params.metadata.update(
+        {
+            "profile": resolved.profile,
+            "sha256": steps.params_digest(resolved),
+            "work_dir": work_dir,
+            "mlflow_tracking_uri": resolved.mlflow.tracking_uri,
+            "code_version": code_version,
+        }
+    )
     return tuple(steps.step_request(resolved, step, code_version) for step in ("download", "degrade", "train"))

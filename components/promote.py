@@ -4,7 +4,9 @@ run), the promote step applies that judgement (``srseg.stages.run_apply_decision
 from kfp.dsl import Artifact, Input, Markdown, Output
 
 
-def gate(params: Input[Artifact], registered: Input[Artifact], decision: Output[Markdown], verdict: Output[Artifact]) -> bool:
+def gate(
+    params: Input[Artifact], registered: Input[Artifact], decision: Output[Markdown], verdict: Output[Artifact]
+) -> bool:
     """Decide, changing no alias, whether the challenger may replace the champion.
 
     Each model is scored once per evaluation set and the scores are stored in MLflow, so the
@@ -31,7 +33,9 @@ def gate(params: Input[Artifact], registered: Input[Artifact], decision: Output[
     return bool(result["passed"])
 
 
-def promote(params: Input[Artifact], registered: Input[Artifact], verdict: Input[Artifact], decision: Output[Markdown]) -> str:
+def promote(
+    params: Input[Artifact], registered: Input[Artifact], verdict: Input[Artifact], decision: Output[Markdown]
+) -> str:
     """Apply the gate's verdict: move the champion alias to the challenger (runs only after the gate passed).
 
     Nothing is evaluated again. The move is a compare-and-set under the model's registry lock: if
@@ -48,5 +52,7 @@ def promote(params: Input[Artifact], registered: Input[Artifact], verdict: Input
     result = run_apply_decision(steps.stage_params(params.path), judged)
     decision.metadata.update(steps.record_decision(result, decision.path))
     if result["action"] != "promote" or not result["applied"]:
-        raise RuntimeError(f"promotion of {registered.metadata.get('model_uri', '?')} not applied: {result.get('reason')}")
+        raise RuntimeError(
+            f"promotion of {registered.metadata.get('model_uri', '?')} not applied: {result.get('reason')}"
+        )
     return steps.decision_links(result)["challenger_uri"]

@@ -25,16 +25,21 @@ def register(
     from srseg.stages import run_register
 
     resolved = steps.stage_params(params.path, overrides={"evaluate": {"output_dir": evaluation.path}})
-    info = run_register(resolved, export_dir=Path(exported.path),
-                        evaluation_run_id=str(evaluation.metadata.get("mlflow_run_id", "")))
+    info = run_register(
+        resolved, export_dir=Path(exported.path), evaluation_run_id=str(evaluation.metadata.get("mlflow_run_id", ""))
+    )
     name, version, uri = str(info["name"]), str(info["version"]), str(info["model_uri"])
     Path(registered.path).write_text(json.dumps(info, indent=2, default=str), encoding="utf-8")
     registered.metadata.update(steps.plain_metadata(info))
-    registered.metadata.update({
-        "model_name": name, "model_version": version, "model_uri": uri,
-        "mlflow_run_id": str(info.get("run_id", "")),
-        "training_mlflow_run_id": exported.metadata.get("training_mlflow_run_id", ""),
-        "evaluation_mlflow_run_id": evaluation.metadata.get("mlflow_run_id", ""),
-        "lineage": dict(info.get("lineage") or {}),  # the version's lineage tags (empty when it existed already)
-    })
+    registered.metadata.update(
+        {
+            "model_name": name,
+            "model_version": version,
+            "model_uri": uri,
+            "mlflow_run_id": str(info.get("run_id", "")),
+            "training_mlflow_run_id": exported.metadata.get("training_mlflow_run_id", ""),
+            "evaluation_mlflow_run_id": evaluation.metadata.get("mlflow_run_id", ""),
+            "lineage": dict(info.get("lineage") or {}),  # the version's lineage tags (empty when it existed already)
+        }
+    )
     return (name, version, uri)

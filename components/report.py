@@ -1,7 +1,5 @@
 """The science report of the run (``srseg.stages.run_report``)."""
 
-from typing import List
-
 from kfp.dsl import HTML, Artifact, Input, Markdown, Model, Output
 
 
@@ -9,8 +7,8 @@ def report(
     params: Input[Artifact],
     evaluation: Input[Artifact],
     benchmarks: Input[Artifact],
-    multitask: Input[List[Model]],
-    sr_only: Input[List[Model]],
+    multitask: Input[list[Model]],
+    sr_only: Input[list[Model]],
     folder: Output[Artifact],
     page: Output[HTML],
     summary: Output[Markdown],
@@ -25,11 +23,15 @@ def report(
     from srseg.stages.report import report_inputs, run_report
 
     resolved = steps.read_params(params.path)
-    runs = {branch: {int(m.metadata["seed"]): Path(m.metadata["train_dir"]) for m in models}
-            for branch, models in (("multitask", multitask), ("sr_only", sr_only))}
+    runs = {
+        branch: {int(m.metadata["seed"]): Path(m.metadata["train_dir"]) for m in models}
+        for branch, models in (("multitask", multitask), ("sr_only", sr_only))
+    }
     inputs = report_inputs(resolved, evaluate_dir=Path(evaluation.path), benchmark_dir=Path(benchmarks.path), runs=runs)
     out = Path(folder.path)
     result = run_report(resolved, output_dir=out, inputs=inputs)
     steps.publish(out / "report.html", page.path, "run_report wrote no report.html", html=True)
     steps.publish(out / "report.md", summary.path, "run_report wrote no report.md")
-    folder.metadata.update({"mlflow_run_id": str(result.get("mlflow_run_id") or ""), "headline": str(result.get("headline") or "")})
+    folder.metadata.update(
+        {"mlflow_run_id": str(result.get("mlflow_run_id") or ""), "headline": str(result.get("headline") or "")}
+    )

@@ -1,11 +1,9 @@
 """The seed sweep the training fans out over (``train.seeds``)."""
 
-from typing import List
-
 from kfp.dsl import Artifact, Input
 
 
-def seeds(params: Input[Artifact], request: str) -> List[dict]:
+def seeds(params: Input[Artifact], request: str) -> list[dict]:
     """One item per seed of ``train.seeds`` of the resolved params: ``{"seed", "request"}``, the
     training request passed through unchanged. Each arm is trained once per item (``dsl.ParallelFor``).
 

@@ -1,11 +1,11 @@
 """Build the 2AFC user-study bundle from the trained models (``srseg.stages.run_study_build``)."""
 
-from typing import List
-
 from kfp.dsl import Artifact, Input, Model, Output
 
 
-def study_build(params: Input[Artifact], multitask: Input[List[Model]], sr_only: Input[List[Model]], bundle: Output[Artifact]):
+def study_build(
+    params: Input[Artifact], multitask: Input[list[Model]], sr_only: Input[list[Model]], bundle: Output[Artifact]
+):
     """Super-resolve the val LR images with study.methods (each arm's first-seed model) and pack the
     seeded pair bundle.
 
@@ -19,8 +19,11 @@ def study_build(params: Input[Artifact], multitask: Input[List[Model]], sr_only:
     from srseg.stages import run_study_build
 
     with tempfile.TemporaryDirectory() as links:
-        folders = steps.link_seed_models({"multitask": steps.seed_models(multitask), "sr_only": steps.seed_models(sr_only)},
-                                         links, steps.sweep_seeds(params.path))
+        folders = steps.link_seed_models(
+            {"multitask": steps.seed_models(multitask), "sr_only": steps.seed_models(sr_only)},
+            links,
+            steps.sweep_seeds(params.path),
+        )
         resolved = steps.stage_params(params.path, models=folders)
         built = run_study_build(resolved, output_dir=Path(bundle.path))
     bundle.metadata["bundle"] = str(Path(built).relative_to(bundle.path))

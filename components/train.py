@@ -27,14 +27,21 @@ def train(
     from srseg.pipeline import steps
 
     train_dir, params_file = steps.prepare_branch(
-        steps.request_params(request, "train"), work_dir, branch, lambda_seg, dataset.metadata.get("manifest_sha256", ""), seed
+        steps.request_params(request, "train"),
+        work_dir,
+        branch,
+        lambda_seg,
+        dataset.metadata.get("manifest_sha256", ""),
+        seed,
     )
     steps.run_training(params_file, gpus)
     record = steps.training_record(train_dir)
     return (str(train_dir), record["mlflow_run_id"], steps.weights_digest(train_dir))
 
 
-def collect_model(train_dir: str, weights_sha256: str, branch: str, seed: int, model: Output[Model], metrics: Output[Metrics]):
+def collect_model(
+    train_dir: str, weights_sha256: str, branch: str, seed: int, model: Output[Model], metrics: Output[Metrics]
+):
     """Copy the GAN stage's weights from the volume into a Model artifact.
 
     Runs after either training path (one pod or a TrainJob), so evaluation and export always
@@ -47,12 +54,14 @@ def collect_model(train_dir: str, weights_sha256: str, branch: str, seed: int, m
 
     files = steps.copy_model_files(train_dir, model.path, expected_digest=weights_sha256)
     record = steps.training_record(train_dir)
-    model.metadata.update({
-        "branch": branch,
-        "seed": seed,
-        "files": files,
-        "weights_sha256": weights_sha256,
-        **steps.plain_metadata({k: v for k, v in record.items() if k != "metrics"}),
-    })
+    model.metadata.update(
+        {
+            "branch": branch,
+            "seed": seed,
+            "files": files,
+            "weights_sha256": weights_sha256,
+            **steps.plain_metadata({k: v for k, v in record.items() if k != "metrics"}),
+        }
+    )
     for name, value in steps.scalar_metrics(record["metrics"]).items():
         metrics.log_metric(name, value)

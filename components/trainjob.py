@@ -43,15 +43,35 @@ def launch_trainjob(
     from srseg.pipeline import steps, trainjob
 
     train_dir, params_file = steps.prepare_branch(
-        steps.request_params(request, "train"), work_dir, branch, lambda_seg, dataset.metadata.get("manifest_sha256", ""), seed
+        steps.request_params(request, "train"),
+        work_dir,
+        branch,
+        lambda_seg,
+        dataset.metadata.get("manifest_sha256", ""),
+        seed,
     )
     user = run_as_user if run_as_user >= 0 else None
     config = steps.trainjob_config(
-        train_dir=train_dir, params_file=params_file, image=image, namespace=namespace or trainjob.current_namespace(),
-        nodes=nodes, gpus_per_node=gpus_per_node, cpu=cpu, memory=memory, pvc_name=pvc_name, mount_path=mount_path,
-        tolerations=tolerations, node_selector=node_selector, s3_secret=s3_secret, mlflow_secret=mlflow_secret,
-        runtime=runtime, timeout_s=timeout_s, run_as_user=user, run_as_group=user,
-        env={KFP_RUN_ID_ENV: os.environ.get(KFP_RUN_ID_ENV, "")}, launcher_pod=os.environ.get(KFP_POD_ENV, ""),
+        train_dir=train_dir,
+        params_file=params_file,
+        image=image,
+        namespace=namespace or trainjob.current_namespace(),
+        nodes=nodes,
+        gpus_per_node=gpus_per_node,
+        cpu=cpu,
+        memory=memory,
+        pvc_name=pvc_name,
+        mount_path=mount_path,
+        tolerations=tolerations,
+        node_selector=node_selector,
+        s3_secret=s3_secret,
+        mlflow_secret=mlflow_secret,
+        runtime=runtime,
+        timeout_s=timeout_s,
+        run_as_user=user,
+        run_as_group=user,
+        env={KFP_RUN_ID_ENV: os.environ.get(KFP_RUN_ID_ENV, "")},
+        launcher_pod=os.environ.get(KFP_POD_ENV, ""),
     )
     api = trainjob.kubernetes_api()
     trainjob.run_trainjob(api, trainjob.build_trainjob(config), timeout_s=timeout_s + 3600)  # plus an hour in the queue

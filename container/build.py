@@ -40,8 +40,18 @@ DIGEST_LABEL = "io.srseg.build-digest"
 BASE_LABEL = "io.srseg.base-image"
 SOURCE_URL = "https://github.com/srseg/srseg"
 # What the Dockerfile copies (besides the wheelhouse, which the lock determines).
-CONTEXT = ("Dockerfile", ".dockerignore", "requirements.lock", "pyproject.toml", "README.md",
-           "params.yaml", "dvc.yaml", "profiles", "srseg", "container/weights")
+CONTEXT = (
+    "Dockerfile",
+    ".dockerignore",
+    "requirements.lock",
+    "pyproject.toml",
+    "README.md",
+    "params.yaml",
+    "dvc.yaml",
+    "profiles",
+    "srseg",
+    "container/weights",
+)
 WEIGHTS_DIR = REPO / "container" / "weights"  # staged pretrained weights, copied into the image's hub cache
 
 
@@ -72,9 +82,16 @@ class Docker:
 def git_commit() -> str:
     """HEAD of the checkout, ``-dirty`` when tracked files differ from it; "" outside git."""
     try:
-        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO,
-                               capture_output=True, text=True, check=True).stdout.strip()
+        head = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return ""
     return f"{head}-dirty" if dirty else head
@@ -109,7 +126,9 @@ def ensure_base(docker: Docker, base: str | None) -> str:
         print(f"building the local base image {LOCAL_BASE} (debootstrap bookworm)", flush=True)
         started = time.monotonic()
         env = {**os.environ, "DOCKER_HOST": docker.host, "DOCKER": engines.docker_cli()}
-        result = subprocess.run([str(REPO / "container" / "base-image.sh"), LOCAL_BASE], env=env, text=True, capture_output=True)
+        result = subprocess.run(
+            [str(REPO / "container" / "base-image.sh"), LOCAL_BASE], env=env, text=True, capture_output=True
+        )
         if result.returncode != 0:
             raise BuildError(f"base image: container/base-image.sh failed\n{result.stderr[-3000:]}")
         print(f"built {LOCAL_BASE} in {time.monotonic() - started:.0f} s", flush=True)
@@ -126,8 +145,23 @@ def ensure_wheelhouse(lock: Path, wheelhouse: Path, python: str = sys.executable
     shutil.rmtree(staging, ignore_errors=True)
     print(f"downloading the wheelhouse of {lock.name} into {wheelhouse}", flush=True)
     started = time.monotonic()
-    result = subprocess.run([python, "-m", "pip", "download", "--quiet", "--no-deps", "--require-hashes",
-                             "-r", str(lock), "-d", str(staging)], capture_output=True, text=True)
+    result = subprocess.run(
+        [
+            python,
+            "-m",
+            "pip",
+            "download",
+            "--quiet",
+            "--no-deps",
+            "--require-hashes",
+            "-r",
+            str(lock),
+            "-d",
+            str(staging),
+        ],
+        capture_output=True,
+        text=True,
+    )
     if result.returncode != 0:
         raise BuildError(f"wheelhouse: pip download failed (run on Python 3.11, Linux x86-64)\n{result.stderr[-3000:]}")
     (staging / ".lock-sha256").write_text(digest + "\n")
@@ -149,7 +183,10 @@ def stage_weights(source: Path, dest: Path = WEIGHTS_DIR) -> list[Path]:
         staged = stage(dest, source)
     except MissingWeightsError as exc:
         raise BuildError(f"weights: {exc}") from exc
-    print(f"staged {len(staged)} weight files into {dest.relative_to(REPO)}: {', '.join(p.name for p in staged)}", flush=True)
+    print(
+        f"staged {len(staged)} weight files into {dest.relative_to(REPO)}: {', '.join(p.name for p in staged)}",
+        flush=True,
+    )
     return staged
 
 
@@ -162,7 +199,17 @@ def build(docker: Docker, tag: str = DEFAULT_TAG, base: str | None = None, force
     if not force and docker.image_label(tag, DIGEST_LABEL) == digest:
         print(f"{tag} is up to date (build digest {digest[:12]})")
         return tag
-    cmd = ["build", "--network", "host", "--tag", tag, "--label", f"{DIGEST_LABEL}={digest}", "--label", f"{BASE_LABEL}={base_ref}"]
+    cmd = [
+        "build",
+        "--network",
+        "host",
+        "--tag",
+        tag,
+        "--label",
+        f"{DIGEST_LABEL}={digest}",
+        "--label",
+        f"{BASE_LABEL}={base_ref}",
+    ]
     for key, value in args.items():
         cmd += ["--build-arg", f"{key}={value}"]
     started = time.monotonic()
@@ -177,8 +224,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--base", default="", help=f"base image (default: the local {LOCAL_BASE})")
     parser.add_argument("--force", action="store_true", help="build even when the tag is up to date")
     parser.add_argument("--keep-engine", action="store_true", help="leave a private engine running afterwards")
-    parser.add_argument("--weights", type=Path, default=None,
-                        help="folder with vgg19-dcbb9e9d.pth and alexnet-owt-7be5be79.pth to bake into the image's torch hub cache")
+    parser.add_argument(
+        "--weights",
+        type=Path,
+        default=None,
+        help="folder with vgg19-dcbb9e9d.pth and alexnet-owt-7be5be79.pth to bake into the image's torch hub cache",
+    )
     args = parser.parse_args(argv)
     own_engine = None
     try:

@@ -47,10 +47,13 @@ class Engine:
         """The environment for ``docker`` commands and the Python SDK aimed at this engine."""
         return {**os.environ, "DOCKER_HOST": self.host}
 
-    def docker(self, *args: str, check: bool = True, capture: bool = True, timeout: float | None = None) -> subprocess.CompletedProcess:
+    def docker(
+        self, *args: str, check: bool = True, capture: bool = True, timeout: float | None = None
+    ) -> subprocess.CompletedProcess:
         """Run the engine's own client (``/usr/bin/docker`` of the same package) against it."""
-        return subprocess.run([docker_cli(), "-H", self.host, *args], check=check, text=True,
-                              capture_output=capture, timeout=timeout)
+        return subprocess.run(
+            [docker_cli(), "-H", self.host, *args], check=check, text=True, capture_output=capture, timeout=timeout
+        )
 
 
 def docker_cli() -> str:
@@ -99,8 +102,12 @@ def _responds(root: Path) -> bool:
     sock = root / "docker.sock"
     if not sock.exists():
         return False
-    result = subprocess.run([docker_cli(), "-H", f"unix://{sock}", "version", "--format", "{{.Server.Version}}"],
-                            capture_output=True, text=True, timeout=30)
+    result = subprocess.run(
+        [docker_cli(), "-H", f"unix://{sock}", "version", "--format", "{{.Server.Version}}"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     return result.returncode == 0
 
 
@@ -122,15 +129,23 @@ def start(root: Path = DEFAULT_ROOT) -> Engine:
     for sub in ("data", "exec"):
         (root / sub).mkdir(parents=True, exist_ok=True)
     (root / "docker.sock").unlink(missing_ok=True)
-    log = open(root / "dockerd.log", "ab")
+    log = open(root / "dockerd.log", "ab")  # noqa: SIM115 - the daemon writes to it after this returns
     cmd = [
         "dockerd",
-        "--data-root", str(root / "data"),
-        "--exec-root", str(root / "exec"),
-        "--pidfile", str(root / "dockerd.pid"),
-        "--host", f"unix://{root / 'docker.sock'}",
-        "--bridge=none", "--iptables=false", "--ip6tables=false", "--ip-masq=false",
-        "--storage-driver", "overlay2",
+        "--data-root",
+        str(root / "data"),
+        "--exec-root",
+        str(root / "exec"),
+        "--pidfile",
+        str(root / "dockerd.pid"),
+        "--host",
+        f"unix://{root / 'docker.sock'}",
+        "--bridge=none",
+        "--iptables=false",
+        "--ip6tables=false",
+        "--ip-masq=false",
+        "--storage-driver",
+        "overlay2",
     ]
     # its own session: a Ctrl-C in the terminal that started it does not reach it
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
@@ -144,7 +159,9 @@ def start(root: Path = DEFAULT_ROOT) -> Engine:
             return Engine(root, proc.pid)
         time.sleep(0.5)
     _terminate(proc.pid)
-    raise EngineError(f"dockerd did not answer on {root / 'docker.sock'} within {START_TIMEOUT_S:.0f} s (log: {root / 'dockerd.log'})")
+    raise EngineError(
+        f"dockerd did not answer on {root / 'docker.sock'} within {START_TIMEOUT_S:.0f} s (log: {root / 'dockerd.log'})"
+    )
 
 
 def _terminate(pid: int) -> None:
@@ -167,7 +184,9 @@ def _unmount_leftovers(root: Path) -> None:
     """dockerd leaves mounts under its exec root (e.g. ``exec/netns/default``): unmount them, so
     the folder can be removed."""
     prefix = f"{root}/"
-    mounts = [line.split()[1] for line in Path("/proc/mounts").read_text().splitlines() if line.split()[1].startswith(prefix)]
+    mounts = [
+        line.split()[1] for line in Path("/proc/mounts").read_text().splitlines() if line.split()[1].startswith(prefix)
+    ]
     for mount in sorted(mounts, reverse=True):  # deepest first
         subprocess.run(["umount", "-l", mount], capture_output=True)
 

@@ -1,8 +1,10 @@
 """The srseg training pipeline for Kubeflow Pipelines v2.
 
-    params -> preflight -> download -> degrade -> for each seed: train multitask \\  -> evaluate -> export -> register -> gate -> [promote]
-                                                                 train sr_only   /   |  \\-> study_build -> study_analyze ----/
-                                                                                     \\-> benchmark -> report
+    params -> preflight -> download -> degrade -> for each seed: train multitask \\
+                                                                 train sr_only   /
+        -> evaluate -> export -> register -> gate -> [promote]
+              |  \\-> study_build -> study_analyze ----/
+               \\-> benchmark -> report
 
 Training fans out over ``train.seeds`` (``dsl.ParallelFor``, one iteration per seed with both
 arms), and the steps after it get every seed's model of each arm (``dsl.Collected``): evaluation
@@ -47,7 +49,8 @@ environment (:mod:`srseg.lineage`), which MLflow runs carry as tags.
 """
 
 import dataclasses
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from kfp import dsl, kubernetes
 
@@ -84,7 +87,9 @@ def _sized(task: dsl.PipelineTask, step: str) -> dsl.PipelineTask:
     return task.set_cpu_request(cpu).set_cpu_limit(cpu).set_memory_request(memory).set_memory_limit(memory)
 
 
-def _on_volume(task: dsl.PipelineTask, pvc_name: Any, mount_path: str, s3_secret: Any, mlflow_secret: Any) -> dsl.PipelineTask:
+def _on_volume(
+    task: dsl.PipelineTask, pvc_name: Any, mount_path: str, s3_secret: Any, mlflow_secret: Any
+) -> dsl.PipelineTask:
     """Dataset PVC plus the S3 and MLflow secrets as environment (both optional)."""
     kubernetes.mount_pvc(task, pvc_name=pvc_name, mount_path=mount_path)
     kubernetes.use_secret_as_env(task, secret_name=s3_secret, secret_key_to_env=S3_SECRET_ENV, optional=True)
@@ -92,8 +97,9 @@ def _on_volume(task: dsl.PipelineTask, pvc_name: Any, mount_path: str, s3_secret
     return task
 
 
-def _with_pod_settings(c: Components, image_pull_secrets: Sequence[str], run_as_user: int | None,
-                       run_as_group: int | None) -> Components:
+def _with_pod_settings(
+    c: Components, image_pull_secrets: Sequence[str], run_as_user: int | None, run_as_group: int | None
+) -> Components:
     """The same components, each task they create set up with the pull secrets and security context."""
 
     def settle(task: dsl.PipelineTask) -> dsl.PipelineTask:
@@ -103,8 +109,9 @@ def _with_pod_settings(c: Components, image_pull_secrets: Sequence[str], run_as_
         if image_pull_secrets:
             kubernetes.set_image_pull_secrets(task, list(image_pull_secrets))
         if run_as_user is not None:
-            kubernetes.set_security_context(task, run_as_user=run_as_user, run_as_group=run_as_group,
-                                            run_as_non_root=run_as_user != 0)
+            kubernetes.set_security_context(
+                task, run_as_user=run_as_user, run_as_group=run_as_group, run_as_non_root=run_as_user != 0
+            )
         return task
 
     def wrap(component: Any) -> Any:
@@ -206,8 +213,9 @@ def _data_steps(c: Components, resolved: Any, args: dict[str, Any], volume: dict
     return download, degrade
 
 
-def _training_steps(c: Components, resolved: Any, download: Any, degrade: Any, args: dict[str, Any],
-                    volume: dict[str, Any], pod: Pod) -> dict[str, Any]:
+def _training_steps(
+    c: Components, resolved: Any, download: Any, degrade: Any, args: dict[str, Any], volume: dict[str, Any], pod: Pod
+) -> dict[str, Any]:
     """Both arms (multitask, sr_only) for every seed of ``train.seeds``; returns each arm's model output."""
     # the train request enters the loop inside the items: kfp.local replaces any other task
     # output parameter of a ParallelFor with the loop item (components/seeds.py)
@@ -216,9 +224,15 @@ def _training_steps(c: Components, resolved: Any, download: Any, degrade: Any, a
     models = {}
     with dsl.ParallelFor(seeds.output) as sweep:
         for branch, branch_lambda in (("multitask", args["lambda_seg"]), ("sr_only", 0.0)):
-            data = dict(request=sweep.request, dataset=download.outputs["dataset"],
-                        lr_dataset=degrade.outputs["lr_dataset"], work_dir=args["work_dir"], branch=branch,
-                        lambda_seg=branch_lambda, seed=sweep.seed)
+            data = dict(
+                request=sweep.request,
+                dataset=download.outputs["dataset"],
+                lr_dataset=degrade.outputs["lr_dataset"],
+                work_dir=args["work_dir"],
+                branch=branch,
+                lambda_seg=branch_lambda,
+                seed=sweep.seed,
+            )
             models[branch] = _train_arm(c, data, args, volume, pod)
     return models
 
@@ -228,11 +242,21 @@ def _train_arm(c: Components, data: dict[str, Any], args: dict[str, Any], volume
     branch = data["branch"]
     with dsl.If(args["nodes"] > 1, name=f"multi-node-{branch}"):
         launch = c.launch_trainjob(
-            **data, image=pod.image, run_as_user=-1 if pod.run_as_user is None else pod.run_as_user,
-            nodes=args["nodes"], gpus_per_node=args["gpus_per_node"], cpu=args["train_cpu"],
-            memory=args["train_memory"], pvc_name=args["pvc_name"], mount_path=pod.mount_path,
-            tolerations=args["gpu_tolerations"], node_selector=args["gpu_node_selector"], s3_secret=args["s3_secret"],
-            mlflow_secret=args["mlflow_secret"], runtime=args["trainer_runtime"], namespace=args["trainer_namespace"],
+            **data,
+            image=pod.image,
+            run_as_user=-1 if pod.run_as_user is None else pod.run_as_user,
+            nodes=args["nodes"],
+            gpus_per_node=args["gpus_per_node"],
+            cpu=args["train_cpu"],
+            memory=args["train_memory"],
+            pvc_name=args["pvc_name"],
+            mount_path=pod.mount_path,
+            tolerations=args["gpu_tolerations"],
+            node_selector=args["gpu_node_selector"],
+            s3_secret=args["s3_secret"],
+            mlflow_secret=args["mlflow_secret"],
+            runtime=args["trainer_runtime"],
+            namespace=args["trainer_namespace"],
             timeout_s=args["train_timeout_s"],
         ).set_display_name(f"trainjob-{branch}")
         launch.set_retry(num_retries=2, backoff_duration="300s", backoff_factor=2.0)
@@ -251,7 +275,8 @@ def _train_arm(c: Components, data: dict[str, Any], args: dict[str, Any], volume
     collect = c.collect_model(
         train_dir=dsl.OneOf(launch.outputs["train_dir"], train.outputs["train_dir"]),
         weights_sha256=dsl.OneOf(launch.outputs["weights_sha256"], train.outputs["weights_sha256"]),  # content key
-        branch=branch, seed=data["seed"],
+        branch=branch,
+        seed=data["seed"],
     ).set_display_name(f"model-{branch}")
     _on_volume(_sized(collect, "collect_model"), **volume)
     return collect.outputs["model"]
@@ -277,8 +302,9 @@ def _shipping_steps(c: Components, params: Any, models: dict[str, Any], volume: 
 
     benchmark = c.benchmark(params=params, **trained()).set_display_name("benchmark")
     _on_volume(_sized(benchmark, "benchmark"), **volume)
-    report = c.report(params=params, evaluation=evaluate.outputs["results"], benchmarks=benchmark.outputs["results"],
-                      **trained()).set_display_name("report")
+    report = c.report(
+        params=params, evaluation=evaluate.outputs["results"], benchmarks=benchmark.outputs["results"], **trained()
+    ).set_display_name("report")
     _on_volume(_sized(report, "report"), **volume)
 
     export = c.export(params=params, models=trained()["multitask"], evaluation=evaluate.outputs["results"])
@@ -294,8 +320,9 @@ def _shipping_steps(c: Components, params: Any, models: dict[str, Any], volume: 
     _on_volume(_sized(gate, "gate"), **volume)
     with dsl.If(gate.outputs["Output"] == True, name="gate-passed"):  # noqa: E712 - a KFP condition, not a bool
         # applies the gate's verdict (no second evaluation), if the aliases are still those it judged
-        promote = c.promote(params=params, registered=register.outputs["registered"],
-                            verdict=gate.outputs["verdict"]).set_display_name("promote")
+        promote = c.promote(
+            params=params, registered=register.outputs["registered"], verdict=gate.outputs["verdict"]
+        ).set_display_name("promote")
         promote.set_caching_options(False)
         _on_volume(_sized(promote, "promote"), **volume)
     return register.outputs["model_uri"]

@@ -7,8 +7,9 @@ import argparse
 import json
 import logging
 import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 log = logging.getLogger("srseg")
 
@@ -64,9 +65,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def _cmd_benchmark(args: argparse.Namespace) -> int:
-    from srseg.stages import run_benchmark
-
     from srseg.evaluate.benchmark import benchmark_markdown
+    from srseg.stages import run_benchmark
 
     methods = dict(m.split("=", 1) for m in args.method) if args.method else None
     params = _load(args)
@@ -168,8 +168,12 @@ def _cmd_pipeline(args: argparse.Namespace) -> int:
     pod = None
     if args.pipeline_command == "compile" or args.image or args.image_pull_secret or args.run_as_user is not None:
         user = 1000 if args.run_as_user is None else args.run_as_user
-        pod = commands.PodOptions(image=args.image or DEFAULT_IMAGE, image_pull_secrets=tuple(args.image_pull_secret or ()),
-                                  run_as_user=None if user < 0 else user, run_as_group=None if user < 0 else user)
+        pod = commands.PodOptions(
+            image=args.image or DEFAULT_IMAGE,
+            image_pull_secrets=tuple(args.image_pull_secret or ()),
+            run_as_user=None if user < 0 else user,
+            run_as_group=None if user < 0 else user,
+        )
     if args.pipeline_command == "compile":
         print(f"compiled {commands.compile_pipeline(output=args.output, pod=pod)}")
         return 0
@@ -179,9 +183,17 @@ def _cmd_pipeline(args: argparse.Namespace) -> int:
         print(f"local run finished: model {run.model_uri}; artifacts under {run.pipeline_root}")
         return 0
     result = commands.submit(
-        args.host, params=_load(args), profile=None, arguments=arguments, experiment=args.experiment,
-        run_name=args.run_name, namespace=args.namespace, wait=args.wait, pod=pod,
-        service_account=args.service_account, enable_caching=False if args.no_cache else None,
+        args.host,
+        params=_load(args),
+        profile=None,
+        arguments=arguments,
+        experiment=args.experiment,
+        run_name=args.run_name,
+        namespace=args.namespace,
+        wait=args.wait,
+        pod=pod,
+        service_account=args.service_account,
+        enable_caching=False if args.no_cache else None,
     )
     print(f"run {result.run_id}: {result.url} ({result.state})")
     return 0 if not args.wait or result.succeeded else 1
@@ -200,8 +212,11 @@ def _cmd_weights(args: argparse.Namespace) -> int:
     staged = stage_weights(args.output, args.source)
     for path in staged:
         print(f"staged {path}")
-    print(f"image: make image WEIGHTS={args.output}  |  dataset volume: copy the folder there, then run with "
-          f"--set train.loss.vgg_weights=<folder in the pods>/{staged[0].name} --set evaluate.lpips_weights=<folder in the pods>")
+    print(
+        f"image: make image WEIGHTS={args.output}  |  dataset volume: copy the folder there, then run with "
+        f"--set train.loss.vgg_weights=<folder in the pods>/{staged[0].name} --set evaluate.lpips_weights=<folder in "
+        "the pods>"
+    )
     return 0
 
 
@@ -209,8 +224,15 @@ def _cmd_upscale(args: argparse.Namespace) -> int:
     from srseg.inference.upscale import upscale
 
     written = upscale(
-        args.inputs, args.output, model=args.model, scale=args.scale, tile=args.tile or None,
-        tile_overlap=args.tile_overlap, batch_size=args.batch_size, device=args.device, precision=args.precision,
+        args.inputs,
+        args.output,
+        model=args.model,
+        scale=args.scale,
+        tile=args.tile or None,
+        tile_overlap=args.tile_overlap,
+        batch_size=args.batch_size,
+        device=args.device,
+        precision=args.precision,
     )
     print(f"wrote {len(written)} images to {args.output}")
     return 0
@@ -246,7 +268,10 @@ def _cmd_metrics(args: argparse.Namespace) -> int:
 
     result = evaluate_folders(args.pred, args.ref, scale=args.scale, crop_border=args.crop_border)
     for name, values in sorted(result["images"].items()):
-        print(f"{name:<24} psnr_y {values['psnr_y']:8.4f}  ssim_y {values['ssim_y']:.4f}  psnr_rgb {values['psnr_rgb']:8.4f}")
+        print(
+            f"{name:<24} psnr_y {values['psnr_y']:8.4f}  ssim_y {values['ssim_y']:.4f}  psnr_rgb "
+            f"{values['psnr_rgb']:8.4f}"
+        )
     mean = result["mean"]
     print(f"{'mean':<24} psnr_y {mean['psnr_y']:8.4f}  ssim_y {mean['ssim_y']:.4f}  psnr_rgb {mean['psnr_rgb']:8.4f}")
     if args.json is not None:
@@ -280,9 +305,13 @@ def _cmd_params_show(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``srseg`` command line: global options, then one subcommand per stage."""
-    parser = argparse.ArgumentParser(prog="srseg", description="srseg: multitask super-resolution pipeline (one subcommand per stage)")
+    parser = argparse.ArgumentParser(
+        prog="srseg", description="srseg: multitask super-resolution pipeline (one subcommand per stage)"
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    parser.add_argument("--params", type=Path, default=Path("params.yaml"), help="parameter file (default: params.yaml)")
+    parser.add_argument(
+        "--params", type=Path, default=Path("params.yaml"), help="parameter file (default: params.yaml)"
+    )
     parser.add_argument("--profile", default=None, help="apply profiles/<name>.yaml on top, in memory")
     parser.add_argument("--set", action="append", metavar="KEY.PATH=VALUE", help="override one parameter (repeatable)")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -326,11 +355,20 @@ def _add_training_command(sub: Any) -> None:
     p.add_argument("--stage", choices=("psnr", "gan"), required=True)
     p.add_argument("--output-dir", type=Path, default=None, help="override train.output_dir")
     p.add_argument("--init-from", type=Path, default=None, help="GAN stage start weights (default <output>/psnr/best)")
-    p.add_argument("--seed", type=int, default=None,
-                   help="one run of the seed sweep: train.seed = SEED, outputs in <train.output_dir>/seed<SEED>")
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=None,
+        help="one run of the seed sweep: train.seed = SEED, outputs in <train.output_dir>/seed<SEED>",
+    )
     p.add_argument("--no-resume", action="store_true", help="delete this stage's previous outputs and start over")
     p.add_argument("--max-iterations", type=int, default=None, help="stop early after this iteration")
-    p.add_argument("--report-dir", type=Path, default=None, help="also copy metrics.json and the plot CSVs here (git-tracked by DVC)")
+    p.add_argument(
+        "--report-dir",
+        type=Path,
+        default=None,
+        help="also copy metrics.json and the plot CSVs here (git-tracked by DVC)",
+    )
     p.set_defaults(func=_cmd_train)
 
 
@@ -339,20 +377,35 @@ def _add_evaluation_commands(sub: Any) -> None:
     p = sub.add_parser("evaluate", help="compare methods on the val split (params: evaluate)")
     p.add_argument("--output-dir", type=Path, default=None)
     p.add_argument("--method", action="append", metavar="NAME=MODEL", help="replace evaluate.methods (repeatable)")
-    p.add_argument("--report-dir", type=Path, default=None, help="also copy metrics.json and per_class_gain.csv here (git-tracked by DVC)")
+    p.add_argument(
+        "--report-dir",
+        type=Path,
+        default=None,
+        help="also copy metrics.json and per_class_gain.csv here (git-tracked by DVC)",
+    )
     p.set_defaults(func=_cmd_evaluate)
 
     p = sub.add_parser("benchmark", help="standard SR benchmarks: methods on Set5/Set14/... (params: benchmark)")
     p.add_argument("--output-dir", type=Path, default=None)
-    p.add_argument("--set", dest="set_name", action="append", metavar="NAME", help="only this set of benchmark.sets (repeatable)")
+    p.add_argument(
+        "--set", dest="set_name", action="append", metavar="NAME", help="only this set of benchmark.sets (repeatable)"
+    )
     p.add_argument("--method", action="append", metavar="NAME=MODEL", help="replace benchmark.methods (repeatable)")
-    p.add_argument("--report-dir", type=Path, default=None,
-                   help="with one --set: also copy its metrics.json and benchmark.md here (git-tracked by DVC)")
+    p.add_argument(
+        "--report-dir",
+        type=Path,
+        default=None,
+        help="with one --set: also copy its metrics.json and benchmark.md here (git-tracked by DVC)",
+    )
     p.set_defaults(func=_cmd_benchmark)
 
-    p = sub.add_parser("report", help="the science report: benchmarks, validation, per-class gains, study, curves (params: report)")
+    p = sub.add_parser(
+        "report", help="the science report: benchmarks, validation, per-class gains, study, curves (params: report)"
+    )
     p.add_argument("--output-dir", type=Path, default=None)
-    p.add_argument("--report-dir", type=Path, default=None, help="write the training curves merged over seeds here (DVC plots)")
+    p.add_argument(
+        "--report-dir", type=Path, default=None, help="write the training curves merged over seeds here (DVC plots)"
+    )
     p.set_defaults(func=_cmd_report)
 
 
@@ -360,9 +413,12 @@ def _add_study_command(sub: Any) -> None:
     """Subcommands: the pairwise user study and its subcommands."""
     p = sub.add_parser("study", help="pairwise user study (params: study)")
     p.add_argument("--bundle", type=Path, default=None, help="default <study.output_dir>/bundle")
-    p.add_argument("--gate", action="store_true",
-                   help="the promotion gate's study: @challenger vs @champion (bicubic on the first promotion); "
-                        "bundle in <study.output_dir>/gate/, read by `srseg promote` with promote.perceptual=study")
+    p.add_argument(
+        "--gate",
+        action="store_true",
+        help="the promotion gate's study: @challenger vs @champion (bicubic on the first promotion); "
+        "bundle in <study.output_dir>/gate/, read by `srseg promote` with promote.perceptual=study",
+    )
     ssub = p.add_subparsers(dest="study_command", required=True)
     ssub.add_parser("build", help="super-resolve val images per method and write the bundle")
     s_inv = ssub.add_parser("invite", help="print N invitation links (tokens are stored hashed)")
@@ -392,7 +448,9 @@ def _add_shipping_commands(sub: Any) -> None:
 
     p = sub.add_parser("register", help="log the exported SR head to MLflow as @challenger (once per distinct head)")
     p.add_argument("--export-dir", type=Path, default=None)
-    p.add_argument("--record", type=Path, default=None, help="write the registered version as JSON here (default: registry.record)")
+    p.add_argument(
+        "--record", type=Path, default=None, help="write the registered version as JSON here (default: registry.record)"
+    )
     p.set_defaults(func=_cmd_register)
 
     p = sub.add_parser("promote", help="move @champion to @challenger if the gate passes (params: promote)")
@@ -421,31 +479,50 @@ def _add_pipeline_command(sub: Any) -> None:
     """Subcommands: the Kubeflow pipeline: compile, run, submit."""
     p = sub.add_parser("pipeline", help="Kubeflow pipeline: compile, run locally, submit to a cluster")
     psub_k = p.add_subparsers(dest="pipeline_command", required=True)
-    for name, helptext in (("compile", "write the IR YAML (pipelines/training_pipeline.yaml)"),
-                           ("run", "run the whole pipeline here with kfp.local (SubprocessRunner)"),
-                           ("submit", "submit the compiled pipeline to a KFP endpoint (token: KFP_TOKEN)")):
+    for name, helptext in (
+        ("compile", "write the IR YAML (pipelines/training_pipeline.yaml)"),
+        ("run", "run the whole pipeline here with kfp.local (SubprocessRunner)"),
+        ("submit", "submit the compiled pipeline to a KFP endpoint (token: KFP_TOKEN)"),
+    ):
         k = psub_k.add_parser(name, help=helptext)
         recompile = "" if name == "compile" else "; recompiles the pipeline for this run"
         k.add_argument("--image", default=None, help=f"container image of every step (default srseg:0.1.0){recompile}")
-        k.add_argument("--image-pull-secret", action="append", metavar="SECRET",
-                       help=f"Kubernetes secret for pulling the image (repeatable){recompile}")
-        k.add_argument("--run-as-user", type=int, default=None, metavar="UID",
-                       help=f"user and group of every pod (default 1000, the image's; -1: no security context){recompile}")
+        k.add_argument(
+            "--image-pull-secret",
+            action="append",
+            metavar="SECRET",
+            help=f"Kubernetes secret for pulling the image (repeatable){recompile}",
+        )
+        k.add_argument(
+            "--run-as-user",
+            type=int,
+            default=None,
+            metavar="UID",
+            help=f"user and group of every pod (default 1000, the image's; -1: no security context){recompile}",
+        )
         if name == "compile":
             k.add_argument("--output", type=Path, default=None)
             continue
         k.add_argument("--arg", action="append", metavar="NAME=VALUE", help="pipeline parameter (repeatable)")
         if name == "run":
-            k.add_argument("--local", action="store_true", default=True,
-                           help="kfp.local SubprocessRunner on this machine (the only runner here)")
+            k.add_argument(
+                "--local",
+                action="store_true",
+                default=True,
+                help="kfp.local SubprocessRunner on this machine (the only runner here)",
+            )
         if name == "submit":
             k.add_argument("--host", required=True)
             k.add_argument("--experiment", default="srseg")
             k.add_argument("--run-name", default=None)
             k.add_argument("--namespace", default=None)
             k.add_argument("--wait", action="store_true", help="follow the run until it ends")
-            k.add_argument("--service-account", default=None, metavar="NAME",
-                           help="Kubernetes service account of the run's pods (e.g. srseg-pipeline from deploy/)")
+            k.add_argument(
+                "--service-account",
+                default=None,
+                metavar="NAME",
+                help="Kubernetes service account of the run's pods (e.g. srseg-pipeline from deploy/)",
+            )
             k.add_argument("--no-cache", action="store_true", help="run every step, ignoring KFP's cache")
     p.set_defaults(func=_cmd_pipeline)
 
@@ -455,10 +532,18 @@ def _add_tool_commands(sub: Any) -> None:
     p = sub.add_parser("weights", help="pretrained weights the params need (VGG19, LPIPS): check or stage")
     wsub = p.add_subparsers(dest="weights_command", required=True)
     w = wsub.add_parser("check", help="are the files the params need present and intact? (exit 2 if not)")
-    w.add_argument("--scope", choices=("train", "pipeline"), default="pipeline",
-                   help="train: what `srseg train` needs; pipeline (default): also evaluation and the promotion gate")
-    w = wsub.add_parser("stage", help="copy VGG19 + LPIPS files (hash-checked) into one folder for the image or the volume")
-    w.add_argument("--source", type=Path, default=None, help="folder with the torchvision files (default: the torch hub cache)")
+    w.add_argument(
+        "--scope",
+        choices=("train", "pipeline"),
+        default="pipeline",
+        help="train: what `srseg train` needs; pipeline (default): also evaluation and the promotion gate",
+    )
+    w = wsub.add_parser(
+        "stage", help="copy VGG19 + LPIPS files (hash-checked) into one folder for the image or the volume"
+    )
+    w.add_argument(
+        "--source", type=Path, default=None, help="folder with the torchvision files (default: the torch hub cache)"
+    )
     w.add_argument("--output", type=Path, required=True)
     p.set_defaults(func=_cmd_weights)
 

@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from srseg.data.sources import check_mirror
 
-SPLITS = ("train2017", "val2017")
+SPLITS: tuple[Literal["train2017", "val2017"], ...] = ("train2017", "val2017")
 PROFILE_DIR_NAME = "profiles"
 
 
@@ -98,7 +98,7 @@ class HighOrderConfig(_Section):
     second_blur_prob: float = Field(0.8, ge=0.0, le=1.0)
 
     @model_validator(mode="after")
-    def _ordered_ranges(self) -> "HighOrderConfig":
+    def _ordered_ranges(self) -> HighOrderConfig:
         for name in ("blur_sigma", "resize_range", "noise_sigma", "poisson_scale", "jpeg_quality"):
             low, high = getattr(self, name)
             if low > high:
@@ -182,9 +182,11 @@ class StageConfig(_Section):
     select: Literal["auto", "max_psnr_y", "min_lpips", "final_ema"] = "auto"
 
     @model_validator(mode="after")
-    def _schedule_is_one_kind(self) -> "StageConfig":
+    def _schedule_is_one_kind(self) -> StageConfig:
         if self.lr_schedule == "cosine" and self.lr_milestones:
-            raise ValueError(f"lr_milestones {list(self.lr_milestones)} are for lr_schedule=step; cosine decays smoothly")
+            raise ValueError(
+                f"lr_milestones {list(self.lr_milestones)} are for lr_schedule=step; cosine decays smoothly"
+            )
         return self
 
 
@@ -227,13 +229,13 @@ class TrainConfig(_Section):
     cache_images: bool = Field(False, description="keep decoded training images in memory (small datasets)")
 
     @model_validator(mode="after")
-    def _patch_fits_scale(self) -> "TrainConfig":
+    def _patch_fits_scale(self) -> TrainConfig:
         if self.patch_size % self.scale:
             raise ValueError(f"patch_size {self.patch_size} must be a multiple of scale {self.scale}")
         return self
 
     @model_validator(mode="after")
-    def _honest_selection(self) -> "TrainConfig":
+    def _honest_selection(self) -> TrainConfig:
         if self.gan_stage.select == "max_psnr_y":
             raise ValueError(
                 "gan_stage.select: max_psnr_y would ship the least perceptual weights of a perceptual stage; "
@@ -319,9 +321,9 @@ class EvaluateConfig(_Section):
         return _check_methods(value)
 
     @model_validator(mode="after")
-    def _known_methods(self) -> "EvaluateConfig":
+    def _known_methods(self) -> EvaluateConfig:
         names = set(self.methods)
-        for name in (*self.compare, *( [self.seg_model] if self.seg_model else [])):
+        for name in (*self.compare, *([self.seg_model] if self.seg_model else [])):
             if name not in names:
                 raise ValueError(f"{name!r} is not one of evaluate.methods ({', '.join(sorted(names))})")
         return self
@@ -382,7 +384,9 @@ class ReportConfig(_Section):
     """The science report (``srseg report``): what it shows and where it goes."""
 
     top_classes: int = Field(10, ge=1, le=100, description="classes shown at each end of the per-class gain table")
-    min_class_images: int = Field(3, ge=1, description="classes in fewer report images get no row (their CI would be n/a)")
+    min_class_images: int = Field(
+        3, ge=1, description="classes in fewer report images get no row (their CI would be n/a)"
+    )
     output_dir: str = "outputs/report"
 
 
@@ -427,7 +431,7 @@ class Params(_Section):
     mlflow: MlflowConfig = MlflowConfig()
 
     @model_validator(mode="after")
-    def _lr_matches_degradation(self) -> "Params":
+    def _lr_matches_degradation(self) -> Params:
         if self.degrade.method == "highorder" and self.train.lr_source == "gpu":
             raise ValueError(
                 "degrade.method=highorder with train.lr_source=gpu: the GPU path synthesises bicubic LR only, so "
@@ -437,7 +441,7 @@ class Params(_Section):
         return self
 
     @model_validator(mode="after")
-    def _export_a_trained_seed(self) -> "Params":
+    def _export_a_trained_seed(self) -> Params:
         """export.weights inside a seed sweep's run folder must name the first of train.seeds: the
         model that stands for its arm (study, gallery, model card numbers)."""
         weights = Path(self.export.weights)
@@ -447,8 +451,10 @@ class Params(_Section):
             except (ValueError, IndexError):
                 continue
             if first.startswith("seed") and first[4:].isdigit() and int(first[4:]) != self.train.seeds[0]:
-                raise ValueError(f"export.weights {self.export.weights} is the run of seed {first[4:]}; the shipped model "
-                                 f"is the first of train.seeds {list(self.train.seeds)} (seed{self.train.seeds[0]})")
+                raise ValueError(
+                    f"export.weights {self.export.weights} is the run of seed {first[4:]}; the shipped model "
+                    f"is the first of train.seeds {list(self.train.seeds)} (seed{self.train.seeds[0]})"
+                )
         return self
 
 

@@ -16,8 +16,11 @@ USER_ERRORS: tuple[type[BaseException], ...] = (SrsegError, ValueError, OSError)
 
 # Errors of libraries that talk to services (registry, object store): user-facing too, but the
 # libraries are heavy, so they are recognised only once something else has imported them.
-_SERVICE_ERRORS = (("mlflow.exceptions", "MlflowException"), ("botocore.exceptions", "BotoCoreError"),
-                   ("botocore.exceptions", "ClientError"))
+_SERVICE_ERRORS = (
+    ("mlflow.exceptions", "MlflowException"),
+    ("botocore.exceptions", "BotoCoreError"),
+    ("botocore.exceptions", "ClientError"),
+)
 
 
 def is_user_error(exc: BaseException) -> bool:

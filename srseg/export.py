@@ -32,10 +32,11 @@ import string
 import tempfile
 import time
 import warnings
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -314,7 +315,9 @@ def _check_parity(
 def render_model_card(report: ExportReport) -> str:
     """Markdown model card from an export report (what, data, numbers, use, limits, loading),
     filled into the template ``srseg/templates/model_card.md`` (``string.Template``: ``${name}``)."""
-    template = string.Template((resources.files("srseg") / "templates" / MODEL_CARD_TEMPLATE).read_text(encoding="utf-8"))
+    template = string.Template(
+        (resources.files("srseg") / "templates" / MODEL_CARD_TEMPLATE).read_text(encoding="utf-8")
+    )
     return template.substitute(_model_card_values(report))
 
 
@@ -357,8 +360,10 @@ def _model_card_values(report: ExportReport) -> dict[str, Any]:
 def _science_report_text(link: str | None) -> str:
     if not link:
         return "Not linked (exported outside the pipeline).\n"
-    return ("The standard benchmarks (Set5, Set14, ...), multitask against SR-only over training seeds with CIs, "
-            f"per-class gains, the user study and the training curves behind this model: {link}\n")
+    return (
+        "The standard benchmarks (Set5, Set14, ...), multitask against SR-only over training seeds with CIs, "
+        f"per-class gains, the user study and the training curves behind this model: {link}\n"
+    )
 
 
 def _architecture_text(report: ExportReport) -> str:
@@ -384,8 +389,11 @@ def _training_text(training: Mapping[str, str]) -> str:
     }
     lines = ["| | |", "| --- | --- |"] + [f"| {rows[k]} | {v} |" for k, v in training.items() if k in rows]
     if "random" in training.get("perceptual_loss", ""):
-        lines += ["", "**Warning: trained with a random-weight VGG19 perceptual loss** (asked for with "
-                  "`train.loss.vgg_weights: random`); that term measured nothing meaningful."]
+        lines += [
+            "",
+            "**Warning: trained with a random-weight VGG19 perceptual loss** (asked for with "
+            "`train.loss.vgg_weights: random`); that term measured nothing meaningful.",
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -426,8 +434,18 @@ def export_sr_head(
     staging = Path(tempfile.mkdtemp(prefix=".export-", dir=output_dir))
     try:
         report = _export_into(
-            model, source, staging, opset, example_size, data_version, norm_metrics, model_name,
-            latency_size, latency_runs, training, science_report,
+            model,
+            source,
+            staging,
+            opset,
+            example_size,
+            data_version,
+            norm_metrics,
+            model_name,
+            latency_size,
+            latency_runs,
+            training,
+            science_report,
         )
         for name in report.files.values():
             os.replace(staging / name, output_dir / name)
@@ -489,7 +507,7 @@ def _export_into(
         data_version=data_version,
         metrics=norm_metrics,
         versions=_versions(),
-        created_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        created_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         model_name=model_name,
         architecture=architecture_of(sr_net),
         training=training,
@@ -500,7 +518,9 @@ def _export_into(
     return report
 
 
-def _check_sr_head(model: MultiTaskSRNet, sr_net: MultiTaskSRNet, channels: int, example_size: tuple[int, int]) -> float:
+def _check_sr_head(
+    model: MultiTaskSRNet, sr_net: MultiTaskSRNet, channels: int, example_size: tuple[int, int]
+) -> float:
     """The SR-only network must equal the full network's SR output; returns the max abs difference."""
     with torch.inference_mode():
         x = _random_input((2, channels, *example_size), seed=1)
@@ -517,8 +537,15 @@ def _check_sr_head(model: MultiTaskSRNet, sr_net: MultiTaskSRNet, channels: int,
     return diff
 
 
-def _write_formats(sr_net: MultiTaskSRNet, output_dir: Path, source: str, opset: int, example_size: tuple[int, int],
-                   data_version: str | None, training: dict[str, str]) -> list[ParityCheck]:
+def _write_formats(
+    sr_net: MultiTaskSRNet,
+    output_dir: Path,
+    source: str,
+    opset: int,
+    example_size: tuple[int, int],
+    data_version: str | None,
+    training: dict[str, str],
+) -> list[ParityCheck]:
     """Weights, TorchScript, ONNX, each checked against the eager SR head; returns the parity checks."""
     channels = sr_net.config["in_channels"]
     example = _random_input((1, channels, *example_size))
@@ -545,8 +572,9 @@ def _write_formats(sr_net: MultiTaskSRNet, output_dir: Path, source: str, opset:
     return parity
 
 
-def _latency(model: MultiTaskSRNet, sr_net: MultiTaskSRNet, channels: int, latency_size: tuple[int, int],
-             latency_runs: int) -> tuple[float, float | None]:
+def _latency(
+    model: MultiTaskSRNet, sr_net: MultiTaskSRNet, channels: int, latency_size: tuple[int, int], latency_runs: int
+) -> tuple[float, float | None]:
     """Median CPU latency (ms) of the shipped head and of the training network (None: no segmentation head)."""
     lat_x = _random_input((1, channels, *latency_size), seed=2)
     with torch.inference_mode():

@@ -46,7 +46,9 @@ class Journal:
         self.complete = False
         if not self._load():
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            write_text_atomic(self.path, json.dumps({"journal": kind, "settings": self.settings}, sort_keys=True) + "\n")
+            write_text_atomic(
+                self.path, json.dumps({"journal": kind, "settings": self.settings}, sort_keys=True) + "\n"
+            )
 
     def _load(self) -> bool:
         """Read an existing journal of the same kind and settings; False when there is none."""
@@ -73,7 +75,9 @@ class Journal:
                 self.complete = True
         return True
 
-    def done(self, key: str, input_path: str | os.PathLike[str], output_path: str | os.PathLike[str]) -> dict[str, Any] | None:
+    def done(
+        self, key: str, input_path: str | os.PathLike[str], output_path: str | os.PathLike[str]
+    ) -> dict[str, Any] | None:
         """The entry for ``key`` if its input and output are both unchanged since it was recorded."""
         entry = self.entries.get(key)
         if entry is None:
@@ -82,10 +86,17 @@ class Journal:
             return None
         return entry
 
-    def record(self, key: str, input_path: str | os.PathLike[str], output_path: str | os.PathLike[str], **extra: Any) -> None:
+    def record(
+        self, key: str, input_path: str | os.PathLike[str], output_path: str | os.PathLike[str], **extra: Any
+    ) -> None:
         """Note that ``output_path`` (written atomically before this call) is complete."""
-        entry = {"key": key, "input": str(input_path), "input_stat": file_stat(input_path),
-                 "output_stat": file_stat(output_path), **extra}
+        entry = {
+            "key": key,
+            "input": str(input_path),
+            "input_stat": file_stat(input_path),
+            "output_stat": file_stat(output_path),
+            **extra,
+        }
         self._append(entry)
         self.entries[key] = entry
         self.complete = False

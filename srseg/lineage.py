@@ -15,8 +15,9 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Mapping
+from typing import TYPE_CHECKING
 
 from srseg.fileio import read_json
 from srseg.tracking import PARENT_FILE, STAGE_FILE

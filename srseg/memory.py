@@ -71,5 +71,7 @@ def _address_space_headroom() -> int | None:
 
 def available_bytes() -> int | None:
     """The smallest headroom of the machine, the cgroup and the address-space limit (None: unknown)."""
-    found = [value for value in (_meminfo_available(), _cgroup_headroom(), _address_space_headroom()) if value is not None]
+    found = [
+        value for value in (_meminfo_available(), _cgroup_headroom(), _address_space_headroom()) if value is not None
+    ]
     return min(found) if found else None

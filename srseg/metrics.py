@@ -93,7 +93,9 @@ def ssim_map(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     if x.shape != y.shape or x.ndim != 2:
         raise ValueError(f"ssim_map: expected two equal (H, W) arrays, got {x.shape} and {y.shape}")
     if min(x.shape) < _SSIM_WINDOW:
-        raise ValueError(f"ssim_map: image {x.shape[1]}x{x.shape[0]} is smaller than the {_SSIM_WINDOW}x{_SSIM_WINDOW} window")
+        raise ValueError(
+            f"ssim_map: image {x.shape[1]}x{x.shape[0]} is smaller than the {_SSIM_WINDOW}x{_SSIM_WINDOW} window"
+        )
     g = _gaussian_window()
     mu_x, mu_y = _filter_valid(x, g), _filter_valid(y, g)
     mu_xx, mu_yy, mu_xy = mu_x * mu_x, mu_y * mu_y, mu_x * mu_y
@@ -113,7 +115,9 @@ def ssim(a: np.ndarray, b: np.ndarray) -> float:
     if x.ndim not in (2, 3):
         raise ValueError(f"ssim: expected (H, W) or (H, W, C), got shape {x.shape}")
     if x.shape[0] < _SSIM_WINDOW or x.shape[1] < _SSIM_WINDOW:
-        raise ValueError(f"ssim: image {x.shape[0]}x{x.shape[1]} is smaller than the {_SSIM_WINDOW}x{_SSIM_WINDOW} window")
+        raise ValueError(
+            f"ssim: image {x.shape[0]}x{x.shape[1]} is smaller than the {_SSIM_WINDOW}x{_SSIM_WINDOW} window"
+        )
     if x.ndim == 2:
         return float(np.mean(ssim_map(x, y)))
     return float(np.mean([np.mean(ssim_map(x[:, :, c], y[:, :, c])) for c in range(x.shape[2])]))
@@ -144,7 +148,9 @@ def _pair_key(relative: str, scale: int) -> tuple[str, str]:
     return stem, re.sub(rf"[_-]?x{scale}$", "", stem, flags=re.IGNORECASE)
 
 
-def _pair_files(pred_files: list[str], ref_files: list[str], scale: int, pred_dir: Path, ref_dir: Path) -> list[tuple[str, str]]:
+def _pair_files(
+    pred_files: list[str], ref_files: list[str], scale: int, pred_dir: Path, ref_dir: Path
+) -> list[tuple[str, str]]:
     refs = {str(Path(f).with_suffix("")): f for f in ref_files}
     pairs: dict[str, str] = {}
     unmatched: list[str] = []

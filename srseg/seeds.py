@@ -16,9 +16,9 @@ gallery) the first seed's stands for the arm.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping, Sequence
 
 from srseg.config import SEED_PLACEHOLDER as PLACEHOLDER
 from srseg.config import check_method_spec as check_spec
@@ -75,7 +75,9 @@ def expand_methods(methods: Mapping[str, str], seeds: Sequence[int]) -> SeededMe
     for name, spec in methods.items():
         check_spec(name, str(spec))
         if "@" in name:
-            raise ValueError(f"method name {name!r}: '@' is reserved for the seeds' model names ({seeded_name(name, 0)})")
+            raise ValueError(
+                f"method name {name!r}: '@' is reserved for the seeds' model names ({seeded_name(name, 0)})"
+            )
         if is_seeded(spec):
             groups[name] = [seeded_name(name, seed) for seed in seeds]
             specs.update({seeded_name(name, seed): for_seed(spec, seed) for seed in seeds})

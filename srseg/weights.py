@@ -33,9 +33,11 @@ if TYPE_CHECKING:
 Scope = Literal["train", "pipeline"]
 LPIPS_NET = "alex"  # the backbone srseg's evaluation uses
 _TORCHVISION_HASH = re.compile(r"-([0-9a-f]{8,64})\.pth$")  # torchvision names files <name>-<sha256 prefix>.pth
-STAGING_HINT = ("stage them once: into the container image with `make image WEIGHTS=<folder>` (the torch hub cache of "
-                "the image), or onto the dataset volume with `srseg weights stage` and params pointing there "
-                "(README, 'Pretrained weights'); nothing is downloaded at run time")
+STAGING_HINT = (
+    "stage them once: into the container image with `make image WEIGHTS=<folder>` (the torch hub cache of "
+    "the image), or onto the dataset volume with `srseg weights stage` and params pointing there "
+    "(README, 'Pretrained weights'); nothing is downloaded at run time"
+)
 
 
 @dataclass(frozen=True)
@@ -84,19 +86,28 @@ def _lpips_files(weights: str, purpose: str) -> list[WeightFile]:
         linear = bundled_linear_weights(LPIPS_NET)
         return [
             WeightFile(f"{purpose}: AlexNet backbone in the torch hub cache", _hub_checkpoints() / name, url),
-            WeightFile(f"{purpose}: linear layers bundled with the lpips package",
-                       linear or Path(f"<lpips package>/weights/v0.1/{LPIPS_NET}.pth"), "pip install lpips==0.1.4"),
+            WeightFile(
+                f"{purpose}: linear layers bundled with the lpips package",
+                linear or Path(f"<lpips package>/weights/v0.1/{LPIPS_NET}.pth"),
+                "pip install lpips==0.1.4",
+            ),
         ]
     folder = Path(weights)
-    return [WeightFile(f"{purpose}: AlexNet backbone", folder / name, url),
-            WeightFile(f"{purpose}: linear layers", folder / f"{LPIPS_NET}.pth", "the lpips package's weights/v0.1/alex.pth")]
+    return [
+        WeightFile(f"{purpose}: AlexNet backbone", folder / name, url),
+        WeightFile(
+            f"{purpose}: linear layers", folder / f"{LPIPS_NET}.pth", "the lpips package's weights/v0.1/alex.pth"
+        ),
+    ]
 
 
 def _selection_lpips_files(params: Params) -> list[WeightFile]:
     """LPIPS for a training stage that chooses its weights by ``select: min_lpips`` (``auto`` falls
     back to the final EMA weights without LPIPS, so it needs nothing)."""
     train = params.train
-    stages = [name for name, stage in (("psnr", train.psnr_stage), ("gan", train.gan_stage)) if stage.select == "min_lpips"]
+    stages = [
+        name for name, stage in (("psnr", train.psnr_stage), ("gan", train.gan_stage)) if stage.select == "min_lpips"
+    ]
     if not stages:
         return []
     keys = ", ".join(f"train.{name}_stage.select" for name in stages)
@@ -106,7 +117,10 @@ def _selection_lpips_files(params: Params) -> list[WeightFile]:
 def _gate_lpips_files(params: Params) -> list[WeightFile]:
     if params.promote.perceptual != "lpips":
         return []
-    return _lpips_files(params.evaluate.lpips_weights, "LPIPS for evaluation and the promotion gate (promote.perceptual: lpips, evaluate.lpips_weights)")
+    return _lpips_files(
+        params.evaluate.lpips_weights,
+        "LPIPS for evaluation and the promotion gate (promote.perceptual: lpips, evaluate.lpips_weights)",
+    )
 
 
 def required_weights(params: Params, scope: Scope = "pipeline") -> list[WeightFile]:
@@ -133,7 +147,10 @@ def _problem(file: WeightFile) -> str | None:
         return f"{file.purpose}: missing, put the file at {file.path} (from {file.source})"
     prefix = file.expected_sha256_prefix
     if prefix and not sha256_matches(file.path, prefix):
-        return f"{file.purpose}: {file.path} is corrupt or truncated (its SHA-256 does not start with {prefix}); replace it (from {file.source})"
+        return (
+            f"{file.purpose}: {file.path} is corrupt or truncated (its SHA-256 does not start with {prefix}); "
+            f"replace it (from {file.source})"
+        )
     return None
 
 
@@ -142,8 +159,11 @@ def check_weights(params: Params, scope: Scope = "pipeline") -> list[WeightFile]
     files = required_weights(params, scope)
     problems = [p for p in (_problem(f) for f in files) if p]
     if problems:
-        raise MissingWeightsError("pretrained weights needed by these params are not usable:\n  - " + "\n  - ".join(problems)
-                                  + f"\n{STAGING_HINT}")
+        raise MissingWeightsError(
+            "pretrained weights needed by these params are not usable:\n  - "
+            + "\n  - ".join(problems)
+            + f"\n{STAGING_HINT}"
+        )
     return files
 
 

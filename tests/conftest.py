@@ -32,8 +32,10 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
-        pytest.fail(f"real sample data not found at {SHARED_DATA} (expected ../shared/data beside the checkout, "
-                    "or set SRSEG_TEST_DATA)")
+        pytest.fail(
+            f"real sample data not found at {SHARED_DATA} (expected ../shared/data beside the checkout, "
+            "or set SRSEG_TEST_DATA)"
+        )
     return SHARED_DATA
 
 
@@ -45,4 +47,3 @@ def cocostuff_sample(shared_data: Path) -> Path:
 @pytest.fixture(scope="session")
 def set5(shared_data: Path) -> Path:
     return shared_data / "set5"
-

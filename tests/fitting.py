@@ -17,15 +17,24 @@ from srseg.models.generator import MultiTaskSRNet
 from srseg.stages.evaluate import selection_ids
 
 
-def fit_on_report_images(params_file: Path, steps: int = 100, num_classes: int = 0, seed: int = 0, crops: int | None = 2,
-                         lr_crop: int = 24, lr: float = 2e-3) -> MultiTaskSRNet:
+def fit_on_report_images(
+    params_file: Path,
+    steps: int = 100,
+    num_classes: int = 0,
+    seed: int = 0,
+    crops: int | None = 2,
+    lr_crop: int = 24,
+    lr: float = 2e-3,
+) -> MultiTaskSRNet:
     """A 8-feature, 1-block bicubic-residual net fitted for ``steps`` Adam steps on ``crops`` random
     ``lr_crop``-pixel LR crops per report image, or on the whole images (``crops=None``: slower,
     but a gain on every image, so that even a 5-image confidence interval clears zero)."""
     params = load_params(params_file)
     split = params.evaluate.split
     excluded = selection_ids(params, split)
-    data = FullImageDataset(params.paths.data_root, split, params.train.scale, params.train.class_map, lr_root=params.paths.lr_root)
+    data = FullImageDataset(
+        params.paths.data_root, split, params.train.scale, params.train.class_map, lr_root=params.paths.lr_root
+    )
     rng = np.random.default_rng(seed)
     scale = params.train.scale
     lrs, hrs = [], []
@@ -40,10 +49,18 @@ def fit_on_report_images(params_file: Path, steps: int = 100, num_classes: int =
             y, x = (int(rng.integers(0, n - lr_crop)) for n in item["lr"].shape[1:])
             lrs.append(item["lr"][None, :, y : y + lr_crop, x : x + lr_crop])
             hrs.append(item["hr"][None, :, scale * y : scale * (y + lr_crop), scale * x : scale * (x + lr_crop)])
-    batches = list(zip(lrs, hrs)) if crops is None else [(torch.cat(lrs), torch.cat(hrs))]  # whole images differ in size
+    batches = (
+        list(zip(lrs, hrs)) if crops is None else [(torch.cat(lrs), torch.cat(hrs))]
+    )  # whole images differ in size
     torch.manual_seed(seed)
-    net = MultiTaskSRNet(scale=scale, num_features=8, num_blocks=1, num_classes=num_classes, first_kernel_size=3,
-                         global_residual="bicubic")
+    net = MultiTaskSRNet(
+        scale=scale,
+        num_features=8,
+        num_blocks=1,
+        num_classes=num_classes,
+        first_kernel_size=3,
+        global_residual="bicubic",
+    )
     torch.nn.init.normal_(net.sr_head.weight, std=0.01)
     optimizer = torch.optim.Adam(net.parameters(), lr=lr)
     for _ in range(steps):

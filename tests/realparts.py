@@ -11,9 +11,10 @@ from __future__ import annotations
 import importlib
 import os
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
-from typing import Iterator, NoReturn
+from typing import NoReturn
 
 import pytest
 
@@ -60,5 +61,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Itera
         return
     reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
     report.outcome = "failed"
-    report.longrepr = (f"skipped on CI (CI={os.environ.get('CI')!r}): {reason}\n"
-                       "only tests marked 'cuda' may skip on CI; install the missing part instead")
+    report.longrepr = (
+        f"skipped on CI (CI={os.environ.get('CI')!r}): {reason}\n"
+        "only tests marked 'cuda' may skip on CI; install the missing part instead"
+    )

@@ -12,7 +12,7 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 
 GPU_MARK = "cuda"  # spelt apart: bench/gpu_check.py lists every test file that carries this marker
-SAMPLE_TESTS = f'''
+SAMPLE_TESTS = f"""
 import pytest
 from realparts import missing, require_executable
 
@@ -28,17 +28,25 @@ def test_missing_program():
 
 def test_runs():
     assert 1 + 1 == 2
-'''
+"""
 
 
-def _pytest(args: list[str], cwd: Path, ci: str | None, extra_env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+def _pytest(
+    args: list[str], cwd: Path, ci: str | None, extra_env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k != "CI"}
     env["PYTHONPATH"] = os.pathsep.join([str(HERE), str(REPO), env.get("PYTHONPATH", "")])
     if ci is not None:
         env["CI"] = ci
     env.update(extra_env or {})
-    return subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-rA", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-rA", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def test_skips_fail_on_ci_except_cuda(tmp_path: Path) -> None:
@@ -56,7 +64,9 @@ def test_skips_fail_on_ci_except_cuda(tmp_path: Path) -> None:
         assert "2 failed, 1 passed, 1 skipped" in ci.stdout, ci.stdout
         assert "FAILED test_sample.py::test_plain_skip" in ci.stdout
         assert "FAILED test_sample.py::test_missing_program" in ci.stdout
-        assert "missing real part: executable /nonexistent/srseg-test-tool (apt-get install srseg-test-tool)" in ci.stdout
+        assert (
+            "missing real part: executable /nonexistent/srseg-test-tool (apt-get install srseg-test-tool)" in ci.stdout
+        )
         assert any(line.startswith("SKIPPED") and "no CUDA device" in line for line in ci.stdout.splitlines())
 
     assert _pytest(["test_sample.py"], tmp_path, ci="false").returncode == 0

@@ -58,16 +58,31 @@ def test_download_stage_from_folder_mirror(
     out = tmp_path / "cocostuff"
     argv = ["--params", str(params_file), "download", "--mirror", str(mirror), "--output", str(out)]
     assert main(argv) == 0
-    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["images"] == {"train2017": 13, "val2017": 8}  # the demo takes the whole sample
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["images"] == {
+        "train2017": 13,
+        "val2017": 8,
+    }  # the demo takes the whole sample
     manifest = Manifest.load(out)
     assert manifest.meta["class_map"] == get_class_map("fine171").to_json()
     for sample in manifest.splits["val2017"]:
         split_file = Path(sample.label).name
-        assert sha256_file(out / sample.label) == sha256_file(cocostuff_sample / "stuffthingmaps" / "val2017" / split_file)
+        assert sha256_file(out / sample.label) == sha256_file(
+            cocostuff_sample / "stuffthingmaps" / "val2017" / split_file
+        )
 
 
-def test_missing_mirror_folder_is_a_clear_error(params_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    argv = ["--params", str(params_file), "download", "--mirror", str(tmp_path / "nowhere"), "--output", str(tmp_path / "o")]
+def test_missing_mirror_folder_is_a_clear_error(
+    params_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = [
+        "--params",
+        str(params_file),
+        "download",
+        "--mirror",
+        str(tmp_path / "nowhere"),
+        "--output",
+        str(tmp_path / "o"),
+    ]
     assert main(argv) == 2
     assert "nowhere" in capsys.readouterr().err
 
@@ -124,7 +139,9 @@ def workspace(tmp_path_factory: pytest.TempPathFactory, cocostuff_sample: Path, 
         assert main(["degrade"]) == 0
         classes = get_class_map(loaded.train.class_map).num_classes
         for index, name in enumerate(("multitask", "sr_only")):
-            net = fit_on_report_images(ws / "params.yaml", steps=100, num_classes=classes, seed=index, crops=None, lr=3e-3)
+            net = fit_on_report_images(
+                ws / "params.yaml", steps=100, num_classes=classes, seed=index, crops=None, lr=3e-3
+            )
             for seed in loaded.train.seeds:
                 save_generator(net, ws / for_seed(loaded.evaluate.methods[name], seed))
     return ws
@@ -142,7 +159,10 @@ def test_data_stages_and_folder_commands(in_workspace: Path, set5: Path, capsys:
     from srseg.config import load_params
 
     params = load_params(in_workspace / "params.yaml")
-    assert {k: len(v) for k, v in Manifest.load(params.paths.data_root).splits.items()} == {"train2017": 13, "val2017": 8}  # the whole sample (demo profile)
+    assert {k: len(v) for k, v in Manifest.load(params.paths.data_root).splits.items()} == {
+        "train2017": 13,
+        "val2017": 8,
+    }  # the whole sample (demo profile)
     assert Manifest.load(params.paths.lr_root).meta["scale"] == 4
 
     code, out, _ = run_cli(["degrade", "--input", str(set5 / "HR"), "--output", "set5_lr"], capsys)
@@ -151,9 +171,13 @@ def test_data_stages_and_folder_commands(in_workspace: Path, set5: Path, capsys:
         ours = next(Path("set5_lr").rglob(shipped.name.replace("x4.png", "*.png")))
         assert np.array_equal(load_rgb(ours), load_rgb(shipped)), ours
 
-    code, out, _ = run_cli(["upscale", str(set5 / "LR_bicubic" / "X4"), "--model", "bicubic", "--output", "set5_sr"], capsys)
+    code, out, _ = run_cli(
+        ["upscale", str(set5 / "LR_bicubic" / "X4"), "--model", "bicubic", "--output", "set5_sr"], capsys
+    )
     assert code == 0 and "wrote 5 images" in out
-    code, out, _ = run_cli(["metrics", "--pred", "set5_sr", "--ref", str(set5 / "HR"), "--scale", "4", "--json", "m.json"], capsys)
+    code, out, _ = run_cli(
+        ["metrics", "--pred", "set5_sr", "--ref", str(set5 / "HR"), "--scale", "4", "--json", "m.json"], capsys
+    )
     assert code == 0
     mean_line = next(line for line in out.splitlines() if line.startswith("mean"))
     written = json.loads(Path("m.json").read_text())
@@ -161,7 +185,9 @@ def test_data_stages_and_folder_commands(in_workspace: Path, set5: Path, capsys:
     assert written["mean"]["psnr_y"] == pytest.approx(28.42, abs=0.01)  # published bicubic x4 Set5
 
 
-def test_evaluate_study_export_register_promote_rollback_upscale(in_workspace: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_evaluate_study_export_register_promote_rollback_upscale(
+    in_workspace: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     from mlflow import MlflowClient
 
     from srseg.config import load_params
@@ -184,13 +210,17 @@ def test_evaluate_study_export_register_promote_rollback_upscale(in_workspace: P
     assert code == 0 and str(report_dir / "report.html") in out
     page = (report_dir / "report.html").read_text()
     assert "Standard benchmarks" in page and "28.42" in page and "multitask minus sr_only" in page
-    assert (report_dir / "report.md").read_text().count("|") > 20 and Path("reports/report/psnr_stage_val.csv").is_file()
+    assert (report_dir / "report.md").read_text().count("|") > 20 and Path(
+        "reports/report/psnr_stage_val.csv"
+    ).is_file()
 
     # the user study, build to analysis
     code, out, _ = run_cli(["study", "build"], capsys)
     bundle = Path(params.study.output_dir) / "bundle"
     assert code == 0 and (bundle / "study.json").is_file() and str(bundle) in out
-    code, out, _ = run_cli(["study", "invite", "--count", "2", "--admin", "--base-url", "https://study.example.org"], capsys)
+    code, out, _ = run_cli(
+        ["study", "invite", "--count", "2", "--admin", "--base-url", "https://study.example.org"], capsys
+    )
     lines = out.strip().splitlines()
     assert code == 0 and len(lines) == 3
     assert all("\thttps://study.example.org/start#token=" in line for line in lines[:2])
@@ -219,7 +249,10 @@ def test_evaluate_study_export_register_promote_rollback_upscale(in_workspace: P
         assert (export_dir / name).is_file(), name
     client = MlflowClient(params.mlflow.tracking_uri)
     evaluation_run = json.loads((Path(params.evaluate.output_dir) / "mlflow_run.json").read_text())["run_id"]
-    assert {a.path for a in client.list_artifacts(evaluation_run, "report")} >= {"report/report.html", "report/report.md"}
+    assert {a.path for a in client.list_artifacts(evaluation_run, "report")} >= {
+        "report/report.html",
+        "report/report.md",
+    }
     card = (export_dir / "MODEL_CARD.md").read_text()
     assert f"{report_dir / 'report.html'}" in card and evaluation_run in card  # the card links to the report
     name = params.registry.model_name
@@ -238,7 +271,17 @@ def test_evaluate_study_export_register_promote_rollback_upscale(in_workspace: P
     assert run_cli(["register", "--record", "rec1b.json"], capsys)[0] == 0  # the same SR head again: no new version
     assert json.loads(Path("rec1b.json").read_text())["version"] == first["version"]
     # the other (better) model as the next challenger: export it, register, promote, roll back
-    assert run_cli(["--set", f"export.weights={for_seed(params.evaluate.methods['sr_only'], params.train.seeds[0])}", "export"], capsys)[0] == 0
+    assert (
+        run_cli(
+            [
+                "--set",
+                f"export.weights={for_seed(params.evaluate.methods['sr_only'], params.train.seeds[0])}",
+                "export",
+            ],
+            capsys,
+        )[0]
+        == 0
+    )
     assert run_cli(["register", "--record", "rec2.json"], capsys)[0] == 0
     second = json.loads(Path("rec2.json").read_text())
     assert second["version"] != first["version"]
@@ -247,8 +290,19 @@ def test_evaluate_study_export_register_promote_rollback_upscale(in_workspace: P
     assert run_cli(["rollback", "--dry-run"], capsys)[0] == 0 and alias("champion") == str(second["version"])
     assert run_cli(["rollback"], capsys)[0] == 0 and alias("champion") == str(first["version"])
 
-    code, out, _ = run_cli(["upscale", str(Path(params.paths.lr_root) / "val2017"), "--model", f"models:/{name}@champion",
-                            "--output", "sr_out", "--tile", "32"], capsys)
+    code, out, _ = run_cli(
+        [
+            "upscale",
+            str(Path(params.paths.lr_root) / "val2017"),
+            "--model",
+            f"models:/{name}@champion",
+            "--output",
+            "sr_out",
+            "--tile",
+            "32",
+        ],
+        capsys,
+    )
     lr_files = sorted((Path(params.paths.lr_root) / "val2017").glob("*.png"))
     assert code == 0 and f"wrote {len(lr_files)} images" in out
     with Image.open(lr_files[0]) as lr, Image.open(next(Path("sr_out").glob(f"{lr_files[0].stem}*"))) as sr:
@@ -265,8 +319,13 @@ def test_study_serve_command_answers(in_workspace: Path) -> None:
     script = Path(sys.executable).parent / "srseg"
     log = in_workspace / "serve.log"
     with open(log, "wb") as handle:
-        server = subprocess.Popen([str(script), "study", "serve", "--port", "0"], cwd=in_workspace, stdout=handle,
-                                  stderr=subprocess.STDOUT, start_new_session=True)
+        server = subprocess.Popen(
+            [str(script), "study", "serve", "--port", "0"],
+            cwd=in_workspace,
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     try:
         deadline = time.monotonic() + 60
         base = None
@@ -289,8 +348,12 @@ def test_study_serve_command_answers(in_workspace: Path) -> None:
     assert server.returncode == 0, log.read_text()[-3000:]
 
 
-def test_pipeline_compile_profile_use_and_params(params_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    code, out, _ = run_cli(["pipeline", "compile", "--image", "registry.example/srseg:9.9", "--output", str(tmp_path / "p.yaml")], capsys)
+def test_pipeline_compile_profile_use_and_params(
+    params_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, _ = run_cli(
+        ["pipeline", "compile", "--image", "registry.example/srseg:9.9", "--output", str(tmp_path / "p.yaml")], capsys
+    )
     assert code == 0 and str(tmp_path / "p.yaml") in out
     spec, *platform = yaml.safe_load_all((tmp_path / "p.yaml").read_text())  # pipeline spec, then platform config
     assert spec["pipelineInfo"]["name"] and spec["root"]["dag"]["tasks"]
@@ -336,8 +399,9 @@ USER_ERRORS = {  # subcommand: argv that a user could type by mistake, in an emp
 
 
 @pytest.mark.parametrize(("case", "argv"), list(USER_ERRORS.items()), ids=list(USER_ERRORS))
-def test_user_error_exits_2_with_one_line(case: str, argv: list[str], params_file: Path, monkeypatch: pytest.MonkeyPatch,
-                                          capsys: pytest.CaptureFixture[str]) -> None:
+def test_user_error_exits_2_with_one_line(
+    case: str, argv: list[str], params_file: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     monkeypatch.chdir(params_file.parent)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     (params_file.parent / "votes.csv").write_text("rater_id,pair_id,choice\n")

@@ -111,8 +111,20 @@ def test_contradictory_lr_source_is_refused_naming_both_keys(tmp_path: Path) -> 
 
 
 def test_gan_stage_may_not_ship_its_max_psnr_weights(tmp_path: Path) -> None:
-    path = _write(tmp_path / "params.yaml", {"train": {"gan_stage": {
-        "iterations": 10, "lr": 1e-4, "val_every": 5, "checkpoint_every": 5, "select": "max_psnr_y"}}})
+    path = _write(
+        tmp_path / "params.yaml",
+        {
+            "train": {
+                "gan_stage": {
+                    "iterations": 10,
+                    "lr": 1e-4,
+                    "val_every": 5,
+                    "checkpoint_every": 5,
+                    "select": "max_psnr_y",
+                }
+            }
+        },
+    )
     with pytest.raises(ConfigError, match=r"gan_stage.select: max_psnr_y"):
         load_params(path)
     demo = load_params(REPO / "params.yaml")

@@ -111,7 +111,10 @@ def test_python_version_and_default_base() -> None:
     python_stage = " ".join(rest for kw, rest in stages()["python"] if kw == "RUN")
     assert "python3.11" in python_stage and "python3.11 -m venv" in " ".join(r for _, r in stages()["deps"])
     assert "# Python 3.11," in (REPO / "requirements.lock").read_text()
-    assert "3.11" in (REPO / "Makefile").read_text() and 'requires-python = ">=3.11' in (REPO / "pyproject.toml").read_text()
+    assert (
+        "3.11" in (REPO / "Makefile").read_text()
+        and 'requires-python = ">=3.11' in (REPO / "pyproject.toml").read_text()
+    )
 
 
 def test_runs_as_non_root_with_srseg_entrypoint() -> None:
@@ -120,7 +123,7 @@ def test_runs_as_non_root_with_srseg_entrypoint() -> None:
     assert users, "no USER instruction: the image would run as root"
     user = items[users[-1]][1]
     assert user == "1000:1000", "a numeric USER lets Kubernetes check runAsNonRoot"
-    assert all(kw != "RUN" for kw, _ in items[users[-1]:]), "RUN after USER"
+    assert all(kw != "RUN" for kw, _ in items[users[-1] :]), "RUN after USER"
     (entrypoint,) = [rest for kw, rest in items if kw == "ENTRYPOINT"]
     assert json.loads(entrypoint) == ["srseg"]  # exec form: signals reach srseg
 
@@ -137,8 +140,11 @@ def test_commit_is_a_late_build_argument_behind_labels_and_git_commit() -> None:
 
 
 def test_dockerignore_excludes_history_envs_and_data() -> None:
-    entries = {line.strip().rstrip("/") for line in (REPO / ".dockerignore").read_text().splitlines()
-               if line.strip() and not line.startswith("#")}
+    entries = {
+        line.strip().rstrip("/")
+        for line in (REPO / ".dockerignore").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    }
     assert {".git", ".venv", "data", "outputs", "mlruns", "mlflow.db", "wheelhouse.tmp"} <= entries
     assert "wheelhouse" not in entries and "requirements.lock" not in entries  # the deps stage copies them
 
@@ -159,10 +165,18 @@ def test_pretrained_weights_can_be_baked_into_the_torch_hub_cache(tmp_path: Path
     final = stages()["final"]
     assert ("ENV", "TORCH_HOME=/opt/torch") in final
     assert ("COPY", "container/weights/ /opt/torch/hub/checkpoints/") in final
-    ignore = [line.strip() for line in (REPO / ".dockerignore").read_text().splitlines() if line.strip() and not line.startswith("#")]
-    assert ignore.index("container/*") < ignore.index("!container/weights") < ignore.index("container/weights/.gitignore")
+    ignore = [
+        line.strip()
+        for line in (REPO / ".dockerignore").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
+    assert (
+        ignore.index("container/*") < ignore.index("!container/weights") < ignore.index("container/weights/.gitignore")
+    )
     assert "container" not in ignore  # the whole folder would take the weights with it
-    assert (REPO / "container" / "weights" / ".gitignore").is_file()  # the folder exists in every checkout (COPY needs it)
+    assert (
+        REPO / "container" / "weights" / ".gitignore"
+    ).is_file()  # the folder exists in every checkout (COPY needs it)
     spec = importlib.util.spec_from_file_location("srseg_build", REPO / "container" / "build.py")
     build = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = build  # its dataclasses look their module up

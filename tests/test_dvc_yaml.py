@@ -16,8 +16,8 @@ from typing import Any
 
 import pytest
 import yaml
-
 from importgraph import ImportGraph, Ref
+
 from srseg.cli import build_parser
 
 REPO = Path(__file__).resolve().parents[1]
@@ -47,7 +47,9 @@ def code_closure(graph: ImportGraph, cmd: str) -> set[Path]:
     argv = shlex.split(cmd)
     assert argv[0] == "srseg", f"stage command {cmd!r} is not an `srseg` call"
     handler = build_parser().parse_args(argv[1:]).func
-    code = {path.relative_to(REPO) for path in graph.closure([Ref(handler.__module__, handler.__name__)])} - DISPATCH_ONLY
+    code = {
+        path.relative_to(REPO) for path in graph.closure([Ref(handler.__module__, handler.__name__)])
+    } - DISPATCH_ONLY
     return code | {template for module, templates in TEMPLATES_READ.items() if module in code for template in templates}
 
 
@@ -125,7 +127,12 @@ def test_closure_follows_lazy_imports_and_reexports(tmp_path: Path) -> None:
     graph = ImportGraph(tmp_path, "pkg")
     closure = {p.relative_to(tmp_path).as_posix() for p in graph.closure([Ref("pkg.stages", "run_a")])}
     assert closure == {
-        "pkg/stages/__init__.py", "pkg/stages/a.py", "pkg/util.py", "pkg/lazy.py", "pkg/consts.py", "pkg/deep/mod.py",
+        "pkg/stages/__init__.py",
+        "pkg/stages/a.py",
+        "pkg/util.py",
+        "pkg/lazy.py",
+        "pkg/consts.py",
+        "pkg/deep/mod.py",
     }
 
 
@@ -141,31 +148,54 @@ def test_closure_of_the_real_stages(graph: ImportGraph) -> None:
 
 # -- params ------------------------------------------------------------------------------------
 
-GAN_ONLY = ("train.gan_stage", "train.discriminator", "train.loss.perceptual_weight", "train.loss.perceptual_layer",
-            "train.loss.vgg_weights", "train.loss.adversarial_weight")
+GAN_ONLY = (
+    "train.gan_stage",
+    "train.discriminator",
+    "train.loss.perceptual_weight",
+    "train.loss.perceptual_layer",
+    "train.loss.vgg_weights",
+    "train.loss.adversarial_weight",
+)
 # Per stage: the params.yaml sections whose every key it must either declare or name here, with why.
 NOT_READ: dict[str, dict[str, str]] = {
-    "download": {k: "transport setting: how files are fetched, not which" for k in
-                 ("download.retries", "download.backoff_s", "download.timeout_s")},
+    "download": {
+        k: "transport setting: how files are fetched, not which"
+        for k in ("download.retries", "download.backoff_s", "download.timeout_s")
+    },
     "degrade": {},
     "train_psnr": {**{k: "GAN stage only" for k in GAN_ONLY}, "train.output_dir": "the outs path"},
-    "train_gan": {"train.psnr_stage": "its result is the dependency on the PSNR stage's output",
-                  "train.output_dir": "the outs path"},
+    "train_gan": {
+        "train.psnr_stage": "its result is the dependency on the PSNR stage's output",
+        "train.output_dir": "the outs path",
+    },
     "evaluate": {"evaluate.output_dir": "the outs path"},
-    "study_build": {"study.attention_threshold": "read by `study analyze`", "study.bootstrap": "read by `study analyze`",
-                    "study.output_dir": "the outs path"},
+    "study_build": {
+        "study.attention_threshold": "read by `study analyze`",
+        "study.bootstrap": "read by `study analyze`",
+        "study.output_dir": "the outs path",
+    },
     "export": {"export.weights": "a dependency path", "export.output_dir": "the outs path"},
 }
 NOT_READ["train_gan"]["train.loss.seg_warmup"] = "PSNR stage only"
 for _name in ("train_psnr", "train_gan"):
     NOT_READ[_name]["train.seeds"] = "decides which runs exist (one foreach stage per seed); --seed sets train.seed"
-NOT_READ["ablation_psnr"] = {**NOT_READ["train_psnr"], "train.loss.seg_warmup": "no effect with the lambda_seg = 0 its cmd sets"}
+NOT_READ["ablation_psnr"] = {
+    **NOT_READ["train_psnr"],
+    "train.loss.seg_warmup": "no effect with the lambda_seg = 0 its cmd sets",
+}
 NOT_READ["ablation_gan"] = NOT_READ["train_gan"]
 NOT_READ["benchmark"] = {"benchmark.output_dir": "the outs path"}  # + the other sets' entries (stage_not_read)
 NOT_READ["report"] = {}
-SECTIONS = {"download": "download", "degrade": "degrade", "evaluate": "evaluate", "study_build": "study", "export": "export",
-            "benchmark": "benchmark", "report": "report",
-            **{name: "train" for name in ("train_psnr", "train_gan", "ablation_psnr", "ablation_gan")}}
+SECTIONS = {
+    "download": "download",
+    "degrade": "degrade",
+    "evaluate": "evaluate",
+    "study_build": "study",
+    "export": "export",
+    "benchmark": "benchmark",
+    "report": "report",
+    **{name: "train" for name in ("train_psnr", "train_gan", "ablation_psnr", "ablation_gan")},
+}
 
 
 def base(name: str) -> str:
@@ -178,7 +208,9 @@ def stage_not_read(name: str) -> dict[str, str]:
     found = dict(NOT_READ[base(name)])
     if base(name) == "benchmark":
         sets = yaml.safe_load((REPO / "params.yaml").read_text())["benchmark"]["sets"]
-        found.update({f"benchmark.sets.{other}": "another set's stage" for other in sets if other != name.split("@", 1)[1]})
+        found.update(
+            {f"benchmark.sets.{other}": "another set's stage" for other in sets if other != name.split("@", 1)[1]}
+        )
     return found
 
 
@@ -232,8 +264,14 @@ def test_tracking_and_overridden_keys_do_not_invalidate_results() -> None:
     for name, stage in dvc_stages().items():
         assert not under("mlflow", stage["params"]) and not any(k.startswith("mlflow.") for k in stage["params"]), name
         for key in overridden(stage["cmd"]):
-            assert not any(under(d, {key}) or under(key, {d}) for d in stage["params"]), f"{name}: {key} is set by its cmd"
-    assert overridden(dvc_stages()["ablation_psnr@0"]["cmd"]) == {"train.loss.lambda_seg", "train.output_dir", "train.seed"}
+            assert not any(under(d, {key}) or under(key, {d}) for d in stage["params"]), (
+                f"{name}: {key} is set by its cmd"
+            )
+    assert overridden(dvc_stages()["ablation_psnr@0"]["cmd"]) == {
+        "train.loss.lambda_seg",
+        "train.output_dir",
+        "train.seed",
+    }
 
 
 def test_no_stage_writes_to_the_model_registry(graph: ImportGraph) -> None:
@@ -254,7 +292,11 @@ def test_weights_named_in_params_are_dependencies() -> None:
     stages = dvc_stages()
 
     def files(spec: str) -> list[Path]:
-        return [] if spec == "bicubic" or "://" in spec or spec.startswith("models:/") else [Path(spec), Path(spec + ".json")]
+        return (
+            []
+            if spec == "bicubic" or "://" in spec or spec.startswith("models:/")
+            else [Path(spec), Path(spec + ".json")]
+        )
 
     readers = {
         "evaluate": list(params.evaluate.methods.values()),

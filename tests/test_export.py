@@ -187,8 +187,12 @@ def test_global_residual_head_exports_with_its_bicubic_path(tmp_path: Path) -> N
     model = MultiTaskSRNet(num_features=8, num_blocks=1, num_classes=4, global_residual="bicubic").eval()
     with torch.no_grad():
         model.sr_head.weight.normal_(std=0.02)
-    training = {"stage": "gan", "iteration": "200", "selection_rule": "final_ema",
-                "perceptual_loss": "random-weight VGG19 (train.loss.vgg_weights=random): not a meaningful perceptual loss"}
+    training = {
+        "stage": "gan",
+        "iteration": "200",
+        "selection_rule": "final_ema",
+        "perceptual_loss": "random-weight VGG19 (train.loss.vgg_weights=random): not a meaningful perceptual loss",
+    }
     weights = save_generator(model, tmp_path / "selected.safetensors", metadata=training)
     report = export_sr_head(weights, tmp_path / "out", latency_size=(16, 16), latency_runs=1)
     assert report.sr_config["global_residual"] == "bicubic" and report.training == training

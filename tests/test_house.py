@@ -135,7 +135,9 @@ def test_only_the_training_stage_imports_the_training_package(tmp_path: Path) ->
     assert reaching_into_training(REPO) == []
     for folder in ("srseg/stages", "srseg/train", "components"):
         (tmp_path / folder).mkdir(parents=True)
-    (tmp_path / "srseg/stages/ship.py").write_text("from srseg.train.tracking import git_commit\nfrom srseg import train\n")
+    (tmp_path / "srseg/stages/ship.py").write_text(
+        "from srseg.train.tracking import git_commit\nfrom srseg import train\n"
+    )
     (tmp_path / "srseg/stages/train.py").write_text("from srseg.train.engine import Trainer\n")
     (tmp_path / "srseg/train/engine.py").write_text("import srseg.train.tracking\n")
     (tmp_path / "components/x.py").write_text("import srseg.training_notes\nimport srseg.train\n")

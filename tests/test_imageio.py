@@ -170,8 +170,19 @@ def test_corrupt_truncated_and_missing_files_name_the_file(tmp_path: Path) -> No
 
 
 def test_list_images_recursive_sorted_filtered(tmp_path: Path) -> None:
-    for rel in ["b.png", "a/c.JPG", "a/d.jpeg", "z.webp", "x.bmp", "y.tif", "w.TIFF", "notes.txt",
-                ".hidden.png", ".cache/e.png", "a/.f.png.tmp"]:
+    for rel in [
+        "b.png",
+        "a/c.JPG",
+        "a/d.jpeg",
+        "z.webp",
+        "x.bmp",
+        "y.tif",
+        "w.TIFF",
+        "notes.txt",
+        ".hidden.png",
+        ".cache/e.png",
+        "a/.f.png.tmp",
+    ]:
         path = tmp_path / rel
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(b"")

@@ -25,7 +25,9 @@ def _records(folder: Path, stage_run: str, parent_run: str | None, parent_beside
     weights = save_generator(net, folder / "best.safetensors")
     (folder / "mlflow_run.json").write_text(json.dumps({"run_id": stage_run}))
     if parent_run is not None:
-        (folder if parent_beside else folder.parent).joinpath("mlflow_parent.json").write_text(json.dumps({"run_id": parent_run}))
+        (folder if parent_beside else folder.parent).joinpath("mlflow_parent.json").write_text(
+            json.dumps({"run_id": parent_run})
+        )
     return weights
 
 
@@ -39,8 +41,11 @@ def test_kfp_tags_and_branch(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SRSEG_KFP_POD", "srseg-training-abc-1234")
     assert kfp_tags() == {"kfp.run_id": "run-1", "kfp.pod": "srseg-training-abc-1234"}
     params = Params()
-    ablation = params.model_copy(update={"train": params.train.model_copy(update={
-        "loss": params.train.loss.model_copy(update={"lambda_seg": 0.0})})})
+    ablation = params.model_copy(
+        update={
+            "train": params.train.model_copy(update={"loss": params.train.loss.model_copy(update={"lambda_seg": 0.0})})
+        }
+    )
     assert branch_of(params) == "multitask" and branch_of(ablation) == "sr_only"
 
 
@@ -53,14 +58,26 @@ def test_training_runs_behind_weights_in_both_layouts(tmp_path: Path, monkeypatc
     assert training_runs(trained) == {"run_id": "gan-run", "parent_run_id": "parent-run"}
     assert training_runs(artifact) == {"run_id": "gan-run-2", "parent_run_id": "parent-run-2"}
     assert training_runs(bare) == {}
-    tags = evaluation_tags({"multitask": str(trained), "sr_only": str(artifact), "bicubic": "bicubic",
-                            "champion": "models:/srseg-sr-x4@champion", "plain": str(bare)})
-    assert tags == {"lineage.multitask.train_run_id": "gan-run", "lineage.multitask.train_parent_run_id": "parent-run",
-                    "lineage.sr_only.train_run_id": "gan-run-2", "lineage.sr_only.train_parent_run_id": "parent-run-2"}
+    tags = evaluation_tags(
+        {
+            "multitask": str(trained),
+            "sr_only": str(artifact),
+            "bicubic": "bicubic",
+            "champion": "models:/srseg-sr-x4@champion",
+            "plain": str(bare),
+        }
+    )
+    assert tags == {
+        "lineage.multitask.train_run_id": "gan-run",
+        "lineage.multitask.train_parent_run_id": "parent-run",
+        "lineage.sr_only.train_run_id": "gan-run-2",
+        "lineage.sr_only.train_parent_run_id": "parent-run-2",
+    }
 
 
-def test_evaluation_run_is_tagged_with_its_training_runs(cocostuff_sample: Path, tmp_path: Path,
-                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+def test_evaluation_run_is_tagged_with_its_training_runs(
+    cocostuff_sample: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from mlflow import MlflowClient
     from train.trainkit import build_prepared_root, tiny_params
 
@@ -72,13 +89,24 @@ def test_evaluation_run_is_tagged_with_its_training_runs(cocostuff_sample: Path,
     root = build_prepared_root(cocostuff_sample, tmp_path / "data", train_ids=(17914,), val_ids=(1503, 139), crop=32)
     weights = _records(tmp_path / "model", "gan-run", "parent-run", parent_beside=True)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    params = tiny_params(root, tmp_path / "train", {
-        "train": {"class_map": "coarse8", "selection_images": 1},
-        "mlflow": {"enabled": True, "tracking_uri": uri, "experiment": "srseg-lineage"},
-        "evaluate": {"methods": {"multitask": str(weights), "bicubic": "bicubic"}, "compare": ["multitask", "bicubic"],
-                     "seg_model": None, "lpips_weights": "none", "bootstrap": 10, "gallery_crops": 0, "max_images": 1,
-                     "output_dir": str(tmp_path / "eval")},
-    })
+    params = tiny_params(
+        root,
+        tmp_path / "train",
+        {
+            "train": {"class_map": "coarse8", "selection_images": 1},
+            "mlflow": {"enabled": True, "tracking_uri": uri, "experiment": "srseg-lineage"},
+            "evaluate": {
+                "methods": {"multitask": str(weights), "bicubic": "bicubic"},
+                "compare": ["multitask", "bicubic"],
+                "seg_model": None,
+                "lpips_weights": "none",
+                "bootstrap": 10,
+                "gallery_crops": 0,
+                "max_images": 1,
+                "output_dir": str(tmp_path / "eval"),
+            },
+        },
+    )
     result = run_evaluate(params)
     tags = MlflowClient(uri).get_run(result["meta"]["mlflow_run_id"]).data.tags
     assert tags["lineage.multitask.train_run_id"] == "gan-run"

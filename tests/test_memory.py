@@ -18,8 +18,16 @@ def test_machine_memory_is_reported() -> None:
 
 
 def test_an_address_space_limit_lowers_it() -> None:
-    code = ("import resource; from srseg import memory; "
-            "resource.setrlimit(resource.RLIMIT_AS, (3 << 30, 3 << 30)); print(memory.available_bytes())")
-    out = subprocess.run([sys.executable, "-c", code], env={**os.environ, "PYTHONPATH": str(REPO)},
-                         capture_output=True, text=True, timeout=60, check=True).stdout
+    code = (
+        "import resource; from srseg import memory; "
+        "resource.setrlimit(resource.RLIMIT_AS, (3 << 30, 3 << 30)); print(memory.available_bytes())"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout
     assert 0 < int(out) < 3 << 30

@@ -66,7 +66,9 @@ def test_matlab_exact_variant_matches_published_set5(set5: Path) -> None:
     values = []
     for name in SET5:
         hr = np.ascontiguousarray(modcrop(load_rgb(set5 / "HR" / f"{name}.png"), 4))
-        lr = torch.from_numpy(np.ascontiguousarray(load_rgb(set5 / "LR_bicubic" / "X4" / f"{name}x4.png"))).permute(2, 0, 1)
+        lr = torch.from_numpy(np.ascontiguousarray(load_rgb(set5 / "LR_bicubic" / "X4" / f"{name}x4.png"))).permute(
+            2, 0, 1
+        )
         sr = imresize(lr, 4.0, quantize_passes=True).permute(1, 2, 0).numpy()
         values.append(image_metrics(sr, hr, crop_border=4))
     psnr_y = float(np.mean([v["psnr_y"] for v in values]))
@@ -97,8 +99,9 @@ def test_ssim_matches_scikit_image_gaussian_valid() -> None:
     rng = np.random.default_rng(0)
     x = rng.integers(0, 256, (40, 33)).astype(np.float64)
     y = np.clip(x + rng.normal(0, 20, x.shape), 0, 255)
-    expected = structural_similarity(x, y, data_range=255, gaussian_weights=True, sigma=1.5,
-                                     use_sample_covariance=False)
+    expected = structural_similarity(
+        x, y, data_range=255, gaussian_weights=True, sigma=1.5, use_sample_covariance=False
+    )
     assert ssim(x, y) == pytest.approx(expected, abs=1e-10)
     assert ssim(x, x) == pytest.approx(1.0)
     rgb = np.stack([x, y, y], axis=2)

@@ -8,8 +8,17 @@ import ast
 from pathlib import Path
 
 TESTS = Path(__file__).resolve().parent
-CHECKS = {"raises", "warns", "fail", "deprecated_call", "assert_close", "assert_array_equal", "assert_allclose",
-          "assert_equal", "assert_array_almost_equal"}
+CHECKS = {
+    "raises",
+    "warns",
+    "fail",
+    "deprecated_call",
+    "assert_close",
+    "assert_array_equal",
+    "assert_allclose",
+    "assert_equal",
+    "assert_array_almost_equal",
+}
 
 
 def _checks_something(node: ast.AST) -> bool:
@@ -39,13 +48,18 @@ def unchecked_tests(source: str) -> list[str]:
 
 
 def test_the_rule_finds_a_test_that_checks_nothing() -> None:
-    source = ("def _helper(x):\n    return x\n\n\ndef _check(x):\n    assert x\n\n\n"
-              "def test_runs_only():\n    _helper(1)\n\n\ndef test_via_helper():\n    _check(_helper(1))\n\n\n"
-              "def test_raises():\n    with pytest.raises(ValueError):\n        int('x')\n")
+    source = (
+        "def _helper(x):\n    return x\n\n\ndef _check(x):\n    assert x\n\n\n"
+        "def test_runs_only():\n    _helper(1)\n\n\ndef test_via_helper():\n    _check(_helper(1))\n\n\n"
+        "def test_raises():\n    with pytest.raises(ValueError):\n        int('x')\n"
+    )
     assert unchecked_tests(source) == ["test_runs_only"]
 
 
 def test_every_test_asserts_something() -> None:
-    bare = [f"{path.relative_to(TESTS)}::{name}" for path in sorted(TESTS.rglob("test_*.py"))
-            for name in unchecked_tests(path.read_text())]
+    bare = [
+        f"{path.relative_to(TESTS)}::{name}"
+        for path in sorted(TESTS.rglob("test_*.py"))
+        for name in unchecked_tests(path.read_text())
+    ]
     assert bare == [], f"tests that cannot fail: {bare}"

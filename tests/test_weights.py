@@ -27,19 +27,27 @@ def empty_hub(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def test_which_files_each_profile_needs(empty_hub: Path) -> None:
-    assert required_weights(load_params(REPO / "params.yaml", profile="demo"), "pipeline") == []  # vgg none, gate psnr only
+    assert (
+        required_weights(load_params(REPO / "params.yaml", profile="demo"), "pipeline") == []
+    )  # vgg none, gate psnr only
     paper = load_params(REPO / "params.yaml", profile="paper")
     (vgg,) = required_weights(paper, "train")  # training: VGG19 only, also for the PSNR stage
     assert vgg.path == empty_hub / "vgg19-dcbb9e9d.pth" and vgg.source.startswith("https://download.pytorch.org/")
     files = required_weights(paper, "pipeline")  # + LPIPS for evaluation and the promotion gate
     assert [f.path.name for f in files] == ["vgg19-dcbb9e9d.pth", "alexnet-owt-7be5be79.pth", "alex.pth"]
-    no_perceptual = paper.model_copy(update={"train": paper.train.model_copy(update={
-        "loss": paper.train.loss.model_copy(update={"perceptual_weight": 0.0})})})
+    no_perceptual = paper.model_copy(
+        update={
+            "train": paper.train.model_copy(
+                update={"loss": paper.train.loss.model_copy(update={"perceptual_weight": 0.0})}
+            )
+        }
+    )
     assert [f.path.name for f in required_weights(no_perceptual, "train")] == []
 
 
-def test_paper_psnr_stage_refuses_to_start_without_vgg19(empty_hub: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                          capsys: pytest.CaptureFixture[str]) -> None:
+def test_paper_psnr_stage_refuses_to_start_without_vgg19(
+    empty_hub: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     """The acceptance line: exit 2, the file and where to put it, before any data is read."""
     monkeypatch.chdir(tmp_path)  # no dataset here: the check must come first
     code = main(["--params", str(REPO / "params.yaml"), "--profile", "paper", "train", "--stage", "psnr"])
@@ -58,8 +66,13 @@ def test_present_files_pass_and_corrupt_ones_are_named(empty_hub: Path, tmp_path
         check_weights(paper, "train")
     local = tmp_path / "my-vgg.pth"  # an explicit path: used as given (no hash in its name)
     local.write_bytes(b"weights")
-    explicit = paper.model_copy(update={"train": paper.train.model_copy(update={
-        "loss": paper.train.loss.model_copy(update={"vgg_weights": str(local)})})})
+    explicit = paper.model_copy(
+        update={
+            "train": paper.train.model_copy(
+                update={"loss": paper.train.loss.model_copy(update={"vgg_weights": str(local)})}
+            )
+        }
+    )
     assert [f.path for f in check_weights(explicit, "train")] == [local]
     with pytest.raises(MissingWeightsError) as missing:  # the pipeline scope names every missing file at once
         check_weights(explicit, "pipeline")
@@ -79,7 +92,9 @@ def test_stage_copies_the_files_for_the_image_or_the_volume(tmp_path: Path, monk
     vgg = _named_by_hash(source, "vgg19", b"vgg weights")
     alex = _named_by_hash(source, "alexnet-owt", b"alexnet weights")
     # the torchvision names of this test's files (the real ones cannot be made without the real weights)
-    monkeypatch.setattr("srseg.models.vgg.imagenet_vgg19_weights_location", lambda: (Path("/hub") / vgg.name, "https://x/vgg"))
+    monkeypatch.setattr(
+        "srseg.models.vgg.imagenet_vgg19_weights_location", lambda: (Path("/hub") / vgg.name, "https://x/vgg")
+    )
     monkeypatch.setattr("srseg.evaluate.lpips.torchvision_weights_file", lambda net: (alex.name, "https://x/alex"))
     staged = stage_weights(tmp_path / "weights", source)
     assert [p.name for p in staged] == [vgg.name, alex.name, "alex.pth"]  # + the lpips package's linear layers

@@ -263,4 +263,3 @@ def bicubic_downscale(hr: torch.Tensor, scale: int) -> torch.Tensor:
     if h % scale or w % scale:
         raise ValueError(f"bicubic_downscale: size {h}x{w} is not a multiple of {scale}; modcrop first")
     return imresize(hr, scale=1.0 / scale, size=(h // scale, w // scale))
-

@@ -22,9 +22,10 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import numpy as np
 import torch
@@ -171,11 +172,15 @@ def degrade_folder(
     for rel in files:
         out_rel = Path(rel).with_suffix(".png").as_posix()
         if out_rel in outputs:
-            raise ValueError(f"degrade: {source / outputs[out_rel]} and {source / rel} would both write {target / out_rel}")
+            raise ValueError(
+                f"degrade: {source / outputs[out_rel]} and {source / rel} would both write {target / out_rel}"
+            )
         outputs[out_rel] = rel
 
     manifest_path = _start_clean(target)
-    journal = Journal(target / JOURNAL_NAME, JOURNAL_KIND, {**_meta(scale, method, seed, params), "input": str(source.resolve())})
+    journal = Journal(
+        target / JOURNAL_NAME, JOURNAL_KIND, {**_meta(scale, method, seed, params), "input": str(source.resolve())}
+    )
     report = DegradeReport(output_dir=str(target), manifest_path=str(manifest_path))
     samples: list[Sample] = []
     sources: list[str] = []
@@ -200,8 +205,15 @@ def degrade_folder(
                 raise _stopped(exc, report.written, len(outputs), target, journal) from exc
             entry = {"width": lr.shape[1], "height": lr.shape[0], "sha256": digest}
             journal.record(out_rel, source / rel, target / out_rel, **entry)
-        samples.append(Sample(id=len(samples), image=out_rel, width=entry["width"], height=entry["height"],
-                              image_sha256=entry["sha256"]))
+        samples.append(
+            Sample(
+                id=len(samples),
+                image=out_rel,
+                width=entry["width"],
+                height=entry["height"],
+                image_sha256=entry["sha256"],
+            )
+        )
         sources.append(rel)
         report.written += 1
 
@@ -234,11 +246,15 @@ def degrade_dataset(
     hr_dir, lr_dir = Path(hr_root), Path(lr_root)
     hr_manifest = Manifest.load(hr_dir)
     if hr_manifest.kind != "hr":
-        raise ManifestError(f"{hr_dir / MANIFEST_NAME}: expected an HR manifest (kind 'hr'), got kind {hr_manifest.kind!r}")
+        raise ManifestError(
+            f"{hr_dir / MANIFEST_NAME}: expected an HR manifest (kind 'hr'), got kind {hr_manifest.kind!r}"
+        )
     hr_checksum = manifest_checksum(hr_dir)
 
     manifest_path = _start_clean(lr_dir)
-    journal = Journal(lr_dir / JOURNAL_NAME, JOURNAL_KIND, {**_meta(scale, method, seed, params), "hr_manifest_sha256": hr_checksum})
+    journal = Journal(
+        lr_dir / JOURNAL_NAME, JOURNAL_KIND, {**_meta(scale, method, seed, params), "hr_manifest_sha256": hr_checksum}
+    )
     report = DegradeReport(output_dir=str(lr_dir), manifest_path=str(manifest_path))
     items = [(split, sample) for split, samples in hr_manifest.splits.items() for sample in samples]
     lr_splits: dict[str, list[Sample]] = {split: [] for split in hr_manifest.splits}
@@ -270,7 +286,9 @@ def degrade_dataset(
             entry = {"width": lr.shape[1], "height": lr.shape[0], "sha256": digest}
             journal.record(out_rel, path, lr_dir / out_rel, **entry)
         lr_splits[split].append(
-            Sample(id=sample.id, image=out_rel, width=entry["width"], height=entry["height"], image_sha256=entry["sha256"])
+            Sample(
+                id=sample.id, image=out_rel, width=entry["width"], height=entry["height"], image_sha256=entry["sha256"]
+            )
         )
         report.written += 1
 

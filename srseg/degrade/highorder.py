@@ -123,8 +123,17 @@ class HighOrderParams:
             self._fail("kernel_range", "sizes must be odd")
         if not self.resize_modes or any(m not in RESIZE_MODES for m in self.resize_modes):
             self._fail("resize_modes", f"must be a non-empty subset of {RESIZE_MODES}")
-        for name in ("blur_prob", "sinc_prob", "sinc_prob2", "gaussian_noise_prob", "gaussian_noise_prob2",
-                     "gray_noise_prob", "gray_noise_prob2", "second_blur_prob", "final_sinc_prob"):
+        for name in (
+            "blur_prob",
+            "sinc_prob",
+            "sinc_prob2",
+            "gaussian_noise_prob",
+            "gaussian_noise_prob2",
+            "gray_noise_prob",
+            "gray_noise_prob2",
+            "second_blur_prob",
+            "final_sinc_prob",
+        ):
             self._check_prob(name)
         for name in ("blur_sigma", "blur_sigma2"):
             self._check_range(name, 1e-3, 100.0)
@@ -145,7 +154,7 @@ class HighOrderParams:
             self._check_range(name, 1, 100, integer=True)
 
     @classmethod
-    def from_config(cls, cfg: Any) -> "HighOrderParams":
+    def from_config(cls, cfg: Any) -> HighOrderParams:
         """Build from the short ``degrade.high_order`` section of params.yaml (srseg.config).
 
         That section names a subset of the knobs; ``jpeg_quality`` and ``gray_noise_prob`` apply
@@ -273,7 +282,9 @@ def _resize(images: torch.Tensor, size: tuple[int, int], mode: str) -> torch.Ten
     return F.interpolate(images, size=size, mode=mode)
 
 
-def _random_resize(images: torch.Tensor, draw: _Draw, probs: tuple[float, ...], span: tuple[float, float], modes: tuple[str, ...]) -> torch.Tensor:
+def _random_resize(
+    images: torch.Tensor, draw: _Draw, probs: tuple[float, ...], span: tuple[float, float], modes: tuple[str, ...]
+) -> torch.Tensor:
     kind = draw.choice(probs)
     factor = draw.uniform(1.0, span[1]) if kind == 0 else draw.uniform(span[0], 1.0) if kind == 1 else 1.0
     mode = modes[draw.choice(tuple(1.0 / len(modes) for _ in modes))]

@@ -30,9 +30,10 @@ import hashlib
 import logging
 import math
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -63,7 +64,11 @@ class BenchmarkSet:
 
     @property
     def lr_source(self) -> str:
-        return f"{self.lr_dir.relative_to(self.root).as_posix()} (the set's own)" if self.lr_dir else "MATLAB bicubic of HR"
+        return (
+            f"{self.lr_dir.relative_to(self.root).as_posix()} (the set's own)"
+            if self.lr_dir
+            else "MATLAB bicubic of HR"
+        )
 
 
 def find_set(name: str, folder: str | Path, scale: int) -> BenchmarkSet:
@@ -71,8 +76,10 @@ def find_set(name: str, folder: str | Path, scale: int) -> BenchmarkSet:
     root = Path(folder)
     hr_dir = root / "HR"
     if not hr_dir.is_dir():
-        raise BenchmarkError(f"benchmark set {name!r}: {hr_dir} is not a folder (expected {root}/HR/ and optionally "
-                             f"{root}/LR_bicubic/X{scale}/; set benchmark.sets.{name})")
+        raise BenchmarkError(
+            f"benchmark set {name!r}: {hr_dir} is not a folder (expected {root}/HR/ and optionally "
+            f"{root}/LR_bicubic/X{scale}/; set benchmark.sets.{name})"
+        )
     if not list_images(hr_dir):
         raise BenchmarkError(f"benchmark set {name!r}: no images in {hr_dir}")
     lr_dir = root / "LR_bicubic" / f"X{scale}"
@@ -108,7 +115,9 @@ def _over_seeds(per_seed: Sequence[float]) -> dict[str, Any]:
     return {"mean": mean, "ci": list(ci), "per_seed": list(per_seed), "seeds": len(per_seed)}
 
 
-def _summarize_set(result: Mapping[str, Any], groups: Mapping[str, Sequence[str]], metrics: Sequence[str]) -> dict[str, Any]:
+def _summarize_set(
+    result: Mapping[str, Any], groups: Mapping[str, Sequence[str]], metrics: Sequence[str]
+) -> dict[str, Any]:
     """Per method: each metric over its seeds, and (when bicubic was scored) the gain over bicubic."""
     out: dict[str, Any] = {}
     for method, models in groups.items():
@@ -135,12 +144,18 @@ def _clean(value: Any) -> Any:
     return value
 
 
-def _meta(scale: int, methods: Mapping[str, str], groups: Mapping[str, Sequence[str]], lpips: str | None) -> dict[str, Any]:
+def _meta(
+    scale: int, methods: Mapping[str, str], groups: Mapping[str, Sequence[str]], lpips: str | None
+) -> dict[str, Any]:
     return {
-        "scale": scale, "crop_border": scale, "methods": dict(methods), "groups": dict(groups),
+        "scale": scale,
+        "crop_border": scale,
+        "methods": dict(methods),
+        "groups": dict(groups),
         "protocol": "HR modcropped to a multiple of the scale; psnr_y/ssim_y on the rounded BT.601 luma (MATLAB "
-                    f"rgb2ycbcr), {scale} px cropped per border; SSIM 11x11 Gaussian, sigma 1.5",
-        "ci": f"95% Student t over the per-seed set means (the images are the fixed standard set); n/a below {MIN_CI_IMAGES} seeds",
+        f"rgb2ycbcr), {scale} px cropped per border; SSIM 11x11 Gaussian, sigma 1.5",
+        "ci": "95% Student t over the per-seed set means (the images are the fixed standard set); n/a below "
+        f"{MIN_CI_IMAGES} seeds",
         "lpips": lpips,
     }
 
@@ -180,22 +195,46 @@ def benchmark(
     for bset in found:
         logger.info("benchmark %s: %s (LR: %s)", bset.name, bset.root, bset.lr_source)
         folder = out / bset.name
-        settings = EvaluationSettings(split="", scale=scale, class_map="", lr_root=bset.lr_dir, seg_model=None,
-                                      lpips_weights=lpips_weights, bootstrap=bootstrap, seed=seed, gallery_crops=0,
-                                      device=device, compare=None)
+        settings = EvaluationSettings(
+            split="",
+            scale=scale,
+            class_map="",
+            lr_root=bset.lr_dir,
+            seg_model=None,
+            lpips_weights=lpips_weights,
+            bootstrap=bootstrap,
+            seed=seed,
+            gallery_crops=0,
+            device=device,
+            compare=None,
+        )
         tracking = EvaluationTracking(uri=tracking_uri, log=False)
         result = evaluate(dict(methods), bset.hr_dir, folder / "evaluation", settings, tracking)
         metrics = [k for k in METRICS if isinstance(result[next(iter(methods))].get(k), (int, float))]
         meta = _meta(scale, methods, groups, result["meta"]["lpips"])
-        summary = _clean({"set": bset.name, "images": result["meta"]["images"], "root": str(bset.root), "lr": bset.lr_source,
-                          "sha256": set_checksum(bset), "methods": _summarize_set(result, groups, metrics), "meta": meta})
+        summary = _clean(
+            {
+                "set": bset.name,
+                "images": result["meta"]["images"],
+                "root": str(bset.root),
+                "lr": bset.lr_source,
+                "sha256": set_checksum(bset),
+                "methods": _summarize_set(result, groups, metrics),
+                "meta": meta,
+            }
+        )
         per_image = _read_per_image(folder / "evaluation" / "per_image.csv", metrics)
         write_json_atomic(folder / "benchmark.json", {**summary, "per_image": _clean(per_image)})
         write_text_atomic(folder / "benchmark.md", benchmark_markdown({"sets": {bset.name: summary}, "meta": meta}))
         write_json_atomic(folder / "metrics.json", {k: summary[k] for k in ("set", "images", "methods")})
         results[bset.name] = summary
-    logger.info("benchmark of %d method(s) on %d set(s) written to %s in %.1f s", len(groups), len(found), out,
-                time.perf_counter() - started)
+    logger.info(
+        "benchmark of %d method(s) on %d set(s) written to %s in %.1f s",
+        len(groups),
+        len(found),
+        out,
+        time.perf_counter() - started,
+    )
     return {"sets": results, "meta": meta}
 
 
@@ -242,7 +281,9 @@ def benchmark_markdown(results: Mapping[str, Any]) -> str:
     methods = list(next(iter(sets.values()))["methods"]) if sets else []
     has_lpips = any("lpips" in m for entry in sets.values() for m in entry["methods"].values())
     metrics = [("psnr_y", 2), ("ssim_y", 4)] + ([("lpips", 4)] if has_lpips else [])
-    headers = ["method", "seeds"] + [f"{md_escape(name)} ({entry['images']}) {k}" for name, entry in sets.items() for k, _ in metrics]
+    headers = ["method", "seeds"] + [
+        f"{md_escape(name)} ({entry['images']}) {k}" for name, entry in sets.items() for k, _ in metrics
+    ]
     columns = ["method", "seeds"] + [f"{name}.{k}" for name in sets for k, _ in metrics]
     rows, gain_rows = [], []
     for method in methods:
@@ -255,12 +296,14 @@ def benchmark_markdown(results: Mapping[str, Any]) -> str:
                 row[f"{name}.{k}"] = _cell(found.get(k), digits)
                 gain[f"{name}.{k}"] = _cell(found.get(f"{k}_gain_over_bicubic"), digits, signed=True)
         rows.append(row)
-        if method != BICUBIC and any(f"psnr_y_gain_over_bicubic" in entry["methods"][method] for entry in sets.values()):
+        if method != BICUBIC and any("psnr_y_gain_over_bicubic" in entry["methods"][method] for entry in sets.values()):
             gain_rows.append(gain)
     lines = [
-        f"# Benchmark x{meta['scale']}", "",
+        f"# Benchmark x{meta['scale']}",
+        "",
         f"Protocol: {meta['protocol']}. Values: mean over seeds; with several seeds, [95% CI]: {meta['ci']}. "
-        f"Column headers give the number of images. LPIPS: {lpips_note(meta)}.", "",
+        f"Column headers give the number of images. LPIPS: {lpips_note(meta)}.",
+        "",
         markdown_table(rows + gain_rows, columns, headers),
     ]
     return "\n".join(lines)

@@ -47,11 +47,18 @@ _RANDOM_SEED = 0
 # Conv feature layouts matching torchvision's ``alexnet().features`` / ``vgg16().features`` indices,
 # so their checkpoints load by key. Entries: ("conv", in, out, kernel, stride, padding) | ("relu",) | ("pool", k, s).
 _ALEX_LAYERS: tuple[tuple, ...] = (
-    ("conv", 3, 64, 11, 4, 2), ("relu",), ("pool", 3, 2),
-    ("conv", 64, 192, 5, 1, 2), ("relu",), ("pool", 3, 2),
-    ("conv", 192, 384, 3, 1, 1), ("relu",),
-    ("conv", 384, 256, 3, 1, 1), ("relu",),
-    ("conv", 256, 256, 3, 1, 1), ("relu",),
+    ("conv", 3, 64, 11, 4, 2),
+    ("relu",),
+    ("pool", 3, 2),
+    ("conv", 64, 192, 5, 1, 2),
+    ("relu",),
+    ("pool", 3, 2),
+    ("conv", 192, 384, 3, 1, 1),
+    ("relu",),
+    ("conv", 384, 256, 3, 1, 1),
+    ("relu",),
+    ("conv", 256, 256, 3, 1, 1),
+    ("relu",),
 )
 _ALEX_TAPS = (1, 4, 7, 9, 11)  # relu1 .. relu5
 _VGG_WIDTHS = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512)
@@ -141,9 +148,13 @@ def resolve_weight_files(weights: str | os.PathLike[str], net: str = "alex") -> 
                 f"(hub dir {torch.hub.get_dir()}, set by TORCH_HOME)"
             )
         if linear is None:
-            problems.append(f"LPIPS linear weights not found: install the 'lpips' package (it bundles weights/v0.1/{net}.pth)")
+            problems.append(
+                f"LPIPS linear weights not found: install the 'lpips' package (it bundles weights/v0.1/{net}.pth)"
+            )
         if problems:
-            raise MissingWeightsError("LPIPS weights missing: " + "; ".join(problems) + "; or configure a weights directory")
+            raise MissingWeightsError(
+                "LPIPS weights missing: " + "; ".join(problems) + "; or configure a weights directory"
+            )
         assert linear is not None
         return backbone, linear
     folder = Path(weights)
@@ -178,9 +189,7 @@ class LPIPS(nn.Module):
         self.net = net
         self.taps = taps
         self.features = _build(layers, max(taps))
-        self.linear = nn.ParameterList(
-            [nn.Parameter(torch.ones(1, c, 1, 1)) for c in _tap_channels(layers, taps)]
-        )
+        self.linear = nn.ParameterList([nn.Parameter(torch.ones(1, c, 1, 1)) for c in _tap_channels(layers, taps)])
         self.register_buffer("shift", torch.tensor(_SHIFT).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("scale", torch.tensor(_SCALE).view(1, 3, 1, 1), persistent=False)
         self.random_weights = True
@@ -202,7 +211,9 @@ class LPIPS(nn.Module):
             key = f"lin{i}.model.1.weight"
             if key not in state or tuple(state[key].shape) != tuple(param.shape):
                 found = tuple(state[key].shape) if key in state else "absent"
-                raise ValueError(f"{path}: LPIPS {self.net} linear weight {key} must be {tuple(param.shape)}, found {found}")
+                raise ValueError(
+                    f"{path}: LPIPS {self.net} linear weight {key} must be {tuple(param.shape)}, found {found}"
+                )
             param.data.copy_(state[key])
 
     def embed(self, x: Tensor) -> list[Tensor]:
@@ -234,7 +245,9 @@ class LPIPS(nn.Module):
 
     def forward(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
         if x.shape != y.shape:
-            raise ValueError(f"LPIPS: expected two equal (N, 3, H, W) batches, got {tuple(x.shape)} and {tuple(y.shape)}")
+            raise ValueError(
+                f"LPIPS: expected two equal (N, 3, H, W) batches, got {tuple(x.shape)} and {tuple(y.shape)}"
+            )
         return self.compare(self.embed(x), self.embed(y), (int(x.shape[-2]), int(x.shape[-1])))
 
     def train(self, mode: bool = True) -> LPIPS:

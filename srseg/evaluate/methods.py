@@ -16,9 +16,9 @@ Every method maps a (1, 3, h, w) float batch in [0, 1] to (1, 3, s h, s w) clamp
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch

@@ -27,9 +27,9 @@ from __future__ import annotations
 import logging
 import math
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
 
 import numpy as np
 import torch
@@ -141,7 +141,9 @@ def niqe_features(rgb: np.ndarray, patch_size: int = DEFAULT_PATCH_SIZE) -> tupl
     gray = to_gray(rgb)
     rows, cols = gray.shape[0] // patch_size, gray.shape[1] // patch_size
     if rows == 0 or cols == 0:
-        raise ValueError(f"niqe: image {gray.shape[1]}x{gray.shape[0]} is smaller than one {patch_size}x{patch_size} patch")
+        raise ValueError(
+            f"niqe: image {gray.shape[1]}x{gray.shape[0]} is smaller than one {patch_size}x{patch_size} patch"
+        )
     gray = gray[: rows * patch_size, : cols * patch_size]
     coeffs, sigma = mscn(gray)
     sharpness = _blocks(sigma, patch_size).mean(axis=(1, 2))
@@ -179,7 +181,11 @@ def fit_niqe_params(
         raise ValueError("fit_niqe_params: no images given")
     stacked = np.concatenate(selected)
     if stacked.shape[0] <= NUM_FEATURES:
-        logger.warning("NIQE model fitted on only %d patches (< %d features): covariance is singular", stacked.shape[0], NUM_FEATURES)
+        logger.warning(
+            "NIQE model fitted on only %d patches (< %d features): covariance is singular",
+            stacked.shape[0],
+            NUM_FEATURES,
+        )
     mu, cov = _gaussian(stacked)
     logger.info("NIQE model fitted on %d sharp patches from %d images", stacked.shape[0], count)
     return NiqeModel(mu, cov, patch_size)
@@ -208,7 +214,10 @@ def load_niqe_params(path: str | os.PathLike[str]) -> NiqeModel:
         raise NiqeParamsError(f"{path}: missing arrays {missing} (has {sorted(arrays)})")
     mu, cov = arrays["mu"].astype(np.float64).reshape(-1), arrays["cov"].astype(np.float64)
     if mu.shape != (NUM_FEATURES,) or cov.shape != (NUM_FEATURES, NUM_FEATURES):
-        raise NiqeParamsError(f"{path}: mu must be ({NUM_FEATURES},) and cov ({NUM_FEATURES}, {NUM_FEATURES}), got {mu.shape} and {cov.shape}")
+        raise NiqeParamsError(
+            f"{path}: mu must be ({NUM_FEATURES},) and cov ({NUM_FEATURES}, {NUM_FEATURES}), got {mu.shape} and "
+            f"{cov.shape}"
+        )
     if not (np.all(np.isfinite(mu)) and np.all(np.isfinite(cov))):
         raise NiqeParamsError(f"{path}: mu/cov hold non-finite values")
     patch_size = int(arrays["patch_size"]) if "patch_size" in arrays else DEFAULT_PATCH_SIZE

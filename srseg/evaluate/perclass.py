@@ -26,13 +26,13 @@ seeds, then the images that contain the class (two-way bootstrap).
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 import numpy as np
 
 from srseg.evaluate.stats import IMAGES_ONLY, SEEDS_AND_IMAGES, bca_statistic, two_way_bootstrap
-from srseg.metrics import SSIM_MARGIN, SSIM_WINDOW, rgb_to_y, ssim_map
+from srseg.metrics import SSIM_MARGIN, rgb_to_y, ssim_map
 
 IGNORE_INDEX = 255
 
@@ -244,7 +244,9 @@ class PerClassAccumulator:
         return rows
 
 
-def _seed_gain(sse_a: np.ndarray, sse_b: np.ndarray, count: np.ndarray, seeds_idx: np.ndarray, images_idx: np.ndarray) -> np.ndarray:
+def _seed_gain(
+    sse_a: np.ndarray, sse_b: np.ndarray, count: np.ndarray, seeds_idx: np.ndarray, images_idx: np.ndarray
+) -> np.ndarray:
     """Mean over the resampled seeds of the pooled PSNR gain over the resampled images: (k,) values.
 
     ``sse_a``/``sse_b``: (seeds, images) squared-error sums; ``count``: (images,) class pixels.
@@ -257,7 +259,7 @@ def _seed_gain(sse_a: np.ndarray, sse_b: np.ndarray, count: np.ndarray, seeds_id
 
 
 def seed_gain_rows(
-    acc: "PerClassAccumulator",
+    acc: PerClassAccumulator,
     a: Sequence[str],
     b: Sequence[str],
     n_boot: int = 1000,
@@ -283,18 +285,39 @@ def seed_gain_rows(
         sse_a = np.asarray([rec.sse[m] for m in a_models])
         sse_b = np.asarray([rec.sse[m] for m in b_models])
         everything = np.arange(len(rec.images))[None, :]
-        per_seed = [float(_seed_gain(sse_a[s : s + 1], sse_b[s : s + 1], count, np.zeros((1, 1), dtype=int), everything)[0])
-                    for s in range(n_seeds)]
+        per_seed = [
+            float(_seed_gain(sse_a[s : s + 1], sse_b[s : s + 1], count, np.zeros((1, 1), dtype=int), everything)[0])
+            for s in range(n_seeds)
+        ]
         if n_seeds == 1:
-            lo, hi = bca_statistic(len(rec.images), lambda idx: _seed_gain(sse_a, sse_b, count, np.zeros((len(idx), 1), dtype=int), idx),
-                                   n_boot, seed, confidence)
+            lo, hi = bca_statistic(
+                len(rec.images),
+                lambda idx: _seed_gain(sse_a, sse_b, count, np.zeros((len(idx), 1), dtype=int), idx),
+                n_boot,
+                seed,
+                confidence,
+            )
         else:
-            lo, hi = two_way_bootstrap(n_seeds, len(rec.images),
-                                       lambda s_idx, i_idx: _seed_gain(sse_a, sse_b, count, s_idx, i_idx), n_boot, seed, confidence)
-        rows.append({
-            "class_id": c, "class": acc.class_names[c], "pixels": int(count.sum()), "images": len(rec.images),
-            "seeds": n_seeds, "psnr_y_gain": float(np.mean(per_seed)), "psnr_y_gain_ci_lo": lo, "psnr_y_gain_ci_hi": hi,
-            "ci_covers": IMAGES_ONLY if n_seeds == 1 else SEEDS_AND_IMAGES,
-            "psnr_y_gain_per_seed": " ".join(f"{g:.4f}" for g in per_seed),
-        })
+            lo, hi = two_way_bootstrap(
+                n_seeds,
+                len(rec.images),
+                lambda s_idx, i_idx: _seed_gain(sse_a, sse_b, count, s_idx, i_idx),
+                n_boot,
+                seed,
+                confidence,
+            )
+        rows.append(
+            {
+                "class_id": c,
+                "class": acc.class_names[c],
+                "pixels": int(count.sum()),
+                "images": len(rec.images),
+                "seeds": n_seeds,
+                "psnr_y_gain": float(np.mean(per_seed)),
+                "psnr_y_gain_ci_lo": lo,
+                "psnr_y_gain_ci_hi": hi,
+                "ci_covers": IMAGES_ONLY if n_seeds == 1 else SEEDS_AND_IMAGES,
+                "psnr_y_gain_per_seed": " ".join(f"{g:.4f}" for g in per_seed),
+            }
+        )
     return rows

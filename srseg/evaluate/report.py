@@ -14,9 +14,10 @@ import io
 import logging
 import math
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from srseg.fileio import write_bytes_atomic, write_text_atomic
 
@@ -42,12 +43,19 @@ def write_csv(path: Path, rows: Sequence[dict[str, Any]], columns: Sequence[str]
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(columns)
     for row in rows:
-        writer.writerow([format_value(row.get(c), 10) if isinstance(row.get(c), float) else format_value(row.get(c)) for c in columns])
+        writer.writerow(
+            [
+                format_value(row.get(c), 10) if isinstance(row.get(c), float) else format_value(row.get(c))
+                for c in columns
+            ]
+        )
     write_text_atomic(path, buffer.getvalue())
     return path
 
 
-def markdown_table(rows: Sequence[dict[str, Any]], columns: Sequence[str], headers: Sequence[str] | None = None, digits: int = 4) -> str:
+def markdown_table(
+    rows: Sequence[dict[str, Any]], columns: Sequence[str], headers: Sequence[str] | None = None, digits: int = 4
+) -> str:
     """A GitHub-flavoured Markdown table; cells are HTML-escaped (Markdown renders raw HTML) and
     pipes escaped, so a method or class name can never inject markup. NaN reads "n/a" (e.g. no
     confidence interval for a class seen in fewer than three images)."""
@@ -55,7 +63,9 @@ def markdown_table(rows: Sequence[dict[str, Any]], columns: Sequence[str], heade
     lines = ["| " + " | ".join(md_escape(h) for h in heads) + " |", "|" + "---|" * len(heads)]
     for row in rows:
         values = [row.get(c) for c in columns]
-        cells = [md_escape("n/a" if isinstance(v, float) and math.isnan(v) else format_value(v, digits)) for v in values]
+        cells = [
+            md_escape("n/a" if isinstance(v, float) and math.isnan(v) else format_value(v, digits)) for v in values
+        ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -175,7 +185,8 @@ def write_gallery(path: Path, title: str, intro: str, rows: Sequence[GalleryRow]
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',
         f"<title>{esc(title)}</title>",
-        "<style>body{font-family:sans-serif;margin:1.5em}figure{display:inline-block;vertical-align:top;margin:0 .4em .8em 0;"
+        "<style>body{font-family:sans-serif;margin:1.5em}figure{display:inline-block;vertical-align:top;margin:0 .4em "
+        ".8em 0;"
         "text-align:center}img{width:192px;height:auto;image-rendering:pixelated;border:1px solid #888}"
         "figcaption{font-size:.8em;max-width:192px;overflow-wrap:anywhere}h2{font-size:1.05em;margin-top:1.4em}"
         "p.detail{font-size:.85em;color:#444;margin:.2em 0 .6em}</style></head><body>",
@@ -183,7 +194,7 @@ def write_gallery(path: Path, title: str, intro: str, rows: Sequence[GalleryRow]
         f"<p>{esc(intro)}</p>",
     ]
     for row in rows:
-        parts.append(f"<section><h2>{esc(row.title)}</h2><p class=\"detail\">{esc(row.detail)}</p>")
+        parts.append(f'<section><h2>{esc(row.title)}</h2><p class="detail">{esc(row.detail)}</p>')
         for tile in row.tiles:
             src = esc(tile.src, quote=True)
             parts.append(

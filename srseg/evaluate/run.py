@@ -11,9 +11,9 @@ an HTML gallery of crops where semantics helped or hurt most, and optional MLflo
 
 Input modes: ``hr_root`` with a ``manifest.json`` (``srseg download`` layout: labels available,
 ``split`` selects the split; ``exclude_ids`` drops images, e.g. the validation images training
-used to choose its checkpoints, so only the report part is scored: :mod:`srseg.data.holdout`) or a plain folder of images (e.g. Set5 ``HR/``: no labels, so no
-per-class analysis or segmentation; ``split`` is ignored; ``lr_root`` may hold ``<name>.png`` or
-``<name>x<scale>.png``).
+used to choose its checkpoints, so only the report part is scored: :mod:`srseg.data.holdout`)
+or a plain folder of images (e.g. Set5 ``HR/``: no labels, so no per-class analysis or
+segmentation; ``split`` is ignored; ``lr_root`` may hold ``<name>.png`` or ``<name>x<scale>.png``).
 
 Outputs in ``output_dir`` (see :func:`evaluate` for metrics.json's schema)::
 
@@ -28,9 +28,10 @@ import logging
 import math
 import re
 import time
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Collection, Iterator, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -80,7 +81,13 @@ class _Source:
     """Random access to the evaluation images in either input mode."""
 
     def __init__(
-        self, hr_root: Path, split: str, scale: int, class_map: str, lr_root: Path | None, max_images: int | None,
+        self,
+        hr_root: Path,
+        split: str,
+        scale: int,
+        class_map: str,
+        lr_root: Path | None,
+        max_images: int | None,
         exclude_ids: Collection[int] = (),
     ) -> None:
         self.scale = scale
@@ -120,7 +127,10 @@ class _Source:
         for rel in self.files:
             stem = str(Path(rel).with_suffix(""))
             if stem not in by_key:
-                raise EvaluateError(f"lr_root {lr_root}: no LR image for {self.root / rel} (looked for {stem}[x{self.scale}] with {sorted(IMAGE_EXTENSIONS)})")
+                raise EvaluateError(
+                    f"lr_root {lr_root}: no LR image for {self.root / rel} (looked for {stem}[x{self.scale}] with "
+                    f"{sorted(IMAGE_EXTENSIONS)})"
+                )
             pairs[rel] = by_key[stem]
         return pairs
 
@@ -142,7 +152,10 @@ class _Source:
             lr = load_rgb(lr_path)
             expected = (hr.shape[0] // self.scale, hr.shape[1] // self.scale)
             if lr.shape[:2] != expected:
-                raise EvaluateError(f"{lr_path}: LR is {lr.shape[1]}x{lr.shape[0]}, expected {expected[1]}x{expected[0]} for {self.root / rel}")
+                raise EvaluateError(
+                    f"{lr_path}: LR is {lr.shape[1]}x{lr.shape[0]}, expected {expected[1]}x{expected[0]} for "
+                    f"{self.root / rel}"
+                )
         else:
             lr = _downscale(hr, self.scale)
         return _Image(str(Path(rel).with_suffix("")), hr, lr, None)
@@ -152,7 +165,15 @@ class _Source:
             yield self[index]
 
 
-def _check_args(methods: dict[str, str], scale: int, seg_model: str | None, bootstrap: int, gallery_crops: int, crop_size: int, max_images: int | None) -> None:
+def _check_args(
+    methods: dict[str, str],
+    scale: int,
+    seg_model: str | None,
+    bootstrap: int,
+    gallery_crops: int,
+    crop_size: int,
+    max_images: int | None,
+) -> None:
     if not isinstance(methods, dict) or not methods:
         raise EvaluateError(f"methods must be a non-empty {{name: model string}} dict, got {methods!r}")
     for name, spec in methods.items():
@@ -184,7 +205,9 @@ def _resolve_compare(compare: tuple[str, str] | None, methods: dict[str, str]) -
     if tuple(compare) == DEFAULT_COMPARE:
         logger.info("no %r/%r methods: per-class gains and the gallery comparison are skipped", a, b)
         return None
-    raise EvaluateError(f"compare {tuple(compare)!r}: names {missing or [a]} must be two different methods of {sorted(methods)}")
+    raise EvaluateError(
+        f"compare {tuple(compare)!r}: names {missing or [a]} must be two different methods of {sorted(methods)}"
+    )
 
 
 def _load_lpips(weights: str, net: str, device: torch.device) -> tuple[Any, str | None]:
@@ -300,7 +323,9 @@ def _gallery(
                 err = (rgb_to_y(np.ascontiguousarray(pixels)) - y_ref) ** 2
                 sel = crop_mask if crop_mask is not None and crop_mask.any() else np.ones_like(err, dtype=bool)
                 value = float(pooled_psnr(err[sel].sum(), sel.sum()))
-                caption = f"{label}: PSNR_Y {report.format_value(value, 2)} dB" + (" (class pixels)" if crop_mask is not None else "")
+                caption = f"{label}: PSNR_Y {report.format_value(value, 2)} dB" + (
+                    " (class pixels)" if crop_mask is not None else ""
+                )
             name = f"{row_index:02d}_{report.slug(key)[:40]}_{col}_{report.slug(label)[:30]}.png"
             save_png_atomic(folder / name, np.ascontiguousarray(pixels))
             row.tiles.append(report.GalleryTile(caption, f"gallery/{name}"))
@@ -339,7 +364,9 @@ def _gallery_picks(
             counts = acc.pixel_counts_by_image(int(r["class_id"]))
             image_index = max(counts, key=lambda i: counts[i])
             title = f"{r['class']}: {a} - {b} = {r['psnr_y_gain']:+.3f} dB PSNR_Y (class pixels, all images)"
-            detail = f"{int(r['pixels'])} px in {r['images']} images; this image {gains.get(image_index, math.nan):+.3f} dB"
+            detail = (
+                f"{int(r['pixels'])} px in {r['images']} images; this image {gains.get(image_index, math.nan):+.3f} dB"
+            )
             picks.append((title, detail, image_index, int(r["class_id"]), str(r["class"])))
         return picks
     if per_image_diff is not None and compare is not None:
@@ -347,7 +374,15 @@ def _gallery_picks(
         n_top = (n + 1) // 2
         indices = order[:n_top] + [i for i in order[::-1][: n - n_top] if i not in order[:n_top]]
         for i in indices:
-            picks.append((f"image {ids[i]}: {compare[0]} - {compare[1]} = {per_image_diff[i]:+.3f} dB PSNR_Y", "centre crop", i, None, ids[i]))
+            picks.append(
+                (
+                    f"image {ids[i]}: {compare[0]} - {compare[1]} = {per_image_diff[i]:+.3f} dB PSNR_Y",
+                    "centre crop",
+                    i,
+                    None,
+                    ids[i],
+                )
+            )
         return picks
     return [(f"image {ids[i]}", "centre crop", i, None, ids[i]) for i in range(min(n, len(ids)))]
 
@@ -366,22 +401,51 @@ def _summary_markdown(
     compare: tuple[str, str] | None,
     files: Sequence[str],
 ) -> str:
-    meta = result["meta"]
-    lines = [
+    """``summary.md``: the settings, then one section per table (methods, differences, seeds, classes)."""
+    seeds = result.get("seeds")
+    lines = _summary_header(result["meta"])
+    lines.append(report.markdown_table(*_methods_table(result, methods, metric_names)))
+    if result["diff"]:
+        lines += _diff_section(result["diff"], metric_names)
+    if seeds:
+        lines += _seeds_section(seeds, metric_names)
+    if class_rows and compare is not None:
+        lines += _class_section(class_rows, result["per_class"].get("pair") or compare, bool(seeds))
+    lines += ["## Files", ""] + [f"- [{name}]({name})" for name in files]
+    return "\n".join(lines) + "\n"
+
+
+def _summary_header(meta: dict[str, Any]) -> list[str]:
+    return [
         "# Evaluation summary",
         "",
-        f"- images: {meta['images']} ({meta['input']}" + (f", split `{meta['split']}`, class map `{meta['class_map']}`" if meta["split"] else "")
+        f"- images: {meta['images']} ({meta['input']}"
+        + (f", split `{meta['split']}`, class map `{meta['class_map']}`" if meta["split"] else "")
         + f"), scale x{meta['scale']}, border {meta['crop_border']} px",
-        *([f"- report part only: the {len(meta['excluded_ids'])} selection images training chose its weights on are "
-           f"excluded ({', '.join(str(i) for i in meta['excluded_ids'])})"] if meta.get("excluded_ids") else []),
+        *(
+            [
+                f"- report part only: the {len(meta['excluded_ids'])} selection images training chose its weights "
+                f"on are excluded ({', '.join(str(i) for i in meta['excluded_ids'])})"
+            ]
+            if meta.get("excluded_ids")
+            else []
+        ),
         f"- LPIPS: {meta['lpips']}",
         f"- NIQE: {meta['niqe']}",
         f"- CIs: {int(meta['confidence'] * 100)}%; means and paired differences: Student t over images; per-class "
-        f"gains: BCa bootstrap over images ({meta['bootstrap']} resamples, seed {meta['seed']}); fewer than 3 images: n/a",
+        f"gains: BCa bootstrap over images ({meta['bootstrap']} resamples, seed {meta['seed']}); fewer than 3 images: "
+        "n/a",
         "",
         "## Methods",
         "",
     ]
+
+
+def _methods_table(
+    result: dict[str, Any], methods: Sequence[str], metric_names: Sequence[str]
+) -> tuple[list[dict[str, Any]], list[str]]:
+    """Rows and columns of the methods table: each metric with its CI, and mIoU / pixel accuracy if measured."""
+    meta = result["meta"]
     rows = []
     for m in methods:
         row: dict[str, Any] = {"method": m, "model": meta["methods"][m]}
@@ -394,44 +458,88 @@ def _summary_markdown(
                 row[k] = result[m][k]
         rows.append(row)
     cols = ["method", "model", *metric_names] + [k for k in ("miou", "pixel_acc") if any(k in r for r in rows)]
-    lines.append(report.markdown_table(rows, cols))
-    if result["diff"]:
-        lines += ["## Paired differences (a - b, per image)", "",
-                  "Worst image: the smallest a - b (the largest for LPIPS/NIQE, where lower is better).", ""]
-        drows = []
-        for pair, d in result["diff"].items():
+    return rows, cols
+
+
+def _diff_section(diff: dict[str, Any], metric_names: Sequence[str]) -> list[str]:
+    lines = [
+        "## Paired differences (a - b, per image)",
+        "",
+        "Worst image: the smallest a - b (the largest for LPIPS/NIQE, where lower is better).",
+        "",
+    ]
+    drows = []
+    for pair, d in diff.items():
+        for k in metric_names:
+            if k in d:
+                drows.append(
+                    {
+                        "pair": pair,
+                        "metric": k,
+                        "mean": d[k],
+                        "ci": _ci_text(d.get(f"{k}_ci")),
+                        "improved": d.get(f"{k}_improved"),
+                        "worst": d.get(f"{k}_worst"),
+                    }
+                )
+    lines.append(
+        report.markdown_table(
+            drows,
+            ["pair", "metric", "mean", "ci", "improved", "worst"],
+            ["pair", "metric", "mean diff", "95% CI", "fraction of images improved", "worst image"],
+        )
+    )
+    return lines
+
+
+def _seeds_section(seeds: dict[str, Any], metric_names: Sequence[str]) -> list[str]:
+    lines = [
+        "## Over training seeds",
+        "",
+        "Each method's models over the seeds of `train.seeds`; differences pair the seeds (the same seed trains "
+        "both arms). Mean over seeds of the per-seed means over images; the CI resamples seeds, then images "
+        "(two-way bootstrap), or covers images only when there is one seed (column *CI covers*).",
+        "",
+    ]
+    srows = []
+    for kind, table in (("method", seeds["methods"]), ("difference", seeds["diff"])):
+        for name, entry in table.items():
             for k in metric_names:
-                if k in d:
-                    drows.append({"pair": pair, "metric": k, "mean": d[k], "ci": _ci_text(d.get(f"{k}_ci")),
-                                  "improved": d.get(f"{k}_improved"), "worst": d.get(f"{k}_worst")})
-        lines.append(report.markdown_table(drows, ["pair", "metric", "mean", "ci", "improved", "worst"],
-                                           ["pair", "metric", "mean diff", "95% CI", "fraction of images improved", "worst image"]))
-    seeds = result.get("seeds")
-    if seeds:
-        lines += ["## Over training seeds", "",
-                  "Each method's models over the seeds of `train.seeds`; differences pair the seeds (the same seed trains "
-                  "both arms). Mean over seeds of the per-seed means over images; the CI resamples seeds, then images "
-                  "(two-way bootstrap), or covers images only when there is one seed (column *CI covers*).", ""]
-        srows = []
-        for kind, table in (("method", seeds["methods"]), ("difference", seeds["diff"])):
-            for name, entry in table.items():
-                for k in metric_names:
-                    if isinstance(entry.get(k), (int, float)):
-                        srows.append({"what": f"{kind} {name}", "metric": k, "mean": entry[k], "ci": _ci_text(entry.get(f"{k}_ci")),
-                                      "per_seed": " ".join(report.format_value(v) for v in entry.get(f"{k}_per_seed", [])),
-                                      "seeds": entry.get("seeds"), "images": entry.get("images"), "covers": entry.get("ci_covers")})
-        lines.append(report.markdown_table(srows, ["what", "metric", "mean", "ci", "per_seed", "seeds", "images", "covers"],
-                                           ["", "metric", "mean", "95% CI", "per seed", "seeds", "images", "CI covers"]))
-    if class_rows and compare is not None:
-        ranked = sorted((r for r in class_rows if math.isfinite(r.get("psnr_y_gain", math.nan))), key=lambda r: r["psnr_y_gain"], reverse=True)
-        cols = ["class", "pixels", "images", "psnr_y_gain", "psnr_y_gain_ci_lo", "psnr_y_gain_ci_hi"]
-        cols += ["seeds", "ci_covers"] if seeds else ["ssim_y_gain"]
-        pair = result["per_class"].get("pair") or compare
-        a, b = (report.md_escape(m) for m in pair)
-        lines += [f"## Per-class PSNR_Y gain of {a} over {b}: top 10", "", report.markdown_table(ranked[:10], cols)]
-        lines += ["## Bottom 10", "", report.markdown_table(ranked[::-1][:10], cols)]
-    lines += ["## Files", ""] + [f"- [{name}]({name})" for name in files]
-    return "\n".join(lines) + "\n"
+                if isinstance(entry.get(k), (int, float)):
+                    srows.append(
+                        {
+                            "what": f"{kind} {name}",
+                            "metric": k,
+                            "mean": entry[k],
+                            "ci": _ci_text(entry.get(f"{k}_ci")),
+                            "per_seed": " ".join(report.format_value(v) for v in entry.get(f"{k}_per_seed", [])),
+                            "seeds": entry.get("seeds"),
+                            "images": entry.get("images"),
+                            "covers": entry.get("ci_covers"),
+                        }
+                    )
+    lines.append(
+        report.markdown_table(
+            srows,
+            ["what", "metric", "mean", "ci", "per_seed", "seeds", "images", "covers"],
+            ["", "metric", "mean", "95% CI", "per seed", "seeds", "images", "CI covers"],
+        )
+    )
+    return lines
+
+
+def _class_section(class_rows: list[dict[str, Any]], pair: Sequence[str], seeded: bool) -> list[str]:
+    ranked = sorted(
+        (r for r in class_rows if math.isfinite(r.get("psnr_y_gain", math.nan))),
+        key=lambda r: r["psnr_y_gain"],
+        reverse=True,
+    )
+    cols = ["class", "pixels", "images", "psnr_y_gain", "psnr_y_gain_ci_lo", "psnr_y_gain_ci_hi"]
+    cols += ["seeds", "ci_covers"] if seeded else ["ssim_y_gain"]
+    a, b = (report.md_escape(m) for m in pair)
+    lines = [f"## Per-class PSNR_Y gain of {a} over {b}: top 10", "", report.markdown_table(ranked[:10], cols)]
+    lines += ["## Bottom 10", "", report.markdown_table(ranked[::-1][:10], cols)]
+    return lines
 
 
 def _ci_text(ci: Sequence[float | None] | None) -> str:
@@ -441,15 +549,26 @@ def _ci_text(ci: Sequence[float | None] | None) -> str:
     return f"[{report.format_value(ci[0])}, {report.format_value(ci[1])}]"
 
 
-def _mlflow_log(uri: str, run_id: str | None, experiment: str, result: dict[str, Any], output_dir: Path,
-                extra_tags: Mapping[str, str] | None = None) -> str:
+def _mlflow_log(
+    uri: str,
+    run_id: str | None,
+    experiment: str,
+    result: dict[str, Any],
+    output_dir: Path,
+    extra_tags: Mapping[str, str] | None = None,
+) -> str:
     """Log flattened numeric metrics, settings as tags and the output folder into ``run_id`` (or a
     new ``evaluate`` run, closed FAILED when logging fails); returns the run id."""
     from srseg import tracking
 
     meta = result["meta"]
     tags = {f"evaluate.method.{k}": str(v)[:5000] for k, v in meta["methods"].items()}
-    tags.update({f"evaluate.{k}": str(meta[k])[:5000] for k in ("split", "scale", "class_map", "images", "lpips", "niqe", "bootstrap", "seed")})
+    tags.update(
+        {
+            f"evaluate.{k}": str(meta[k])[:5000]
+            for k in ("split", "scale", "class_map", "images", "lpips", "niqe", "bootstrap", "seed")
+        }
+    )
     tags.update({k: str(v)[:5000] for k, v in (extra_tags or {}).items()})
     client = tracking.make_client(uri)
     with tracking.standalone_run(client, experiment, "evaluate", run_id=run_id, tags={"stage": "evaluate"}) as run:
@@ -510,13 +629,16 @@ def _score_images(
                 pred = logits[0].argmax(dim=0).cpu().numpy()
                 valid = image.label != 255
                 pairs = image.label[valid].astype(np.int64) * num_classes + pred[valid]
-                scores.confusion += np.bincount(pairs, minlength=num_classes * num_classes).reshape(num_classes, num_classes)
+                scores.confusion += np.bincount(pairs, minlength=num_classes * num_classes).reshape(
+                    num_classes, num_classes
+                )
             else:
                 sr_t = method.super_resolve(lr_t)
             sr = to_uint8(sr_t)
             if sr.shape != image.hr.shape:
                 raise EvaluateError(
-                    f"method {name!r} made {sr.shape[1]}x{sr.shape[0]} from image {image.id}, HR is {image.hr.shape[1]}x{image.hr.shape[0]}"
+                    f"method {name!r} made {sr.shape[1]}x{sr.shape[0]} from image {image.id}, HR is "
+                    f"{image.hr.shape[1]}x{image.hr.shape[0]}"
                 )
             row: dict[str, Any] = {"image": image.id, "method": name, **image_metrics(sr, image.hr, border)}
             lpips_map = None
@@ -556,7 +678,9 @@ def _summaries(
     for a, b in _diff_pairs(names, compare):
         d: dict[str, Any] = {}
         for k in measured:
-            pd = paired_difference(scores.values[a][k], scores.values[b][k], bootstrap, seed, confidence, HIGHER_IS_BETTER[k])
+            pd = paired_difference(
+                scores.values[a][k], scores.values[b][k], bootstrap, seed, confidence, HIGHER_IS_BETTER[k]
+            )
             d[k], d[f"{k}_ci"], d[f"{k}_improved"], d[f"{k}_worst"] = pd.mean, list(pd.ci), pd.frac_improved, pd.worst
         d["images"] = len(scores.ids)
         result["diff"][f"{a}-{b}"] = d
@@ -598,14 +722,23 @@ def _seed_entry(
     found: dict[str, Any] = {"models": models}
     for metric, values in rows.items():
         summary = seed_summary(values, bootstrap, seed, confidence)
-        found[metric], found[f"{metric}_ci"], found[f"{metric}_per_seed"] = summary.mean, list(summary.ci), list(summary.per_seed)
+        found[metric], found[f"{metric}_ci"], found[f"{metric}_per_seed"] = (
+            summary.mean,
+            list(summary.ci),
+            list(summary.per_seed),
+        )
         found.update(seeds=summary.n_seeds, images=summary.n_images, ci_covers=summary.covers)
     return found
 
 
 def _seed_summaries(
-    scores: "_Scores", measured: list[str], groups: Mapping[str, Sequence[str]], compare: tuple[str, str] | None,
-    bootstrap: int, seed: int, confidence: float,
+    scores: _Scores,
+    measured: list[str],
+    groups: Mapping[str, Sequence[str]],
+    compare: tuple[str, str] | None,
+    bootstrap: int,
+    seed: int,
+    confidence: float,
 ) -> dict[str, Any]:
     """metrics.json's ``seeds`` section: per method and per method pair, the mean over seeds of the
     per-seed means, with the CI over seeds and images (:func:`srseg.evaluate.stats.seed_summary`)."""
@@ -641,12 +774,18 @@ def _write_class_outputs(
     rows = acc.table(compare, bootstrap, seed, confidence)
     present = set(rows[0]) if rows else set()
     metric_cols = [f"{m}.{k}" for m in names for k in ("psnr_y", "ssim_y", "lpips") if f"{m}.{k}" in present]
-    gain_cols = [c for c in ("psnr_y_gain", "psnr_y_gain_ci_lo", "psnr_y_gain_ci_hi", "ssim_y_gain", "lpips_gain") if c in present]
+    gain_cols = [
+        c
+        for c in ("psnr_y_gain", "psnr_y_gain_ci_lo", "psnr_y_gain_ci_hi", "ssim_y_gain", "lpips_gain")
+        if c in present
+    ]
     columns = ["class_id", "class", "pixels", "images", *metric_cols, *gain_cols]
     report.write_csv(output_dir / "per_class.csv", rows, columns)
     title = f"# Per-class metrics ({class_map}, {len(rows)} classes seen, pooled over pixels)\n\n"
     if compare is not None:
-        title += f"Gains are {report.md_escape(compare[0])} minus {report.md_escape(compare[1])}; sorted by PSNR_Y gain.\n\n"
+        title += (
+            f"Gains are {report.md_escape(compare[0])} minus {report.md_escape(compare[1])}; sorted by PSNR_Y gain.\n\n"
+        )
     ranked = sorted(rows, key=_gain_key) if compare is not None else rows
     write_text_atomic(output_dir / "per_class.md", title + report.markdown_table(ranked, columns))
     files = ["per_class.csv", "per_class.md"]
@@ -656,11 +795,22 @@ def _write_class_outputs(
         if groups is not None:
             pair = (_group_of(compare[0], groups), _group_of(compare[1], groups))
             gain_rows = seed_gain_rows(acc, groups[pair[0]], groups[pair[1]], bootstrap, seed, confidence)
-            gain_cols = ["seeds", "psnr_y_gain", "psnr_y_gain_ci_lo", "psnr_y_gain_ci_hi", "ci_covers", "psnr_y_gain_per_seed"]
-        report.write_csv(output_dir / "plots" / "per_class_gain.csv", gain_rows, ["class", "pixels", "images", *gain_cols])
+            gain_cols = [
+                "seeds",
+                "psnr_y_gain",
+                "psnr_y_gain_ci_lo",
+                "psnr_y_gain_ci_hi",
+                "ci_covers",
+                "psnr_y_gain_per_seed",
+            ]
+        report.write_csv(
+            output_dir / "plots" / "per_class_gain.csv", gain_rows, ["class", "pixels", "images", *gain_cols]
+        )
         files.append("plots/per_class_gain.csv")
         title = f"PSNR_Y gain per class: {pair[0]} - {pair[1]} (dB)"
-        if report.plot_class_gains(output_dir / "plots" / "per_class_gain.png", gain_rows, "psnr_y_gain", title, min_pixels=min_pixels):
+        if report.plot_class_gains(
+            output_dir / "plots" / "per_class_gain.png", gain_rows, "psnr_y_gain", title, min_pixels=min_pixels
+        ):
             files.append("plots/per_class_gain.png")
         if groups is not None:
             return gain_rows, files
@@ -775,39 +925,56 @@ def evaluate(
     groups = _check_seed_groups(seed_groups, methods) if seed_groups is not None else None
     output_dir = Path(output_dir)
     measures = _load_measures(methods, Path(hr_root), s, tracking.uri)
-    scores = _score_images(measures.source, measures.loaded, s.seg_model, measures.lpips_model, measures.niqe_model,
-                           measures.measured, s.scale, measures.device)
+    m = measures
+    scores = _score_images(m.source, m.loaded, s.seg_model, m.lpips_model, m.niqe_model, m.measured, s.scale, m.device)
     result = _score_summaries(scores, measures, s, compare, groups)
     output_dir.mkdir(parents=True, exist_ok=True)
     report.write_csv(output_dir / "per_image.csv", scores.rows, ["image", "method", *measures.measured])
     class_rows, files = _class_outputs(result, scores, output_dir, list(measures.loaded), s, compare, groups)
     for train_dir in train_dirs or []:
-        files += [png.relative_to(output_dir).as_posix() for png in report.plot_training_curves(Path(train_dir), output_dir / "plots")]
+        files += [
+            png.relative_to(output_dir).as_posix()
+            for png in report.plot_training_curves(Path(train_dir), output_dir / "plots")
+        ]
     if s.gallery_crops > 0:
         _write_gallery(output_dir, measures, scores, class_rows, s, compare)
         files.append("gallery.html")
     result["meta"] = _meta(methods, Path(hr_root), measures, s, compare, len(scores.ids))
     result = _clean(result)
     names = list(measures.loaded)
-    summary = _summary_markdown(result, names, [*BASE_METRICS, "lpips", "niqe"], class_rows, compare, [*files, "summary.md"])
+    summary = _summary_markdown(
+        result, names, [*BASE_METRICS, "lpips", "niqe"], class_rows, compare, [*files, "summary.md"]
+    )
     write_text_atomic(output_dir / "summary.md", summary)
     write_json_atomic(output_dir / "metrics.json", result)
-    logger.info("evaluation of %d images written to %s in %.1f s", len(scores.ids), output_dir, time.perf_counter() - started)
-    (output_dir / RUN_RECORD).unlink(missing_ok=True)  # never point at an earlier evaluation's run
-    if tracking.uri is not None and tracking.log:
-        result["meta"]["mlflow_run_id"] = _mlflow_log(tracking.uri, tracking.run_id, tracking.experiment, result, output_dir,
-                                                      tracking.tags)
-        # the run this evaluation logged to, for later stages that add to it (srseg report)
-        write_json_atomic(output_dir / RUN_RECORD, {"run_id": result["meta"]["mlflow_run_id"]})
+    logger.info(
+        "evaluation of %d images written to %s in %.1f s", len(scores.ids), output_dir, time.perf_counter() - started
+    )
+    _track(result, output_dir, tracking)
     return result
 
 
-def _load_measures(methods: dict[str, str], hr_root: Path, s: EvaluationSettings, tracking_uri: str | None) -> _Measures:
+def _track(result: dict[str, Any], output_dir: Path, tracking: EvaluationTracking) -> None:
+    """Log the evaluation to MLflow (when asked) and record the run in ``output_dir``."""
+    (output_dir / RUN_RECORD).unlink(missing_ok=True)  # never point at an earlier evaluation's run
+    if tracking.uri is not None and tracking.log:
+        result["meta"]["mlflow_run_id"] = _mlflow_log(
+            tracking.uri, tracking.run_id, tracking.experiment, result, output_dir, tracking.tags
+        )
+        # the run this evaluation logged to, for later stages that add to it (srseg report)
+        write_json_atomic(output_dir / RUN_RECORD, {"run_id": result["meta"]["mlflow_run_id"]})
+
+
+def _load_measures(
+    methods: dict[str, str], hr_root: Path, s: EvaluationSettings, tracking_uri: str | None
+) -> _Measures:
     """The images, the methods' models and the metric models (LPIPS, NIQE), checked against each other."""
     dev = resolve_device(s.device)
     source = _Source(hr_root, s.split, s.scale, s.class_map, s.lr_root, s.max_images, s.exclude_ids)
     if s.seg_model is not None and not source.labelled:
-        raise EvaluateError(f"seg_model {s.seg_model!r} needs labels, but {hr_root} is an image folder without a manifest")
+        raise EvaluateError(
+            f"seg_model {s.seg_model!r} needs labels, but {hr_root} is an image folder without a manifest"
+        )
     niqe_model = None
     if s.niqe_params is not None:
         from srseg.evaluate.niqe import load_niqe_params
@@ -819,18 +986,31 @@ def _load_measures(methods: dict[str, str], hr_root: Path, s: EvaluationSettings
     if s.seg_model is not None:
         seg = loaded[s.seg_model]
         if seg.network is None or not seg.can_segment:
-            raise EvaluateError(f"seg_model {s.seg_model!r} ({methods[s.seg_model]}) is not a generator weights file with a segmentation head")
+            raise EvaluateError(
+                f"seg_model {s.seg_model!r} ({methods[s.seg_model]}) is not a generator weights file with a "
+                "segmentation head"
+            )
         if seg.network.num_classes != len(source.class_names):
             raise EvaluateError(
-                f"seg_model {s.seg_model!r} predicts {seg.network.num_classes} classes, class map {s.class_map!r} has {len(source.class_names)}"
+                f"seg_model {s.seg_model!r} predicts {seg.network.num_classes} classes, class map {s.class_map!r} has "
+                f"{len(source.class_names)}"
             )
     lpips_model, lpips_reason = _load_lpips(s.lpips_weights, s.lpips_net, dev)
-    measured = list(BASE_METRICS) + (["lpips"] if lpips_model is not None else []) + (["niqe"] if niqe_model is not None else [])
+    measured = (
+        list(BASE_METRICS)
+        + (["lpips"] if lpips_model is not None else [])
+        + (["niqe"] if niqe_model is not None else [])
+    )
     return _Measures(source, loaded, lpips_model, lpips_reason, niqe_model, measured, dev)
 
 
-def _score_summaries(scores: _Scores, measures: _Measures, s: EvaluationSettings, compare: tuple[str, str] | None,
-                     groups: dict[str, list[str]] | None) -> dict[str, Any]:
+def _score_summaries(
+    scores: _Scores,
+    measures: _Measures,
+    s: EvaluationSettings,
+    compare: tuple[str, str] | None,
+    groups: dict[str, list[str]] | None,
+) -> dict[str, Any]:
     """Per-method summaries, differences and seed summaries, with the metrics that were not measured named."""
     result = _summaries(scores, measures.measured, compare, s.bootstrap, s.seed, s.confidence)
     if groups is not None:
@@ -848,21 +1028,40 @@ def _score_summaries(scores: _Scores, measures: _Measures, s: EvaluationSettings
     return result
 
 
-def _class_outputs(result: dict[str, Any], scores: _Scores, output_dir: Path, names: list[str], s: EvaluationSettings,
-                   compare: tuple[str, str] | None, groups: dict[str, list[str]] | None) -> tuple[list[dict[str, Any]], list[str]]:
+def _class_outputs(
+    result: dict[str, Any],
+    scores: _Scores,
+    output_dir: Path,
+    names: list[str],
+    s: EvaluationSettings,
+    compare: tuple[str, str] | None,
+    groups: dict[str, list[str]] | None,
+) -> tuple[list[dict[str, Any]], list[str]]:
     """Write the per-class files and set ``result["per_class"]``; returns the class rows and the files written."""
     files = ["metrics.json", "per_image.csv"]
     class_rows: list[dict[str, Any]] = []
     if scores.classes is not None:
         class_rows, written = _write_class_outputs(
-            output_dir, scores.classes, names, compare, s.class_map, _min_class_pixels(s.crop_size), s.bootstrap, s.seed,
-            s.confidence, groups,
+            output_dir,
+            scores.classes,
+            names,
+            compare,
+            s.class_map,
+            _min_class_pixels(s.crop_size),
+            s.bootstrap,
+            s.seed,
+            s.confidence,
+            groups,
         )
         files += written
     positive = [r["psnr_y_gain"] > 0 for r in class_rows if math.isfinite(r.get("psnr_y_gain", math.nan))]
-    class_pair = compare if compare is None or groups is None else (_group_of(compare[0], groups), _group_of(compare[1], groups))
+    class_pair = (
+        compare if compare is None or groups is None else (_group_of(compare[0], groups), _group_of(compare[1], groups))
+    )
     result["per_class"] = {
-        "compare": f"{class_pair[0]}-{class_pair[1]}" if class_pair is not None and scores.classes is not None else None,
+        "compare": f"{class_pair[0]}-{class_pair[1]}"
+        if class_pair is not None and scores.classes is not None
+        else None,
         "pair": list(class_pair) if class_pair is not None and scores.classes is not None else None,
         "classes": len(class_rows),
         "psnr_y_gain_positive": float(np.mean(positive)) if positive else None,
@@ -870,27 +1069,49 @@ def _class_outputs(result: dict[str, Any], scores: _Scores, output_dir: Path, na
     return class_rows, files
 
 
-def _write_gallery(output_dir: Path, measures: _Measures, scores: _Scores, class_rows: list[dict[str, Any]],
-                   s: EvaluationSettings, compare: tuple[str, str] | None) -> None:
+def _write_gallery(
+    output_dir: Path,
+    measures: _Measures,
+    scores: _Scores,
+    class_rows: list[dict[str, Any]],
+    s: EvaluationSettings,
+    compare: tuple[str, str] | None,
+) -> None:
     """``gallery.html``: crops where ``compare[0]`` beats ``compare[1]`` most and least."""
     per_image_diff = None
     if compare is not None:
-        per_image_diff = np.asarray(scores.values[compare[0]]["psnr_y"]) - np.asarray(scores.values[compare[1]]["psnr_y"])
-    picks = _gallery_picks(class_rows, scores.classes, per_image_diff, scores.ids, compare, s.gallery_crops, s.crop_size)
+        per_image_diff = np.asarray(scores.values[compare[0]]["psnr_y"]) - np.asarray(
+            scores.values[compare[1]]["psnr_y"]
+        )
+    picks = _gallery_picks(
+        class_rows, scores.classes, per_image_diff, scores.ids, compare, s.gallery_crops, s.crop_size
+    )
     loaded = measures.loaded
-    bicubic = next((m for m in loaded.values() if m.kind == "bicubic"), None) or load_method("bicubic", "bicubic", s.scale, measures.device)
+    bicubic = next((m for m in loaded.values() if m.kind == "bicubic"), None) or load_method(
+        "bicubic", "bicubic", s.scale, measures.device
+    )
     by_class = compare is not None and scores.classes is not None
     intro = (
         f"Crops of about {s.crop_size} HR px, x{s.scale}. "
-        + (f"Rows: the classes where {compare[0]} beats {compare[1]} most and least in PSNR_Y on the class's pixels, "
-           "each crop centred on that class in the image where it covers most pixels. " if by_class and compare else "")
+        + (
+            f"Rows: the classes where {compare[0]} beats {compare[1]} most and least in PSNR_Y on the class's pixels, "
+            "each crop centred on that class in the image where it covers most pixels. "
+            if by_class and compare
+            else ""
+        )
         + "LR is shown nearest-upscaled; captions give PSNR_Y on the crop's class pixels (or the whole crop)."
     )
     _gallery(output_dir, measures.source, loaded, bicubic, picks, s.scale, s.crop_size, intro, measures.device)
 
 
-def _meta(methods: dict[str, str], hr_root: Path, measures: _Measures, s: EvaluationSettings,
-          compare: tuple[str, str] | None, images: int) -> dict[str, Any]:
+def _meta(
+    methods: dict[str, str],
+    hr_root: Path,
+    measures: _Measures,
+    s: EvaluationSettings,
+    compare: tuple[str, str] | None,
+    images: int,
+) -> dict[str, Any]:
     """``metrics.json``'s ``meta``: what was evaluated and how."""
     source = measures.source
     return {

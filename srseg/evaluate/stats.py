@@ -39,8 +39,8 @@ differences drop the images where either side is NaN; ``n_boot = 0`` disables re
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Callable, Iterator, Sequence
 
 import numpy as np
 from scipy import stats as scipy_stats
@@ -110,7 +110,9 @@ def bootstrap_statistic(
     _check(n_boot, confidence)
     if n == 0 or n_boot == 0:
         return (float("nan"), float("nan"))
-    replicates = np.concatenate([np.asarray(statistic(idx), dtype=np.float64) for idx in bootstrap_indices(n, n_boot, seed)])
+    replicates = np.concatenate(
+        [np.asarray(statistic(idx), dtype=np.float64) for idx in bootstrap_indices(n, n_boot, seed)]
+    )
     return _percentiles(replicates, confidence)
 
 
@@ -188,7 +190,9 @@ def bca_statistic(
     if n < MIN_CI_IMAGES or n_boot == 0:
         return (float("nan"), float("nan"))
     estimate = float(np.asarray(statistic(np.arange(n)[None, :]), dtype=np.float64)[0])
-    replicates = np.concatenate([np.asarray(statistic(idx), dtype=np.float64) for idx in bootstrap_indices(n, n_boot, seed)])
+    replicates = np.concatenate(
+        [np.asarray(statistic(idx), dtype=np.float64) for idx in bootstrap_indices(n, n_boot, seed)]
+    )
     replicates = replicates[~np.isnan(replicates)]
     if replicates.size == 0 or not math.isfinite(estimate):
         return (float("nan"), float("nan"))
@@ -326,7 +330,9 @@ def seed_summary(
     """
     arr = np.asarray(values, dtype=np.float64)
     if arr.ndim != 2 or arr.shape[0] == 0:
-        raise ValueError(f"seed_summary: expected a (seeds, images) array with at least one seed, got shape {arr.shape}")
+        raise ValueError(
+            f"seed_summary: expected a (seeds, images) array with at least one seed, got shape {arr.shape}"
+        )
     if arr.shape[0] == 1:
         row = arr[0][~np.isnan(arr[0])]
         with np.errstate(invalid="ignore"):
@@ -342,4 +348,6 @@ def seed_summary(
         return arr[seeds_idx[:, :, None], images_idx[:, None, :]].mean(axis=(1, 2))
 
     ci = two_way_bootstrap(arr.shape[0], arr.shape[1], grand_mean, n_boot, seed, confidence)
-    return SeedSummary(float(per_seed.mean()), ci, tuple(float(v) for v in per_seed), int(arr.shape[1]), SEEDS_AND_IMAGES)
+    return SeedSummary(
+        float(per_seed.mean()), ci, tuple(float(v) for v in per_seed), int(arr.shape[1]), SEEDS_AND_IMAGES
+    )

@@ -12,7 +12,7 @@ since both constrain the discriminator and BN would break the per-layer Lipschit
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from torch import Tensor, nn
 from torch.nn.utils.parametrizations import spectral_norm as _spectral_norm

@@ -88,7 +88,11 @@ def save_generator(
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in net.state_dict().items()}
     blob = st_save(
         tensors,
-        metadata={"format": GENERATOR_FORMAT, "architecture": architecture, "config": json.dumps(net.config, sort_keys=True)},
+        metadata={
+            "format": GENERATOR_FORMAT,
+            "architecture": architecture,
+            "config": json.dumps(net.config, sort_keys=True),
+        },
     )
     write_bytes_atomic(path, canonical_safetensors(blob))
     sidecar = {

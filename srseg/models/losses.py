@@ -7,7 +7,7 @@ pixel (L1/MSE) + perceptual (VGG19 features) + adversarial (standard or relativi
 from __future__ import annotations
 
 import os
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -142,8 +142,11 @@ class SegmentationLoss(nn.Module):
         self.register_buffer("class_weights", class_weights)
 
     def forward(self, logits: Tensor, labels: Tensor) -> Tensor:
-        if logits.dim() != 4 or labels.dim() != 3 or logits.shape[0] != labels.shape[0] or (
-            logits.shape[2:] != labels.shape[1:]
+        if (
+            logits.dim() != 4
+            or labels.dim() != 3
+            or logits.shape[0] != labels.shape[0]
+            or (logits.shape[2:] != labels.shape[1:])
         ):
             raise ValueError(
                 f"expected logits (N, C, H, W) and labels (N, H, W) on the same grid, "

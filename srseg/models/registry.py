@@ -13,7 +13,8 @@ image only), ``forward_multitask`` (SR image and segmentation logits), ``super_r
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from torch import nn
 

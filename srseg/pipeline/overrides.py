@@ -64,7 +64,10 @@ def override_strings(work_dir: str, values: Mapping[str, Any]) -> list[str]:
     if unknown:
         raise ValueError(f"unknown run-time overrides {unknown}; known: {', '.join(OVERRIDE_NAMES)}")
     root = Path(work_dir)
-    out = [f"paths.data_root={_yaml(str(root / 'data' / 'cocostuff'))}", f"paths.lr_root={_yaml(str(root / 'data' / 'lr'))}"]
+    out = [
+        f"paths.data_root={_yaml(str(root / 'data' / 'cocostuff'))}",
+        f"paths.lr_root={_yaml(str(root / 'data' / 'lr'))}",
+    ]
     for override in RUNTIME_OVERRIDES:
         value = values.get(override.name, override.unset)
         if value == override.unset:

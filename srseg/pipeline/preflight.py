@@ -63,18 +63,25 @@ def tracking_problem(uri: str, source: str) -> str | None:
     """
     parts = urlsplit(uri)
     scheme = parts.scheme.lower()
-    fix = (f"pass the URL of an MLflow tracking server the pods can reach, e.g. --arg mlflow_uri=https://mlflow.example.org "
-           f"(or set mlflow.tracking_uri)")
+    fix = (
+        "pass the URL of an MLflow tracking server the pods can reach, e.g. --arg "
+        "mlflow_uri=https://mlflow.example.org "
+        "(or set mlflow.tracking_uri)"
+    )
     if scheme in ("", "file", "sqlite"):
-        return (f"{source} is {uri!r}, a store local to each pod: on a cluster every step would write its own copy and "
-                f"the gate could not see the version the register step created; {fix}")
+        return (
+            f"{source} is {uri!r}, a store local to each pod: on a cluster every step would write its own copy and "
+            f"the gate could not see the version the register step created; {fix}"
+        )
     if scheme not in ("http", "https"):
-        return (f"{source} is {uri!r}: a {scheme}:// database URI keeps model artifacts on each pod's local disk; "
-                f"run an MLflow tracking server on that database and {fix}")
+        return (
+            f"{source} is {uri!r}: a {scheme}:// database URI keeps model artifacts on each pod's local disk; "
+            f"run an MLflow tracking server on that database and {fix}"
+        )
     if not parts.hostname:
         return f"{source} is {uri!r}, which names no host; {fix}"
     if _is_loopback(parts.hostname):
-        return (f"{source} is {uri!r}: {parts.hostname} inside a pod is the pod itself, not your tracking server; {fix}")
+        return f"{source} is {uri!r}: {parts.hostname} inside a pod is the pod itself, not your tracking server; {fix}"
     return None
 
 
@@ -85,8 +92,10 @@ def check_cluster_tracking(params: Params, mlflow_uri_argument: str = "") -> str
     client's own ``MLFLOW_TRACKING_URI`` is not looked at: the pods do not inherit it.
     """
     if not params.mlflow.enabled:
-        raise PreflightError("mlflow.enabled is false, but the pipeline registers and gates the model in MLflow: "
-                             "set mlflow.enabled: true and a tracking server URI")
+        raise PreflightError(
+            "mlflow.enabled is false, but the pipeline registers and gates the model in MLflow: "
+            "set mlflow.enabled: true and a tracking server URI"
+        )
     if mlflow_uri_argument:
         uri, source = mlflow_uri_argument, "the tracking URI (pipeline argument mlflow_uri)"
     else:
@@ -108,8 +117,10 @@ def check_reachable(uri: str, timeout_s: float = 10.0) -> None:
     try:
         requests.get(uri.rstrip("/") + "/health", timeout=timeout_s)
     except requests.RequestException as exc:
-        raise PreflightError(f"the MLflow tracking server {uri} does not answer from this pod within {timeout_s:.0f} s "
-                             f"({type(exc).__name__}): check the URL, the server and the network policy") from exc
+        raise PreflightError(
+            f"the MLflow tracking server {uri} does not answer from this pod within {timeout_s:.0f} s "
+            f"({type(exc).__name__}): check the URL, the server and the network policy"
+        ) from exc
 
 
 # ----------------------------------------------------------------------------------- code
@@ -129,7 +140,9 @@ def code_digest(package_dir: str | Path | None = None) -> str:
     if not (root / "__init__.py").is_file():
         raise PreflightError(f"{root} is not the srseg package (no __init__.py)")
     digest = hashlib.sha256()
-    files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix in CODE_SUFFIXES and "__pycache__" not in p.parts)
+    files = sorted(
+        p for p in root.rglob("*") if p.is_file() and p.suffix in CODE_SUFFIXES and "__pycache__" not in p.parts
+    )
     for path in files:
         digest.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
     return digest.hexdigest()
@@ -140,8 +153,10 @@ def check_code_version(expected: str, package_dir: str | Path | None = None) -> 
     actual = code_digest(package_dir)
     if expected and expected != actual:
         raise PreflightError(
-            f"the run was submitted for srseg code {expected[:12]} but this image holds {actual[:12]}: the image is stale "
-            "(rebuild and push it from the checkout you submit from, or submit with --image pointing at the matching build)"
+            f"the run was submitted for srseg code {expected[:12]} but this image holds {actual[:12]}: the image is "
+            "stale "
+            "(rebuild and push it from the checkout you submit from, or submit with --image pointing at the matching "
+            "build)"
         )
     return actual
 
@@ -179,11 +194,18 @@ class PreflightReport:
     in_kubernetes: bool = False
 
     def to_dict(self) -> dict[str, Any]:
-        return {"tracking_uri": self.tracking_uri, "code_version": self.code_version, "work_dir": self.work_dir,
-                "weights": "; ".join(self.weights) or "none needed", "in_kubernetes": self.in_kubernetes}
+        return {
+            "tracking_uri": self.tracking_uri,
+            "code_version": self.code_version,
+            "work_dir": self.work_dir,
+            "weights": "; ".join(self.weights) or "none needed",
+            "in_kubernetes": self.in_kubernetes,
+        }
 
 
-def run_preflight(params: Params, work_dir: str | Path, code_version: str = "", cluster: bool | None = None) -> PreflightReport:
+def run_preflight(
+    params: Params, work_dir: str | Path, code_version: str = "", cluster: bool | None = None
+) -> PreflightReport:
     """Every check of the pipeline's first step; raises on the first problem class found.
 
     ``cluster`` None: decided by the environment (a Kubernetes pod). Off the cluster (kfp.local)
@@ -197,12 +219,19 @@ def run_preflight(params: Params, work_dir: str | Path, code_version: str = "", 
     if cluster:
         if not params.mlflow.enabled:
             check_cluster_tracking(params)  # raises: the pipeline needs MLflow
-        problem = tracking_problem(uri, "the tracking URI of this run (pipeline argument mlflow_uri or mlflow.tracking_uri)")
+        problem = tracking_problem(
+            uri, "the tracking URI of this run (pipeline argument mlflow_uri or mlflow.tracking_uri)"
+        )
         if problem:
             raise PreflightError(problem)
         check_reachable(uri)
     found = check_weights(params, scope="pipeline")
     actual = check_code_version(code_version)
     check_writable(work_dir)
-    return PreflightReport(tracking_uri=uri, code_version=actual, work_dir=str(work_dir),
-                           weights=[f"{w.purpose}: {w.path}" for w in found], in_kubernetes=cluster)
+    return PreflightReport(
+        tracking_uri=uri,
+        code_version=actual,
+        work_dir=str(work_dir),
+        weights=[f"{w.purpose}: {w.path}" for w in found],
+        in_kubernetes=cluster,
+    )

@@ -38,15 +38,14 @@ import shlex
 import shutil
 import subprocess
 import sys
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import yaml
 
 from srseg.config import ConfigError, Params, deep_merge, load_params, parse_params
 from srseg.fileio import read_json, write_text_atomic
-from srseg.seeds import seed_run_dir
-from srseg.tracking import PARENT_FILE
 from srseg.pipeline.trainjob import (
     GPU_RESOURCE,
     IMAGE_UID,
@@ -56,6 +55,8 @@ from srseg.pipeline.trainjob import (
     job_name,
     shell_command,
 )
+from srseg.seeds import seed_run_dir
+from srseg.tracking import PARENT_FILE
 
 PARAMS_FILE = "params.yaml"
 BRANCHES = ("multitask", "sr_only")
@@ -66,8 +67,18 @@ S3_SECRET_ENV = {"AWS_ACCESS_KEY_ID": "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KE
 MLFLOW_SECRET_ENV = {"MLFLOW_TRACKING_TOKEN": "MLFLOW_TRACKING_TOKEN"}
 # Files of the GAN stage that make up the trained model handed to evaluation and export (its
 # MLflow run record too, so evaluation can tag its run with the training runs).
-MODEL_PATTERNS = ("best.pt", "best.pt.sha256", "final.pt", "final.pt.sha256", "*.safetensors", "*.safetensors.json",
-                  "metrics.json", "config.yaml", "class_map.json", "mlflow_run.json")
+MODEL_PATTERNS = (
+    "best.pt",
+    "best.pt.sha256",
+    "final.pt",
+    "final.pt.sha256",
+    "*.safetensors",
+    "*.safetensors.json",
+    "metrics.json",
+    "config.yaml",
+    "class_map.json",
+    "mlflow_run.json",
+)
 WEIGHT_PATTERNS = ("*.safetensors", "*.pt")  # what the content digest of a trained model covers
 # Params sections each cached data/training step reads: its cache key covers these and the code only.
 STEP_SECTIONS: dict[str, tuple[str, ...]] = {
@@ -137,7 +148,9 @@ def request_params(request: str, step: str) -> Params:
     return parse_params(body["params"], f"{step} request")
 
 
-def link_seed_models(models: Mapping[str, Sequence[tuple[int, str | Path]]], root: str | Path, seeds: Sequence[int]) -> dict[str, Path]:
+def link_seed_models(
+    models: Mapping[str, Sequence[tuple[int, str | Path]]], root: str | Path, seeds: Sequence[int]
+) -> dict[str, Path]:
     """Lay the trained-model artifacts out like a seed sweep: ``root/<branch>/seed<K>`` links to the
     model folder of seed K (:mod:`srseg.seeds`); returns ``{branch: root/<branch>}``.
 
@@ -148,7 +161,9 @@ def link_seed_models(models: Mapping[str, Sequence[tuple[int, str | Path]]], roo
     for branch, items in models.items():
         found = {int(seed): Path(folder) for seed, folder in items}
         if len(found) != len(items) or sorted(found) != sorted(seeds):
-            raise ValueError(f"{branch}: models for seeds {sorted(int(s) for s, _ in items)}, train.seeds is {list(seeds)}")
+            raise ValueError(
+                f"{branch}: models for seeds {sorted(int(s) for s, _ in items)}, train.seeds is {list(seeds)}"
+            )
         folder = Path(root) / branch
         folder.mkdir(parents=True, exist_ok=True)
         for seed, model in found.items():
@@ -181,8 +196,10 @@ def model_overrides(params: Params, models: Mapping[str, str | Path]) -> dict[st
             except ValueError:
                 continue
             if len(rel.parts) != 3 or not rel.parts[0].startswith("seed") or rel.parts[1] != "gan":
-                raise ValueError(f"{value}: the pipeline hands over the GAN stage's weights of each seed only "
-                                 "(<dir>/seed<K>/gan/<file> or <dir>/seed{seed}/gan/<file>)")
+                raise ValueError(
+                    f"{value}: the pipeline hands over the GAN stage's weights of each seed only "
+                    "(<dir>/seed<K>/gan/<file> or <dir>/seed{seed}/gan/<file>)"
+                )
             return str(Path(folder) / rel.parts[0] / rel.parts[2])
         return value
 
@@ -268,7 +285,9 @@ def prepare_branch(
     return train_dir, write_params(train_dir / PARAMS_FILE, params)
 
 
-def torchrun_command(params_file: str | Path, stage: str, nproc_per_node: int | None, python: str | None = None) -> list[str]:
+def torchrun_command(
+    params_file: str | Path, stage: str, nproc_per_node: int | None, python: str | None = None
+) -> list[str]:
     """``torchrun ... -m srseg --params FILE train --stage STAGE``.
 
     ``nproc_per_node`` set: one standalone node with that many ranks (the in-pod, multi-GPU case;
@@ -278,7 +297,9 @@ def torchrun_command(params_file: str | Path, stage: str, nproc_per_node: int | 
     if stage not in STAGES:
         raise ValueError(f"stage must be one of {STAGES}, got {stage!r}")
     launcher = [python, "-m", "torch.distributed.run"] if python else ["torchrun"]
-    topology = [] if nproc_per_node is None else ["--standalone", "--nnodes=1", f"--nproc_per_node={max(1, nproc_per_node)}"]
+    topology = (
+        [] if nproc_per_node is None else ["--standalone", "--nnodes=1", f"--nproc_per_node={max(1, nproc_per_node)}"]
+    )
     return [*launcher, *topology, "-m", "srseg", "--params", str(params_file), "train", "--stage", stage]
 
 
@@ -293,7 +314,9 @@ def run_training(params_file: str | Path, nproc_per_node: int) -> None:
         command = local_torchrun_command(params_file, stage, nproc_per_node)
         code = subprocess.run(command, check=False).returncode
         if code:
-            raise RuntimeError(f"{stage} stage failed: torchrun exited with code {code} (see the log above): {shlex.join(command)}")
+            raise RuntimeError(
+                f"{stage} stage failed: torchrun exited with code {code} (see the log above): {shlex.join(command)}"
+            )
 
 
 def trainjob_config(
@@ -323,7 +346,9 @@ def trainjob_config(
     (its user, the KFP lineage variables in ``env``; ``launcher_pod`` is recorded on the job)."""
     train_dir = Path(train_dir)
     if Path(mount_path) not in train_dir.parents:
-        raise ValueError(f"{train_dir} is not on the dataset volume mounted at {mount_path}: the TrainJob could not see it")
+        raise ValueError(
+            f"{train_dir} is not on the dataset volume mounted at {mount_path}: the TrainJob could not see it"
+        )
     branch = train_dir.name
     if gpus_per_node and GPU_TOLERATION not in tolerations:
         tolerations = [GPU_TOLERATION, *tolerations]
@@ -401,8 +426,10 @@ def copy_model_files(train_dir: str | Path, dest: str | Path, expected_digest: s
     if expected_digest:
         found = weights_digest(train_dir)
         if found != expected_digest:
-            raise ValueError(f"{gan}: the weights changed after training reported them (digest {found[:12]}, "
-                             f"expected {expected_digest[:12]}): another run wrote this folder; re-run the training step")
+            raise ValueError(
+                f"{gan}: the weights changed after training reported them (digest {found[:12]}, "
+                f"expected {expected_digest[:12]}): another run wrote this folder; re-run the training step"
+            )
     dest = Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
     copied = sorted({p.name for pattern in MODEL_PATTERNS for p in gan.glob(pattern) if p.is_file()})
@@ -430,8 +457,10 @@ def votes_store(bundle_dir: str | Path) -> Path | None:
 
 def no_votes_report(bundle_dir: str | Path, out_dir: str | Path) -> dict[str, Any]:
     """What the analysis step writes before any vote exists (a fresh bundle in this run)."""
-    text = (f"# User study\n\nNo votes yet for the bundle at `{bundle_dir}`: serve it with "
-            f"`srseg study serve --bundle <bundle>` (or import crowd votes) and analyse again.\n")
+    text = (
+        f"# User study\n\nNo votes yet for the bundle at `{bundle_dir}`: serve it with "
+        f"`srseg study serve --bundle <bundle>` (or import crowd votes) and analyse again.\n"
+    )
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     write_text_atomic(out / "report.md", text)
@@ -497,11 +526,15 @@ def record_decision(result: Mapping[str, Any], markdown_path: str | Path) -> dic
 def decision_markdown(result: Mapping[str, Any]) -> str:
     """A promotion decision (``Decision.to_dict()``) as Markdown: verdict, criteria table, JSON."""
     parts = [
-        "# Promotion decision", "",
-        f"**{result.get('action', '?')}** ({'passed' if result.get('passed') else 'not passed'}): {result.get('reason', '')}", "",
+        "# Promotion decision",
+        "",
+        f"**{result.get('action', '?')}** ({'passed' if result.get('passed') else 'not passed'}): "
+        f"{result.get('reason', '')}",
+        "",
     ]
     criteria = result.get("criteria") or []
     if criteria:
+
         def ci(c: Mapping[str, Any]) -> str:
             if c.get("difference") is None:
                 return "n/a"
@@ -509,10 +542,15 @@ def decision_markdown(result: Mapping[str, Any]) -> str:
             interval = "CI n/a" if low is None or high is None else f"[{low:+.4f}, {high:+.4f}]"
             return f"{c['difference']:+.4f} {interval} (n={c.get('n')})"
 
-        parts += ["| criterion | challenger | opponent | difference [95% CI] | threshold | result |",
-                  "| --- | --- | --- | --- | --- | --- |"]
-        parts += [f"| {c.get('name')} | {c.get('challenger')} | {c.get('opponent')} ({c.get('opponent_name')}) | {ci(c)} | "
-                  f"{c.get('threshold')} | {'pass' if c.get('passed') else 'FAIL'} |" for c in criteria]
+        parts += [
+            "| criterion | challenger | opponent | difference [95% CI] | threshold | result |",
+            "| --- | --- | --- | --- | --- | --- |",
+        ]
+        parts += [
+            f"| {c.get('name')} | {c.get('challenger')} | {c.get('opponent')} ({c.get('opponent_name')}) | {ci(c)} | "
+            f"{c.get('threshold')} | {'pass' if c.get('passed') else 'FAIL'} |"
+            for c in criteria
+        ]
         parts.append("")
     parts += ["```json", json.dumps(result, indent=2, sort_keys=True, default=str), "```", ""]
     return "\n".join(parts)
@@ -541,7 +579,11 @@ def decision_links(result: Mapping[str, Any]) -> dict[str, Any]:
 
 def plain_metadata(values: Mapping[str, Any]) -> dict[str, Any]:
     """The JSON-safe scalar entries of a stage result, for ``artifact.metadata``."""
-    return {str(k): v for k, v in values.items() if isinstance(v, (str, int, float, bool)) and not (isinstance(v, float) and not math.isfinite(v))}
+    return {
+        str(k): v
+        for k, v in values.items()
+        if isinstance(v, (str, int, float, bool)) and not (isinstance(v, float) and not math.isfinite(v))
+    }
 
 
 def sweep_seeds(params_path: str | Path) -> list[int]:

@@ -34,11 +34,12 @@ import re
 import shlex
 import signal
 import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping, Sequence
+from typing import Any
 
 from srseg.errors import SrsegError
 
@@ -60,8 +61,10 @@ PART_OF = {"app.kubernetes.io/part-of": "srseg"}
 TTL_ANNOTATION = "srseg/ttl-seconds-after-finished"
 LAUNCHER_ANNOTATION = "srseg/launcher-pod"
 ISTIO_INJECT = "sidecar.istio.io/inject"
-RBAC_HINT = ("apply deploy/rbac.yaml in that namespace and submit with --service-account srseg-pipeline, or bind the "
-             "Role srseg-trainjobs to the service account the pipeline's pods use")
+RBAC_HINT = (
+    "apply deploy/rbac.yaml in that namespace and submit with --service-account srseg-pipeline, or bind the "
+    "Role srseg-trainjobs to the service account the pipeline's pods use"
+)
 API_TIMEOUT_S = 60  # per Kubernetes API call: a hung connection must not stall the launcher
 _NAME = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 
@@ -237,16 +240,33 @@ def build_trainjob(cfg: TrainJobConfig) -> dict[str, Any]:
     spec: dict[str, Any] = {
         "runtimeRef": {"name": cfg.runtime, "apiGroup": GROUP, "kind": cfg.runtime_kind},
         "trainer": trainer,
-        "runtimePatches": [{
-            "manager": PATCH_MANAGER,
-            "trainingRuntimeSpec": {"template": {"spec": {"replicatedJobs": [{
-                "name": NODE,
-                "template": {"spec": {"template": {
-                    "metadata": {"labels": pod_labels, "annotations": {ISTIO_INJECT: "false"}},
-                    "spec": _pod_patch(cfg),
-                }}},
-            }]}}},
-        }],
+        "runtimePatches": [
+            {
+                "manager": PATCH_MANAGER,
+                "trainingRuntimeSpec": {
+                    "template": {
+                        "spec": {
+                            "replicatedJobs": [
+                                {
+                                    "name": NODE,
+                                    "template": {
+                                        "spec": {
+                                            "template": {
+                                                "metadata": {
+                                                    "labels": pod_labels,
+                                                    "annotations": {ISTIO_INJECT: "false"},
+                                                },
+                                                "spec": _pod_patch(cfg),
+                                            }
+                                        }
+                                    },
+                                }
+                            ]
+                        }
+                    }
+                },
+            }
+        ],
     }
     if cfg.active_deadline_s is not None:
         spec["activeDeadlineSeconds"] = cfg.active_deadline_s
@@ -298,22 +318,32 @@ def _explain(exc: BaseException, verb: str, namespace: str, name: str = "") -> T
     status, said = _status(exc), _server_message(exc)
     what = f"{PLURAL}.{GROUP}"
     if status == 403:
-        return TrainJobError(f"the pipeline's service account may not {verb} {what} in namespace {namespace!r} "
-                             f"(API server: {said}): {RBAC_HINT}")
+        return TrainJobError(
+            f"the pipeline's service account may not {verb} {what} in namespace {namespace!r} "
+            f"(API server: {said}): {RBAC_HINT}"
+        )
     if status == 404 and verb in ("create", "list"):
         try:
             kind = (json.loads(getattr(exc, "body", "") or "{}").get("details") or {}).get("kind")
         except ValueError:
             kind = None
         if kind == "namespaces":
-            return TrainJobError(f"namespace {namespace!r} does not exist (pipeline parameter trainer_namespace): {said}")
-        return TrainJobError(f"the cluster has no {what}/{VERSION} API: install Kubeflow Trainer >= v2.2 "
-                             f"(and the {DEFAULT_RUNTIME!r} ClusterTrainingRuntime) or run with nodes=1 (API server: {said})")
+            return TrainJobError(
+                f"namespace {namespace!r} does not exist (pipeline parameter trainer_namespace): {said}"
+            )
+        return TrainJobError(
+            f"the cluster has no {what}/{VERSION} API: install Kubeflow Trainer >= v2.2 "
+            f"(and the {DEFAULT_RUNTIME!r} ClusterTrainingRuntime) or run with nodes=1 (API server: {said})"
+        )
     if status == 404:
-        return TrainJobError(f"TrainJob {namespace}/{name} disappeared while the launcher used it (deleted by someone?): {said}")
+        return TrainJobError(
+            f"TrainJob {namespace}/{name} disappeared while the launcher used it (deleted by someone?): {said}"
+        )
     if status == 422:
-        return TrainJobError(f"Kubeflow Trainer rejected TrainJob {namespace}/{name}: {said} (is the runtime installed? "
-                             "`kubectl get clustertrainingruntimes`; Trainer >= v2.2 is needed for runtimePatches)")
+        return TrainJobError(
+            f"Kubeflow Trainer rejected TrainJob {namespace}/{name}: {said} (is the runtime installed? "
+            "`kubectl get clustertrainingruntimes`; Trainer >= v2.2 is needed for runtimePatches)"
+        )
     return None
 
 
@@ -330,8 +360,17 @@ def _call(verb: str, namespace: str, name: str, func: Callable[..., Any], *args:
 
 def _create(api: Any, manifest: Mapping[str, Any]) -> dict[str, Any]:
     meta = manifest["metadata"]
-    return _call("create", meta["namespace"], meta["name"], api.create_namespaced_custom_object,
-                 GROUP, VERSION, meta["namespace"], PLURAL, dict(manifest))
+    return _call(
+        "create",
+        meta["namespace"],
+        meta["name"],
+        api.create_namespaced_custom_object,
+        GROUP,
+        VERSION,
+        meta["namespace"],
+        PLURAL,
+        dict(manifest),
+    )
 
 
 def _get(api: Any, name: str, namespace: str) -> dict[str, Any]:
@@ -428,8 +467,9 @@ def wait_for_trainjob(
 def delete_trainjob(api: Any, name: str, namespace: str) -> None:
     """Delete the TrainJob (its pods go with it, in the background); a missing one is fine."""
     try:
-        api.delete_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name, propagation_policy="Background",
-                                            _request_timeout=API_TIMEOUT_S)
+        api.delete_namespaced_custom_object(
+            GROUP, VERSION, namespace, PLURAL, name, propagation_policy="Background", _request_timeout=API_TIMEOUT_S
+        )
     except Exception as exc:
         if _status(exc) == 404:
             return
@@ -453,11 +493,20 @@ def sweep_finished(api: Any, namespace: str, *, keep: str = "", now: datetime | 
     ``keep`` is the launcher's own job (a finished one is reused, not recreated). Best effort: a
     refused list is logged with what to grant, and the launcher goes on.
     """
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     selector = ",".join(f"{k}={v}" for k, v in PART_OF.items())
     try:
-        found = _call("list", namespace, "", api.list_namespaced_custom_object, GROUP, VERSION, namespace, PLURAL,
-                      label_selector=selector)
+        found = _call(
+            "list",
+            namespace,
+            "",
+            api.list_namespaced_custom_object,
+            GROUP,
+            VERSION,
+            namespace,
+            PLURAL,
+            label_selector=selector,
+        )
     except TrainJobError as exc:
         logger.warning("finished TrainJobs not cleaned up: %s", exc)
         return []
@@ -469,7 +518,9 @@ def sweep_finished(api: Any, namespace: str, *, keep: str = "", now: datetime | 
         if name == keep or ttl is None or finished is None:
             continue
         if (now - finished).total_seconds() >= int(ttl):
-            logger.info("TrainJob %s/%s finished at %s, TTL %s s: deleting it", namespace, name, finished.isoformat(), ttl)
+            logger.info(
+                "TrainJob %s/%s finished at %s, TTL %s s: deleting it", namespace, name, finished.isoformat(), ttl
+            )
             delete_trainjob(api, name, namespace)
             deleted.append(name)
     return deleted

@@ -7,7 +7,13 @@ Importing this package imports MLflow (no other side effects).
 """
 
 from srseg.registry.loader import SRHeadLoadError, is_sr_head_model, load_sr_head, load_sr_head_dir
-from srseg.registry.log_model import ModelVersionInfo, RegistryError, find_registered, log_and_register, nominate_challenger
+from srseg.registry.log_model import (
+    ModelVersionInfo,
+    RegistryError,
+    find_registered,
+    log_and_register,
+    nominate_challenger,
+)
 from srseg.registry.promote import (
     Criterion,
     Decision,

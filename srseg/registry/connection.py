@@ -23,8 +23,8 @@ import socket
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
 
 from srseg.errors import SrsegError
 
@@ -69,7 +69,7 @@ def check_reachable(uri: str | None, timeout_s: float = PROBE_TIMEOUT_S) -> None
             return
     except urllib.error.HTTPError:
         return  # it answered (a proxy may want credentials or not know /health): reachable
-    except (urllib.error.URLError, socket.timeout, TimeoutError, ConnectionError, OSError) as exc:
+    except (urllib.error.URLError, TimeoutError, ConnectionError, OSError) as exc:
         reason = getattr(exc, "reason", exc)
         if isinstance(reason, (socket.timeout, TimeoutError)):
             why = f"no answer within {timeout_s:g} s"

@@ -35,9 +35,10 @@ import logging
 import math
 import tempfile
 import time
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Collection, Mapping, Sequence
+from typing import Any
 
 from mlflow import MlflowClient
 from mlflow.entities import Metric, RunStatus, RunTag
@@ -178,7 +179,7 @@ def model_identity(client: MlflowClient, spec: str) -> str | None:
         return BICUBIC
     if not spec.startswith("models:/"):
         return None
-    name, _, version = spec[len("models:/"):].rpartition("/")
+    name, _, version = spec[len("models:/") :].rpartition("/")
     if not name or not version.isdigit():
         return None
     digest = (client.get_model_version(name, version).tags or {}).get("sr_head_sha256", "")
@@ -197,7 +198,9 @@ class StoredScores:
 
 def _clean(values: Sequence[Any]) -> list[float | None]:
     """Per-image values as floats, NaN as None (``inf``, the PSNR of an exact reconstruction, stays)."""
-    return [None if value is None or (isinstance(value, float) and math.isnan(value)) else float(value) for value in values]
+    return [
+        None if value is None or (isinstance(value, float) and math.isnan(value)) else float(value) for value in values
+    ]
 
 
 class EvaluationStore:
@@ -228,8 +231,10 @@ class EvaluationStore:
         key = evaluation.key
         runs = self.client.search_runs(
             [self.experiment_id()],
-            filter_string=(f"tags.`{KIND_TAG}` = '{KIND}' and tags.`{KEY_TAG}` = '{key}' and "
-                           f"tags.`{MODEL_TAG}` = '{model}' and attributes.status = 'FINISHED'"),
+            filter_string=(
+                f"tags.`{KIND_TAG}` = '{KIND}' and tags.`{KEY_TAG}` = '{key}' and "
+                f"tags.`{MODEL_TAG}` = '{model}' and attributes.status = 'FINISHED'"
+            ),
             order_by=["attributes.start_time DESC"],
             max_results=3,
         )
@@ -259,24 +264,51 @@ class EvaluationStore:
             return None
         return StoredScores(run_id, model, ids, scores)
 
-    def save(self, evaluation: EvaluationSet, model: str, model_uri: str, image_ids: Sequence[str],
-             scores: Mapping[str, Sequence[Any]], tags: Mapping[str, str] | None = None) -> StoredScores:
+    def save(
+        self,
+        evaluation: EvaluationSet,
+        model: str,
+        model_uri: str,
+        image_ids: Sequence[str],
+        scores: Mapping[str, Sequence[Any]],
+        tags: Mapping[str, str] | None = None,
+    ) -> StoredScores:
         """Store one model's scores as a finished run; returns the entry."""
         ids = tuple(str(i) for i in image_ids)
         clean = {str(k): _clean(v) for k, v in scores.items() if v is not None}
-        body = {"format": FORMAT, "key": evaluation.key, "model": model, "model_uri": model_uri,
-                "images": list(ids), "scores": clean, "evaluation": dict(evaluation.description)}
-        run_tags = {KIND_TAG: KIND, KEY_TAG: evaluation.key, MODEL_TAG: model, URI_TAG: model_uri, "stage": RUN_NAME,
-                    **{f"srseg.eval.{k}": str(v) for k, v in evaluation.description.items()}, **(tags or {})}
+        body = {
+            "format": FORMAT,
+            "key": evaluation.key,
+            "model": model,
+            "model_uri": model_uri,
+            "images": list(ids),
+            "scores": clean,
+            "evaluation": dict(evaluation.description),
+        }
+        run_tags = {
+            KIND_TAG: KIND,
+            KEY_TAG: evaluation.key,
+            MODEL_TAG: model,
+            URI_TAG: model_uri,
+            "stage": RUN_NAME,
+            **{f"srseg.eval.{k}": str(v) for k, v in evaluation.description.items()},
+            **(tags or {}),
+        }
         run = self.client.create_run(self.experiment_id(), run_name=RUN_NAME, tags=run_tags)
         rid = run.info.run_id
         try:
             self.client.log_text(rid, json.dumps(body, sort_keys=True), SCORES_FILE)
             now = int(time.time() * 1000)
-            means = {f"mean.{k}": sum(v) / len(v) for k, v in clean.items()
-                     if v and all(x is not None and math.isfinite(x) for x in v)}
-            self.client.log_batch(rid, metrics=[Metric(k, v, now, 0) for k, v in means.items()],
-                                  tags=[RunTag("srseg.eval.n_images", str(len(ids)))])
+            means = {
+                f"mean.{k}": sum(x for x in v if x is not None) / len(v)
+                for k, v in clean.items()
+                if v and all(x is not None and math.isfinite(x) for x in v)
+            }
+            self.client.log_batch(
+                rid,
+                metrics=[Metric(k, v, now, 0) for k, v in means.items()],
+                tags=[RunTag("srseg.eval.n_images", str(len(ids)))],
+            )
         except BaseException:
             self.client.set_terminated(rid, RunStatus.to_string(RunStatus.FAILED))
             raise
@@ -327,10 +359,17 @@ class CachedEvaluation:
                 found[role] = self.store.save(self.evaluation, identity, spec, ids, scores[role], self.tags)
         result = {role: dict(found[role].scores) if role in found else dict(fresh[role]) for role in specs}
         sources = {
-            role: {"model": identities[role] or specs[role], "spec": specs[role], "cached": role not in missing,
-                   "run_id": found[role].run_id if role in found else ""}
+            role: {
+                "model": identities[role] or specs[role],
+                "spec": specs[role],
+                "cached": role not in missing,
+                "run_id": found[role].run_id if role in found else "",
+            }
             for role in specs
         }
-        logger.info("gate evaluation %s: %s", self.evaluation.key[:12],
-                    ", ".join(f"{r} {'cached' if s['cached'] else 'scored'}" for r, s in sources.items()))
+        logger.info(
+            "gate evaluation %s: %s",
+            self.evaluation.key[:12],
+            ", ".join(f"{r} {'cached' if s['cached'] else 'scored'}" for r, s in sources.items()),
+        )
         return Evaluated(result, sources, self.evaluation.key)

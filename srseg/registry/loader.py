@@ -110,7 +110,7 @@ def resolve_artifact_uri(model_uri: str, tracking_uri: str | None = None) -> str
     uri = model_uri
     for _ in range(8):
         if uri.startswith("runs:/"):
-            run_id, _, path = uri[len("runs:/"):].partition("/")
+            run_id, _, path = uri[len("runs:/") :].partition("/")
             try:
                 base = client.get_run(run_id).info.artifact_uri
             except MlflowException as exc:
@@ -130,7 +130,7 @@ def resolve_artifact_uri(model_uri: str, tracking_uri: str | None = None) -> str
 
 def _parse_models_uri(uri: str, original: str) -> tuple[str, str]:
     """(name, version or "@alias") of ``models:/NAME/VERSION`` / ``models:/NAME@ALIAS``."""
-    body = uri[len("models:/"):].strip("/")
+    body = uri[len("models:/") :].strip("/")
     if "/" not in body and "@" in body:
         name, _, alias = body.partition("@")
         if name and alias:
@@ -162,7 +162,9 @@ def load_sr_head(
         try:
             local = mlflow.artifacts.download_artifacts(artifact_uri=location, dst_path=tmp, tracking_uri=tracking_uri)
         except Exception as exc:  # MlflowException, botocore errors, HTTP errors
-            raise SRHeadLoadError(f"model {model_uri!r}: cannot download {location} ({type(exc).__name__}: {exc})") from exc
+            raise SRHeadLoadError(
+                f"model {model_uri!r}: cannot download {location} ({type(exc).__name__}: {exc})"
+            ) from exc
         net = load_sr_head_dir(local, map_location=map_location)
     logger.info("loaded SR head %s (x%d, %d parameters)", model_uri, net.scale, net.num_parameters())
     return net

@@ -43,9 +43,9 @@ import os
 import socket
 import time
 import uuid
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Callable, Iterator
 
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
@@ -75,7 +75,9 @@ class LockSettings:
 
     def __post_init__(self) -> None:
         if not self.settle_s > self.max_write_s > 0:
-            raise ValueError(f"LockSettings: settle_s ({self.settle_s}) must exceed max_write_s ({self.max_write_s}) > 0")
+            raise ValueError(
+                f"LockSettings: settle_s ({self.settle_s}) must exceed max_write_s ({self.max_write_s}) > 0"
+            )
         if self.lease_s < 4 * self.settle_s:
             raise ValueError(f"LockSettings: lease_s ({self.lease_s}) must be at least 4 x settle_s ({self.settle_s})")
         if self.wait_s < 0 or self.poll_s <= 0:
@@ -110,8 +112,15 @@ def _parse(raw: str | None) -> Holder | None:
 class Lease:
     """A held lock: :meth:`check` before each write, so no write happens on an expiring lease."""
 
-    def __init__(self, client: MlflowClient, name: str, holder: Holder, taken_at: float, settings: LockSettings,
-                 clock: Callable[[], float]) -> None:
+    def __init__(
+        self,
+        client: MlflowClient,
+        name: str,
+        holder: Holder,
+        taken_at: float,
+        settings: LockSettings,
+        clock: Callable[[], float],
+    ) -> None:
         self.client, self.name, self.holder, self.settings = client, name, holder, settings
         self._taken_at = taken_at  # monotonic time of the read that preceded our write (conservative)
         self._clock = clock
@@ -136,7 +145,9 @@ class Lease:
             if current is not None and current.token == self.holder.token and self.remaining() > self.settings.settle_s:
                 self.client.delete_registered_model_tag(self.name, LOCK_TAG)
         except MlflowException as exc:  # the lease expires by itself
-            logger.warning("could not release the %s tag of %r (%s); it expires by itself", LOCK_TAG, self.name, exc.message)
+            logger.warning(
+                "could not release the %s tag of %r (%s); it expires by itself", LOCK_TAG, self.name, exc.message
+            )
 
 
 def _read(client: MlflowClient, name: str) -> Holder | None:
@@ -181,7 +192,12 @@ def acquire(
             sleep(settings.poll_s)
             continue
         if clock() - started > settings.max_write_s:
-            logger.info("lock write of %r took %.1f s (> %.1f s): confirming again", name, clock() - started, settings.max_write_s)
+            logger.info(
+                "lock write of %r took %.1f s (> %.1f s): confirming again",
+                name,
+                clock() - started,
+                settings.max_write_s,
+            )
             refused = f"lock writes take longer than {settings.max_write_s:g} s"
             continue
         sleep(settings.settle_s)
@@ -189,7 +205,9 @@ def acquire(
         if current is not None and current.token == token:
             logger.info("%s holds the %s of %r", operation, LOCK_TAG, name)
             return Lease(client, name, mine, started, settings, clock)
-        refused = "was taken by another registry operation first: " + (current.describe(wall()) if current else "unknown")
+        refused = "was taken by another registry operation first: " + (
+            current.describe(wall()) if current else "unknown"
+        )
 
 
 @contextmanager

@@ -29,13 +29,15 @@ import datetime as dt
 import json
 import logging
 import math
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Literal, Mapping, Sequence, Union
+from typing import Any, Literal
 
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import RESOURCE_DOES_NOT_EXIST, ErrorCode
 
+from srseg.registry.lock import Lease, LockSettings, locked
 from srseg.registry.log_model import (
     CHALLENGER,
     CHAMPION,
@@ -46,13 +48,12 @@ from srseg.registry.log_model import (
     make_client,
     version_info,
 )
-from srseg.registry.lock import Lease, LockSettings, locked
 
 logger = logging.getLogger(__name__)
 
 Perceptual = Literal["lpips", "study", "none"]
 Action = Literal["promote", "reject", "already_champion", "rollback"]
-Scores = Mapping[str, Mapping[str, Sequence[float]]]
+Scores = Mapping[str, Mapping[str, Sequence[float | None]]]  # None: a value that was not finite
 """Per-image metric values by role: ``{"challenger" | "champion" | "bicubic": {"psnr_y": [...], ...}}``,
 the i-th value of every list belonging to the same image."""
 
@@ -67,7 +68,7 @@ class Evaluated:
     key: str = ""
 
 
-Evaluation = Union[Callable[[Mapping[str, str]], Union[Scores, Evaluated]], Scores]
+Evaluation = Callable[[Mapping[str, str]], Scores | Evaluated] | Scores
 """A callable ``{role: model spec} -> Scores | Evaluated`` (specs are ``models:/NAME/VERSION`` and
 ``bicubic``), or precomputed :data:`Scores`."""
 
@@ -139,10 +140,16 @@ class StudyPreference:
     n: int
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "StudyPreference":
+    def from_dict(cls, data: Mapping[str, Any]) -> StudyPreference:
         try:
-            return cls(str(data["challenger"]), str(data["opponent"]), data.get("preference"), data.get("ci_low"),
-                       data.get("ci_high"), int(data.get("n", 0)))
+            return cls(
+                str(data["challenger"]),
+                str(data["opponent"]),
+                data.get("preference"),
+                data.get("ci_low"),
+                data.get("ci_high"),
+                int(data.get("n", 0)),
+            )
         except (KeyError, TypeError, ValueError) as exc:
             raise RegistryError(f"study preference {dict(data)!r} is malformed ({exc})") from exc
 
@@ -186,6 +193,7 @@ class Decision:
 
     def table(self) -> str:
         """Plain-text decision table: criterion, challenger, opponent, difference [CI] (n), threshold, result."""
+
         def num(value: float | None) -> str:
             return "n/a" if value is None else f"{value:.4f}"
 
@@ -196,15 +204,25 @@ class Decision:
             return f"{c.difference:+.4f} {interval} (n={c.n})"
 
         rows = [("criterion", "challenger", "opponent", "difference [95% CI]", "threshold", "result")]
-        rows += [(c.name, num(c.challenger), f"{num(c.opponent)} ({c.opponent_name})", diff(c), c.threshold,
-                  "pass" if c.passed else "FAIL") for c in self.criteria]
+        rows += [
+            (
+                c.name,
+                num(c.challenger),
+                f"{num(c.opponent)} ({c.opponent_name})",
+                diff(c),
+                c.threshold,
+                "pass" if c.passed else "FAIL",
+            )
+            for c in self.criteria
+        ]
         widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
         lines = [" | ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
         lines.insert(1, "-+-".join("-" * w for w in widths))
         notes = [f"  {c.name}: {c.note}" for c in self.criteria if c.note]
         head = (
             f"{self.model_name}: {self.action}{' (dry run, nothing changed)' if self.dry_run else ''} - {self.reason}\n"
-            f"challenger v{self.challenger_version or '-'}, champion v{self.champion_before or '-'} -> v{self.champion_after or '-'}"
+            f"challenger v{self.challenger_version or '-'}, champion v{self.champion_before or '-'} -> "
+            f"v{self.champion_after or '-'}"
         )
         return "\n".join([head, *(lines if self.criteria else []), *notes])
 
@@ -215,7 +233,7 @@ class Decision:
         return {**dataclasses.asdict(self), "passed": self.passed}
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "Decision":
+    def from_dict(cls, data: Mapping[str, Any]) -> Decision:
         """The decision :meth:`to_dict` wrote (e.g. the gate step's output, applied by the promote step)."""
         try:
             values = {f.name: data[f.name] for f in dataclasses.fields(cls) if f.name in data}
@@ -285,35 +303,100 @@ def _paired_criterion(
         note = missing_note or f"{key} missing for {'challenger' if mine is None else opponent_name}: fails closed"
         return Criterion(name, None, None, opponent_name, None, None, None, 0, threshold, False, note)
     if len(mine) != len(theirs):
-        return Criterion(name, None, None, opponent_name, None, None, None, 0, threshold, False,
-                         f"{len(mine)} challenger vs {len(theirs)} {opponent_name} images: not paired, fails closed")
+        return Criterion(
+            name,
+            None,
+            None,
+            opponent_name,
+            None,
+            None,
+            None,
+            0,
+            threshold,
+            False,
+            f"{len(mine)} challenger vs {len(theirs)} {opponent_name} images: not paired, fails closed",
+        )
     a, b = (theirs, mine) if lower_is_better else (mine, theirs)
     pair = paired_difference(a, b, n_boot=2000, seed=0, confidence=confidence)
     low, high = pair.ci
     finite = math.isfinite(low) and math.isfinite(high)
     passed = finite and low >= minimum
     note = "" if finite else f"no CI from {pair.n} image(s) (needs >= 3): fails closed"
-    return Criterion(name, sum(mine) / len(mine), sum(theirs) / len(theirs), opponent_name, pair.mean, low if finite else None,
-                     high if finite else None, pair.n, threshold, passed, note)
+    return Criterion(
+        name,
+        sum(mine) / len(mine),
+        sum(theirs) / len(theirs),
+        opponent_name,
+        pair.mean,
+        low if finite else None,
+        high if finite else None,
+        pair.n,
+        threshold,
+        passed,
+        note,
+    )
 
 
-def _study_criterion(gate: Gate, study: StudyPreference | None, challenger_uri: str, opponent_uri: str,
-                     opponent_name: str) -> Criterion:
+def _study_criterion(
+    gate: Gate, study: StudyPreference | None, challenger_uri: str, opponent_uri: str, opponent_name: str
+) -> Criterion:
     threshold = f"CI low >= {gate.min_study_preference:g} of votes"
     if study is None:
-        return Criterion(STUDY_KEY, None, None, opponent_name, None, None, None, 0, threshold, False,
-                         "no gate study analysed (srseg study gate-build, collect votes, srseg study analyze): fails closed")
+        return Criterion(
+            STUDY_KEY,
+            None,
+            None,
+            opponent_name,
+            None,
+            None,
+            None,
+            0,
+            threshold,
+            False,
+            "no gate study analysed (srseg study gate-build, collect votes, srseg study analyze): fails closed",
+        )
     if (study.challenger, study.opponent) != (challenger_uri, opponent_uri):
-        return Criterion(STUDY_KEY, study.preference, None, opponent_name, None, study.ci_low, study.ci_high, study.n,
-                         threshold, False,
-                         f"the study compared {study.challenger} with {study.opponent}, the gate needs {challenger_uri} "
-                         f"vs {opponent_uri}: fails closed")
+        return Criterion(
+            STUDY_KEY,
+            study.preference,
+            None,
+            opponent_name,
+            None,
+            study.ci_low,
+            study.ci_high,
+            study.n,
+            threshold,
+            False,
+            f"the study compared {study.challenger} with {study.opponent}, the gate needs {challenger_uri} "
+            f"vs {opponent_uri}: fails closed",
+        )
     if study.preference is None or study.ci_low is None:
-        return Criterion(STUDY_KEY, None, None, opponent_name, None, None, None, study.n, threshold, False,
-                         "no votes on the gate pairs yet: fails closed")
-    return Criterion(STUDY_KEY, study.preference, None, opponent_name, study.preference - 0.5, study.ci_low,
-                     study.ci_high, study.n, threshold, study.ci_low >= gate.min_study_preference,
-                     "challenger's share of votes; difference = share - 0.5, CI = Wilson 95% of the share")
+        return Criterion(
+            STUDY_KEY,
+            None,
+            None,
+            opponent_name,
+            None,
+            None,
+            None,
+            study.n,
+            threshold,
+            False,
+            "no votes on the gate pairs yet: fails closed",
+        )
+    return Criterion(
+        STUDY_KEY,
+        study.preference,
+        None,
+        opponent_name,
+        study.preference - 0.5,
+        study.ci_low,
+        study.ci_high,
+        study.n,
+        threshold,
+        study.ci_low >= gate.min_study_preference,
+        "challenger's share of votes; difference = share - 0.5, CI = Wilson 95% of the share",
+    )
 
 
 def evaluate_gate(
@@ -328,23 +411,56 @@ def evaluate_gate(
     """The gate's criteria (pure: no registry access). ``scores`` holds ``challenger`` and
     ``bicubic`` (and ``champion`` unless this is a first promotion); see :class:`Gate`."""
     has_champion = "champion" in scores
-    rows = [_paired_criterion("bicubic floor (psnr_y)", scores, PSNR_KEY, "bicubic", BICUBIC,
-                              gate.min_gain_over_bicubic_db, " dB", gate.confidence)]
+    rows = [
+        _paired_criterion(
+            "bicubic floor (psnr_y)",
+            scores,
+            PSNR_KEY,
+            "bicubic",
+            BICUBIC,
+            gate.min_gain_over_bicubic_db,
+            " dB",
+            gate.confidence,
+        )
+    ]
     if has_champion:
-        rows.append(_paired_criterion("psnr_y vs champion", scores, PSNR_KEY, "champion", champion_label,
-                                      -gate.max_psnr_drop_db, " dB", gate.confidence))
+        rows.append(
+            _paired_criterion(
+                "psnr_y vs champion",
+                scores,
+                PSNR_KEY,
+                "champion",
+                champion_label,
+                -gate.max_psnr_drop_db,
+                " dB",
+                gate.confidence,
+            )
+        )
     opponent_role, opponent_name = ("champion", champion_label) if has_champion else ("bicubic", BICUBIC)
     if gate.perceptual == "lpips":
-        rows.append(_paired_criterion(
-            f"lpips vs {opponent_name}", scores, LPIPS_KEY, opponent_role, opponent_name, gate.min_lpips_gain, "",
-            gate.confidence, lower_is_better=True,
-            missing_note="LPIPS unavailable: perceptual='lpips' fails closed (use perceptual='none' to gate on PSNR only)",
-        ))
+        rows.append(
+            _paired_criterion(
+                f"lpips vs {opponent_name}",
+                scores,
+                LPIPS_KEY,
+                opponent_role,
+                opponent_name,
+                gate.min_lpips_gain,
+                "",
+                gate.confidence,
+                lower_is_better=True,
+                missing_note="LPIPS unavailable: perceptual='lpips' fails closed (use perceptual='none' to gate on "
+                "PSNR only)",
+            )
+        )
     elif gate.perceptual == "study":
         rows.append(_study_criterion(gate, study, challenger_uri, opponent_uri, opponent_name))
     else:
-        rows.append(Criterion("perceptual", None, None, opponent_name, None, None, None, 0,
-                              "not gated (perceptual='none')", True))
+        rows.append(
+            Criterion(
+                "perceptual", None, None, opponent_name, None, None, None, 0, "not gated (perceptual='none')", True
+            )
+        )
     return rows
 
 
@@ -406,12 +522,14 @@ def _delete_version_tag(client: MlflowClient, name: str, version: str, key: str)
 
 
 def _now() -> str:
-    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
 
 
 def _scores_for(evaluation: Evaluation, specs: Mapping[str, str]) -> Evaluated:
     result = evaluation(specs) if callable(evaluation) else evaluation
-    evaluated = result if isinstance(result, Evaluated) else Evaluated(result, {}) if isinstance(result, Mapping) else None
+    evaluated = (
+        result if isinstance(result, Evaluated) else Evaluated(result, {}) if isinstance(result, Mapping) else None
+    )
     if evaluated is None or not isinstance(evaluated.scores, Mapping):
         raise RegistryError(f"evaluation of {dict(specs)} must return per-role scores, got {type(result).__name__}")
     missing = sorted(set(specs) - set(evaluated.scores))
@@ -445,12 +563,22 @@ def judge(
     _registered_model(client, model_name)
     challenger = _alias_version(client, model_name, CHALLENGER)
     if challenger is None:
-        raise RegistryError(f"model {model_name!r} has no {CHALLENGER!r} alias: register a version first (log_and_register)")
+        raise RegistryError(
+            f"model {model_name!r} has no {CHALLENGER!r} alias: register a version first (log_and_register)"
+        )
     champion = _alias_version(client, model_name, CHAMPION)
 
     if champion == challenger:
-        return Decision("already_champion", model_name, challenger, champion, champion, False, True,
-                        f"v{challenger} already is {CHAMPION}; nothing to do")
+        return Decision(
+            "already_champion",
+            model_name,
+            challenger,
+            champion,
+            champion,
+            False,
+            True,
+            f"v{challenger} already is {CHAMPION}; nothing to do",
+        )
     if evaluation is None:
         raise RegistryError("promote needs `evaluation` (a {role: model} -> per-image scores callable, or the scores)")
     challenger_uri = f"models:/{model_name}/{challenger}"
@@ -458,17 +586,35 @@ def judge(
     if champion is not None:
         specs["champion"] = f"models:/{model_name}/{champion}"
     evaluated = _scores_for(evaluation, specs)
-    criteria = evaluate_gate(gate, evaluated.scores, study, champion_label=f"champion v{champion}",
-                             challenger_uri=challenger_uri, opponent_uri=specs.get("champion", BICUBIC))
+    criteria = evaluate_gate(
+        gate,
+        evaluated.scores,
+        study,
+        champion_label=f"champion v{champion}",
+        challenger_uri=challenger_uri,
+        opponent_uri=specs.get("champion", BICUBIC),
+    )
+    return _verdict(model_name, challenger, champion, criteria, evaluated)
+
+
+def _verdict(
+    model_name: str, challenger: str, champion: str | None, criteria: list[Criterion], evaluated: Evaluated
+) -> Decision:
+    """``promote`` when every criterion passed, else ``reject``; with the evaluations' provenance."""
     failed = [c.name for c in criteria if not c.passed]
-    provenance = {"evaluation_key": evaluated.key, "evaluations": {r: dict(s) for r, s in evaluated.sources.items()}}
+    provenance: dict[str, Any] = {
+        "evaluation_key": evaluated.key,
+        "evaluations": {r: dict(s) for r, s in evaluated.sources.items()},
+    }
     if not failed:
         replaces = f"replaces v{champion}" if champion else f"becomes the first {CHAMPION}"
-        return Decision("promote", model_name, challenger, champion, challenger, False, True,
-                        f"all criteria pass: v{challenger} {replaces}", criteria, **provenance)
+        reason = f"all criteria pass: v{challenger} {replaces}"
+        return Decision(
+            "promote", model_name, challenger, champion, challenger, False, True, reason, criteria, **provenance
+        )
     stays = f"{CHAMPION} stays v{champion}" if champion else f"still no {CHAMPION}"
-    return Decision("reject", model_name, challenger, champion, champion, False, True,
-                    f"failed: {', '.join(failed)}; {stays}", criteria, **provenance)
+    reason = f"failed: {', '.join(failed)}; {stays}"
+    return Decision("reject", model_name, challenger, champion, champion, False, True, reason, criteria, **provenance)
 
 
 def apply(decision: Decision, tracking_uri: str | None = None, lock: LockSettings = LockSettings()) -> Decision:
@@ -529,18 +675,20 @@ def promote(
     return apply(decision, tracking_uri, lock)
 
 
-def _check_unchanged(client: MlflowClient, name: str, challenger: str, champion: str | None) -> None:
+def _check_unchanged(client: MlflowClient, name: str, challenger: str | None, champion: str | None) -> None:
     """Refuse to act on a decision about aliases that moved since it was made (compare-and-set)."""
     now = (_alias_version(client, name, CHALLENGER), _alias_version(client, name, CHAMPION))
     if now != (challenger, champion):
         raise RegistryError(
             f"model {name!r}: aliases moved since the decision (challenger/champion were v{challenger}/v{champion}, "
-            f"now v{now[0]}/v{now[1]}): another promotion, rollback or registration came first; nothing changed, run it again"
+            f"now v{now[0]}/v{now[1]}): another promotion, rollback or registration came first; nothing changed, run "
+            "it again"
         )
 
 
-def _apply_promotion(client: MlflowClient, lease: Lease, name: str, challenger: str, champion: str | None,
-                     judged_by: str) -> None:
+def _apply_promotion(
+    client: MlflowClient, lease: Lease, name: str, challenger: str, champion: str | None, judged_by: str
+) -> None:
     """Record the displaced champion (if any) first and move the alias last, so what is served
     changes only once rollback has what it needs; then read the alias back."""
     if champion is not None:
@@ -557,12 +705,15 @@ def _apply_promotion(client: MlflowClient, lease: Lease, name: str, challenger: 
     client.set_registered_model_alias(name, CHAMPION, challenger)
     now = _alias_version(client, name, CHAMPION)
     if now != challenger:
-        raise RegistryError(f"model {name!r}: {CHAMPION} reads v{now} right after it was set to v{challenger}: "
-                            "another writer changed it without the registry lock; check the registry")
+        raise RegistryError(
+            f"model {name!r}: {CHAMPION} reads v{now} right after it was set to v{challenger}: "
+            "another writer changed it without the registry lock; check the registry"
+        )
 
 
-def rollback(model_name: str, tracking_uri: str | None = None, dry_run: bool = False,
-             lock: LockSettings = LockSettings()) -> Decision:
+def rollback(
+    model_name: str, tracking_uri: str | None = None, dry_run: bool = False, lock: LockSettings = LockSettings()
+) -> Decision:
     """Re-point ``champion`` to the previous champion (the last one a promotion displaced).
 
     The version rolled back from is tagged ``rolled_back=true``; if it is still ``challenger``
@@ -579,12 +730,16 @@ def rollback(model_name: str, tracking_uri: str | None = None, dry_run: bool = F
     while history and history[-1] == current:
         history.pop()
     if not history:
-        raise RegistryError(f"model {model_name!r}: no previous champion recorded (tag {HISTORY_TAG!r}); cannot roll back v{current}")
+        raise RegistryError(
+            f"model {model_name!r}: no previous champion recorded (tag {HISTORY_TAG!r}); cannot roll back v{current}"
+        )
     target = history.pop()
     try:
         client.get_model_version(model_name, target)
     except MlflowException as exc:
-        raise RegistryError(f"model {model_name!r}: previous champion v{target} no longer exists ({exc.message})") from exc
+        raise RegistryError(
+            f"model {model_name!r}: previous champion v{target} no longer exists ({exc.message})"
+        ) from exc
     challenger = _alias_version(client, model_name, CHALLENGER)
     reason = f"{CHAMPION} v{current} -> v{target}"
     if challenger == current:

@@ -72,15 +72,19 @@ def find_evaluation_run(client: MlflowClient, experiment: str, method: str, trai
         return ""
     runs = client.search_runs(
         [found.experiment_id],
-        filter_string=(f"tags.stage = 'evaluate' and tags.`lineage.{method}.train_run_id` = '{train_run_id}' "
-                       "and attributes.status = 'FINISHED'"),
+        filter_string=(
+            f"tags.stage = 'evaluate' and tags.`lineage.{method}.train_run_id` = '{train_run_id}' "
+            "and attributes.status = 'FINISHED'"
+        ),
         order_by=["attributes.start_time DESC"],
         max_results=1,
     )
     return runs[0].info.run_id if runs else ""
 
 
-def version_lineage(params: Params, export_dir: str | Path, tracking_uri: str, evaluation_run_id: str = "") -> dict[str, str]:
+def version_lineage(
+    params: Params, export_dir: str | Path, tracking_uri: str, evaluation_run_id: str = ""
+) -> dict[str, str]:
     """The lineage tags (table above) of the SR head exported to ``export_dir``; only those known.
 
     ``evaluation_run_id``: the evaluate run that scored the weights (the pipeline hands it over);
@@ -96,7 +100,9 @@ def version_lineage(params: Params, export_dir: str | Path, tracking_uri: str, e
     train = _run(client, train_run_id)
     train_tags = dict(train.data.tags) if train is not None else {}
     parent = record.get("train_parent_run_id") or train_tags.get(PARENT_TAG, "")
-    evaluate = evaluation_run_id or find_evaluation_run(client, params.mlflow.experiment, exported_method(params), train_run_id)
+    evaluate = evaluation_run_id or find_evaluation_run(
+        client, params.mlflow.experiment, exported_method(params), train_run_id
+    )
     here = git_commit() or ""
     data_root = Path(params.paths.data_root)
     tags = {
@@ -112,6 +118,11 @@ def version_lineage(params: Params, export_dir: str | Path, tracking_uri: str, e
         tags["register.git_commit"] = here
     missing = [k for k in (TRAIN_RUN, EVALUATE_RUN) if not tags[k]]
     if missing:
-        logger.warning("registering without %s: the weights' %s not found (export.json of %s, experiment %r)",
-                       ", ".join(missing), "runs were" if len(missing) > 1 else "run was", export_dir, params.mlflow.experiment)
+        logger.warning(
+            "registering without %s: the weights' %s not found (export.json of %s, experiment %r)",
+            ", ".join(missing),
+            "runs were" if len(missing) > 1 else "run was",
+            export_dir,
+            params.mlflow.experiment,
+        )
     return {k: v for k, v in tags.items() if v}

@@ -23,9 +23,10 @@ import csv
 import logging
 import math
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import yaml
 
@@ -41,9 +42,27 @@ logger = logging.getLogger(__name__)
 METRICS = ("psnr_y", "ssim_y", "lpips")
 # training CSV (stage, file, column) -> merged DVC plot file
 CURVES = {
-    "psnr_stage_val": ("psnr", "val.csv", "psnr_y", "PSNR stage: validation psnr_y on the selection images", "psnr_y (dB)"),
-    "gan_stage_val": ("gan", "val.csv", "psnr_y", "GAN stage: validation psnr_y on the selection images", "psnr_y (dB)"),
-    "psnr_stage_loss": ("psnr", "train_loss.csv", "train/pixel", "PSNR stage: training pixel loss", "pixel loss (L1 on [0, 1])"),
+    "psnr_stage_val": (
+        "psnr",
+        "val.csv",
+        "psnr_y",
+        "PSNR stage: validation psnr_y on the selection images",
+        "psnr_y (dB)",
+    ),
+    "gan_stage_val": (
+        "gan",
+        "val.csv",
+        "psnr_y",
+        "GAN stage: validation psnr_y on the selection images",
+        "psnr_y (dB)",
+    ),
+    "psnr_stage_loss": (
+        "psnr",
+        "train_loss.csv",
+        "train/pixel",
+        "PSNR stage: training pixel loss",
+        "pixel loss (L1 on [0, 1])",
+    ),
 }
 
 
@@ -106,7 +125,9 @@ def _benchmark_section(doc: Document, bench: Mapping[str, Any], compare: tuple[s
         doc.text("No benchmark sets were scored.")
         return []
     methods = _order(list(next(iter(sets.values()))["methods"]), compare)
-    headers = ["method", "seeds"] + [f"{name} ({entry['images']} img) {k}" for name, entry in sets.items() for k in ("psnr_y", "ssim_y")]
+    headers = ["method", "seeds"] + [
+        f"{name} ({entry['images']} img) {k}" for name, entry in sets.items() for k in ("psnr_y", "ssim_y")
+    ]
     rows, gains, glance = [], [], []
     for method in methods:
         seeds = len(next(iter(sets.values()))["methods"][method].get("models", [method]))
@@ -117,16 +138,23 @@ def _benchmark_section(doc: Document, bench: Mapping[str, Any], compare: tuple[s
                 value = m.get(k) or {}
                 row.append(_fmt(value.get("mean"), digits) + (f" {_ci(value.get('ci'), digits)}" if seeds > 1 else ""))
                 g = m.get(f"{k}_gain_over_bicubic") or {}
-                gain.append(_fmt(g.get("mean"), digits, True) + (f" {_ci(g.get('ci'), digits, True)}" if seeds > 1 else ""))
+                gain.append(
+                    _fmt(g.get("mean"), digits, True) + (f" {_ci(g.get('ci'), digits, True)}" if seeds > 1 else "")
+                )
             if method in compare and m.get("psnr_y_gain_over_bicubic"):
-                glance.append(f"{name}: {method} {_fmt(m['psnr_y_gain_over_bicubic'].get('mean'), 2, True)} dB over bicubic")
+                glance.append(
+                    f"{name}: {method} {_fmt(m['psnr_y_gain_over_bicubic'].get('mean'), 2, True)} dB over bicubic"
+                )
         rows.append(row)
         if method != "bicubic":
             gains.append(gain)
     doc.table(headers, rows + gains)
-    doc.note("Mean over training seeds of the set mean; with several seeds, [95% CI over seeds] (Student t over the "
-             "per-seed set means: the images are the fixed standard set, so only the seeds vary; n/a below 3 seeds). "
-             + str(bench.get("meta", {}).get("protocol", "")) + ". LR: the set's own LR_bicubic images where present.")
+    doc.note(
+        "Mean over training seeds of the set mean; with several seeds, [95% CI over seeds] (Student t over the "
+        "per-seed set means: the images are the fixed standard set, so only the seeds vary; n/a below 3 seeds). "
+        + str(bench.get("meta", {}).get("protocol", ""))
+        + ". LR: the set's own LR_bicubic images where present."
+    )
     return glance
 
 
@@ -136,9 +164,13 @@ def _validation_section(doc: Document, ev: Mapping[str, Any], compare: tuple[str
     methods = seeds.get("methods") or {}
     doc.heading("2. COCO-Stuff validation (report images)")
     excluded = meta.get("excluded_ids") or []
-    doc.text(f"{meta.get('images', '?')} images of split {meta.get('split')} (class map {meta.get('class_map')}), x{meta.get('scale')}, "
-             f"border {meta.get('crop_border')} px; the {len(excluded)} selection images training chose its checkpoints on are "
-             "left out, so these numbers never saw a checkpoint choice.")
+    doc.text(
+        f"{meta.get('images', '?')} images of split {meta.get('split')} (class map {meta.get('class_map')}), "
+        f"x{meta.get('scale')}, "
+        f"border {meta.get('crop_border')} px; the {len(excluded)} selection images training chose its checkpoints on "
+        "are "
+        "left out, so these numbers never saw a checkpoint choice."
+    )
     if not methods:
         doc.text("The evaluation has no per-seed section (it predates seeds): see outputs/evaluate/summary.md.")
         return None
@@ -146,8 +178,13 @@ def _validation_section(doc: Document, ev: Mapping[str, Any], compare: tuple[str
     rows = []
     for name in _order(list(methods), compare):
         m = methods[name]
-        rows.append([name, str(m.get("seeds"))] + [f"{_fmt(m.get(k), 4 if k != 'psnr_y' else 2)} {_ci(m.get(f'{k}_ci'), 4 if k != 'psnr_y' else 2)}"
-                                                  for k in metric_names])
+        rows.append(
+            [name, str(m.get("seeds"))]
+            + [
+                f"{_fmt(m.get(k), 4 if k != 'psnr_y' else 2)} {_ci(m.get(f'{k}_ci'), 4 if k != 'psnr_y' else 2)}"
+                for k in metric_names
+            ]
+        )
     doc.table(["method", "seeds"] + [f"{k} [95% CI]" for k in metric_names], rows)
     diffs = dict(seeds.get("diff") or {})
     first = f"{compare[0]}-{compare[1]}"
@@ -155,22 +192,40 @@ def _validation_section(doc: Document, ev: Mapping[str, Any], compare: tuple[str
     drows = []
     headline = None
     for pair, d in diffs.items():
-        drows.append([pair, str(d.get("seeds")), str(d.get("images")), f"{_fmt(d.get('psnr_y'), 3, True)} {_ci(d.get('psnr_y_ci'), 3, True)}",
-                      f"{_fmt(d.get('ssim_y'), 4, True)} {_ci(d.get('ssim_y_ci'), 4, True)}",
-                      " ".join(_fmt(v, 3, True) for v in d.get("psnr_y_per_seed", [])), str(d.get("ci_covers"))])
+        drows.append(
+            [
+                pair,
+                str(d.get("seeds")),
+                str(d.get("images")),
+                f"{_fmt(d.get('psnr_y'), 3, True)} {_ci(d.get('psnr_y_ci'), 3, True)}",
+                f"{_fmt(d.get('ssim_y'), 4, True)} {_ci(d.get('ssim_y_ci'), 4, True)}",
+                " ".join(_fmt(v, 3, True) for v in d.get("psnr_y_per_seed", [])),
+                str(d.get("ci_covers")),
+            ]
+        )
         if pair == f"{compare[0]}-{compare[1]}":
-            headline = (f"{compare[0]} minus {compare[1]} on the COCO-Stuff report images: {_fmt(d.get('psnr_y'), 3, True)} dB psnr_y "
-                        f"{_ci(d.get('psnr_y_ci'), 3, True)} ({d.get('seeds')} seed(s), {d.get('images')} images; the CI covers "
-                        f"{d.get('ci_covers')})")
+            headline = (
+                f"{compare[0]} minus {compare[1]} on the COCO-Stuff report images: {_fmt(d.get('psnr_y'), 3, True)} "
+                "dB psnr_y "
+                f"{_ci(d.get('psnr_y_ci'), 3, True)} ({d.get('seeds')} seed(s), {d.get('images')} images; the CI "
+                "covers "
+                f"{d.get('ci_covers')})"
+            )
     doc.heading("Differences (paired by seed and image)", 3)
-    doc.table(["a - b", "seeds", "images", "psnr_y (dB) [95% CI]", "ssim_y [95% CI]", "psnr_y per seed", "CI covers"], drows)
-    doc.note("Each seed's model pairs with the other arm's model of the same seed, image by image. Several seeds: mean "
-             "over seeds of the per-seed mean difference; the CI resamples seeds, then images (two-way bootstrap, "
-             f"{meta.get('bootstrap')} resamples). One seed: Student t over images, and the CI covers images only: it says "
-             "nothing about how much another training seed would move the difference.")
+    doc.table(
+        ["a - b", "seeds", "images", "psnr_y (dB) [95% CI]", "ssim_y [95% CI]", "psnr_y per seed", "CI covers"], drows
+    )
+    doc.note(
+        "Each seed's model pairs with the other arm's model of the same seed, image by image. Several seeds: mean "
+        "over seeds of the per-seed mean difference; the CI resamples seeds, then images (two-way bootstrap, "
+        f"{meta.get('bootstrap')} resamples). One seed: Student t over images, and the CI covers images only: it says "
+        "nothing about how much another training seed would move the difference."
+    )
     lpips = meta.get("lpips", "")
     if "lpips" not in metric_names:
-        doc.note(f"LPIPS: not computed ({str(lpips).split('(')[0].strip() or 'no weights'}; set evaluate.lpips_weights).")
+        doc.note(
+            f"LPIPS: not computed ({str(lpips).split('(')[0].strip() or 'no weights'}; set evaluate.lpips_weights)."
+        )
     return headline
 
 
@@ -199,21 +254,37 @@ def _class_section(doc: Document, inputs: ReportInputs, ev: Mapping[str, Any], o
         return None
     rows = [r for r in _read_rows(path) if math.isfinite(r["psnr_y_gain"])]
     usable = [r for r in rows if r["images"] >= inputs.min_class_images]
-    doc.text(f"{len(usable)} of {len(rows)} classes appear in at least {inputs.min_class_images} report images; only those are "
-             "ranked (a class in fewer images has no interval).")
+    doc.text(
+        f"{len(usable)} of {len(rows)} classes appear in at least {inputs.min_class_images} report images; only those "
+        "are "
+        "ranked (a class in fewer images has no interval)."
+    )
     if not usable:
         return None
     ranked = sorted(usable, key=lambda r: -r["psnr_y_gain"])
     n = inputs.top_classes
     chosen = ranked if len(ranked) <= 2 * n else ranked[:n] + ranked[-n:]
-    png = plot_gains(out / "plots" / "per_class_gain.png", chosen,
-                     f"psnr_y gain per class, {pair[0]} - {pair[1]} (95% CI)", f"psnr_y gain, {pair[0]} - {pair[1]} (dB)")
+    png = plot_gains(
+        out / "plots" / "per_class_gain.png",
+        chosen,
+        f"psnr_y gain per class, {pair[0]} - {pair[1]} (95% CI)",
+        f"psnr_y gain, {pair[0]} - {pair[1]} (dB)",
+    )
     if png is not None:
         doc.image("plots/per_class_gain.png", "per-class psnr_y gains with 95% CIs")
 
     def table(part: Sequence[dict[str, Any]]) -> list[list[str]]:
-        return [[str(r["class"]), str(r["images"]), str(r["pixels"]), _fmt(r["psnr_y_gain"], 3, True),
-                 _ci([r["psnr_y_gain_ci_lo"], r["psnr_y_gain_ci_hi"]], 3, True), str(r.get("ci_covers") or "")] for r in part]
+        return [
+            [
+                str(r["class"]),
+                str(r["images"]),
+                str(r["pixels"]),
+                _fmt(r["psnr_y_gain"], 3, True),
+                _ci([r["psnr_y_gain_ci_lo"], r["psnr_y_gain_ci_hi"]], 3, True),
+                str(r.get("ci_covers") or ""),
+            ]
+            for r in part
+        ]
 
     headers = ["class", "images", "pixels", "psnr_y gain (dB)", "95% CI", "CI covers"]
     if len(ranked) <= 2 * n:
@@ -221,33 +292,59 @@ def _class_section(doc: Document, inputs: ReportInputs, ev: Mapping[str, Any], o
     else:
         doc.heading(f"Top {n}", 3).table(headers, table(ranked[:n]))
         doc.heading(f"Bottom {n}", 3).table(headers, table(ranked[::-1][:n]))
-    doc.note("Class PSNR pools the squared errors of the class's pixels over the images that contain it (labels on the HR "
-             "grid). Several seeds: mean over seeds of each seed's class gain, CI over seeds then images; one seed: BCa "
-             "bootstrap over images.")
+    doc.note(
+        "Class PSNR pools the squared errors of the class's pixels over the images that contain it (labels on the HR "
+        "grid). Several seeds: mean over seeds of each seed's class gain, CI over seeds then images; one seed: BCa "
+        "bootstrap over images."
+    )
     positive = sum(r["psnr_y_gain"] > 0 for r in usable)
-    return f"per class: {positive} of {len(usable)} classes gain; largest {ranked[0]['class']} {_fmt(ranked[0]['psnr_y_gain'], 3, True)} dB"
+    largest = f"{ranked[0]['class']} {_fmt(ranked[0]['psnr_y_gain'], 3, True)} dB"
+    return f"per class: {positive} of {len(usable)} classes gain; largest {largest}"
 
 
 def _study_section(doc: Document, study_dir: Path | None) -> str | None:
     doc.heading("4. User study")
     path = study_dir / "analysis.json" if study_dir is not None else None
     if path is None or not path.is_file():
-        doc.text("No votes analysed yet: serve the study (`srseg study serve`, invite raters with `srseg study invite`), "
-                 "then `srseg study analyze` and `srseg report`.")
+        doc.text(
+            "No votes analysed yet: serve the study (`srseg study serve`, invite raters with `srseg study invite`), "
+            "then `srseg study analyze` and `srseg report`."
+        )
         return None
     result = read_json(path)
     counts, params = result.get("counts", {}), result.get("params", {})
-    doc.text(f"{counts.get('votes_used')} votes of {counts.get('raters_included')} included raters "
-             f"(of {counts.get('raters_total')}; attention threshold {params.get('attention_threshold')}).")
+    doc.text(
+        f"{counts.get('votes_used')} votes of {counts.get('raters_included')} included raters "
+        f"(of {counts.get('raters_total')}; attention threshold {params.get('attention_threshold')})."
+    )
     bt = sorted(result.get("bradley_terry", []), key=lambda b: -b["score"])
     doc.heading(f"Bradley-Terry scores (reference {params.get('reference')})", 3)
-    doc.table(["method", "log-strength", "95% CI", "P(beats reference)"],
-              [[b["method"], _fmt(b["score"], 3, True), _ci([b.get("ci_low"), b.get("ci_high")], 3, True), _fmt(b.get("p_beats_reference"), 3)]
-               for b in bt])
+    doc.table(
+        ["method", "log-strength", "95% CI", "P(beats reference)"],
+        [
+            [
+                b["method"],
+                _fmt(b["score"], 3, True),
+                _ci([b.get("ci_low"), b.get("ci_high")], 3, True),
+                _fmt(b.get("p_beats_reference"), 3),
+            ]
+            for b in bt
+        ],
+    )
     doc.heading("Preferences (Wilson 95% CI)", 3)
-    doc.table(["A", "B", "A wins / n", "rate of A", "95% CI"],
-              [[w["a"], w["b"], f"{w['wins_a']} / {w['n']}", _fmt(w.get("rate_a"), 3), _ci([w.get("ci_low"), w.get("ci_high")], 3)]
-               for w in result.get("win_rates", [])])
+    doc.table(
+        ["A", "B", "A wins / n", "rate of A", "95% CI"],
+        [
+            [
+                w["a"],
+                w["b"],
+                f"{w['wins_a']} / {w['n']}",
+                _fmt(w.get("rate_a"), 3),
+                _ci([w.get("ci_low"), w.get("ci_high")], 3),
+            ]
+            for w in result.get("win_rates", [])
+        ],
+    )
     return f"study: {counts.get('votes_used')} votes, top {bt[0]['method']}" if bt else None
 
 
@@ -291,8 +388,13 @@ def _provenance_section(doc: Document, inputs: ReportInputs, bench: Mapping[str,
     items = [f"code: {k} {v}" for k, v in inputs.code.items()]
     items += [f"data: {k} sha256 {v}" for k, v in inputs.data_checksums.items()]
     for name, detail in bench.get("sets", {}).items():
-        items.append(f"benchmark {name}: {detail.get('root')} ({detail.get('images')} images, LR {detail.get('lr')}), sha256 {detail.get('sha256')}")
-    items += [f"training run {arm} seed {seed}: {run}" for arm, seeds in inputs.runs.items() for seed, run in seeds.items()]
+        items.append(
+            f"benchmark {name}: {detail.get('root')} ({detail.get('images')} images, LR {detail.get('lr')}), sha256 "
+            f"{detail.get('sha256')}"
+        )
+    items += [
+        f"training run {arm} seed {seed}: {run}" for arm, seeds in inputs.runs.items() for seed, run in seeds.items()
+    ]
     doc.bullets(items)
     doc.code(yaml.safe_dump(dict(inputs.config), sort_keys=False), "Exact configuration (resolved params.yaml)")
 
@@ -323,17 +425,30 @@ def build_report(inputs: ReportInputs, output_dir: str | Path, dvc_dir: str | Pa
     _provenance_section(body, inputs, bench)
 
     doc = Document(f"srseg science report: multitask vs SR-only ({profile} profile)")
-    doc.text(f"Rad et al. (arXiv 1907.12488) claim that training SR together with semantic segmentation improves the SR "
-             f"output. Here: the multitask arm ({inputs.compare[0]}) against the SR-only ablation ({inputs.compare[1]}, "
-             f"lambda_seg = 0, everything else equal), each trained with seeds {seeds}, and bicubic. Generated "
-             f"{time.strftime('%Y-%m-%d %H:%M:%S %Z')}.")
+    doc.text(
+        f"Rad et al. (arXiv 1907.12488) claim that training SR together with semantic segmentation improves the SR "
+        f"output. Here: the multitask arm ({inputs.compare[0]}) against the SR-only ablation ({inputs.compare[1]}, "
+        f"lambda_seg = 0, everything else equal), each trained with seeds {seeds}, and bicubic. Generated "
+        f"{time.strftime('%Y-%m-%d %H:%M:%S %Z')}."
+    )
     doc.heading("At a glance")
     doc.bullets([line for line in (headline, *glance, classes, study or "study: no votes yet") if line])
     doc.blocks.extend(body.blocks)
     write_text_atomic(out / "report.md", doc.markdown())
     write_text_atomic(out / "report.html", doc.html())
-    summary = {"profile": profile, "seeds": seeds, "headline": headline, "benchmark": glance, "per_class": classes, "study": study,
-               "files": ["report.md", "report.html", *sorted(p.relative_to(out).as_posix() for p in (out / "plots").glob("*.png"))]}
+    summary = {
+        "profile": profile,
+        "seeds": seeds,
+        "headline": headline,
+        "benchmark": glance,
+        "per_class": classes,
+        "study": study,
+        "files": [
+            "report.md",
+            "report.html",
+            *sorted(p.relative_to(out).as_posix() for p in (out / "plots").glob("*.png")),
+        ],
+    }
     write_json_atomic(out / "report.json", summary)
     logger.info("report written to %s", out / "report.html")
     return summary

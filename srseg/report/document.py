@@ -9,8 +9,8 @@ image links are relative, so the report folder can be moved, served or logged to
 from __future__ import annotations
 
 import html
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 from srseg.evaluate.report import md_escape
 
@@ -19,7 +19,8 @@ _CSS = (
     "table{border-collapse:collapse;margin:.6em 0 1.2em;font-size:.9em}th,td{border:1px solid #bbb;padding:.25em .55em;"
     "text-align:right}th{background:#eef}td:first-child,th:first-child{text-align:left}"
     "img{max-width:100%;border:1px solid #ccc;margin:.4em 0}pre{background:#f6f6f6;padding:.8em;overflow:auto;"
-    "font-size:.8em;max-height:30em}h1{font-size:1.6em}h2{font-size:1.25em;margin-top:1.6em;border-bottom:1px solid #ddd}"
+    "font-size:.8em;max-height:30em}h1{font-size:1.6em}h2{font-size:1.25em;margin-top:1.6em;border-bottom:1px solid "
+    "#ddd}"
     "h3{font-size:1.05em}p.note{color:#555;font-size:.9em}details{margin:.6em 0}"
 )
 
@@ -43,35 +44,35 @@ class Document:
     title: str
     blocks: list[_Block] = field(default_factory=list)
 
-    def heading(self, text: str, level: int = 2) -> "Document":
+    def heading(self, text: str, level: int = 2) -> Document:
         self.blocks.append(_Block("heading", text=text, level=level))
         return self
 
-    def text(self, text: str) -> "Document":
+    def text(self, text: str) -> Document:
         self.blocks.append(_Block("text", text=text))
         return self
 
-    def note(self, text: str) -> "Document":
+    def note(self, text: str) -> Document:
         """A paragraph that qualifies what is above it (how to read a table, what a CI covers)."""
         self.blocks.append(_Block("note", text=text))
         return self
 
-    def bullets(self, items: Sequence[str]) -> "Document":
+    def bullets(self, items: Sequence[str]) -> Document:
         self.blocks.append(_Block("bullets", items=list(items)))
         return self
 
-    def table(self, headers: Sequence[str], rows: Sequence[Sequence[str]]) -> "Document":
+    def table(self, headers: Sequence[str], rows: Sequence[Sequence[str]]) -> Document:
         width = len(headers)
         if any(len(row) != width for row in rows):
             raise ValueError(f"table rows must have {width} cells like the header {list(headers)}")
         self.blocks.append(_Block("table", headers=list(headers), rows=[list(map(str, r)) for r in rows]))
         return self
 
-    def image(self, src: str, alt: str) -> "Document":
+    def image(self, src: str, alt: str) -> Document:
         self.blocks.append(_Block("image", src=src, text=alt))
         return self
 
-    def code(self, text: str, summary: str) -> "Document":
+    def code(self, text: str, summary: str) -> Document:
         """A preformatted block (the configuration), folded away under ``summary`` in HTML."""
         self.blocks.append(_Block("code", text=text, summary=summary))
         return self
@@ -99,9 +100,13 @@ class Document:
 
     def html(self) -> str:
         esc = html.escape
-        out = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
-               '<meta name="viewport" content="width=device-width, initial-scale=1">',
-               f"<title>{esc(self.title)}</title><style>{_CSS}</style></head><body>", f"<h1>{esc(self.title)}</h1>"]
+        out = [
+            "<!DOCTYPE html>",
+            '<html lang="en"><head><meta charset="utf-8">',
+            '<meta name="viewport" content="width=device-width, initial-scale=1">',
+            f"<title>{esc(self.title)}</title><style>{_CSS}</style></head><body>",
+            f"<h1>{esc(self.title)}</h1>",
+        ]
         for b in self.blocks:
             if b.kind == "heading":
                 out.append(f"<h{b.level}>{esc(b.text)}</h{b.level}>")

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import io
 import math
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Mapping, Sequence
 
 from srseg.fileio import write_bytes_atomic
 
@@ -35,7 +35,9 @@ def mean_curve(curves: Sequence[Curve]) -> list[tuple[float, float]]:
     return [(x, sum(m[x] for m in maps) / len(maps)) for x in common]
 
 
-def plot_curves(path: Path, arms: Mapping[str, Mapping[int, Curve]], title: str, ylabel: str, log_y: bool = False) -> Path | None:
+def plot_curves(
+    path: Path, arms: Mapping[str, Mapping[int, Curve]], title: str, ylabel: str, log_y: bool = False
+) -> Path | None:
     """One line per seed (thin) and the mean over seeds (thick) for every arm; None if empty."""
     from matplotlib.figure import Figure
 
@@ -50,8 +52,15 @@ def plot_curves(path: Path, arms: Mapping[str, Mapping[int, Curve]], title: str,
                 ax.plot([p[0] for p in curve], [p[1] for p in curve], color=colour, alpha=0.35, linewidth=0.8)
         mean = mean_curve([c for c in seeds.values() if c])
         if mean:
-            ax.plot([p[0] for p in mean], [p[1] for p in mean], color=colour, linewidth=2.0, marker="o", markersize=3,
-                    label=f"{arm} (mean of {len(seeds)} seed{'s' if len(seeds) != 1 else ''})")
+            ax.plot(
+                [p[0] for p in mean],
+                [p[1] for p in mean],
+                color=colour,
+                linewidth=2.0,
+                marker="o",
+                markersize=3,
+                label=f"{arm} (mean of {len(seeds)} seed{'s' if len(seeds) != 1 else ''})",
+            )
     if log_y:
         ax.set_yscale("log")
     ax.set_xlabel("iteration")
@@ -71,8 +80,12 @@ def plot_gains(path: Path, rows: Sequence[Mapping[str, object]], title: str, xla
         return None
     usable = sorted(usable, key=lambda r: float(r["psnr_y_gain"]))  # type: ignore[arg-type]
     gains = [float(r["psnr_y_gain"]) for r in usable]  # type: ignore[arg-type]
-    low = [g - float(r["psnr_y_gain_ci_lo"]) if _finite(r.get("psnr_y_gain_ci_lo")) else 0.0 for g, r in zip(gains, usable)]
-    high = [float(r["psnr_y_gain_ci_hi"]) - g if _finite(r.get("psnr_y_gain_ci_hi")) else 0.0 for g, r in zip(gains, usable)]
+    low = [
+        g - float(r["psnr_y_gain_ci_lo"]) if _finite(r.get("psnr_y_gain_ci_lo")) else 0.0 for g, r in zip(gains, usable)
+    ]
+    high = [
+        float(r["psnr_y_gain_ci_hi"]) - g if _finite(r.get("psnr_y_gain_ci_hi")) else 0.0 for g, r in zip(gains, usable)
+    ]
     fig = Figure(figsize=(7.0, 0.32 * len(usable) + 1.4))
     ax = fig.add_subplot(1, 1, 1)
     ax.barh(range(len(gains)), gains, xerr=[low, high], capsize=3, color=["#2a7" if g > 0 else "#c44" for g in gains])

@@ -42,7 +42,13 @@ def run_download(params: Params, mirror: str | None = None, output: Path | None 
     cfg = params.download
     root = Path(output or params.paths.data_root)
     source = resolve_mirror(mirror if mirror is not None else cfg.mirror)
-    log.info("download: %s mode, %s, labels from %s, source %s", cfg.mode, list(cfg.splits), cfg.label_source, source or "official hosts")
+    log.info(
+        "download: %s mode, %s, labels from %s, source %s",
+        cfg.mode,
+        list(cfg.splits),
+        cfg.label_source,
+        source or "official hosts",
+    )
     manifest = download_cocostuff(
         output=root,
         splits=list(cfg.splits),

@@ -55,7 +55,9 @@ def run_evaluate(
 
     cfg = params.evaluate
     seeded = expand_methods(dict(methods or cfg.methods), params.train.seeds)
-    first_run = Path(train_run) if train_run is not None else seed_run_dir(params.train.output_dir, params.train.seeds[0])
+    first_run = (
+        Path(train_run) if train_run is not None else seed_run_dir(params.train.output_dir, params.train.seeds[0])
+    )
     train_dirs = [first_run / stage for stage in ("psnr", "gan") if (first_run / stage).is_dir()]
     chosen = seeded.specs
     compare = None if methods is not None else (seeded.first(cfg.compare[0]), seeded.first(cfg.compare[1]))
@@ -67,12 +69,20 @@ def run_evaluate(
         tags=evaluation_tags(chosen),
         log=log_to_mlflow,
     )
-    return evaluate(chosen, Path(params.paths.data_root), Path(output_dir or cfg.output_dir), settings, tracking,
-                    train_dirs=train_dirs, seed_groups=seeded.groups)
+    return evaluate(
+        chosen,
+        Path(params.paths.data_root),
+        Path(output_dir or cfg.output_dir),
+        settings,
+        tracking,
+        train_dirs=train_dirs,
+        seed_groups=seeded.groups,
+    )
 
 
-def evaluation_settings(params: Params, *, compare: tuple[str, str] | None, seg_model: str | None,
-                        gallery: bool = True) -> Any:
+def evaluation_settings(
+    params: Params, *, compare: tuple[str, str] | None, seg_model: str | None, gallery: bool = True
+) -> Any:
     """:class:`~srseg.evaluate.run.EvaluationSettings` from the ``evaluate`` section (and the
     training's scale, class map, device and LR source); the selection images are left out."""
     from srseg.evaluate.run import EvaluationSettings
@@ -120,8 +130,15 @@ def _build_bundle(params: Params, models: dict[str, str], out: Path, gate: dict[
     folders: dict[str, Path] = {}
     for method, model in models.items():
         folder = out / "sr" / method
-        upscale(inputs, folder, model=model, scale=params.train.scale, device=params.train.device, progress=True,
-                tracking_uri=tracking_uri(params))
+        upscale(
+            inputs,
+            folder,
+            model=model,
+            scale=params.train.scale,
+            device=params.train.device,
+            progress=True,
+            tracking_uri=tracking_uri(params),
+        )
         folders[method] = folder
     bundle = build_study(
         methods=folders,
@@ -145,7 +162,9 @@ def run_study_build(params: Params, output_dir: Path | None = None) -> Path:
     cfg = params.study
     for method in cfg.methods:
         if method not in params.evaluate.methods:
-            raise ValueError(f"study.methods: {method!r} is not one of evaluate.methods ({', '.join(params.evaluate.methods)})")
+            raise ValueError(
+                f"study.methods: {method!r} is not one of evaluate.methods ({', '.join(params.evaluate.methods)})"
+            )
     # raters judge one model per arm: the first seed's
     models = {method: for_seed(params.evaluate.methods[method], params.train.seeds[0]) for method in cfg.methods}
     return _build_bundle(params, models, Path(output_dir or cfg.output_dir))
@@ -170,9 +189,16 @@ def run_study_gate_build(params: Params, output_dir: Path | None = None) -> Path
     champion = aliases.get(CHAMPION)
     if champion is not None and str(champion) == str(aliases[CHALLENGER]):
         raise ValueError(f"{challenger} already is the {CHAMPION}: register a new version before building a gate study")
-    opponent, opponent_method = (f"models:/{name}/{champion}", "champion") if champion is not None else ("bicubic", "bicubic")
-    gate = {"challenger": challenger, "opponent": opponent, "challenger_method": "challenger",
-            "opponent_method": opponent_method, "model_name": name}
+    opponent, opponent_method = (
+        (f"models:/{name}/{champion}", "champion") if champion is not None else ("bicubic", "bicubic")
+    )
+    gate = {
+        "challenger": challenger,
+        "opponent": opponent,
+        "challenger_method": "challenger",
+        "opponent_method": opponent_method,
+        "model_name": name,
+    }
     out = Path(output_dir or Path(params.study.output_dir) / "gate")
     bundle = _build_bundle(params, {"challenger": challenger, opponent_method: opponent}, out, gate)
     _archive_foreign_votes(bundle)

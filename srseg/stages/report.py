@@ -14,8 +14,12 @@ log = logging.getLogger(__name__)
 ARMS = ("multitask", "sr_only")  # the training arms: train.output_dir and the lambda_seg = 0 ablation
 
 
-def report_inputs(params: Params, evaluate_dir: Path | None = None, benchmark_dir: Path | None = None,
-                  runs: dict[str, dict[int, Path]] | None = None) -> Any:
+def report_inputs(
+    params: Params,
+    evaluate_dir: Path | None = None,
+    benchmark_dir: Path | None = None,
+    runs: dict[str, dict[int, Path]] | None = None,
+) -> Any:
     """:class:`~srseg.report.build.ReportInputs` for ``params``: the stages' output folders (or the
     given ones), each arm's run per seed, data checksums and the code version."""
     from srseg.data.manifest import manifest_checksum
@@ -34,11 +38,15 @@ def report_inputs(params: Params, evaluate_dir: Path | None = None, benchmark_di
         evaluate_dir=Path(evaluate_dir or params.evaluate.output_dir),
         benchmark_dir=Path(benchmark_dir or params.benchmark.output_dir),
         benchmark_sets=list(params.benchmark.sets),
-        runs=runs or {arm: {seed: seed_run_dir(root, seed) for seed in params.train.seeds} for arm, root in roots.items()},
+        runs=runs
+        or {arm: {seed: seed_run_dir(root, seed) for seed in params.train.seeds} for arm, root in roots.items()},
         compare=tuple(params.evaluate.compare),
         study_dir=Path(params.study.output_dir) / "analysis",
         data_checksums=checksums,
-        code={"git commit": git_commit() or "unknown (no git checkout, SRSEG_GIT_COMMIT unset)", "srseg code sha256": code_digest()},
+        code={
+            "git commit": git_commit() or "unknown (no git checkout, SRSEG_GIT_COMMIT unset)",
+            "srseg code sha256": code_digest(),
+        },
         top_classes=params.report.top_classes,
         min_class_images=params.report.min_class_images,
     )
@@ -52,7 +60,9 @@ def log_to_evaluation_run(tracking_uri: str | None, evaluate_dir: Path, report_d
 
     record = evaluate_dir / RUN_RECORD
     if tracking_uri is None or not record.is_file():
-        log.info("report not logged to MLflow: %s", "MLflow is disabled" if tracking_uri is None else f"{record} not found")
+        log.info(
+            "report not logged to MLflow: %s", "MLflow is disabled" if tracking_uri is None else f"{record} not found"
+        )
         return None
     from srseg import tracking
 
@@ -64,7 +74,9 @@ def log_to_evaluation_run(tracking_uri: str | None, evaluate_dir: Path, report_d
     return run_id
 
 
-def run_report(params: Params, output_dir: Path | None = None, dvc_dir: Path | None = None, inputs: Any = None) -> dict[str, Any]:
+def run_report(
+    params: Params, output_dir: Path | None = None, dvc_dir: Path | None = None, inputs: Any = None
+) -> dict[str, Any]:
     """Build the report into ``output_dir`` (default ``report.output_dir``; merged curves for DVC
     plots into ``dvc_dir``) and log it into the evaluation's MLflow run."""
     from srseg.report.build import build_report

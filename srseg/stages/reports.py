@@ -8,8 +8,8 @@ commits without fetching anything. ``dvc.yaml`` passes ``--report-dir reports/<s
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
 
 from srseg.fileio import write_bytes_atomic
 

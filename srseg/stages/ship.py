@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from srseg.config import Params
 from srseg.fileio import read_json
@@ -67,8 +68,10 @@ def registry_uri(params: Params, operation: str) -> str:
     """The tracking URI for a registry operation; a one-line refusal when MLflow is disabled."""
     uri = tracking_uri(params)
     if uri is None:
-        raise ValueError(f"mlflow.enabled is false: {operation} works on the MLflow model registry and does nothing "
-                         "without it (set mlflow.enabled: true and mlflow.tracking_uri)")
+        raise ValueError(
+            f"mlflow.enabled is false: {operation} works on the MLflow model registry and does nothing "
+            "without it (set mlflow.enabled: true and mlflow.tracking_uri)"
+        )
     return uri
 
 
@@ -103,10 +106,20 @@ def run_register(params: Params, export_dir: Path | None = None, evaluation_run_
         existing = find_registered(params.registry.model_name, folder / "sr_head.safetensors", tracking_uri=uri)
         if existing is not None:
             existing = nominate_challenger(existing.name, existing.version, tracking_uri=uri)
-            log.info("%s: already registered as %s (aliases: %s); no new version", folder / "sr_head.safetensors",
-                     existing.model_uri, ", ".join(existing.aliases))
-            return {"name": existing.name, "version": existing.version, "run_id": existing.run_id,
-                    "model_uri": existing.model_uri, "aliases": list(existing.aliases), "registered": False}
+            log.info(
+                "%s: already registered as %s (aliases: %s); no new version",
+                folder / "sr_head.safetensors",
+                existing.model_uri,
+                ", ".join(existing.aliases),
+            )
+            return {
+                "name": existing.name,
+                "version": existing.version,
+                "run_id": existing.run_id,
+                "model_uri": existing.model_uri,
+                "aliases": list(existing.aliases),
+                "registered": False,
+            }
         tags = version_lineage(params, folder, uri, evaluation_run_id=evaluation_run_id)
         metrics = {k: (v["value"] if isinstance(v, dict) else v) for k, v in _evaluated_metrics(params).items()}
         info = log_and_register(
@@ -118,8 +131,15 @@ def run_register(params: Params, export_dir: Path | None = None, evaluation_run_
             model_card=folder / "MODEL_CARD.md",
             experiment_name=params.mlflow.experiment,
         )
-    return {"name": info.name, "version": info.version, "run_id": info.run_id, "model_uri": info.model_uri,
-            "aliases": list(info.aliases), "registered": True, "lineage": tags}
+    return {
+        "name": info.name,
+        "version": info.version,
+        "run_id": info.run_id,
+        "model_uri": info.model_uri,
+        "aliases": list(info.aliases),
+        "registered": True,
+        "lineage": tags,
+    }
 
 
 def read_per_image(path: Path, methods: list[str]) -> tuple[list[str], dict[str, dict[str, list[float]]]]:
@@ -150,10 +170,14 @@ def gate_evaluation(params: Params, output_dir: Path, client: Any):
 
     cfg = params.evaluate
     evaluation = evaluation_set(
-        params.paths.data_root, cfg.split, params.train.scale,
+        params.paths.data_root,
+        cfg.split,
+        params.train.scale,
         lr_root=params.paths.lr_root if params.train.lr_source == "precomputed" else None,
-        exclude_ids=selection_ids(params, cfg.split), max_images=cfg.max_images,
-        lpips_weights=cfg.lpips_weights, niqe_params=cfg.niqe_params,
+        exclude_ids=selection_ids(params, cfg.split),
+        max_images=cfg.max_images,
+        lpips_weights=cfg.lpips_weights,
+        niqe_params=cfg.niqe_params,
     )
 
     def score(specs: Mapping[str, str]) -> tuple[list[str], dict[str, dict[str, list[float]]]]:
@@ -218,7 +242,9 @@ def run_apply_decision(params: Params, decision: Mapping[str, Any]) -> dict[str,
     uri = registry_uri(params, "promote")
     judged = Decision.from_dict(decision)
     if judged.model_name != params.registry.model_name:
-        raise ValueError(f"the decision is about model {judged.model_name!r}, registry.model_name is {params.registry.model_name!r}")
+        raise ValueError(
+            f"the decision is about model {judged.model_name!r}, registry.model_name is {params.registry.model_name!r}"
+        )
     with registry_session(uri):
         return apply(judged, uri).to_dict()
 

@@ -25,7 +25,7 @@ import csv
 import io
 import logging
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from srseg.fileio import atomic_open
@@ -84,8 +84,8 @@ def export_crowd_csv(bundle: Path, output: Path, base_url: str | None = None) ->
 def _parse_time(text: str) -> str:
     stamp = datetime.fromisoformat(text.replace("Z", "+00:00"))
     if stamp.tzinfo is None:
-        stamp = stamp.replace(tzinfo=timezone.utc)
-    return stamp.astimezone(timezone.utc).isoformat(timespec="milliseconds")
+        stamp = stamp.replace(tzinfo=UTC)
+    return stamp.astimezone(UTC).isoformat(timespec="milliseconds")
 
 
 def read_crowd_votes(bundle: Path, csv_path: Path, rater_prefix: str = "crowd:") -> list[tuple[int, Vote]]:
@@ -141,11 +141,16 @@ def read_crowd_votes(bundle: Path, csv_path: Path, rater_prefix: str = "crowd:")
             if key in seen:
                 first_line, first_choice = seen[key]
                 if first_choice != choice:
-                    errors.append(f"line {line}: rater {rater!r} answered {pair_id} with {choice!r}, but {first_choice!r} on line {first_line}")
+                    errors.append(
+                        f"line {line}: rater {rater!r} answered {pair_id} with {choice!r}, but {first_choice!r} on "
+                        f"line {first_line}"
+                    )
                 continue
             seen[key] = (line, choice)
             assert pair is not None
-            votes.append((line, Vote(rater_prefix + rater, pair_id, pair.method(choice), choice, response_ms, created, "crowd")))
+            votes.append(
+                (line, Vote(rater_prefix + rater, pair_id, pair.method(choice), choice, response_ms, created, "crowd"))
+            )
     if errors:
         raise CrowdImportError(path, errors)
     if not votes:
@@ -153,7 +158,9 @@ def read_crowd_votes(bundle: Path, csv_path: Path, rater_prefix: str = "crowd:")
     return votes
 
 
-def import_crowd_votes(bundle: Path, csv_path: Path, state_dir: Path | None = None, rater_prefix: str = "crowd:") -> ImportReport:
+def import_crowd_votes(
+    bundle: Path, csv_path: Path, state_dir: Path | None = None, rater_prefix: str = "crowd:"
+) -> ImportReport:
     """Validate ``csv_path`` and add its votes to the study's store in one transaction."""
     study = load_study(Path(bundle), verify=False)
     rows = read_crowd_votes(bundle, csv_path, rater_prefix)
@@ -163,8 +170,11 @@ def import_crowd_votes(bundle: Path, csv_path: Path, state_dir: Path | None = No
     if result.conflicts:
         raise CrowdImportError(
             Path(csv_path),
-            [f"line {rows[index][0]}: rater {stored.rater_id!r} already answered {stored.pair_id} with "
-             f"{stored.side!r} (stored {stored.created_at})" for index, stored in result.conflicts],
+            [
+                f"line {rows[index][0]}: rater {stored.rater_id!r} already answered {stored.pair_id} with "
+                f"{stored.side!r} (stored {stored.created_at})"
+                for index, stored in result.conflicts
+            ],
         )
     report = ImportReport(len(votes), result.inserted, result.duplicates, len({v.rater_id for v in votes}))
     log.info("imported %d crowd votes (%d already stored) from %s", report.inserted, report.duplicates, csv_path)

@@ -26,10 +26,11 @@ import os
 import re
 import secrets
 import sqlite3
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Iterator, Literal, Sequence
+from typing import Literal
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +83,7 @@ CREATE INDEX IF NOT EXISTS failed_auth_by_address ON failed_auth (address, at_ms
 
 
 def now_iso() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
 
 
 def default_state_dir(bundle: Path) -> Path:
@@ -115,8 +116,13 @@ class Vote:
 
     def to_json(self) -> dict:
         return {
-            "rater_id": self.rater_id, "pair_id": self.pair_id, "choice": self.choice, "side": self.side,
-            "response_ms": self.response_ms, "created_at": self.created_at, "source": self.source,
+            "rater_id": self.rater_id,
+            "pair_id": self.pair_id,
+            "choice": self.choice,
+            "side": self.side,
+            "response_ms": self.response_ms,
+            "created_at": self.created_at,
+            "source": self.source,
         }
 
 
@@ -241,7 +247,8 @@ class StudyStore:
                     token = secrets.token_urlsafe(32)
                     try:
                         conn.execute(
-                            "INSERT INTO raters(rater_id, token_hash, name, source, created_at) VALUES (?, ?, ?, 'invite', ?)",
+                            "INSERT INTO raters(rater_id, token_hash, name, source, created_at) VALUES (?, ?, ?, "
+                            "'invite', ?)",
                             (rater_id, self.hash_token(token), label, now_iso()),
                         )
                         break
@@ -256,7 +263,9 @@ class StudyStore:
         if not token or len(token) > 200:
             return None
         with self.connect() as conn:
-            row = conn.execute(f"SELECT {_RATER_COLS} FROM raters WHERE token_hash = ? AND revoked = 0", (self.hash_token(token),)).fetchone()
+            row = conn.execute(
+                f"SELECT {_RATER_COLS} FROM raters WHERE token_hash = ? AND revoked = 0", (self.hash_token(token),)
+            ).fetchone()
         return Rater(*row[:-1], bool(row[-1])) if row else None
 
     def create_admin_token(self) -> str:
@@ -264,7 +273,8 @@ class StudyStore:
         token = secrets.token_urlsafe(32)
         with self.connect() as conn, _transaction(conn):
             conn.execute(
-                "INSERT INTO meta(key, value) VALUES ('admin_token_hash', ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                "INSERT INTO meta(key, value) VALUES ('admin_token_hash', ?) ON CONFLICT(key) DO UPDATE SET value = "
+                "excluded.value",
                 (self.hash_token(token),),
             )
         return token
@@ -294,11 +304,16 @@ class StudyStore:
 
     def mark_seen(self, rater_id: str) -> None:
         with self.connect() as conn:
-            conn.execute("UPDATE raters SET first_seen_at = ? WHERE rater_id = ? AND first_seen_at IS NULL", (now_iso(), rater_id))
+            conn.execute(
+                "UPDATE raters SET first_seen_at = ? WHERE rater_id = ? AND first_seen_at IS NULL",
+                (now_iso(), rater_id),
+            )
 
     def mark_finished(self, rater_id: str) -> None:
         with self.connect() as conn:
-            conn.execute("UPDATE raters SET finished_at = ? WHERE rater_id = ? AND finished_at IS NULL", (now_iso(), rater_id))
+            conn.execute(
+                "UPDATE raters SET finished_at = ? WHERE rater_id = ? AND finished_at IS NULL", (now_iso(), rater_id)
+            )
 
     def set_comment(self, rater_id: str, comment: str) -> None:
         if len(comment) > MAX_COMMENT:
@@ -325,7 +340,9 @@ class StudyStore:
             ).rowcount
             if inserted == 1:
                 return vote, "created"
-            row = conn.execute(f"SELECT {_VOTE_COLS} FROM votes WHERE rater_id = ? AND pair_id = ?", (rater_id, pair_id)).fetchone()
+            row = conn.execute(
+                f"SELECT {_VOTE_COLS} FROM votes WHERE rater_id = ? AND pair_id = ?", (rater_id, pair_id)
+            ).fetchone()
         stored = Vote(*row)
         return stored, ("duplicate" if (stored.choice, stored.side) == (choice, side) else "conflict")
 
@@ -336,7 +353,8 @@ class StudyStore:
         with self.connect() as conn, _transaction(conn):
             for index, vote in enumerate(votes):
                 conn.execute(
-                    "INSERT INTO raters(rater_id, source, created_at) VALUES (?, ?, ?) ON CONFLICT(rater_id) DO NOTHING",
+                    "INSERT INTO raters(rater_id, source, created_at) VALUES (?, ?, ?) ON CONFLICT(rater_id) DO "
+                    "NOTHING",
                     (vote.rater_id, vote.source, now_iso()),
                 )
                 row = conn.execute(
@@ -350,8 +368,17 @@ class StudyStore:
                         conflicts.append((index, stored))
                     continue
                 conn.execute(
-                    "INSERT INTO votes(rater_id, pair_id, choice, side, response_ms, created_at, source) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    (vote.rater_id, vote.pair_id, vote.choice, vote.side, vote.response_ms, vote.created_at, vote.source),
+                    "INSERT INTO votes(rater_id, pair_id, choice, side, response_ms, created_at, source) VALUES (?, "
+                    "?, ?, ?, ?, ?, ?)",
+                    (
+                        vote.rater_id,
+                        vote.pair_id,
+                        vote.choice,
+                        vote.side,
+                        vote.response_ms,
+                        vote.created_at,
+                        vote.source,
+                    ),
                 )
                 inserted += 1
             if conflicts:
@@ -365,7 +392,9 @@ class StudyStore:
             if rater_id is None:
                 rows = conn.execute(f"SELECT {_VOTE_COLS} FROM votes ORDER BY id").fetchall()
             else:
-                rows = conn.execute(f"SELECT {_VOTE_COLS} FROM votes WHERE rater_id = ? ORDER BY id", (rater_id,)).fetchall()
+                rows = conn.execute(
+                    f"SELECT {_VOTE_COLS} FROM votes WHERE rater_id = ? ORDER BY id", (rater_id,)
+                ).fetchall()
         return [Vote(*row) for row in rows]
 
     def voted_pairs(self, rater_id: str) -> set[str]:
@@ -401,7 +430,8 @@ class StudyStore:
         """(number of wrong tokens from ``address`` since ``since_ms``, time of the oldest of them)."""
         with self.connect() as conn:
             count, oldest = conn.execute(
-                "SELECT COUNT(*), MIN(at_ms) FROM failed_auth WHERE address = ? AND at_ms >= ?", (address, int(since_ms))
+                "SELECT COUNT(*), MIN(at_ms) FROM failed_auth WHERE address = ? AND at_ms >= ?",
+                (address, int(since_ms)),
             ).fetchone()
         return int(count), (int(oldest) if oldest is not None else None)
 

@@ -66,7 +66,9 @@ def verify_file(path: str | Path) -> None:
         raise CheckpointError(f"{path}: SHA-256 {actual} does not match {side.name} ({' '.join(expected)!r})")
 
 
-def load_file(path: str | Path, map_location: str | torch.device = "cpu", expect_format: str | None = None) -> dict[str, Any]:
+def load_file(
+    path: str | Path, map_location: str | torch.device = "cpu", expect_format: str | None = None
+) -> dict[str, Any]:
     """Verify the checksum, then ``torch.load(weights_only=True)``; every failure is a CheckpointError."""
     path = Path(path)
     verify_file(path)
@@ -179,7 +181,13 @@ def restore_rng_state(state: dict[str, Any]) -> None:
     random.setstate((int(py["version"]), tuple(int(v) for v in py["state"].tolist()), py["gauss"]))
     npy = state["numpy"]
     np.random.set_state(
-        (npy["kind"], npy["keys"].numpy().astype(np.uint32), int(npy["pos"]), int(npy["has_gauss"]), float(npy["gauss"]))
+        (
+            npy["kind"],
+            npy["keys"].numpy().astype(np.uint32),
+            int(npy["pos"]),
+            int(npy["has_gauss"]),
+            float(npy["gauss"]),
+        )
     )
     torch.set_rng_state(state["torch"].cpu().to(torch.uint8))
     cuda_states = state.get("cuda") or []

@@ -51,9 +51,10 @@ import logging
 import math
 import os
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Literal, Mapping
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -66,8 +67,8 @@ from srseg.models.discriminator import VGGStyleDiscriminator
 from srseg.models.ema import ModelEMA
 from srseg.models.generator import MultiTaskSRNet
 from srseg.models.io import save_generator
-from srseg.models.registry import build_generator as build_registered
 from srseg.models.losses import AdversarialLoss, PerceptualLoss, PixelLoss, SegmentationLoss
+from srseg.models.registry import build_generator as build_registered
 from srseg.train import checkpoint as ckpt
 from srseg.train.distributed import (
     DistInfo,
@@ -92,8 +93,21 @@ VAL_COLUMNS = ("iteration", "psnr_y", "ssim_y", "lpips", "miou", "pixel_acc")
 # Settings that define the optimisation problem: a checkpoint made under other values is not
 # resumed (the run would silently mix two objectives). Schedule length, logging, workers, device
 # and speed options may change between a run and its resume.
-_SIGNATURE_FIELDS = ("scale", "class_map", "generator", "discriminator", "loss", "batch_size", "patch_size",
-                     "lr_source", "ema_decay", "seed", "augment", "adam_betas", "train_split")
+_SIGNATURE_FIELDS = (
+    "scale",
+    "class_map",
+    "generator",
+    "discriminator",
+    "loss",
+    "batch_size",
+    "patch_size",
+    "lr_source",
+    "ema_decay",
+    "seed",
+    "augment",
+    "adam_betas",
+    "train_split",
+)
 _SIGNATURE_STAGE_FIELDS = ("lr", "lr_schedule", "lr_milestones", "lr_gamma", "lr_final_ratio")
 
 
@@ -124,7 +138,7 @@ class TrainHooks:
     resume), after each step (iteration, this rank's sample ids) and after each checkpoint is on
     disk (iteration, path; rank 0 only)."""
 
-    before_train: Callable[["Trainer"], None] | None = None
+    before_train: Callable[[Trainer], None] | None = None
     after_step: Callable[[int, list[int]], None] | None = None
     after_checkpoint: Callable[[int, Path], None] | None = None
 
@@ -267,8 +281,16 @@ class DeterminismState:
 
 SELECTED_WEIGHTS = "selected.safetensors"
 FINAL_WEIGHTS = "final.safetensors"
-STAGE_OUTPUTS = ("checkpoints", SELECTED_WEIGHTS, SELECTED_WEIGHTS + ".json", FINAL_WEIGHTS, FINAL_WEIGHTS + ".json",
-                 "metrics.json", "plots", "samples")
+STAGE_OUTPUTS = (
+    "checkpoints",
+    SELECTED_WEIGHTS,
+    SELECTED_WEIGHTS + ".json",
+    FINAL_WEIGHTS,
+    FINAL_WEIGHTS + ".json",
+    "metrics.json",
+    "plots",
+    "samples",
+)
 
 
 def clear_stage_outputs(stage_dir: str | Path) -> list[Path]:
@@ -373,7 +395,8 @@ class Trainer:
         for milestone in self.stage_cfg.lr_milestones:
             if not 0 < milestone <= self.stage_cfg.iterations:
                 raise ValueError(
-                    f"{self.stage}_stage.lr_milestones: {milestone} is outside 1..iterations={self.stage_cfg.iterations}"
+                    f"{self.stage}_stage.lr_milestones: {milestone} is outside "
+                    f"1..iterations={self.stage_cfg.iterations}"
                 )
 
     def _build_generator(self, init_weights: Mapping[str, Tensor] | None) -> None:
@@ -431,7 +454,9 @@ class Trainer:
         self.d_train: nn.Module | None = self.discriminator
         if self.dist.is_distributed:
             ids = [self.device.index] if self.device.type == "cuda" else None
-            self.g_train = nn.parallel.DistributedDataParallel(self.g_train, device_ids=ids, gradient_as_bucket_view=True)
+            self.g_train = nn.parallel.DistributedDataParallel(
+                self.g_train, device_ids=ids, gradient_as_bucket_view=True
+            )
             if self.discriminator is not None:
                 self.d_train = nn.parallel.DistributedDataParallel(
                     self.discriminator, device_ids=ids, gradient_as_bucket_view=True
@@ -617,7 +642,9 @@ class Trainer:
                         bar.set_postfix({k: f"{v:.4g}" for k, v in values.items() if not k.startswith("perf")})
                     window_start, window_wait, window_paused, window_steps = time.perf_counter(), 0.0, 0.0, 0
                 pause_start = time.perf_counter()
-                if self.val_set is not None and (self.iteration % self.stage_cfg.val_every == 0 or self.iteration == total):
+                if self.val_set is not None and (
+                    self.iteration % self.stage_cfg.val_every == 0 or self.iteration == total
+                ):
                     self.run_validation()
                 if self.iteration % self.stage_cfg.checkpoint_every == 0 or last:
                     self.save_checkpoint()
@@ -646,15 +673,22 @@ class Trainer:
         """``final.safetensors``; it is also the shipped ``selected.safetensors`` under ``final_ema``
         or when nothing was selected (no validation images, or no finite score)."""
         meta = self._weights_metadata()
-        save_ema_weights(self.ema.module, self.stage_dir / FINAL_WEIGHTS, self.stage, self.iteration, self.last_val, meta)
+        save_ema_weights(
+            self.ema.module, self.stage_dir / FINAL_WEIGHTS, self.stage, self.iteration, self.last_val, meta
+        )
         if self.selection_rule != "final_ema" and self.selected_iteration:
             return
         if self.selection_rule != "final_ema":
-            logger.warning("%s stage: no validation selected weights by %s; shipping the final EMA weights",
-                           self.stage, self.selection_rule)
+            logger.warning(
+                "%s stage: no validation selected weights by %s; shipping the final EMA weights",
+                self.stage,
+                self.selection_rule,
+            )
             self.selection_rule = meta["selection_rule"] = "final_ema"
         self.selected_iteration = self.iteration
-        save_ema_weights(self.ema.module, self.stage_dir / SELECTED_WEIGHTS, self.stage, self.iteration, self.last_val, meta)
+        save_ema_weights(
+            self.ema.module, self.stage_dir / SELECTED_WEIGHTS, self.stage, self.iteration, self.last_val, meta
+        )
 
     def _accumulate(self, losses: Mapping[str, Tensor]) -> None:
         for name, value in losses.items():
@@ -726,14 +760,26 @@ class Trainer:
             extra = f" lpips {metrics['lpips']:.4f}" if "lpips" in metrics else ""
             logger.info(
                 "iter %d val: psnr_y %.3f ssim_y %.4f%s miou %.4f pixel_acc %.4f (%d selection images)%s",
-                self.iteration, metrics["psnr_y"], metrics["ssim_y"], extra, metrics["miou"], metrics["pixel_acc"],
-                result.num_images, f" selected ({self.selection_rule})" if selected else "",
+                self.iteration,
+                metrics["psnr_y"],
+                metrics["ssim_y"],
+                extra,
+                metrics["miou"],
+                metrics["pixel_acc"],
+                result.num_images,
+                f" selected ({self.selection_rule})" if selected else "",
             )
             self.tracker.log_metrics({f"val/{k}": v for k, v in metrics.items()}, step=self.iteration)
             self._val_rows.append({"iteration": float(self.iteration), **metrics})
             if selected:
-                save_ema_weights(self.ema.module, self.stage_dir / SELECTED_WEIGHTS, self.stage, self.iteration, metrics,
-                                 self._weights_metadata())
+                save_ema_weights(
+                    self.ema.module,
+                    self.stage_dir / SELECTED_WEIGHTS,
+                    self.stage,
+                    self.iteration,
+                    metrics,
+                    self._weights_metadata(),
+                )
             if result.grid is not None:
                 self._save_grid(result.grid)
             self.write_plots()
@@ -783,7 +829,11 @@ class Trainer:
             "rng": rng,
             "data": self.data_position(),
             "best": {"psnr_y": self.best_psnr_y, "iteration": self.best_iteration},
-            "selected": {"rule": self.selection_rule, "score": self.selected_score, "iteration": self.selected_iteration},
+            "selected": {
+                "rule": self.selection_rule,
+                "score": self.selected_score,
+                "iteration": self.selected_iteration,
+            },
             "last_val": dict(self.last_val),
             "last_train": dict(self.last_train),
             "signature": resume_signature(self.cfg, self.stage),
@@ -792,7 +842,9 @@ class Trainer:
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restore everything ``state_dict`` saved; refuses a checkpoint of another stage or net."""
         if state.get("stage") != self.stage:
-            raise ckpt.CheckpointError(f"checkpoint is for stage {state.get('stage')!r}, this trainer runs {self.stage!r}")
+            raise ckpt.CheckpointError(
+                f"checkpoint is for stage {state.get('stage')!r}, this trainer runs {self.stage!r}"
+            )
         if state.get("generator_config") != self.generator.config:
             raise ckpt.CheckpointError(
                 f"checkpoint generator config {state.get('generator_config')} differs from the configured "
@@ -800,8 +852,11 @@ class Trainer:
             )
         saved = state.get("signature") or {}
         current = resume_signature(self.cfg, self.stage)
-        changed = [f"{k}: {saved.get(k, '<absent>')} -> {current.get(k, '<absent>')}"
-                   for k in sorted(set(saved) | set(current)) if saved.get(k) != current.get(k)]
+        changed = [
+            f"{k}: {saved.get(k, '<absent>')} -> {current.get(k, '<absent>')}"
+            for k in sorted(set(saved) | set(current))
+            if saved.get(k) != current.get(k)
+        ]
         if changed:
             raise ckpt.CheckpointError(
                 f"checkpoints in {self.checkpoint_dir} were made with other training settings "
@@ -842,8 +897,11 @@ class Trainer:
         if len(rng_states) == self.dist.world_size:
             ckpt.restore_rng_state(rng_states[self.dist.rank])
         else:
-            logger.warning("checkpoint has RNG states of %d ranks, world size is %d: using rank 0's",
-                           len(rng_states), self.dist.world_size)
+            logger.warning(
+                "checkpoint has RNG states of %d ranks, world size is %d: using rank 0's",
+                len(rng_states),
+                self.dist.world_size,
+            )
             ckpt.restore_rng_state(rng_states[0])
 
     def save_checkpoint(self) -> Path | None:
@@ -873,7 +931,9 @@ class Trainer:
         if self.dist.is_main:
             self._reload_plots()
         epoch, offset = self.sampler.position(self.batches_consumed)
-        logger.info("resumed %s at iteration %d (epoch %d, batch %d) from %s", self.stage, self.iteration, epoch, offset, path)
+        logger.info(
+            "resumed %s at iteration %d (epoch %d, batch %d) from %s", self.stage, self.iteration, epoch, offset, path
+        )
         return True
 
     # --- DVC files ------------------------------------------------------------------------------
@@ -903,8 +963,12 @@ class Trainer:
                 "iteration": result.iteration,
                 "finished": result.finished,
                 "best": {"psnr_y": _finite(result.best_psnr_y), "iteration": result.best_iteration},
-                "selected": {"rule": self.selection_rule, "iteration": self.selected_iteration,
-                             "file": SELECTED_WEIGHTS, "perceptual_loss": self.perceptual_description},
+                "selected": {
+                    "rule": self.selection_rule,
+                    "iteration": self.selected_iteration,
+                    "file": SELECTED_WEIGHTS,
+                    "perceptual_loss": self.perceptual_description,
+                },
                 "val": {k: _finite(v) for k, v in result.last_val.items()},
                 "train": {k.split("/", 1)[-1]: _finite(v) for k, v in result.last_train.items()},
             },

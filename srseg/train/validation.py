@@ -95,7 +95,9 @@ def _hwc(image_u8: Tensor) -> np.ndarray:
     return image_u8[0].permute(1, 2, 0).cpu().numpy()
 
 
-def _grid_row(lr: Tensor, sr_u8: Tensor, hr_u8: Tensor, pred: Tensor, label: Tensor, scale: int, num_classes: int) -> np.ndarray:
+def _grid_row(
+    lr: Tensor, sr_u8: Tensor, hr_u8: Tensor, pred: Tensor, label: Tensor, scale: int, num_classes: int
+) -> np.ndarray:
     """One sample row: LR (nearest x scale) | SR | HR | predicted seg | ground-truth seg."""
     side_h = min(SAMPLE_CROP, hr_u8.shape[-2])
     side_w = min(SAMPLE_CROP, hr_u8.shape[-1])

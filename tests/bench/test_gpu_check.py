@@ -36,9 +36,22 @@ def tiny(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[d
     out = tmp_path_factory.mktemp("gpu_check") / "report.json"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
     proc = subprocess.run(
-        [sys.executable, str(BENCH / "gpu_check.py"), "--tiny", "--device", "cpu", "--out", str(out),
-         "--data-dir", str(shared_data)],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=540,
+        [
+            sys.executable,
+            str(BENCH / "gpu_check.py"),
+            "--tiny",
+            "--device",
+            "cpu",
+            "--out",
+            str(out),
+            "--data-dir",
+            str(shared_data),
+        ],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=540,
     )
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
     return json.loads(out.read_text()), proc.stdout
@@ -120,8 +133,9 @@ def test_schema_check_names_what_differs(gpu_check: ModuleType, tiny: tuple[dict
         gpu_check.check_schema(broken)
 
 
-def test_full_run_needs_cuda_and_the_packages(gpu_check: ModuleType, monkeypatch: pytest.MonkeyPatch,
-                                              capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+def test_full_run_needs_cuda_and_the_packages(
+    gpu_check: ModuleType, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.raises(SystemExit):
         gpu_check.main(["--out", str(tmp_path / "r.json")])
@@ -134,8 +148,11 @@ def test_full_run_needs_cuda_and_the_packages(gpu_check: ModuleType, monkeypatch
 
 
 def test_every_cuda_test_file_is_run_by_the_script(gpu_check: ModuleType) -> None:
-    marked = sorted(str(path.relative_to(REPO)) for path in (REPO / "tests").rglob("test_*.py")
-                    if re.search(r"pytest\.mark\.cuda\b", path.read_text(encoding="utf-8")))
+    marked = sorted(
+        str(path.relative_to(REPO))
+        for path in (REPO / "tests").rglob("test_*.py")
+        if re.search(r"pytest\.mark\.cuda\b", path.read_text(encoding="utf-8"))
+    )
     assert marked and set(marked) <= set(gpu_check.CUDA_TEST_FILES), marked
     assert all((REPO / name).is_file() for name in gpu_check.CUDA_TEST_FILES)
 

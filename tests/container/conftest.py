@@ -6,7 +6,7 @@ out of date."""
 from __future__ import annotations
 
 import os
-from typing import Iterator
+from collections.abc import Iterator
 
 import pytest
 from imagekit import TAG, engines, image_build

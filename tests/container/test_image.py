@@ -12,7 +12,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from imagekit import REPO, image_build
 
 pytestmark = pytest.mark.image
@@ -38,8 +37,10 @@ def test_help_runs_as_uid_1000(docker, image: str) -> None:
 
 
 def test_final_image_has_no_compilers_headers_git_or_wheelhouse(docker, image: str) -> None:
-    probe = ("for t in gcc cc c++ g++ make git; do command -v $t; done; "
-             "ls -d /tmp/wheelhouse /usr/include/python3* /src 2>/dev/null; true")
+    probe = (
+        "for t in gcc cc c++ g++ make git; do command -v $t; done; "
+        "ls -d /tmp/wheelhouse /usr/include/python3* /src 2>/dev/null; true"
+    )
     assert run(docker, image, "-c", probe, entrypoint="sh").split() == []
     history = docker.run("history", "--no-trunc", "--format", "{{.CreatedBy}}", image).stdout
     assert history.strip()
@@ -48,8 +49,14 @@ def test_final_image_has_no_compilers_headers_git_or_wheelhouse(docker, image: s
 
 
 def test_installs_exactly_the_lock_on_the_development_python(docker, image: str) -> None:
-    listing = run(docker, image, "-c", "import importlib.metadata as md, json; "
-                  "print(json.dumps([[d.metadata['Name'], d.version] for d in md.distributions()]))", entrypoint="python")
+    listing = run(
+        docker,
+        image,
+        "-c",
+        "import importlib.metadata as md, json; "
+        "print(json.dumps([[d.metadata['Name'], d.version] for d in md.distributions()]))",
+        entrypoint="python",
+    )
     installed = {}
     for name, version in json.loads(listing):
         key = re.sub(r"[-_.]+", "-", name).lower()
@@ -89,8 +96,16 @@ def test_source_edit_keeps_the_dependency_layer(docker, image: str, tmp_path: Pa
     edited = f"{image.split(':')[0]}:edited-test"
     base = json.loads(docker.run("image", "inspect", image).stdout)[0]
     try:
-        docker.run("build", "--network", "host", "--tag", edited,
-                   "--build-arg", f"BASE_IMAGE={base['Config']['Labels'][image_build.BASE_LABEL]}", str(context))
+        docker.run(
+            "build",
+            "--network",
+            "host",
+            "--tag",
+            edited,
+            "--build-arg",
+            f"BASE_IMAGE={base['Config']['Labels'][image_build.BASE_LABEL]}",
+            str(context),
+        )
         layers = json.loads(docker.run("image", "inspect", edited).stdout)[0]["RootFS"]["Layers"]
     finally:
         docker.run("rmi", edited, check=False)
@@ -98,4 +113,3 @@ def test_source_edit_keeps_the_dependency_layer(docker, image: str, tmp_path: Pa
     venv_layer = 2  # base file system, user, /opt/venv (dependencies)
     assert layers[: venv_layer + 1] == original[: venv_layer + 1]
     assert layers[venv_layer + 1] != original[venv_layer + 1]  # the srseg layer changed
-

@@ -10,13 +10,13 @@ import os
 import re
 import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 import yaml
-
 from imagekit import REPO, image_build
+
 from srseg.config import deep_merge, load_params
 from srseg.data.mirror import build_sample_mirror
 from srseg.pipeline import PIPELINE_PACKAGE, commands
@@ -36,8 +36,13 @@ TINY = {
         "loss": {"vgg_weights": "none", "perceptual_layer": "conv2_2"},
         "psnr_stage": {"iterations": 2, "lr": 1e-3, "val_every": 2, "checkpoint_every": 2},
         "gan_stage": {"iterations": 2, "lr": 1e-4, "val_every": 2, "checkpoint_every": 2},
-        "batch_size": 2, "patch_size": 32, "num_workers": 0, "device": "cpu",
-        "val_max_images": 1, "val_samples": 1, "log_every": 1,
+        "batch_size": 2,
+        "patch_size": 32,
+        "num_workers": 0,
+        "device": "cpu",
+        "val_max_images": 1,
+        "val_samples": 1,
+        "log_every": 1,
     },
 }
 
@@ -60,7 +65,12 @@ def owned_by_image_user(root: Path) -> Iterator[Path]:
 
 @pytest.mark.timeout(2400)
 def test_demo_pipeline_runs_in_the_image_to_a_promoted_model(
-    image: str, engine_host: str, cocostuff_sample: Path, shared_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    image: str,
+    engine_host: str,
+    cocostuff_sample: Path,
+    shared_dir: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     import docker as docker_sdk
     from kfp import local
@@ -84,14 +94,27 @@ def test_demo_pipeline_runs_in_the_image_to_a_promoted_model(
             network_mode="host",  # loopback servers are reachable; no bridge network exists
             mounts=[docker_sdk.types.Mount(target=str(shared_dir), source=str(shared_dir), type="bind")],
             entrypoint=[],  # as on Kubernetes, the step's command replaces the image's srseg entrypoint
-            environment={"AWS_ACCESS_KEY_ID": s3.access_key, "AWS_SECRET_ACCESS_KEY": s3.secret_key,
-                         "AWS_DEFAULT_REGION": s3.region},
+            environment={
+                "AWS_ACCESS_KEY_ID": s3.access_key,
+                "AWS_SECRET_ACCESS_KEY": s3.secret_key,
+                "AWS_DEFAULT_REGION": s3.region,
+            },
         )
         run = commands.run_local(
-            params_file, None, package=REPO / PIPELINE_PACKAGE, work_dir=shared_dir / "work",
-            pipeline_root=shared_dir / "kfp", runner=runner, pod=commands.PodOptions(image=image), root=REPO,
-            arguments={"mlflow_uri": server.tracking_uri, "s3_bucket": "srseg", "s3_prefix": "cocostuff",
-                       "s3_endpoint_url": s3.endpoint_url},
+            params_file,
+            None,
+            package=REPO / PIPELINE_PACKAGE,
+            work_dir=shared_dir / "work",
+            pipeline_root=shared_dir / "kfp",
+            runner=runner,
+            pod=commands.PodOptions(image=image),
+            root=REPO,
+            arguments={
+                "mlflow_uri": server.tracking_uri,
+                "s3_bucket": "srseg",
+                "s3_prefix": "cocostuff",
+                "s3_endpoint_url": s3.endpoint_url,
+            },
         )
         match = re.fullmatch(r"models:/([^/]+)/(\d+)", run.model_uri)
         assert match, run.model_uri
@@ -101,15 +124,32 @@ def test_demo_pipeline_runs_in_the_image_to_a_promoted_model(
         assert client.get_model_version_by_alias(name, "champion").version == version  # gated promotion passed
         assert registered.tags["git_commit"] == image_build.git_commit()  # the image's commit (no .git inside)
         assert registered.tags["git_commit"] == client.get_run(registered.run_id).data.tags["git_commit"]
-        keys = [o["Key"] for page in s3.client().get_paginator("list_objects_v2").paginate(Bucket="srseg")
-                for o in page.get("Contents", [])]
+        keys = [
+            o["Key"]
+            for page in s3.client().get_paginator("list_objects_v2").paginate(Bucket="srseg")
+            for o in page.get("Contents", [])
+        ]
         assert "cocostuff/manifest.json" in keys
         assert any(k.endswith("sr_head.safetensors") for k in keys)
 
     # every step ran in a container as the image's user: everything they wrote belongs to uid 1000
-    written = [shared_dir / "work" / "data" / "cocostuff" / "manifest.json", shared_dir / "work" / "data" / "lr" / "manifest.json"]
+    written = [
+        shared_dir / "work" / "data" / "cocostuff" / "manifest.json",
+        shared_dir / "work" / "data" / "lr" / "manifest.json",
+    ]
     written += list((shared_dir / "kfp").rglob("executor_output.json"))
     assert len(written) >= 12
     assert {p.stat().st_uid for p in written} == {IMAGE_UID}
     steps = {p.parent.name for p in (shared_dir / "kfp").rglob("executor_output.json")}
-    assert {"resolve-params", "download", "degrade", "train", "train-2", "evaluate", "export", "register", "gate", "promote"} <= steps
+    assert {
+        "resolve-params",
+        "download",
+        "degrade",
+        "train",
+        "train-2",
+        "evaluate",
+        "export",
+        "register",
+        "gate",
+        "promote",
+    } <= steps

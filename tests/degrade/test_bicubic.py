@@ -20,6 +20,7 @@ DEVICES = [
 
 # --- an independent, deliberately naive float64 reference of MATLAB's imresize ---------------
 
+
 def _ref_cubic(x: float) -> float:
     ax = abs(x)
     if ax <= 1:
@@ -73,6 +74,7 @@ def _hwc(nchw: torch.Tensor) -> np.ndarray:
 
 # --- tests ------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("dataset", ["set5", "set14"])
 def test_matches_shipped_lr_images_bit_for_bit(shared_data: Path, dataset: str) -> None:
     """The benchmark LR files were made by MATLAB's imresize; we reproduce every value exactly."""
@@ -87,8 +89,16 @@ def test_matches_shipped_lr_images_bit_for_bit(shared_data: Path, dataset: str) 
 
 def test_float_reference_odd_sizes_and_scales() -> None:
     rng = np.random.default_rng(0)
-    cases = [((17, 23), 4.0), ((31, 7), 0.37), ((5, 9), 2.5), ((64, 48), 1 / 3), ((3, 3), 0.25),
-             ((1, 5), 3.0), ((12, 12), 1.0), ((9, 40), 0.5)]
+    cases = [
+        ((17, 23), 4.0),
+        ((31, 7), 0.37),
+        ((5, 9), 2.5),
+        ((64, 48), 1 / 3),
+        ((3, 3), 0.25),
+        ((1, 5), 3.0),
+        ((12, 12), 1.0),
+        ((9, 40), 0.5),
+    ]
     for (h, w), s in cases:
         img = rng.random((h, w, 2)) * 255
         expected = _ref_imresize(img, s, s)

@@ -42,8 +42,7 @@ def tf32_matmul_on():
 
 
 @pytest.mark.parametrize("scale", [2, 3, 4])
-def test_gpu_downscale_bit_identical_on_set5(set5: Path, scale: int, tf32_matmul_on: None,
-                                             record_property) -> None:
+def test_gpu_downscale_bit_identical_on_set5(set5: Path, scale: int, tf32_matmul_on: None, record_property) -> None:
     worst: dict[str, tuple[int, int]] = {}
     for name, hr in _set5_hr(set5):
         x = _nchw(modcrop(hr, scale))
@@ -68,7 +67,7 @@ def test_gpu_training_lr_synthesis_matches_cpu(set5: Path) -> None:
 def test_gpu_float_upscale_close_to_cpu(set5: Path, record_property) -> None:
     """The float path (the bicubic baseline of evaluate/upscale) agrees to float32 rounding."""
     worst = 0.0
-    for name, hr in _set5_hr(set5):
+    for name, _hr in _set5_hr(set5):
         lr = load_rgb(set5 / "LR_bicubic" / "X4" / f"{name}x4.png")
         x = _nchw(lr).float() / 255
         cpu = imresize(x, 4.0)

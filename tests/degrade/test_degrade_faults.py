@@ -20,12 +20,26 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def _degrade(source: Path, output: Path) -> list[str]:
-    return [sys.executable, "-m", "srseg", "--params", str(REPO / "params.yaml"), "degrade", "--input", str(source),
-            "--output", str(output), "--scale", "4"]
+    return [
+        sys.executable,
+        "-m",
+        "srseg",
+        "--params",
+        str(REPO / "params.yaml"),
+        "degrade",
+        "--input",
+        str(source),
+        "--output",
+        str(output),
+        "--scale",
+        "4",
+    ]
 
 
 def _run(argv: list[str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(argv, env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        argv, env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True, timeout=300
+    )
 
 
 def _pngs(folder: Path) -> dict[str, tuple[int, bytes]]:
@@ -58,8 +72,13 @@ def test_bad_image_names_it_writes_no_manifest_and_rerun_resumes(set5: Path, tmp
 def test_output_that_contains_the_input_is_refused(set5: Path, tmp_path: Path) -> None:
     proc = _run(_degrade(tmp_path / "data" / "hr", tmp_path / "data"))
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
-    assert proc.stderr.strip().splitlines()[-1].endswith(f"output {tmp_path / 'data'} contains the input "
-                                                          f"{tmp_path / 'data' / 'hr'}; choose a folder outside it")
+    assert (
+        proc.stderr.strip()
+        .splitlines()[-1]
+        .endswith(
+            f"output {tmp_path / 'data'} contains the input {tmp_path / 'data' / 'hr'}; choose a folder outside it"
+        )
+    )
 
 
 def test_kill_9_mid_folder_then_rerun_equals_a_clean_run(cocostuff_sample: Path, tmp_path: Path) -> None:
@@ -69,8 +88,12 @@ def test_kill_9_mid_folder_then_rerun_equals_a_clean_run(cocostuff_sample: Path,
         with Image.open(path) as image:
             image.save(source / f"{path.stem}.png")
     out, clean = tmp_path / "lr", tmp_path / "clean"
-    child = subprocess.Popen(_degrade(source, out), env={**os.environ, "PYTHONPATH": str(REPO)},
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    child = subprocess.Popen(
+        _degrade(source, out),
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     journal = out / JOURNAL_NAME
     deadline = time.monotonic() + 240
     try:

@@ -65,7 +65,9 @@ def test_corrupt_file_raises_naming_it_or_is_skipped_and_counted(tmp_path: Path)
     src = tmp_path / "hr"
     _make_inputs(src)
     (src / "nested" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\nnot really")
-    with pytest.raises(DegradeError, match=r"broken.png: cannot read image .* stopped there: 2 of 4 outputs are complete"):
+    with pytest.raises(
+        DegradeError, match=r"broken.png: cannot read image .* stopped there: 2 of 4 outputs are complete"
+    ):
         degrade_folder(src, tmp_path / "lr", scale=4, progress=False)
     assert not (tmp_path / "lr" / "manifest.json").exists()
 
@@ -125,7 +127,9 @@ def _hr_root(cocostuff_sample: Path, root: Path, per_split: int = 2) -> Path:
             shutil.copyfile(path, root / rel)
             with Image.open(path) as im:
                 width, height = im.size
-            samples.append(Sample(id=int(path.stem), image=rel, width=width, height=height, image_sha256=sha256_file(path)))
+            samples.append(
+                Sample(id=int(path.stem), image=rel, width=width, height=height, image_sha256=sha256_file(path))
+            )
         splits[split] = samples
     Manifest(kind="hr", format="srseg.cocostuff/1", splits=splits).save(root)
     return root

@@ -33,8 +33,12 @@ def _hr(n: int = 2, h: int = 64, w: int = 48) -> torch.Tensor:
     return (0.8 * base + 0.2 * torch.rand(n, 3, h, w, generator=g)).clamp(0, 1)
 
 
-def _run(seed: int, hr: torch.Tensor | None = None, params: HighOrderParams | None = None, scale: int = 4) -> torch.Tensor:
-    return degrade_high_order(_hr() if hr is None else hr, scale, params or HighOrderParams(), torch.Generator().manual_seed(seed))
+def _run(
+    seed: int, hr: torch.Tensor | None = None, params: HighOrderParams | None = None, scale: int = 4
+) -> torch.Tensor:
+    return degrade_high_order(
+        _hr() if hr is None else hr, scale, params or HighOrderParams(), torch.Generator().manual_seed(seed)
+    )
 
 
 def test_same_seed_same_output_other_seed_differs() -> None:
@@ -60,7 +64,9 @@ def test_scale_two_odd_sizes_and_float64() -> None:
 
 
 def test_tiny_images_do_not_break_padding() -> None:
-    out = degrade_high_order(_hr(1, 8, 8), 4, HighOrderParams(resize_prob=(0.0, 1.0, 0.0)), torch.Generator().manual_seed(3))
+    out = degrade_high_order(
+        _hr(1, 8, 8), 4, HighOrderParams(resize_prob=(0.0, 1.0, 0.0)), torch.Generator().manual_seed(3)
+    )
     assert out.shape == (1, 3, 2, 2)
 
 
@@ -74,9 +80,17 @@ def test_every_kernel_type_runs(kind: str) -> None:
 def test_clean_settings_stay_close_to_input() -> None:
     """With blur, noise, resize and JPEG all minimal, the result is near a plain area downscale."""
     params = HighOrderParams(
-        blur_prob=0.0, second_blur_prob=0.0, resize_prob=(0.0, 0.0, 1.0), resize_prob2=(0.0, 0.0, 1.0),
-        resize_modes=("area",), noise_range=(0.0, 0.0), noise_range2=(0.0, 0.0),
-        gaussian_noise_prob=1.0, gaussian_noise_prob2=1.0, jpeg_range=(100, 100), jpeg_range2=(100, 100),
+        blur_prob=0.0,
+        second_blur_prob=0.0,
+        resize_prob=(0.0, 0.0, 1.0),
+        resize_prob2=(0.0, 0.0, 1.0),
+        resize_modes=("area",),
+        noise_range=(0.0, 0.0),
+        noise_range2=(0.0, 0.0),
+        gaussian_noise_prob=1.0,
+        gaussian_noise_prob2=1.0,
+        jpeg_range=(100, 100),
+        jpeg_range2=(100, 100),
         final_sinc_prob=0.0,
     )
     hr = _hr(1)
@@ -156,8 +170,12 @@ def _kernel_moments(kernel: torch.Tensor) -> tuple[float, torch.Tensor]:
     axis = torch.arange(size, dtype=torch.float64) - (size - 1) / 2
     yy, xx = torch.meshgrid(axis, axis, indexing="ij")
     k = kernel.double()
-    cov = torch.tensor([[float((k * xx * xx).sum()), float((k * xx * yy).sum())],
-                        [float((k * xx * yy).sum()), float((k * yy * yy).sum())]])
+    cov = torch.tensor(
+        [
+            [float((k * xx * xx).sum()), float((k * xx * yy).sum())],
+            [float((k * xx * yy).sum()), float((k * yy * yy).sum())],
+        ]
+    )
     return float(k.sum()), cov
 
 
@@ -174,11 +192,14 @@ def test_kernels_sum_to_one(kind: str) -> None:
 
 @pytest.mark.parametrize("sigma", [1.0, 2.0, 3.0])  # below ~1 px the sampled Gaussian is narrower
 def test_gaussian_kernel_width_is_the_configured_sigma(sigma: float) -> None:
-    params = HighOrderParams(kernel_list=("iso",), kernel_prob=(1.0,), sinc_prob=0.0, kernel_range=(21, 21),
-                             blur_sigma=(sigma, sigma))
+    params = HighOrderParams(
+        kernel_list=("iso",), kernel_prob=(1.0,), sinc_prob=0.0, kernel_range=(21, 21), blur_sigma=(sigma, sigma)
+    )
     total, cov = _kernel_moments(_random_kernel(_draw(1), params, second=False))
     assert total == pytest.approx(1.0, abs=1e-9)
-    assert math.sqrt(cov[0, 0]) == pytest.approx(sigma, rel=0.03) and math.sqrt(cov[1, 1]) == pytest.approx(sigma, rel=0.03)
+    assert math.sqrt(cov[0, 0]) == pytest.approx(sigma, rel=0.03) and math.sqrt(cov[1, 1]) == pytest.approx(
+        sigma, rel=0.03
+    )
     assert abs(float(cov[0, 1])) < 1e-9
 
 
@@ -186,8 +207,15 @@ def test_kernel_widths_follow_the_sigma_range_in_both_passes() -> None:
     """Anisotropic kernels: both principal widths inside the configured range, and the draws
     spread over it; the second pass uses its own (narrower) range."""
     for second, (low, high) in ((False, (0.6, 2.5)), (True, (0.8, 1.4))):
-        params = HighOrderParams(kernel_list=("aniso",), kernel_prob=(1.0,), sinc_prob=0.0, sinc_prob2=0.0,
-                                 kernel_range=(21, 21), blur_sigma=(0.6, 2.5), blur_sigma2=(0.8, 1.4))
+        params = HighOrderParams(
+            kernel_list=("aniso",),
+            kernel_prob=(1.0,),
+            sinc_prob=0.0,
+            sinc_prob2=0.0,
+            kernel_range=(21, 21),
+            blur_sigma=(0.6, 2.5),
+            blur_sigma2=(0.8, 1.4),
+        )
         draw = _draw(2)
         widths = []
         for _ in range(60):
@@ -204,7 +232,9 @@ def test_wider_sigma_blurs_more() -> None:
     for sigma in (0.5, 1.5, 3.0):
         params = HighOrderParams(kernel_list=("iso",), kernel_prob=(1.0,), sinc_prob=0.0, blur_sigma=(sigma, sigma))
         kernel = _random_kernel(_draw(0), params, second=False)
-        blurred = torch.nn.functional.conv2d(hr[:, :1].double(), kernel.view(1, 1, *kernel.shape), padding=kernel.shape[-1] // 2)
+        blurred = torch.nn.functional.conv2d(
+            hr[:, :1].double(), kernel.view(1, 1, *kernel.shape), padding=kernel.shape[-1] // 2
+        )
         energies.append(float(blurred[..., 12:-12, 12:-12].diff(dim=-1).abs().mean()))
     assert energies[0] > energies[1] > energies[2]
 

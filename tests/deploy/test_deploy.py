@@ -82,7 +82,12 @@ def test_kustomization_applies_these_files_and_sets_image_and_namespace() -> Non
     kustomization = yaml.safe_load((DEPLOY / "kustomization.yaml").read_text())
     assert kustomization["kind"] == "Kustomization" and kustomization["namespace"]
     assert all((DEPLOY / r).is_file() for r in kustomization["resources"])
-    assert set(kustomization["resources"]) == {"serviceaccount.yaml", "rbac.yaml", "pvc.yaml", "volume-permissions-job.yaml"}
+    assert set(kustomization["resources"]) == {
+        "serviceaccount.yaml",
+        "rbac.yaml",
+        "pvc.yaml",
+        "volume-permissions-job.yaml",
+    }
     (image,) = kustomization["images"]
     job_image = objects("Job")["srseg-volume-permissions"]["spec"]["template"]["spec"]["containers"][0]["image"]
     assert job_image.split(":")[0] == image["name"]  # the images transformer rewrites it
@@ -116,12 +121,18 @@ def test_pvc_is_shared_by_every_node_and_named_as_the_pipeline_default() -> None
 
 
 def _as_uid_1000(*command: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["setpriv", "--reuid=1000", "--regid=1000", "--clear-groups", *command],
-                          capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        ["setpriv", "--reuid=1000", "--regid=1000", "--clear-groups", *command],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
-@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("setpriv") is None,
-                    reason="needs root and setpriv to own a folder as root and write as uid 1000 (CI runs as root)")
+@pytest.mark.skipif(
+    os.geteuid() != 0 or shutil.which("setpriv") is None,
+    reason="needs root and setpriv to own a folder as root and write as uid 1000 (CI runs as root)",
+)
 def test_volume_job_makes_a_root_owned_volume_writable_for_uid_1000() -> None:
     job = objects("Job")["srseg-volume-permissions"]["spec"]["template"]["spec"]
     (container,) = job["containers"]
@@ -133,7 +144,7 @@ def test_volume_job_makes_a_root_owned_volume_writable_for_uid_1000() -> None:
         volume = base / "mnt"
         volume.mkdir(mode=0o755)  # a fresh RWX volume: owned by root, 755
         (volume / "left-by-root").mkdir()
-        write = "mkdir -p \"$1/data/lr\" && echo x > \"$1/data/lr/probe\""  # what the download step does first
+        write = 'mkdir -p "$1/data/lr" && echo x > "$1/data/lr/probe"'  # what the download step does first
         before = _as_uid_1000("/bin/sh", "-c", write, "sh", str(volume))
         assert before.returncode != 0 and "Permission denied" in before.stderr  # the failure the issue describes
         script = container["args"][0].replace(mount, str(volume))
@@ -151,9 +162,11 @@ def test_readme_runbook_uses_the_deploy_objects() -> None:
     from srseg.cli import build_parser
 
     readme = (REPO / "README.md").read_text()
-    runbook = readme[readme.index("### Runbook"):]
+    runbook = readme[readme.index("### Runbook") :]
     assert "kubectl apply -k deploy/" in runbook and "--service-account srseg-pipeline" in runbook
     for path in DEPLOY.glob("*.yaml"):
         assert f"deploy/{path.name}" in runbook, f"the README runbook does not say what {path.name} is for"
-    args = build_parser().parse_args(["pipeline", "submit", "--host", "h", "--service-account", "srseg-pipeline", "--no-cache"])
+    args = build_parser().parse_args(
+        ["pipeline", "submit", "--host", "h", "--service-account", "srseg-pipeline", "--no-cache"]
+    )
     assert args.service_account == "srseg-pipeline" and args.no_cache

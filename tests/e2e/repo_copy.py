@@ -25,8 +25,13 @@ def copy_repo(dest: Path, cocostuff_sample: Path) -> tuple[Path, dict[str, str]]
     """(copy root, environment for commands run there). The environment imports srseg from the copy,
     finds this interpreter's ``srseg``/``dvc`` first on PATH, and leaves MLflow on the copy's
     params (no inherited tracking URI)."""
-    listed = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"], cwd=REPO,
-                            capture_output=True, text=True, check=True).stdout.split("\0")
+    listed = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split("\0")
     work = dest / "repo"
     for name in filter(None, listed):
         if (REPO / name).is_file():
@@ -35,7 +40,12 @@ def copy_repo(dest: Path, cocostuff_sample: Path) -> tuple[Path, dict[str, str]]
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "SRSEG_"))}
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
     env["PYTHONPATH"] = str(work)
-    env.update(GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@example.com", GIT_COMMITTER_NAME="t", GIT_COMMITTER_EMAIL="t@example.com")
+    env.update(
+        GIT_AUTHOR_NAME="t",
+        GIT_AUTHOR_EMAIL="t@example.com",
+        GIT_COMMITTER_NAME="t",
+        GIT_COMMITTER_EMAIL="t@example.com",
+    )
     run(["git", "init", "-q"], work, env)
     run(["git", "add", "-A"], work, env)
     run(["git", "commit", "-qm", "copy"], work, env)

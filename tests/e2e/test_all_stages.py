@@ -38,7 +38,7 @@ def _make_run_recipe(work: Path) -> list[list[str]]:
     lines = (work / "Makefile").read_text().split("\n")
     start = next(i for i, line in enumerate(lines) if line.startswith("run:"))
     commands = []
-    for line in lines[start + 1:]:
+    for line in lines[start + 1 :]:
         if not line.startswith("\t"):
             break
         if not line.strip().startswith("@"):

@@ -12,8 +12,8 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from registry.servers import seaweed_server
+
 from srseg.data.mirror import build_sample_mirror
 
 REPO = Path(__file__).resolve().parents[2]
@@ -25,7 +25,12 @@ pytestmark = pytest.mark.e2e
 def _env() -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "SRSEG_DVC_"))}
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
-    env.update(GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@example.com", GIT_COMMITTER_NAME="t", GIT_COMMITTER_EMAIL="t@example.com")
+    env.update(
+        GIT_AUTHOR_NAME="t",
+        GIT_AUTHOR_EMAIL="t@example.com",
+        GIT_COMMITTER_NAME="t",
+        GIT_COMMITTER_EMAIL="t@example.com",
+    )
     return env
 
 
@@ -61,7 +66,9 @@ def first_checkout(tmp_path_factory: pytest.TempPathFactory, cocostuff_sample: P
     return work
 
 
-def test_data_stage_lock_is_identical_at_another_path(first_checkout: Path, tmp_path: Path, cocostuff_sample: Path) -> None:
+def test_data_stage_lock_is_identical_at_another_path(
+    first_checkout: Path, tmp_path: Path, cocostuff_sample: Path
+) -> None:
     other = _checkout(tmp_path / "somewhere" / "else" / "entirely", cocostuff_sample)
     assert _ran(_run([sys.executable, "-m", "dvc", "repro", *DATA_STAGES], other, _env())) == set(DATA_STAGES)
     lock = (first_checkout / "dvc.lock").read_text()
@@ -81,7 +88,9 @@ def test_push_then_pull_in_a_clone_reproduces_nothing(first_checkout: Path, tmp_
         _run([sys.executable, "-m", "dvc", "push", *DATA_STAGES], first_checkout, env)
         keys = s3.list_keys(BUCKET)
         assert keys and all(key.startswith("dvc/files/md5/") for key in keys), keys[:5]
-        _run(["git", "commit", "-qam", "data stages", "--allow-empty"], first_checkout, env)  # the lock may already match
+        _run(
+            ["git", "commit", "-qam", "data stages", "--allow-empty"], first_checkout, env
+        )  # the lock may already match
 
         clone = tmp_path / "clone"
         _run(["git", "clone", "-q", str(first_checkout), str(clone)], tmp_path, env)
@@ -98,8 +107,15 @@ def test_push_then_pull_in_a_clone_reproduces_nothing(first_checkout: Path, tmp_
 
 def _changed(work: Path) -> set[str]:
     """Stages `dvc status` reports as changed (the data stages; the others never ran here)."""
-    out = subprocess.run([sys.executable, "-m", "dvc", "status", "--json", *DATA_STAGES], cwd=work, env=_env(),
-                         capture_output=True, text=True, timeout=300, check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-m", "dvc", "status", "--json", *DATA_STAGES],
+        cwd=work,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
+    ).stdout
     return set(json.loads(out))
 
 

@@ -31,8 +31,12 @@ def test_bicubic_reproduces_the_published_set5_x4_values(bicubic_run: tuple[dict
     assert result["sets"]["set5"]["lr"] == "LR_bicubic/X4 (the set's own)"
     written = read_json(out / "set5" / "benchmark.json")  # per image too, the DVC metrics file per set
     assert set(written["per_image"]) == {"baby", "bird", "butterfly", "head", "woman"}
-    assert np.mean([v["bicubic"]["psnr_y"] for v in written["per_image"].values()]) == pytest.approx(set5["psnr_y"]["mean"])
-    assert read_json(out / "set14" / "metrics.json")["methods"]["bicubic"]["psnr_y"]["mean"] == pytest.approx(26.09, abs=0.01)
+    assert np.mean([v["bicubic"]["psnr_y"] for v in written["per_image"].values()]) == pytest.approx(
+        set5["psnr_y"]["mean"]
+    )
+    assert read_json(out / "set14" / "metrics.json")["methods"]["bicubic"]["psnr_y"]["mean"] == pytest.approx(
+        26.09, abs=0.01
+    )
     table = benchmark_markdown(load_results(out, ["set5", "set14"]))
     assert "| bicubic | 1 | 28.42 | 0.8102 | 26.09 | 0.7042 |" in table and "set5 (5) psnr_y" in table
 
@@ -46,14 +50,18 @@ def test_the_sets_own_lr_is_used_when_present(tmp_path: Path, set5: Path) -> Non
     made = benchmark({"bicubic": "bicubic"}, {"set5": hr_only}, 4, tmp_path / "made", bootstrap=0, device="cpu")
     assert made["sets"]["set5"]["lr"] == "MATLAB bicubic of HR"
     assert made["sets"]["set5"]["methods"]["bicubic"]["psnr_y"]["mean"] == pytest.approx(
-        own["sets"]["set5"]["methods"]["bicubic"]["psnr_y"]["mean"], abs=1e-9)
+        own["sets"]["set5"]["methods"]["bicubic"]["psnr_y"]["mean"], abs=1e-9
+    )
     planted = tmp_path / "planted"
     shutil.copytree(set5, planted)
     for lr in (planted / "LR_bicubic" / "X4").glob("*.png"):
         pixels = np.asarray(Image.open(lr).convert("RGB"))
         Image.fromarray(np.roll(pixels, 1, axis=1)).save(lr)  # one LR pixel to the right
     shifted = benchmark({"bicubic": "bicubic"}, {"set5": planted}, 4, tmp_path / "shifted", bootstrap=0, device="cpu")
-    assert shifted["sets"]["set5"]["methods"]["bicubic"]["psnr_y"]["mean"] < made["sets"]["set5"]["methods"]["bicubic"]["psnr_y"]["mean"] - 1.0
+    assert (
+        shifted["sets"]["set5"]["methods"]["bicubic"]["psnr_y"]["mean"]
+        < made["sets"]["set5"]["methods"]["bicubic"]["psnr_y"]["mean"] - 1.0
+    )
 
 
 def _tiny(path: Path, seed: int) -> str:
@@ -77,8 +85,12 @@ def test_seeds_of_a_method_aggregate_with_a_ci_over_seeds(tmp_path: Path, set5: 
     groups = {"tiny": [f"tiny@seed{s}" for s in seeds], "bicubic": ["bicubic"]}
     result = benchmark(methods, {"set5": set5}, 4, tmp_path / "out", groups=groups, bootstrap=0, device="cpu")
     entry = result["sets"]["set5"]["methods"]["tiny"]
-    alone = {s: benchmark({"m": methods[f"tiny@seed{s}"]}, {"set5": set5}, 4, tmp_path / f"alone{s}", bootstrap=0, device="cpu")
-             for s in seeds}
+    alone = {
+        s: benchmark(
+            {"m": methods[f"tiny@seed{s}"]}, {"set5": set5}, 4, tmp_path / f"alone{s}", bootstrap=0, device="cpu"
+        )
+        for s in seeds
+    }
     per_seed = [alone[s]["sets"]["set5"]["methods"]["m"]["psnr_y"]["mean"] for s in seeds]
     assert entry["psnr_y"]["per_seed"] == pytest.approx(per_seed) and entry["psnr_y"]["seeds"] == 3
     assert entry["psnr_y"]["mean"] == pytest.approx(np.mean(per_seed))
@@ -87,8 +99,15 @@ def test_seeds_of_a_method_aggregate_with_a_ci_over_seeds(tmp_path: Path, set5: 
     bicubic = result["sets"]["set5"]["methods"]["bicubic"]["psnr_y"]["mean"]
     assert entry["psnr_y_gain_over_bicubic"]["per_seed"] == pytest.approx([v - bicubic for v in per_seed])
     assert "| tiny - bicubic | 3 |" in benchmark_markdown(result)
-    two = benchmark({k: methods[k] for k in ("tiny@seed0", "tiny@seed1")}, {"set5": set5}, 4, tmp_path / "two",
-                    groups={"tiny": ["tiny@seed0", "tiny@seed1"]}, bootstrap=0, device="cpu")
+    two = benchmark(
+        {k: methods[k] for k in ("tiny@seed0", "tiny@seed1")},
+        {"set5": set5},
+        4,
+        tmp_path / "two",
+        groups={"tiny": ["tiny@seed0", "tiny@seed1"]},
+        bootstrap=0,
+        device="cpu",
+    )
     assert two["sets"]["set5"]["methods"]["tiny"]["psnr_y"]["ci"] == [None, None]  # 2 seeds: no interval
 
 

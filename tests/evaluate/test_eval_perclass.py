@@ -146,7 +146,9 @@ def test_bad_inputs_name_the_problem() -> None:
     with pytest.raises(ValueError, match="ids"):
         class_pixel_counts(np.array([[0, 7]], dtype=np.uint8), 3)
     with pytest.raises(ValueError, match="share H, W"):
-        image_class_stats(np.zeros((20, 20, 3), np.uint8), np.zeros((20, 20, 3), np.uint8), np.zeros((10, 10), np.uint8), 2, 0)
+        image_class_stats(
+            np.zeros((20, 20, 3), np.uint8), np.zeros((20, 20, 3), np.uint8), np.zeros((10, 10), np.uint8), 2, 0
+        )
     acc = PerClassAccumulator(("a",), ["x", "y"])
     with pytest.raises(ValueError, match="compare"):
         acc.table(compare=("x", "nope"))
@@ -165,7 +167,9 @@ def test_a_class_seen_in_fewer_than_three_images_gets_no_interval() -> None:
         ref = rng.integers(0, 256, size=(40, 40, 3), dtype=np.uint8)
         noisy = np.clip(ref.astype(int) + rng.integers(-9, 10, size=ref.shape), 0, 255).astype(np.uint8)
         noisier = np.clip(ref.astype(int) + rng.integers(-20, 21, size=ref.shape), 0, 255).astype(np.uint8)
-        acc.add(index, {"a": image_class_stats(noisy, ref, label, 2, 2), "b": image_class_stats(noisier, ref, label, 2, 2)})
+        acc.add(
+            index, {"a": image_class_stats(noisy, ref, label, 2, 2), "b": image_class_stats(noisier, ref, label, 2, 2)}
+        )
     rows = {r["class"]: r for r in acc.table(compare=("a", "b"), n_boot=200)}
     assert rows["grass"]["images"] == 2 and rows["grass"]["psnr_y_gain"] > 0
     assert math.isnan(rows["grass"]["psnr_y_gain_ci_lo"]) and math.isnan(rows["grass"]["psnr_y_gain_ci_hi"])

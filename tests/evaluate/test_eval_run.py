@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -42,13 +41,26 @@ def _tiny_root(cocostuff_sample: Path, root: Path, count: int = 3, size: tuple[i
         image_id = int(path.stem)
         image_rel, label_rel = f"images/val2017/{path.stem}.png", f"labels/val2017/{path.stem}.png"
         box = (0, 0, *size)
-        with Image.open(path) as img, Image.open(cocostuff_sample / "stuffthingmaps" / "val2017" / f"{path.stem}.png") as lab:
+        with (
+            Image.open(path) as img,
+            Image.open(cocostuff_sample / "stuffthingmaps" / "val2017" / f"{path.stem}.png") as lab,
+        ):
             assert img.size == lab.size
             image, label = img.convert("RGB").crop(box), lab.crop(box)
         for picture, rel in ((image, image_rel), (label, label_rel)):
             (root / rel).parent.mkdir(parents=True, exist_ok=True)
             picture.save(root / rel, format="PNG")
-        samples.append(Sample(image_id, image_rel, size[0], size[1], sha256_file(root / image_rel), label_rel, sha256_file(root / label_rel)))
+        samples.append(
+            Sample(
+                image_id,
+                image_rel,
+                size[0],
+                size[1],
+                sha256_file(root / image_rel),
+                label_rel,
+                sha256_file(root / label_rel),
+            )
+        )
     Manifest(kind="hr", format=HR_FORMAT, splits={"val2017": samples}, meta={"class_map": "fine171"}).save(root)
     return root
 
@@ -67,7 +79,9 @@ def _read_csv(path: Path) -> list[dict[str, str]]:
 
 def test_bicubic_on_set5_reproduces_the_golden_values(set5: Path, tmp_path: Path) -> None:
     result = evaluate(
-        {"bicubic": "bicubic"}, set5 / "HR", tmp_path / "out",
+        {"bicubic": "bicubic"},
+        set5 / "HR",
+        tmp_path / "out",
         Settings("val", 4, "fine171", lpips_weights=str(tmp_path / "no-weights-here"), bootstrap=200, gallery_crops=1),
     )
     bicubic = result["bicubic"]
@@ -86,9 +100,18 @@ def test_bicubic_on_set5_reproduces_the_golden_values(set5: Path, tmp_path: Path
 
     # The shipped MATLAB-made LR files give the same numbers as LR synthesised on the fly.
     again = evaluate(
-        {"bicubic": "bicubic"}, set5 / "HR", tmp_path / "out2",
-        Settings("val", 4, "fine171", lr_root=set5 / "LR_bicubic" / "X4", lpips_weights=str(tmp_path / "no-weights-here"),
-                 bootstrap=0, gallery_crops=0),
+        {"bicubic": "bicubic"},
+        set5 / "HR",
+        tmp_path / "out2",
+        Settings(
+            "val",
+            4,
+            "fine171",
+            lr_root=set5 / "LR_bicubic" / "X4",
+            lpips_weights=str(tmp_path / "no-weights-here"),
+            bootstrap=0,
+            gallery_crops=0,
+        ),
     )
     assert again["bicubic"]["psnr_y"] == pytest.approx(bicubic["psnr_y"], abs=1e-9)
 
@@ -101,10 +124,14 @@ def test_full_run_writes_every_output_and_logs_to_mlflow(cocostuff_sample: Path,
     sr_only = _generator(tmp_path / "models" / "sr_only.safetensors", 2, 0)
     train_plots = tmp_path / "train" / "gan" / "plots"
     train_plots.mkdir(parents=True)
-    (train_plots / "val.csv").write_text("iteration,psnr_y,ssim_y,miou,pixel_acc\n100,20.0,0.5,0.01,0.1\n200,21.0,0.55,0.02,0.2\n")
+    (train_plots / "val.csv").write_text(
+        "iteration,psnr_y,ssim_y,miou,pixel_acc\n100,20.0,0.5,0.01,0.1\n200,21.0,0.55,0.02,0.2\n"
+    )
     (train_plots / "train_loss.csv").write_text("iteration,loss/pixel\n10,0.3\n20,0.2\n")
     pristine = sorted((cocostuff_sample / "images" / "train2017").glob("*.jpg"))[:4]
-    niqe_path = save_niqe_params(tmp_path / "niqe.npz", fit_niqe_params((load_rgb(p) for p in pristine), sharpness_threshold=0.0))
+    niqe_path = save_niqe_params(
+        tmp_path / "niqe.npz", fit_niqe_params((load_rgb(p) for p in pristine), sharpness_threshold=0.0)
+    )
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     client = mlflow.MlflowClient(tracking_uri=uri)
     client.create_experiment("srseg", artifact_location=(tmp_path / "artifacts").as_uri())
@@ -112,10 +139,25 @@ def test_full_run_writes_every_output_and_logs_to_mlflow(cocostuff_sample: Path,
     out = tmp_path / "eval"
     methods = {"bicubic": "bicubic", "multitask": str(multitask), ODD_NAME: str(sr_only)}
     result = evaluate(
-        methods, root, out,
-        Settings("val2017", 4, "fine171", compare=("multitask", ODD_NAME), seg_model="multitask", lpips_weights="none",
-                 niqe_params=niqe_path, bootstrap=200, seed=1, gallery_crops=4, crop_size=64, device="cpu"),
-        Tracking(uri=uri), train_dirs=[tmp_path / "train" / "gan"],
+        methods,
+        root,
+        out,
+        Settings(
+            "val2017",
+            4,
+            "fine171",
+            compare=("multitask", ODD_NAME),
+            seg_model="multitask",
+            lpips_weights="none",
+            niqe_params=niqe_path,
+            bootstrap=200,
+            seed=1,
+            gallery_crops=4,
+            crop_size=64,
+            device="cpu",
+        ),
+        Tracking(uri=uri),
+        train_dirs=[tmp_path / "train" / "gan"],
     )
 
     # metrics.json: one block per method, paired differences, per-class summary, meta.
@@ -141,7 +183,15 @@ def test_full_run_writes_every_output_and_logs_to_mlflow(cocostuff_sample: Path,
 
     # Per-image and per-class tables.
     per_image = _read_csv(out / "per_image.csv")
-    assert len(per_image) == 3 * len(methods) and set(per_image[0]) == {"image", "method", "psnr_y", "ssim_y", "psnr_rgb", "lpips", "niqe"}
+    assert len(per_image) == 3 * len(methods) and set(per_image[0]) == {
+        "image",
+        "method",
+        "psnr_y",
+        "ssim_y",
+        "psnr_rgb",
+        "lpips",
+        "niqe",
+    }
     per_class = _read_csv(out / "per_class.csv")
     cmap = get_class_map("fine171")
     seen: set[int] = set()
@@ -153,7 +203,9 @@ def test_full_run_writes_every_output_and_logs_to_mlflow(cocostuff_sample: Path,
         seen |= {int(v) for v in np.unique(ids) if v != 255}
     assert {int(r["class_id"]) for r in per_class} == seen == set(range(cmap.num_classes)) & seen
     assert metrics["per_class"]["classes"] == len(seen)
-    assert {"multitask.psnr_y", f"{ODD_NAME}.lpips", "psnr_y_gain", "psnr_y_gain_ci_lo", "lpips_gain"} <= set(per_class[0])
+    assert {"multitask.psnr_y", f"{ODD_NAME}.lpips", "psnr_y_gain", "psnr_y_gain_ci_lo", "lpips_gain"} <= set(
+        per_class[0]
+    )
     assert (out / "per_class.md").read_text().startswith("# Per-class metrics")
     gain_csv = _read_csv(out / "plots" / "per_class_gain.csv")
     assert len(gain_csv) == len(seen) and "psnr_y_gain" in gain_csv[0]
@@ -187,7 +239,9 @@ def test_full_run_writes_every_output_and_logs_to_mlflow(cocostuff_sample: Path,
     # Logging into an existing run leaves that run open.
     existing = client.create_run(run.info.experiment_id, run_name="train").info.run_id
     evaluate(
-        {"bicubic": "bicubic"}, root, tmp_path / "eval2",
+        {"bicubic": "bicubic"},
+        root,
+        tmp_path / "eval2",
         Settings("val2017", 4, "fine171", lpips_weights="none", bootstrap=10, gallery_crops=0, max_images=1),
         Tracking(uri=uri, run_id=existing),
     )
@@ -234,14 +288,18 @@ def test_mlflow_and_export_methods_go_through_the_upscale_loader(
 
     calls: list[tuple[str, int, str | None]] = []
 
-    def fake_loader(spec: str, scale: int = 4, device: str = "auto", tracking_uri: str | None = None) -> upscale.SRModel:
+    def fake_loader(
+        spec: str, scale: int = 4, device: str = "auto", tracking_uri: str | None = None
+    ) -> upscale.SRModel:
         calls.append((spec, scale, tracking_uri))
         return upscale.SRModel(lambda x: imresize(x, scale=float(scale)), scale, spec, torch.device("cpu"))
 
     monkeypatch.setattr(upscale, "load_sr_model", fake_loader)
     root = _tiny_root(cocostuff_sample, tmp_path / "data", count=1, size=(96, 96))
     result = evaluate(
-        {"bicubic": "bicubic", "champion": "models:/srseg@champion"}, root, tmp_path / "out",
+        {"bicubic": "bicubic", "champion": "models:/srseg@champion"},
+        root,
+        tmp_path / "out",
         Settings("val2017", 4, "fine171", lpips_weights="none", bootstrap=10, gallery_crops=0, device="cpu"),
     )
     assert calls == [("models:/srseg@champion", 4, None)]

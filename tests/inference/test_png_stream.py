@@ -16,7 +16,11 @@ from srseg.inference.png_stream import PNGStreamWriter
 def test_rows_written_in_bands_decode_exactly(set5: Path, channels: int) -> None:
     with Image.open(set5 / "HR" / "bird.png") as image:
         rgb = np.asarray(image.convert("RGB"))
-    planes = np.dstack([rgb, rgb[:, :, :1] // 2])[:, :, :channels] if channels != 2 else np.dstack([rgb[:, :, 0], rgb[:, :, 1]])
+    planes = (
+        np.dstack([rgb, rgb[:, :, :1] // 2])[:, :, :channels]
+        if channels != 2
+        else np.dstack([rgb[:, :, 0], rgb[:, :, 1]])
+    )
     height, width = planes.shape[:2]
     buffer = io.BytesIO()
     writer = PNGStreamWriter(buffer, width, height, channels)

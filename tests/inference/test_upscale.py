@@ -105,7 +105,7 @@ def test_rgba_keeps_an_upscaled_alpha(tmp_path: Path, weights: Path, photo: np.n
 def test_gray_sixteen_bit_and_gray_alpha_inputs(tmp_path: Path, photo: np.ndarray) -> None:
     gray = np.array(Image.fromarray(photo).convert("L"))
     Image.fromarray(gray).save(tmp_path / "g8.png")
-    Image.fromarray((gray.astype(np.uint16) * 257)).save(tmp_path / "g16.png")  # mode I;16
+    Image.fromarray(gray.astype(np.uint16) * 257).save(tmp_path / "g16.png")  # mode I;16
     Image.fromarray(np.dstack([gray, np.full_like(gray, 200)])).save(tmp_path / "ga.png")
     rgb16 = photo.astype(np.uint16) * 257 - (photo > 0)  # not a multiple of 257: full 16-bit precision
     (tmp_path / "c16.png").write_bytes(_png16(rgb16))
@@ -214,6 +214,7 @@ def test_mlflow_srseg_registry_sr_head_loads_without_pickle(
 ) -> None:
     """SR heads registered by srseg.registry (safetensors in a pyfunc model) load via its loader."""
     from srseg import registry
+
     uri, _, root = tracking_store
     monkeypatch.chdir(tmp_path)
     sr_net = MultiTaskSRNet(num_features=8, num_blocks=2, num_classes=0).eval()
@@ -225,8 +226,13 @@ def test_mlflow_srseg_registry_sr_head_loads_without_pickle(
     assert model.scale == 4 and model.receptive_radius == receptive_field_radius(sr_net.config)
     Image.fromarray(photo).save(tmp_path / "in.png")
     [out] = upscale(
-        [tmp_path / "in.png"], tmp_path / "out", "models:/tiny-sr-safe@challenger", tile=16, tile_overlap=11,
-        progress=False, tracking_uri=uri,
+        [tmp_path / "in.png"],
+        tmp_path / "out",
+        "models:/tiny-sr-safe@challenger",
+        tile=16,
+        tile_overlap=11,
+        progress=False,
+        tracking_uri=uri,
     )
     assert np.abs(_load(out).astype(int) - _expected_uint8(sr_net, photo).astype(int)).max() <= 1
 

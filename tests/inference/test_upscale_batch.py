@@ -55,8 +55,14 @@ def photos(set5: Path, tmp_path: Path) -> Path:
 
 def _cli(argv: list[str], timeout: float = 300, preexec=None, **spec: object) -> subprocess.CompletedProcess[str]:  # type: ignore[no-untyped-def]
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    return subprocess.run([sys.executable, str(HERE / "upscale_child.py"), json.dumps({"argv": argv, **spec})],
-                          env=env, capture_output=True, text=True, timeout=timeout, preexec_fn=preexec)
+    return subprocess.run(
+        [sys.executable, str(HERE / "upscale_child.py"), json.dumps({"argv": argv, **spec})],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        preexec_fn=preexec,
+    )
 
 
 def _one_line_error(proc: subprocess.CompletedProcess[str], *needles: str) -> str:
@@ -112,8 +118,10 @@ def test_memory_is_bounded_by_the_tile_not_the_image(nearest: str, tmp_path: Pat
     Image.fromarray(image).save(tmp_path / "big.png", compress_level=1)
     Image.fromarray(image[:300, :300]).save(tmp_path / "warmup.png")
     common = ["--model", nearest, "--tile", "64", "--device", "cpu"]
-    proc = _cli(["upscale", str(tmp_path / "big.png"), *common, "--output", str(tmp_path / "out")],
-                warmup_argv=["upscale", str(tmp_path / "warmup.png"), *common, "--output", str(tmp_path / "warm")])
+    proc = _cli(
+        ["upscale", str(tmp_path / "big.png"), *common, "--output", str(tmp_path / "out")],
+        warmup_argv=["upscale", str(tmp_path / "warmup.png"), *common, "--output", str(tmp_path / "warm")],
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     peak = json.loads(proc.stdout.strip().splitlines()[-1])
     output_mib = 8000 * 8000 * 3 / 2**20
@@ -137,8 +145,18 @@ def test_image_that_cannot_fit_is_a_one_line_error(nearest: str, tmp_path: Path,
     # the pre-flight check refuses it before decoding, and were the estimate wrong, the failed
     # allocation is still one line naming the file
     Image.fromarray(np.full((3000, 3000, 3), 90, dtype=np.uint8)).save(tmp_path / "huge.png")
-    argv = ["upscale", str(tmp_path / "huge.png"), "--model", nearest, "--tile", "0", "--device", "cpu",
-            "--output", str(tmp_path / "out")]
+    argv = [
+        "upscale",
+        str(tmp_path / "huge.png"),
+        "--model",
+        nearest,
+        "--tile",
+        "0",
+        "--device",
+        "cpu",
+        "--output",
+        str(tmp_path / "out"),
+    ]
     proc = _cli(argv, no_preflight=not preflight, preexec=_limit_address_space(8 << 30))
     if preflight:
         _one_line_error(proc, f"{tmp_path / 'huge.png'}: 3000x3000 x4 needs about", "GiB is available; use --tile")
@@ -153,8 +171,13 @@ def test_a_bad_image_stops_the_batch_naming_it_and_the_rerun_resumes(photos: Pat
     out = tmp_path / "out"
     argv = ["upscale", str(photos), "--model", "bicubic", "--output", str(out)]
     proc = _cli(argv)
-    _one_line_error(proc, f"{photos / 'bird.png'}: cannot read image", "1 of 3 outputs are complete", JOURNAL_NAME,
-                    "the same command resumes")
+    _one_line_error(
+        proc,
+        f"{photos / 'bird.png'}: cannot read image",
+        "1 of 3 outputs are complete",
+        JOURNAL_NAME,
+        "the same command resumes",
+    )
     assert sorted(p.name for p in out.iterdir()) == [JOURNAL_NAME, "baby.png"]
     first = _snapshot(out)["baby.png"]
 
@@ -179,8 +202,12 @@ def test_kill_9_mid_batch_then_rerun_gives_the_clean_result(set5: Path, nearest:
     out, clean = tmp_path / "out", tmp_path / "clean"
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     argv = ["upscale", str(photos), "--model", nearest, "--tile", "64", "--output"]
-    child = subprocess.Popen([sys.executable, str(HERE / "upscale_child.py"), json.dumps({"argv": argv + [str(out)]})],
-                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    child = subprocess.Popen(
+        [sys.executable, str(HERE / "upscale_child.py"), json.dumps({"argv": argv + [str(out)]})],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     journal = out / JOURNAL_NAME
     deadline = time.monotonic() + 240
     try:

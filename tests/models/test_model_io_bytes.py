@@ -45,7 +45,9 @@ def test_saving_again_in_the_same_process_is_byte_identical(tmp_path: Path) -> N
     torch.manual_seed(1)
     net = MultiTaskSRNet(num_features=8, num_blocks=1, num_classes=0)
     paths = [
-        save_generator(net, tmp_path / f"{i}.safetensors", metadata={"b": "2", "a": "1"} if i % 2 else {"a": "1", "b": "2"})
+        save_generator(
+            net, tmp_path / f"{i}.safetensors", metadata={"b": "2", "a": "1"} if i % 2 else {"a": "1", "b": "2"}
+        )
         for i in range(8)
     ]
     assert len({p.read_bytes() for p in paths}) == 1

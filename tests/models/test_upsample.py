@@ -10,7 +10,9 @@ from srseg.models.upsample import RADIUS, BicubicUpsample, symmetric_pad2
 
 
 @pytest.mark.parametrize("scale", [2, 3, 4])
-@pytest.mark.parametrize("shape", [(1, 1, 1, 1), (2, 3, 1, 5), (1, 3, 2, 3), (1, 3, 3, 2), (2, 3, 17, 23), (1, 3, 48, 64)])
+@pytest.mark.parametrize(
+    "shape", [(1, 1, 1, 1), (2, 3, 1, 5), (1, 3, 2, 3), (1, 3, 3, 2), (2, 3, 17, 23), (1, 3, 48, 64)]
+)
 def test_equals_matlab_imresize_on_float_input(scale: int, shape: tuple[int, ...]) -> None:
     x = torch.rand(shape, generator=torch.Generator().manual_seed(scale))
     out = BicubicUpsample(scale)(x)

@@ -12,11 +12,12 @@ from __future__ import annotations
 import json
 import re
 import threading
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 PREFIX = "/apis/trainer.kubeflow.org/v1alpha1/namespaces/"
@@ -62,19 +63,50 @@ class FakeKube:
 
 def status_body(code: int, message: str, kind: str = "trainjobs") -> bytes:
     reasons = {403: "Forbidden", 404: "NotFound", 409: "AlreadyExists", 422: "Invalid"}
-    return json.dumps({"kind": "Status", "apiVersion": "v1", "status": "Failure", "message": message,
-                       "reason": reasons.get(code, "Unknown"), "details": {"kind": kind}, "code": code}).encode()
+    return json.dumps(
+        {
+            "kind": "Status",
+            "apiVersion": "v1",
+            "status": "Failure",
+            "message": message,
+            "reason": reasons.get(code, "Unknown"),
+            "details": {"kind": kind},
+            "code": code,
+        }
+    ).encode()
 
 
-def trainjob(name: str, namespace: str, state: str, finished: str = "2020-01-01T00:00:00Z",
-             annotations: dict[str, str] | None = None) -> dict[str, Any]:
-    conditions = [] if state == "Running" else [{"type": state, "status": "True", "reason": state,
-                                                 "message": "node-0 exited 1" if state == "Failed" else "",
-                                                 "lastTransitionTime": finished}]
-    return {"apiVersion": "trainer.kubeflow.org/v1alpha1", "kind": "TrainJob",
-            "metadata": {"name": name, "namespace": namespace, "labels": {"app.kubernetes.io/part-of": "srseg"},
-                         "annotations": annotations or {}},
-            "status": {"conditions": conditions}}
+def trainjob(
+    name: str,
+    namespace: str,
+    state: str,
+    finished: str = "2020-01-01T00:00:00Z",
+    annotations: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    conditions = (
+        []
+        if state == "Running"
+        else [
+            {
+                "type": state,
+                "status": "True",
+                "reason": state,
+                "message": "node-0 exited 1" if state == "Failed" else "",
+                "lastTransitionTime": finished,
+            }
+        ]
+    )
+    return {
+        "apiVersion": "trainer.kubeflow.org/v1alpha1",
+        "kind": "TrainJob",
+        "metadata": {
+            "name": name,
+            "namespace": namespace,
+            "labels": {"app.kubernetes.io/part-of": "srseg"},
+            "annotations": annotations or {},
+        },
+        "status": {"conditions": conditions},
+    }
 
 
 def _handler(kube: FakeKube) -> type[BaseHTTPRequestHandler]:
@@ -93,8 +125,13 @@ def _handler(kube: FakeKube) -> type[BaseHTTPRequestHandler]:
             parts = urlsplit(self.path)
             length = int(self.headers.get("Content-Length") or 0)
             raw = self.rfile.read(length) if length else b""
-            request = Request(self.command, parts.path, parse_qs(parts.query), json.loads(raw) if raw else None,
-                              (self.headers.get("Authorization") or "").removeprefix("Bearer "))
+            request = Request(
+                self.command,
+                parts.path,
+                parse_qs(parts.query),
+                json.loads(raw) if raw else None,
+                (self.headers.get("Authorization") or "").removeprefix("Bearer "),
+            )
             with kube._lock:
                 kube.requests.append(request)
             match = _PATH.match(parts.path)
@@ -111,9 +148,12 @@ def _handler(kube: FakeKube) -> type[BaseHTTPRequestHandler]:
                 return
             if code:
                 user = "system:serviceaccount:kubeflow:pipeline-runner"
-                message = (f'trainjobs.trainer.kubeflow.org is forbidden: User "{user}" cannot {request.verb} resource '
-                           f'"trainjobs" in API group "trainer.kubeflow.org" in the namespace "{namespace}"'
-                           if code == 403 else f"refused with {code}")
+                message = (
+                    f'trainjobs.trainer.kubeflow.org is forbidden: User "{user}" cannot {request.verb} resource '
+                    f'"trainjobs" in API group "trainer.kubeflow.org" in the namespace "{namespace}"'
+                    if code == 403
+                    else f"refused with {code}"
+                )
                 self._reply(code, status_body(code, message))
                 return
             if request.verb == "create":
@@ -154,12 +194,18 @@ def serve(kube: FakeKube) -> Iterator[FakeKube]:
 
 def kubeconfig(kube: FakeKube, path: Path, namespace: str = "kubeflow-user") -> Path:
     """A kubeconfig for the fake server (the launcher reads it when it is not in a pod)."""
-    path.write_text(json.dumps({
-        "apiVersion": "v1", "kind": "Config", "current-context": "fake",
-        "clusters": [{"name": "fake", "cluster": {"server": kube.url}}],
-        "users": [{"name": "fake", "user": {"token": "fake-token"}}],
-        "contexts": [{"name": "fake", "context": {"cluster": "fake", "user": "fake", "namespace": namespace}}],
-    }))
+    path.write_text(
+        json.dumps(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "current-context": "fake",
+                "clusters": [{"name": "fake", "cluster": {"server": kube.url}}],
+                "users": [{"name": "fake", "user": {"token": "fake-token"}}],
+                "contexts": [{"name": "fake", "context": {"cluster": "fake", "user": "fake", "namespace": namespace}}],
+            }
+        )
+    )
     return path
 
 

@@ -18,9 +18,26 @@ from srseg.pipeline import PIPELINE_PACKAGE, commands
 REPO = Path(__file__).resolve().parents[2]
 COMMITTED = REPO / PIPELINE_PACKAGE
 IMAGE = "registry.example/srseg:9.9.9"
-SMALL_STEPS = ("resolve-params", "preflight", "download", "degrade", "seeds", "collect-model", "collect-model-2", "evaluate",
-               "study-build", "study-analyze", "benchmark", "report", "export", "register", "gate", "promote", "launch-trainjob",
-               "launch-trainjob-2")
+SMALL_STEPS = (
+    "resolve-params",
+    "preflight",
+    "download",
+    "degrade",
+    "seeds",
+    "collect-model",
+    "collect-model-2",
+    "evaluate",
+    "study-build",
+    "study-analyze",
+    "benchmark",
+    "report",
+    "export",
+    "register",
+    "gate",
+    "promote",
+    "launch-trainjob",
+    "launch-trainjob-2",
+)
 
 
 @pytest.fixture(scope="module")
@@ -93,10 +110,14 @@ def test_training_requests_gpus_and_resources(compiled: tuple[dict, dict]) -> No
         k8s = platform[label]
         assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in k8s["tolerations"]
         assert {"tolerationJson": {"componentInputParameter": "pipelinechannel--gpu_tolerations"}} in k8s["tolerations"]
-        assert k8s["nodeSelector"] == {"nodeSelectorJson": {"componentInputParameter": "pipelinechannel--gpu_node_selector"}}
+        assert k8s["nodeSelector"] == {
+            "nodeSelectorJson": {"componentInputParameter": "pipelinechannel--gpu_node_selector"}
+        }
         assert k8s["emptyDirMounts"] == [{"medium": "Memory", "mountPath": "/dev/shm", "volumeName": "dshm"}]
-    lambdas = {all_tasks(spec)[t]["inputs"]["parameters"]["lambda_seg"].get("runtimeValue", {}).get("constant")
-               for t in ("train", "train-2")}
+    lambdas = {
+        all_tasks(spec)[t]["inputs"]["parameters"]["lambda_seg"].get("runtimeValue", {}).get("constant")
+        for t in ("train", "train-2")
+    }
     assert 0.0 in lambdas  # the SR-only ablation branch
 
 
@@ -111,7 +132,10 @@ def test_every_step_has_cpu_and_memory_limits(compiled: tuple[dict, dict]) -> No
 def test_download_retries_with_backoff(compiled: tuple[dict, dict]) -> None:
     spec, _ = compiled
     assert all_tasks(spec)["download"]["retryPolicy"] == {
-        "backoffDuration": "60s", "backoffFactor": 2.0, "backoffMaxDuration": "3600s", "maxRetryCount": 3,
+        "backoffDuration": "60s",
+        "backoffFactor": 2.0,
+        "backoffMaxDuration": "3600s",
+        "maxRetryCount": 3,
     }
 
 
@@ -120,13 +144,30 @@ def test_caching_is_off_where_reruns_must_happen(compiled: tuple[dict, dict]) ->
     tasks = all_tasks(spec)
     for task in ("preflight", "study-build", "study-analyze", "register", "gate", "promote"):
         assert not tasks[task].get("cachingOptions", {}).get("enableCache", False), task
-    for task in ("resolve-params", "download", "degrade", "seeds", "train", "train-2", "launch-trainjob", "launch-trainjob-2",
-                 "collect-model", "collect-model-2", "evaluate", "benchmark", "report", "export"):
+    for task in (
+        "resolve-params",
+        "download",
+        "degrade",
+        "seeds",
+        "train",
+        "train-2",
+        "launch-trainjob",
+        "launch-trainjob-2",
+        "collect-model",
+        "collect-model-2",
+        "evaluate",
+        "benchmark",
+        "report",
+        "export",
+    ):
         assert tasks[task]["cachingOptions"]["enableCache"] is True, task
 
 
 def inputs(spec: dict[str, Any], task: str) -> dict[str, Any]:
-    return {**all_tasks(spec)[task]["inputs"].get("parameters", {}), **all_tasks(spec)[task]["inputs"].get("artifacts", {})}
+    return {
+        **all_tasks(spec)[task]["inputs"].get("parameters", {}),
+        **all_tasks(spec)[task]["inputs"].get("artifacts", {}),
+    }
 
 
 def test_cache_keys_follow_data_requests_code_and_weights(compiled: tuple[dict, dict]) -> None:
@@ -150,11 +191,22 @@ def test_cache_keys_follow_data_requests_code_and_weights(compiled: tuple[dict, 
     loop = dag_of(spec, "collect-model")
     for collect, suffix in (("collect-model", ""), ("collect-model-2", "-2")):  # either path's digest of the weights
         digest = loop[collect]["inputs"]["parameters"]["weights_sha256"]["taskOutputParameter"]
-        branches = spec["components"][loop[digest["producerTask"]]["componentRef"]["name"]]["dag"]["outputs"]["parameters"]
+        branches = spec["components"][loop[digest["producerTask"]]["componentRef"]["name"]]["dag"]["outputs"][
+            "parameters"
+        ]
         selectors = branches[digest["outputParameterKey"]]["valueFromOneof"]["parameterSelectors"]
-        assert {s["outputParameterKey"] for s in selectors} == {f"pipelinechannel--launch-trainjob{suffix}-weights_sha256",
-                                                                f"pipelinechannel--train{suffix}-weights_sha256"}
-    for task in ("seeds", "evaluate", "export", "study-build", "benchmark", "report"):  # the resolved params (code version included)
+        assert {s["outputParameterKey"] for s in selectors} == {
+            f"pipelinechannel--launch-trainjob{suffix}-weights_sha256",
+            f"pipelinechannel--train{suffix}-weights_sha256",
+        }
+    for task in (
+        "seeds",
+        "evaluate",
+        "export",
+        "study-build",
+        "benchmark",
+        "report",
+    ):  # the resolved params (code version included)
         assert inputs(spec, task)["params"]["taskOutputArtifact"]["producerTask"] == "resolve-params"
 
 
@@ -166,16 +218,24 @@ def test_training_fans_out_over_the_seeds(compiled: tuple[dict, dict]) -> None:
     assert loop["parameterIterator"]["items"] == {"inputParameter": "pipelinechannel--seeds-Output"}
     item = loop["parameterIterator"]["itemInput"]
     # the items are the loop's only task-output parameter: kfp.local would overwrite any other with the item
-    from_tasks = {k: v["taskOutputParameter"] for k, v in loop["inputs"]["parameters"].items() if "taskOutputParameter" in v}
+    from_tasks = {
+        k: v["taskOutputParameter"] for k, v in loop["inputs"]["parameters"].items() if "taskOutputParameter" in v
+    }
     assert from_tasks == {"pipelinechannel--seeds-Output": {"outputParameterKey": "Output", "producerTask": "seeds"}}
-    assert inputs(spec, "seeds")["request"]["taskOutputParameter"] == {"outputParameterKey": "train_request",
-                                                                      "producerTask": "resolve-params"}
+    assert inputs(spec, "seeds")["request"]["taskOutputParameter"] == {
+        "outputParameterKey": "train_request",
+        "producerTask": "resolve-params",
+    }
     for task in ("train", "train-2", "launch-trainjob", "launch-trainjob-2", "collect-model", "collect-model-2"):
-        assert inputs(spec, task)["seed"] == {"componentInputParameter": item,
-                                              "parameterExpressionSelector": 'parseJson(string_value)["seed"]'}, task
+        assert inputs(spec, task)["seed"] == {
+            "componentInputParameter": item,
+            "parameterExpressionSelector": 'parseJson(string_value)["seed"]',
+        }, task
     for task in ("train", "train-2", "launch-trainjob", "launch-trainjob-2"):
-        assert inputs(spec, task)["request"] == {"componentInputParameter": item,
-                                                 "parameterExpressionSelector": 'parseJson(string_value)["request"]'}, task
+        assert inputs(spec, task)["request"] == {
+            "componentInputParameter": item,
+            "parameterExpressionSelector": 'parseJson(string_value)["request"]',
+        }, task
     assert set(body["tasks"]) >= {"collect-model", "collect-model-2"}
     surfaced = body["outputs"]["artifacts"]
     for task in ("evaluate", "study-build", "benchmark", "report"):
@@ -183,7 +243,9 @@ def test_training_fans_out_over_the_seeds(compiled: tuple[dict, dict]) -> None:
         for arm, collect in (("multitask", "collect-model"), ("sr_only", "collect-model-2")):
             key = given[arm]["taskOutputArtifact"]
             assert key["producerTask"] == "for-loop-1", (task, arm)
-            assert surfaced[key["outputArtifactKey"]]["artifactSelectors"] == [{"outputArtifactKey": "model", "producerSubtask": collect}]
+            assert surfaced[key["outputArtifactKey"]]["artifactSelectors"] == [
+                {"outputArtifactKey": "model", "producerSubtask": collect}
+            ]
     assert inputs(spec, "export")["models"]["taskOutputArtifact"]["producerTask"] == "for-loop-1"
     assert "report" in all_tasks(spec)["export"]["dependentTasks"]  # the card links to the report
 
@@ -203,25 +265,33 @@ def test_preflight_runs_before_any_data_moves(compiled: tuple[dict, dict]) -> No
 def test_every_step_knows_its_kfp_run_for_lineage(compiled: tuple[dict, dict]) -> None:
     _, platform = compiled
     for label, k8s in platform.items():
-        assert {"name": "SRSEG_KFP_RUN_ID", "fieldPath": "metadata.labels['pipeline/runid']"} in k8s["fieldPathAsEnv"], label
+        assert {"name": "SRSEG_KFP_RUN_ID", "fieldPath": "metadata.labels['pipeline/runid']"} in k8s[
+            "fieldPathAsEnv"
+        ], label
         assert {"name": "SRSEG_KFP_POD", "fieldPath": "metadata.name"} in k8s["fieldPathAsEnv"], label
 
 
 def test_promotion_runs_only_when_the_gate_passes(compiled: tuple[dict, dict]) -> None:
     spec, _ = compiled
     root = spec["root"]["dag"]["tasks"]
-    (name,) = [n for n, t in root.items() if "promote" in spec["components"][t["componentRef"]["name"]].get("dag", {}).get("tasks", {})]
+    (name,) = [
+        n
+        for n, t in root.items()
+        if "promote" in spec["components"][t["componentRef"]["name"]].get("dag", {}).get("tasks", {})
+    ]
     condition = root[name]
     assert condition["triggerPolicy"]["condition"] == "inputs.parameter_values['pipelinechannel--gate-Output'] == true"
     assert condition["inputs"]["parameters"]["pipelinechannel--gate-Output"]["taskOutputParameter"] == {
-        "outputParameterKey": "Output", "producerTask": "gate",
+        "outputParameterKey": "Output",
+        "producerTask": "gate",
     }
     assert set(root["gate"]["dependentTasks"]) >= {"register", "study-analyze"}
     # the promote step applies the gate's verdict (it scores nothing itself)
     inner = spec["components"][root[name]["componentRef"]["name"]]["dag"]["tasks"]["promote"]
     assert inner["inputs"]["artifacts"]["verdict"] == {"componentInputArtifact": "pipelinechannel--gate-verdict"}
     assert condition["inputs"]["artifacts"]["pipelinechannel--gate-verdict"]["taskOutputArtifact"] == {
-        "outputArtifactKey": "verdict", "producerTask": "gate",
+        "outputArtifactKey": "verdict",
+        "producerTask": "gate",
     }
 
 
@@ -233,8 +303,10 @@ def test_multi_node_training_goes_through_a_trainjob(compiled: tuple[dict, dict]
     for name in branches:
         inner = spec["components"][root[name]["componentRef"]["name"]]["dag"]["tasks"]
         conditions = {t["triggerPolicy"]["condition"]: t for t in inner.values()}
-        assert set(conditions) == {"int(inputs.parameter_values['pipelinechannel--nodes']) > 1",
-                                   "!(int(inputs.parameter_values['pipelinechannel--nodes']) > 1)"}
+        assert set(conditions) == {
+            "int(inputs.parameter_values['pipelinechannel--nodes']) > 1",
+            "!(int(inputs.parameter_values['pipelinechannel--nodes']) > 1)",
+        }
     for collect in ("collect-model", "collect-model-2"):  # either path's run folder feeds the model artifact
         source = root[collect]["inputs"]["parameters"]["train_dir"]["taskOutputParameter"]
         assert source["producerTask"] in branches
@@ -249,13 +321,17 @@ def test_platform_settings_pvc_and_secrets(compiled: tuple[dict, dict]) -> None:
         label, _ = executor(spec, task)
         k8s = platform[label]
         (pvc,) = k8s["pvcMount"]
-        assert pvc["mountPath"] == "/mnt/srseg" and pvc["pvcNameParameter"]["componentInputParameter"].endswith("pvc_name"), task
+        assert pvc["mountPath"] == "/mnt/srseg" and pvc["pvcNameParameter"]["componentInputParameter"].endswith(
+            "pvc_name"
+        ), task
         secrets = {s["secretNameParameter"]["componentInputParameter"].split("--")[-1]: s for s in k8s["secretAsEnv"]}
         assert secrets["s3_secret"]["keyToEnv"] == [
             {"envVar": "AWS_ACCESS_KEY_ID", "secretKey": "AWS_ACCESS_KEY_ID"},
             {"envVar": "AWS_SECRET_ACCESS_KEY", "secretKey": "AWS_SECRET_ACCESS_KEY"},
         ], task
-        assert secrets["mlflow_secret"]["keyToEnv"] == [{"envVar": "MLFLOW_TRACKING_TOKEN", "secretKey": "MLFLOW_TRACKING_TOKEN"}]
+        assert secrets["mlflow_secret"]["keyToEnv"] == [
+            {"envVar": "MLFLOW_TRACKING_TOKEN", "secretKey": "MLFLOW_TRACKING_TOKEN"}
+        ]
         assert all(s["optional"] for s in secrets.values())
     for task in ("resolve-params", "seeds"):
         settings = platform[executor(spec, task)[0]]
@@ -274,12 +350,30 @@ def test_pipeline_parameters(compiled: tuple[dict, dict]) -> None:
     spec, _ = compiled
     params = spec["root"]["inputDefinitions"]["parameters"]
     expected = {
-        "params_yaml": "STRING", "profile": "STRING", "data_mode": "STRING", "subset_size": "NUMBER_INTEGER",
-        "mirror": "STRING", "scale": "NUMBER_INTEGER", "lambda_seg": "NUMBER_DOUBLE", "gpus_per_node": "NUMBER_INTEGER",
-        "nodes": "NUMBER_INTEGER", "mlflow_uri": "STRING", "s3_bucket": "STRING", "s3_prefix": "STRING",
-        "s3_endpoint_url": "STRING", "work_dir": "STRING", "pvc_name": "STRING", "s3_secret": "STRING",
-        "mlflow_secret": "STRING", "gpu_tolerations": "LIST", "gpu_node_selector": "STRUCT", "train_cpu": "STRING",
-        "train_memory": "STRING", "trainer_runtime": "STRING", "trainer_namespace": "STRING", "train_timeout_s": "NUMBER_INTEGER",
+        "params_yaml": "STRING",
+        "profile": "STRING",
+        "data_mode": "STRING",
+        "subset_size": "NUMBER_INTEGER",
+        "mirror": "STRING",
+        "scale": "NUMBER_INTEGER",
+        "lambda_seg": "NUMBER_DOUBLE",
+        "gpus_per_node": "NUMBER_INTEGER",
+        "nodes": "NUMBER_INTEGER",
+        "mlflow_uri": "STRING",
+        "s3_bucket": "STRING",
+        "s3_prefix": "STRING",
+        "s3_endpoint_url": "STRING",
+        "work_dir": "STRING",
+        "pvc_name": "STRING",
+        "s3_secret": "STRING",
+        "mlflow_secret": "STRING",
+        "gpu_tolerations": "LIST",
+        "gpu_node_selector": "STRUCT",
+        "train_cpu": "STRING",
+        "train_memory": "STRING",
+        "trainer_runtime": "STRING",
+        "trainer_namespace": "STRING",
+        "train_timeout_s": "NUMBER_INTEGER",
         "code_version": "STRING",
     }
     assert {k: v["parameterType"] for k, v in params.items()} == expected
@@ -290,9 +384,15 @@ def test_pipeline_parameters(compiled: tuple[dict, dict]) -> None:
 def test_mount_path_is_a_compile_option(tmp_path: Path) -> None:
     out = commands.compile_pipeline(IMAGE, tmp_path / "p.yaml", mount_path="/data/srseg", root=REPO)
     spec, platform = yaml.safe_load_all(out.read_text())
-    mounts = {m["mountPath"] for e in platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"].values()
-              for m in e.get("pvcMount", [])}
-    assert mounts == {"/data/srseg"} and spec["root"]["inputDefinitions"]["parameters"]["work_dir"]["defaultValue"] == "/data/srseg"
+    mounts = {
+        m["mountPath"]
+        for e in platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"].values()
+        for m in e.get("pvcMount", [])
+    }
+    assert (
+        mounts == {"/data/srseg"}
+        and spec["root"]["inputDefinitions"]["parameters"]["work_dir"]["defaultValue"] == "/data/srseg"
+    )
 
 
 def test_bad_image_or_checkout_fails_clearly(tmp_path: Path) -> None:
@@ -320,9 +420,17 @@ def test_submit_sends_resolved_params(tmp_path: Path) -> None:
 
     client = FakeClient()
     result = commands.submit(
-        "https://kfp.example/pipeline", package=COMMITTED, params=REPO / "params.yaml", profile="paper",
-        arguments={"nodes": 2, "gpus_per_node": 8, "mlflow_uri": "https://mlflow.example.org"}, experiment="srseg-test",
-        run_name="r1", wait=True, client=client, service_account="srseg-pipeline", enable_caching=False,
+        "https://kfp.example/pipeline",
+        package=COMMITTED,
+        params=REPO / "params.yaml",
+        profile="paper",
+        arguments={"nodes": 2, "gpus_per_node": 8, "mlflow_uri": "https://mlflow.example.org"},
+        experiment="srseg-test",
+        run_name="r1",
+        wait=True,
+        client=client,
+        service_account="srseg-pipeline",
+        enable_caching=False,
     )
     assert result.run_id == "run-123" and result.succeeded
     assert result.url == "https://kfp.example/pipeline/#/runs/details/run-123"
@@ -337,7 +445,10 @@ def test_submit_sends_resolved_params(tmp_path: Path) -> None:
     default_client = FakeClient()
     image_default = commands.submit("h", package=COMMITTED, params=None, profile="demo", client=default_client)
     assert image_default.state is None
-    assert {k: default_client.calls[0]["arguments"][k] for k in ("params_yaml", "profile")} == {"params_yaml": "", "profile": "demo"}
+    assert {k: default_client.calls[0]["arguments"][k] for k in ("params_yaml", "profile")} == {
+        "params_yaml": "",
+        "profile": "demo",
+    }
 
 
 @pytest.mark.parametrize(
@@ -355,7 +466,9 @@ def test_submit_sends_resolved_params(tmp_path: Path) -> None:
 def test_submit_refuses_a_tracking_uri_the_pods_cannot_share(uri: str, why: str) -> None:
     client = FakeClient()
     with pytest.raises(ValueError, match=rf"pipeline argument mlflow_uri.*{why}"):
-        commands.submit("h", package=COMMITTED, params=REPO / "params.yaml", arguments={"mlflow_uri": uri}, client=client)
+        commands.submit(
+            "h", package=COMMITTED, params=REPO / "params.yaml", arguments={"mlflow_uri": uri}, client=client
+        )
     assert client.calls == []
     with pytest.raises(ValueError, match=r"mlflow\.tracking_uri in the params"):  # params.yaml's own sqlite default
         commands.submit("h", package=COMMITTED, params=REPO / "params.yaml", client=client)
@@ -368,10 +481,13 @@ def test_submit_refuses_disabled_tracking_and_bad_service_accounts() -> None:
     from srseg.config import load_params
 
     disabled = load_params(REPO / "params.yaml").model_copy(
-        update={"mlflow": load_params(REPO / "params.yaml").mlflow.model_copy(update={"enabled": False})})
+        update={"mlflow": load_params(REPO / "params.yaml").mlflow.model_copy(update={"enabled": False})}
+    )
     client = FakeClient()
     with pytest.raises(ValueError, match="mlflow.enabled is false"):
-        commands.submit("h", package=COMMITTED, params=disabled, arguments={"mlflow_uri": "https://m.example"}, client=client)
+        commands.submit(
+            "h", package=COMMITTED, params=disabled, arguments={"mlflow_uri": "https://m.example"}, client=client
+        )
     with pytest.raises(commands.PipelineError, match="service account"):
         commands.submit("h", package=COMMITTED, params=None, client=client, service_account="Srseg Runner")
     assert client.calls == []
@@ -390,16 +506,30 @@ def test_cli_submit_with_sqlite_exits_2_before_contacting_the_host(tmp_path: Pat
     port = listener.getsockname()[1]
     try:
         proc = subprocess.run(
-            [sys.executable, "-m", "srseg", "--params", str(REPO / "params.yaml"), "pipeline", "submit",
-             "--host", f"http://127.0.0.1:{port}", "--arg", "mlflow_uri=sqlite:///x.db"],
-            cwd=REPO, capture_output=True, text=True, timeout=120,
+            [
+                sys.executable,
+                "-m",
+                "srseg",
+                "--params",
+                str(REPO / "params.yaml"),
+                "pipeline",
+                "submit",
+                "--host",
+                f"http://127.0.0.1:{port}",
+                "--arg",
+                "mlflow_uri=sqlite:///x.db",
+            ],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=120,
             env={**__import__("os").environ, "PYTHONPATH": str(REPO)},
         )
         try:
             connection, _ = listener.accept()
             connection.close()
             contacted = True
-        except socket.timeout:
+        except TimeoutError:
             contacted = False
     finally:
         listener.close()
@@ -414,11 +544,22 @@ def test_params_objects_and_typed_arguments() -> None:
     loaded = load_params(REPO / "params.yaml").model_copy(update={"profile": "custom"})  # e.g. the CLI's, --set applied
     assert yaml.safe_load(commands.params_arguments(loaded, "ignored")["params_yaml"])["profile"] == "custom"
     args = commands.pipeline_arguments(
-        ["nodes=2", "lambda_seg=0.05", "mlflow_uri=http://m:5000", 'gpu_node_selector={"pool": "a100"}', "gpu_tolerations=[]"],
+        [
+            "nodes=2",
+            "lambda_seg=0.05",
+            "mlflow_uri=http://m:5000",
+            'gpu_node_selector={"pool": "a100"}',
+            "gpu_tolerations=[]",
+        ],
         COMMITTED,
     )
-    assert args == {"nodes": 2, "lambda_seg": 0.05, "mlflow_uri": "http://m:5000", "gpu_node_selector": {"pool": "a100"},
-                    "gpu_tolerations": []}
+    assert args == {
+        "nodes": 2,
+        "lambda_seg": 0.05,
+        "mlflow_uri": "http://m:5000",
+        "gpu_node_selector": {"pool": "a100"},
+        "gpu_tolerations": [],
+    }
     with pytest.raises(commands.PipelineError, match="one of"):
         commands.pipeline_arguments(["gpus=2"], COMMITTED)
     with pytest.raises(commands.PipelineError, match="NUMBER_INTEGER"):
@@ -436,8 +577,12 @@ class ReadingClient(FakeClient):
 def test_image_pull_secrets_and_user_are_submit_time_choices() -> None:
     committed = COMMITTED.read_text()
     client = ReadingClient()
-    pod = commands.PodOptions(image="registry.example/srseg:1.2.3", image_pull_secrets=("regcred", "mirror-cred"),
-                              run_as_user=2000, run_as_group=3000)
+    pod = commands.PodOptions(
+        image="registry.example/srseg:1.2.3",
+        image_pull_secrets=("regcred", "mirror-cred"),
+        run_as_user=2000,
+        run_as_group=3000,
+    )
     commands.submit("h", package=COMMITTED, params=None, profile="demo", client=client, pod=pod, root=REPO)
     spec = client.spec
     assert {e["container"]["image"] for e in spec["deploymentSpec"]["executors"].values()} == {pod.image}
@@ -447,10 +592,19 @@ def test_image_pull_secrets_and_user_are_submit_time_choices() -> None:
         assert k8s["securityContext"] == {"runAsUser": "2000", "runAsGroup": "3000", "runAsNonRoot": True}, label
     assert COMMITTED.read_text() == committed  # the committed IR is not touched
     with pytest.raises(commands.PipelineError, match="image pull secret"):
-        commands.submit("h", package=COMMITTED, params=None, client=FakeClient(), root=REPO,
-                        pod=commands.PodOptions(image_pull_secrets=("bad name",)))
+        commands.submit(
+            "h",
+            package=COMMITTED,
+            params=None,
+            client=FakeClient(),
+            root=REPO,
+            pod=commands.PodOptions(image_pull_secrets=("bad name",)),
+        )
     root_pod = commands.PodOptions(run_as_user=0, run_as_group=0)
     client = ReadingClient()
     commands.submit("h", package=COMMITTED, params=None, client=client, pod=root_pod, root=REPO)
-    contexts = [k8s["securityContext"] for k8s in client.platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"].values()]
+    contexts = [
+        k8s["securityContext"]
+        for k8s in client.platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"].values()
+    ]
     assert all(c.get("runAsNonRoot") is False for c in contexts)  # uid 0 is never declared non-root

@@ -74,13 +74,23 @@ def test_compiled_pipeline_runs_locally_to_a_registered_model(
         monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", s3.secret_key)
         monkeypatch.setenv("AWS_DEFAULT_REGION", s3.region)
         run = commands.run_local(
-            params_file, None, package=REPO / PIPELINE_PACKAGE, work_dir=tmp_path / "work",
+            params_file,
+            None,
+            package=REPO / PIPELINE_PACKAGE,
+            work_dir=tmp_path / "work",
             pipeline_root=tmp_path / "kfp",
-            arguments={"mlflow_uri": server.tracking_uri, "s3_bucket": "srseg", "s3_prefix": "cocostuff",
-                       "s3_endpoint_url": s3.endpoint_url},
+            arguments={
+                "mlflow_uri": server.tracking_uri,
+                "s3_bucket": "srseg",
+                "s3_prefix": "cocostuff",
+                "s3_endpoint_url": s3.endpoint_url,
+            },
         )
-        keys = [o["Key"] for page in s3.client().get_paginator("list_objects_v2").paginate(Bucket="srseg")
-                for o in page.get("Contents", [])]
+        keys = [
+            o["Key"]
+            for page in s3.client().get_paginator("list_objects_v2").paginate(Bucket="srseg")
+            for o in page.get("Contents", [])
+        ]
         assert "cocostuff/manifest.json" in keys  # the prepared dataset was uploaded
         assert any(k.startswith("artifacts/") and k.endswith("sr_head.safetensors") for k in keys)  # MLflow -> S3
         match = re.fullmatch(r"models:/([^/]+)/(\d+)", run.model_uri)
@@ -94,11 +104,16 @@ def test_compiled_pipeline_runs_locally_to_a_registered_model(
         assert "champion" not in client.get_registered_model(name).aliases
 
         # one ParallelFor iteration per seed trained both arms with that seed, in train.seeds order
-        collected = {(seed, task): step_outputs(run.pipeline_root, f"for-loop-1-iteration-{seed}/{task}")
-                     ["artifacts"]["model"]["artifacts"][0]["metadata"]
-                     for seed in (0, 1) for task in ("collect-model", "collect-model-2")}
+        collected = {
+            (seed, task): step_outputs(run.pipeline_root, f"for-loop-1-iteration-{seed}/{task}")["artifacts"]["model"][
+                "artifacts"
+            ][0]["metadata"]
+            for seed in (0, 1)
+            for task in ("collect-model", "collect-model-2")
+        }
         assert {(key, meta["seed"], meta["branch"]) for key, meta in collected.items()} == {
-            ((s, t), s, b) for s in (0, 1) for t, b in (("collect-model", "multitask"), ("collect-model-2", "sr_only"))}
+            ((s, t), s, b) for s in (0, 1) for t, b in (("collect-model", "multitask"), ("collect-model-2", "sr_only"))
+        }
         assert len({meta["mlflow_run_id"] for meta in collected.values()}) == 4  # four trainings
         model = collected[0, "collect-model"]  # the first seed's: the one exported and registered
         assert model["branch"] == "multitask" and model["lambda_seg"] > 0
@@ -116,9 +131,14 @@ def test_compiled_pipeline_runs_locally_to_a_registered_model(
         results = step_outputs(run.pipeline_root, "evaluate")["artifacts"]["results"]["artifacts"][0]["metadata"]
         evaluation = client.get_run(results["mlflow_run_id"]).data.tags
         for seed in (0, 1):  # one model per seed and arm (multitask@seed0 -> a tag-safe multitask_seed0)
-            assert evaluation[f"lineage.multitask_seed{seed}.train_run_id"] == collected[seed, "collect-model"]["mlflow_run_id"]
-            assert (evaluation[f"lineage.sr_only_seed{seed}.train_parent_run_id"]
-                    == collected[seed, "collect-model-2"]["mlflow_parent_run_id"])
+            assert (
+                evaluation[f"lineage.multitask_seed{seed}.train_run_id"]
+                == collected[seed, "collect-model"]["mlflow_run_id"]
+            )
+            assert (
+                evaluation[f"lineage.sr_only_seed{seed}.train_parent_run_id"]
+                == collected[seed, "collect-model-2"]["mlflow_parent_run_id"]
+            )
         assert client.get_run(model["mlflow_parent_run_id"]).info.run_name.startswith("train-multitask-")
         # the version carries the runs that trained and scored it; the gate links to the scores it judged
         assert registered.tags["lineage.train_run_id"] == model["mlflow_run_id"]

@@ -21,8 +21,15 @@ from srseg.pipeline.preflight import PreflightError
 REPO = Path(__file__).resolve().parents[2]
 
 
-@pytest.mark.parametrize("uri", ["https://mlflow.example.org", "http://mlflow.mlflow.svc.cluster.local:5000",
-                                 "http://10.0.3.7:5000/", "https://mlflow.example.org/prefix"])
+@pytest.mark.parametrize(
+    "uri",
+    [
+        "https://mlflow.example.org",
+        "http://mlflow.mlflow.svc.cluster.local:5000",
+        "http://10.0.3.7:5000/",
+        "https://mlflow.example.org/prefix",
+    ],
+)
 def test_tracking_servers_the_pods_share_are_accepted(uri: str) -> None:
     assert preflight.tracking_problem(uri, "x") is None
 

@@ -67,12 +67,24 @@ def launcher_config(tmp_path: Path, **overrides: Any) -> TrainJobConfig:
     """The config ``components/trainjob.py`` builds, for a run folder on the mounted volume."""
     train_dir = Path(MOUNT) / "runs" / "0123456789abcdef" / "sr_only"
     args: dict[str, Any] = dict(
-        train_dir=train_dir, params_file=train_dir / "params.yaml", image="registry.example/srseg:1.2.3",
-        namespace="kubeflow-user", nodes=4, gpus_per_node=8, cpu="32", memory="256Gi", pvc_name="srseg-data",
-        mount_path=MOUNT, tolerations=[{"key": "team", "operator": "Equal", "value": "vision", "effect": "NoSchedule"}],
-        node_selector={"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"}, s3_secret="srseg-s3",
-        mlflow_secret="srseg-mlflow", runtime="torch-distributed", timeout_s=86400,
-        env={"SRSEG_KFP_RUN_ID": "run-42", "UNSET": ""}, launcher_pod="srseg-training-abc-launcher",
+        train_dir=train_dir,
+        params_file=train_dir / "params.yaml",
+        image="registry.example/srseg:1.2.3",
+        namespace="kubeflow-user",
+        nodes=4,
+        gpus_per_node=8,
+        cpu="32",
+        memory="256Gi",
+        pvc_name="srseg-data",
+        mount_path=MOUNT,
+        tolerations=[{"key": "team", "operator": "Equal", "value": "vision", "effect": "NoSchedule"}],
+        node_selector={"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"},
+        s3_secret="srseg-s3",
+        mlflow_secret="srseg-mlflow",
+        runtime="torch-distributed",
+        timeout_s=86400,
+        env={"SRSEG_KFP_RUN_ID": "run-42", "UNSET": ""},
+        launcher_pod="srseg-training-abc-launcher",
     )
     args.update(overrides)
     return steps.trainjob_config(**args)
@@ -83,11 +95,23 @@ def test_launcher_manifest_is_a_valid_trainjob(tmp_path: Path) -> None:
     validate(manifest)
     spec = manifest["spec"]
     assert manifest["metadata"] == {
-        "name": "srseg-sr-only-0123456789abcdef", "namespace": "kubeflow-user",
-        "labels": {"app.kubernetes.io/part-of": "srseg", "app.kubernetes.io/component": "train", "srseg/branch": "sr-only"},
-        "annotations": {"srseg/ttl-seconds-after-finished": "86400", "srseg/launcher-pod": "srseg-training-abc-launcher"},
+        "name": "srseg-sr-only-0123456789abcdef",
+        "namespace": "kubeflow-user",
+        "labels": {
+            "app.kubernetes.io/part-of": "srseg",
+            "app.kubernetes.io/component": "train",
+            "srseg/branch": "sr-only",
+        },
+        "annotations": {
+            "srseg/ttl-seconds-after-finished": "86400",
+            "srseg/launcher-pod": "srseg-training-abc-launcher",
+        },
     }
-    assert spec["runtimeRef"] == {"name": "torch-distributed", "apiGroup": "trainer.kubeflow.org", "kind": "ClusterTrainingRuntime"}
+    assert spec["runtimeRef"] == {
+        "name": "torch-distributed",
+        "apiGroup": "trainer.kubeflow.org",
+        "kind": "ClusterTrainingRuntime",
+    }
     assert spec["activeDeadlineSeconds"] == 86400
     trainer = spec["trainer"]
     assert trainer["image"] == "registry.example/srseg:1.2.3"
@@ -99,15 +123,25 @@ def test_launcher_manifest_is_a_valid_trainjob(tmp_path: Path) -> None:
     # the same torchrun command as the one-pod step, topology from Trainer's PET_* variables
     params_file = f"{MOUNT}/runs/0123456789abcdef/sr_only/params.yaml"
     assert trainer["command"] == [
-        "/bin/sh", "-c",
+        "/bin/sh",
+        "-c",
         f"torchrun -m srseg --params {params_file} train --stage psnr && "
         f"torchrun -m srseg --params {params_file} train --stage gan",
     ]
     assert trainer["env"] == [
         {"name": "SRSEG_KFP_RUN_ID", "value": "run-42"},  # lineage: MLflow runs of the TrainJob carry the KFP run
-        {"name": "AWS_ACCESS_KEY_ID", "valueFrom": {"secretKeyRef": {"name": "srseg-s3", "key": "AWS_ACCESS_KEY_ID", "optional": True}}},
-        {"name": "AWS_SECRET_ACCESS_KEY", "valueFrom": {"secretKeyRef": {"name": "srseg-s3", "key": "AWS_SECRET_ACCESS_KEY", "optional": True}}},
-        {"name": "MLFLOW_TRACKING_TOKEN", "valueFrom": {"secretKeyRef": {"name": "srseg-mlflow", "key": "MLFLOW_TRACKING_TOKEN", "optional": True}}},
+        {
+            "name": "AWS_ACCESS_KEY_ID",
+            "valueFrom": {"secretKeyRef": {"name": "srseg-s3", "key": "AWS_ACCESS_KEY_ID", "optional": True}},
+        },
+        {
+            "name": "AWS_SECRET_ACCESS_KEY",
+            "valueFrom": {"secretKeyRef": {"name": "srseg-s3", "key": "AWS_SECRET_ACCESS_KEY", "optional": True}},
+        },
+        {
+            "name": "MLFLOW_TRACKING_TOKEN",
+            "valueFrom": {"secretKeyRef": {"name": "srseg-mlflow", "key": "MLFLOW_TRACKING_TOKEN", "optional": True}},
+        },
     ]
     (patch,) = spec["runtimePatches"]
     (job,) = patch["trainingRuntimeSpec"]["template"]["spec"]["replicatedJobs"]
@@ -117,9 +151,15 @@ def test_launcher_manifest_is_a_valid_trainjob(tmp_path: Path) -> None:
         {"name": "srseg-data", "persistentVolumeClaim": {"claimName": "srseg-data"}},
         {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": "16Gi"}},
     ]
-    assert pod["containers"] == [{"name": "node", "volumeMounts": [
-        {"name": "srseg-data", "mountPath": MOUNT}, {"name": "dshm", "mountPath": "/dev/shm"},
-    ]}]
+    assert pod["containers"] == [
+        {
+            "name": "node",
+            "volumeMounts": [
+                {"name": "srseg-data", "mountPath": MOUNT},
+                {"name": "dshm", "mountPath": "/dev/shm"},
+            ],
+        }
+    ]
     assert pod["tolerations"] == [
         {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"},
         {"key": "team", "operator": "Equal", "value": "vision", "effect": "NoSchedule"},
@@ -133,15 +173,29 @@ def test_launcher_manifest_is_a_valid_trainjob(tmp_path: Path) -> None:
 
 
 def test_cpu_only_trainjob_is_valid_and_requests_no_gpu(tmp_path: Path) -> None:
-    manifest = trainjob.build_trainjob(launcher_config(
-        tmp_path, gpus_per_node=0, tolerations=[], node_selector={}, s3_secret="", mlflow_secret="", pvc_name="", timeout_s=0,
-        run_as_user=None, run_as_group=None, env={}, launcher_pod="",
-    ))
+    manifest = trainjob.build_trainjob(
+        launcher_config(
+            tmp_path,
+            gpus_per_node=0,
+            tolerations=[],
+            node_selector={},
+            s3_secret="",
+            mlflow_secret="",
+            pvc_name="",
+            timeout_s=0,
+            run_as_user=None,
+            run_as_group=None,
+            env={},
+            launcher_pod="",
+        )
+    )
     validate(manifest)
     trainer = manifest["spec"]["trainer"]
     assert "nvidia.com/gpu" not in trainer["resourcesPerNode"]["limits"]
     assert trainer["numProcPerNode"] == 1 and "env" not in trainer and "activeDeadlineSeconds" not in manifest["spec"]
-    pod = manifest["spec"]["runtimePatches"][0]["trainingRuntimeSpec"]["template"]["spec"]["replicatedJobs"][0]["template"]["spec"]["template"]["spec"]
+    pod = manifest["spec"]["runtimePatches"][0]["trainingRuntimeSpec"]["template"]["spec"]["replicatedJobs"][0][
+        "template"
+    ]["spec"]["template"]["spec"]
     assert "tolerations" not in pod and "nodeSelector" not in pod
     assert [v["name"] for v in pod["volumes"]] == ["dshm"]
     assert pod["securityContext"] == {"fsGroup": 1000}  # user left to the image, the volume still writable
@@ -154,8 +208,19 @@ def _set(manifest: dict[str, Any], path: tuple[str | int, ...], value: Any) -> N
     node[path[-1]] = value
 
 
-POD = ("spec", "runtimePatches", 0, "trainingRuntimeSpec", "template", "spec", "replicatedJobs", 0, "template", "spec",
-       "template")
+POD = (
+    "spec",
+    "runtimePatches",
+    0,
+    "trainingRuntimeSpec",
+    "template",
+    "spec",
+    "replicatedJobs",
+    0,
+    "template",
+    "spec",
+    "template",
+)
 
 
 @pytest.mark.parametrize(
@@ -232,7 +297,9 @@ def test_config_errors_are_clear(tmp_path: Path) -> None:
         trainjob.build_trainjob(launcher_config(tmp_path, tolerations=[{"key": "a", "effects": "NoSchedule"}]))
     assert trainjob.job_name("srseg-multitask", "X" * 80) == "srseg-multitask-" + "x" * 47
     with pytest.raises(ValueError, match="RFC 1035"):
-        TrainJobConfig(name="Bad", namespace="ns", image="i", command=["x"], num_nodes=1, gpus_per_node=0, cpu="1", memory="1Gi")
+        TrainJobConfig(
+            name="Bad", namespace="ns", image="i", command=["x"], num_nodes=1, gpus_per_node=0, cpu="1", memory="1Gi"
+        )
 
 
 # ------------------------------------------------------------------------------ fake cluster
@@ -258,10 +325,22 @@ class FakeApi:
     def _obj(state: str) -> dict[str, Any]:
         if state == "Running":
             return {"status": {}}
-        return {"status": {"conditions": [{"type": state, "status": "True", "reason": "JobsFailed" if state == "Failed" else state,
-                                           "message": "node-0 exited 1" if state == "Failed" else ""}]}}
+        return {
+            "status": {
+                "conditions": [
+                    {
+                        "type": state,
+                        "status": "True",
+                        "reason": "JobsFailed" if state == "Failed" else state,
+                        "message": "node-0 exited 1" if state == "Failed" else "",
+                    }
+                ]
+            }
+        }
 
-    def create_namespaced_custom_object(self, group: str, version: str, namespace: str, plural: str, body: dict, **kwargs: Any) -> dict:
+    def create_namespaced_custom_object(
+        self, group: str, version: str, namespace: str, plural: str, body: dict, **kwargs: Any
+    ) -> dict:
         assert (group, version, plural) == ("trainer.kubeflow.org", "v1alpha1", "trainjobs")
         if self.create_status:
             raise ApiError(self.create_status)
@@ -270,12 +349,16 @@ class FakeApi:
         self.created.append(body)
         return body
 
-    def get_namespaced_custom_object(self, group: str, version: str, namespace: str, plural: str, name: str, **kwargs: Any) -> dict:
+    def get_namespaced_custom_object(
+        self, group: str, version: str, namespace: str, plural: str, name: str, **kwargs: Any
+    ) -> dict:
         if self.existing is not None:
             return self._obj(self.existing)
         return self._obj(self.states.pop(0) if len(self.states) > 1 else self.states[0])
 
-    def delete_namespaced_custom_object(self, group: str, version: str, namespace: str, plural: str, name: str, **kwargs: Any) -> None:
+    def delete_namespaced_custom_object(
+        self, group: str, version: str, namespace: str, plural: str, name: str, **kwargs: Any
+    ) -> None:
         self.deleted.append(name)
         self.existing = None
 
@@ -295,17 +378,28 @@ def test_create_and_wait_until_complete(tmp_path: Path) -> None:
     manifest = trainjob.build_trainjob(launcher_config(tmp_path))
     api, clock = FakeApi(["Running", "Running", "Complete"]), Clock()
     trainjob.create_trainjob(api, manifest)
-    done = trainjob.wait_for_trainjob(api, "srseg-sr-only-0123456789abcdef", "kubeflow-user", timeout_s=3600, poll_s=30,
-                                      sleep=clock.sleep, clock=clock)
+    done = trainjob.wait_for_trainjob(
+        api,
+        "srseg-sr-only-0123456789abcdef",
+        "kubeflow-user",
+        timeout_s=3600,
+        poll_s=30,
+        sleep=clock.sleep,
+        clock=clock,
+    )
     assert api.created == [manifest] and trainjob.trainjob_state(done) == "Complete" and clock.now == 60
 
 
 def test_failed_and_timed_out_jobs_raise(tmp_path: Path) -> None:
     clock = Clock()
     with pytest.raises(TrainJobError, match="failed: JobsFailed: node-0 exited 1"):
-        trainjob.wait_for_trainjob(FakeApi(["Running", "Failed"]), "j", "ns", timeout_s=3600, sleep=clock.sleep, clock=clock)
+        trainjob.wait_for_trainjob(
+            FakeApi(["Running", "Failed"]), "j", "ns", timeout_s=3600, sleep=clock.sleep, clock=clock
+        )
     with pytest.raises(TrainJobError, match="not finished after 100 s"):
-        trainjob.wait_for_trainjob(FakeApi(["Suspended"]), "j", "ns", timeout_s=100, poll_s=30, sleep=clock.sleep, clock=clock)
+        trainjob.wait_for_trainjob(
+            FakeApi(["Suspended"]), "j", "ns", timeout_s=100, poll_s=30, sleep=clock.sleep, clock=clock
+        )
 
 
 def test_retried_launcher_reuses_a_running_job_and_replaces_a_failed_one(tmp_path: Path) -> None:
@@ -330,15 +424,28 @@ def test_torchrun_two_processes_train_on_cpu(cocostuff_sample: Path, tmp_path: P
     from srseg.train import checkpoint as ckpt
 
     root = build_prepared_root(cocostuff_sample, tmp_path / "data", train_ids=TRAIN_IDS[:4], crop=32)
-    params = tiny_params(root, tmp_path / "runs" / "k" / "multitask", {"train": {
-        "deterministic": False,
-        "psnr_stage": {"iterations": 2, "val_every": 2, "checkpoint_every": 2},
-        "selection_images": 1,
-    }})
+    params = tiny_params(
+        root,
+        tmp_path / "runs" / "k" / "multitask",
+        {
+            "train": {
+                "deterministic": False,
+                "psnr_stage": {"iterations": 2, "val_every": 2, "checkpoint_every": 2},
+                "selection_images": 1,
+            }
+        },
+    )
     params_file = steps.write_params(tmp_path / "params.yaml", params)
     command = steps.local_torchrun_command(params_file, "psnr", 2)
-    assert command[1:5] == ["-m", "torch.distributed.run", "--standalone", "--nnodes=1"] and "--nproc_per_node=2" in command
-    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")}
+    assert (
+        command[1:5] == ["-m", "torch.distributed.run", "--standalone", "--nnodes=1"]
+        and "--nproc_per_node=2" in command
+    )
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
+    }
     env["OMP_NUM_THREADS"] = "1"
     proc = subprocess.run(command, env=env, cwd=REPO, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]

@@ -12,19 +12,18 @@ import signal
 import subprocess
 import sys
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from pipeline.fake_kube import FakeKube, api, kubeconfig, serve
+from pipeline.fake_kube import trainjob as job
 
 from srseg.pipeline import steps, trainjob
 from srseg.pipeline.overrides import override_strings
 from srseg.pipeline.trainjob import TrainJobError, TrainJobTimeout
-
-from pipeline.fake_kube import FakeKube, api, kubeconfig, serve
-from pipeline.fake_kube import trainjob as job
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
@@ -34,9 +33,14 @@ TRAINJOBS = "/apis/trainer.kubeflow.org/v1alpha1/namespaces/kubeflow-user/trainj
 
 def granted() -> set[tuple[str, str, str]]:
     """(api group, resource, verb) the Role srseg-trainjobs of deploy/rbac.yaml grants."""
-    (role,) = [d for d in yaml.safe_load_all((REPO / "deploy" / "rbac.yaml").read_text())
-               if d["kind"] == "Role" and d["metadata"]["name"] == "srseg-trainjobs"]
-    return {(g, r, v) for rule in role["rules"] for g in rule["apiGroups"] for r in rule["resources"] for v in rule["verbs"]}
+    (role,) = [
+        d
+        for d in yaml.safe_load_all((REPO / "deploy" / "rbac.yaml").read_text())
+        if d["kind"] == "Role" and d["metadata"]["name"] == "srseg-trainjobs"
+    ]
+    return {
+        (g, r, v) for rule in role["rules"] for g in rule["apiGroups"] for r in rule["resources"] for v in rule["verbs"]
+    }
 
 
 def assert_role_allows(kube: FakeKube) -> None:
@@ -47,11 +51,26 @@ def assert_role_allows(kube: FakeKube) -> None:
 
 def manifest(tmp_path: Path) -> dict[str, Any]:
     train_dir = Path("/mnt/srseg/runs/0123456789abcdef/multitask")
-    return trainjob.build_trainjob(steps.trainjob_config(
-        train_dir=train_dir, params_file=train_dir / "params.yaml", image="registry.example/srseg:1.2.3", namespace=NAMESPACE,
-        nodes=2, gpus_per_node=8, cpu="32", memory="256Gi", pvc_name="srseg-data", mount_path="/mnt/srseg", tolerations=[],
-        node_selector={}, s3_secret="srseg-s3", mlflow_secret="srseg-mlflow", runtime="torch-distributed", timeout_s=86400,
-    ))
+    return trainjob.build_trainjob(
+        steps.trainjob_config(
+            train_dir=train_dir,
+            params_file=train_dir / "params.yaml",
+            image="registry.example/srseg:1.2.3",
+            namespace=NAMESPACE,
+            nodes=2,
+            gpus_per_node=8,
+            cpu="32",
+            memory="256Gi",
+            pvc_name="srseg-data",
+            mount_path="/mnt/srseg",
+            tolerations=[],
+            node_selector={},
+            s3_secret="srseg-s3",
+            mlflow_secret="srseg-mlflow",
+            runtime="torch-distributed",
+            timeout_s=86400,
+        )
+    )
 
 
 def test_a_job_runs_to_completion_over_http(tmp_path: Path) -> None:
@@ -68,16 +87,25 @@ def test_a_job_runs_to_completion_over_http(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("refuse", "namespaces", "message"),
     [
-        ({"create": 403}, None, r"may not create trainjobs\.trainer\.kubeflow\.org in namespace 'kubeflow-user' .*"
-                                r"cannot create resource \"trainjobs\".*deploy/rbac\.yaml.*--service-account srseg-pipeline"),
+        (
+            {"create": 403},
+            None,
+            r"may not create trainjobs\.trainer\.kubeflow\.org in namespace 'kubeflow-user' .*"
+            r"cannot create resource \"trainjobs\".*deploy/rbac\.yaml.*--service-account srseg-pipeline",
+        ),
         ({"get": 403}, None, r"may not get trainjobs.*deploy/rbac\.yaml"),
-        ({"create": 404}, None, r"no trainjobs\.trainer\.kubeflow\.org/v1alpha1 API: install Kubeflow Trainer >= v2\.2"),
+        (
+            {"create": 404},
+            None,
+            r"no trainjobs\.trainer\.kubeflow\.org/v1alpha1 API: install Kubeflow Trainer >= v2\.2",
+        ),
         ({}, {"other"}, r"namespace 'kubeflow-user' does not exist \(pipeline parameter trainer_namespace\)"),
         ({"create": 422}, None, r"rejected TrainJob .*clustertrainingruntimes"),
     ],
 )
-def test_api_errors_say_what_to_grant_or_install(tmp_path: Path, refuse: dict[str, int], namespaces: set[str] | None,
-                                                  message: str) -> None:
+def test_api_errors_say_what_to_grant_or_install(
+    tmp_path: Path, refuse: dict[str, int], namespaces: set[str] | None, message: str
+) -> None:
     with serve(FakeKube(refuse=refuse, namespaces=namespaces)) as kube:
         with pytest.raises(TrainJobError, match=message):
             trainjob.run_trainjob(api(kube), manifest(tmp_path), timeout_s=60, poll_s=0.01)
@@ -102,7 +130,7 @@ def test_giving_up_deletes_the_job(tmp_path: Path) -> None:
 
 
 def test_finished_jobs_are_deleted_after_their_ttl(tmp_path: Path) -> None:
-    now = datetime(2030, 1, 2, tzinfo=timezone.utc)
+    now = datetime(2030, 1, 2, tzinfo=UTC)
     stamp = lambda delta: (now - delta).isoformat().replace("+00:00", "Z")  # noqa: E731
 
     ttl = {trainjob.TTL_ANNOTATION: "3600"}
@@ -127,17 +155,44 @@ def test_sigterm_of_a_real_launcher_process_deletes_its_trainjob(tmp_path: Path)
     mount = tmp_path / "mnt"
     params = steps.resolve_params("", "", override_strings(str(mount), {}), base_dir=REPO)
     kwargs = dict(
-        request=steps.step_request(params, "train", "code-1"), data_sha256="data-1", work_dir=str(mount),
-        branch="multitask", lambda_seg=-1.0, seed=0, image="registry.example/srseg:1.2.3", run_as_user=1000, nodes=2,
-        gpus_per_node=0, cpu="1", memory="1Gi", pvc_name="srseg-data", mount_path=str(mount), tolerations=[],
-        node_selector={}, s3_secret="", mlflow_secret="", runtime="torch-distributed", namespace=NAMESPACE, timeout_s=3600,
+        request=steps.step_request(params, "train", "code-1"),
+        data_sha256="data-1",
+        work_dir=str(mount),
+        branch="multitask",
+        lambda_seg=-1.0,
+        seed=0,
+        image="registry.example/srseg:1.2.3",
+        run_as_user=1000,
+        nodes=2,
+        gpus_per_node=0,
+        cpu="1",
+        memory="1Gi",
+        pvc_name="srseg-data",
+        mount_path=str(mount),
+        tolerations=[],
+        node_selector={},
+        s3_secret="",
+        mlflow_secret="",
+        runtime="torch-distributed",
+        namespace=NAMESPACE,
+        timeout_s=3600,
     )
     with serve(FakeKube(states=["Running"])) as kube:
         env = {k: v for k, v in os.environ.items() if k not in ("KUBERNETES_SERVICE_HOST", "KUBECONFIG")}
-        env.update(KUBECONFIG=str(kubeconfig(kube, tmp_path / "kubeconfig")), PYTHONPATH=str(REPO),
-                   SRSEG_KFP_RUN_ID="run-7", SRSEG_KFP_POD="srseg-training-x-launcher")
-        proc = subprocess.Popen([sys.executable, str(HERE / "launcher_child.py"), json.dumps(kwargs)], cwd=tmp_path, env=env,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        env.update(
+            KUBECONFIG=str(kubeconfig(kube, tmp_path / "kubeconfig")),
+            PYTHONPATH=str(REPO),
+            SRSEG_KFP_RUN_ID="run-7",
+            SRSEG_KFP_POD="srseg-training-x-launcher",
+        )
+        proc = subprocess.Popen(
+            [sys.executable, str(HERE / "launcher_child.py"), json.dumps(kwargs)],
+            cwd=tmp_path,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         try:
             deadline = time.monotonic() + 180
             while "get" not in kube.verbs():  # created, and polling (then sleeping 30 s)
@@ -161,6 +216,8 @@ def test_sigterm_of_a_real_launcher_process_deletes_its_trainjob(tmp_path: Path)
     # what the launcher forwarded: its image and user, lineage, its own pod, the TTL
     assert created["spec"]["trainer"]["image"] == "registry.example/srseg:1.2.3"
     assert {"name": "SRSEG_KFP_RUN_ID", "value": "run-7"} in created["spec"]["trainer"]["env"]
-    assert created["metadata"]["annotations"] == {"srseg/launcher-pod": "srseg-training-x-launcher",
-                                                  "srseg/ttl-seconds-after-finished": "86400"}
+    assert created["metadata"]["annotations"] == {
+        "srseg/launcher-pod": "srseg-training-x-launcher",
+        "srseg/ttl-seconds-after-finished": "86400",
+    }
     assert_role_allows(kube)

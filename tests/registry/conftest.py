@@ -5,9 +5,10 @@ evaluator returning per-image scores, real COCO-Stuff report images with a head 
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import pytest
@@ -116,9 +117,14 @@ def sr_heads(tmp_path_factory: pytest.TempPathFactory, set5: Path) -> dict[str, 
     good = nearest_neighbour_net()
     torch.manual_seed(1)
     pairs = set5_pairs(set5)
-    nets = {"nearest": good, "dimmed": dimmed(good, 0.8), "random": MultiTaskSRNet(**TINY).eval(),
-            "barely": trained_net(pairs, 30, seed=2), "fitted": trained_net(pairs, 90, seed=2),
-            "fitted_more": trained_net(pairs, 160, seed=2)}
+    nets = {
+        "nearest": good,
+        "dimmed": dimmed(good, 0.8),
+        "random": MultiTaskSRNet(**TINY).eval(),
+        "barely": trained_net(pairs, 30, seed=2),
+        "fitted": trained_net(pairs, 90, seed=2),
+        "fitted_more": trained_net(pairs, 160, seed=2),
+    }
     return {name: save_generator(net, root / name / "sr_head.safetensors") for name, net in nets.items()}
 
 
@@ -171,7 +177,10 @@ class Set5Evaluator:
             model: torch.nn.Module = _Bicubic()
         else:
             model = load_sr_head(spec, self.tracking_uri)
-        return [image_metrics(super_resolve_uint8(model, lr, spec), hr, crop_border=SCALE)["psnr_y"] for lr, hr in self.pairs]
+        return [
+            image_metrics(super_resolve_uint8(model, lr, spec), hr, crop_border=SCALE)["psnr_y"]
+            for lr, hr in self.pairs
+        ]
 
     def __call__(self, specs: dict[str, str]) -> dict[str, dict[str, list[float] | None]]:
         self.calls.append(dict(specs))
@@ -225,11 +234,14 @@ class ReportImages:
 
 
 @pytest.fixture(scope="session")
-def report_images(tmp_path_factory: pytest.TempPathFactory, cocostuff_sample: Path, sr_heads: dict[str, Path]) -> ReportImages:
+def report_images(
+    tmp_path_factory: pytest.TempPathFactory, cocostuff_sample: Path, sr_heads: dict[str, Path]
+) -> ReportImages:
     from fitting import fit_on_report_images
+    from train.trainkit import build_prepared_root
+
     from srseg.config import load_params
     from srseg.stages import run_degrade
-    from train.trainkit import build_prepared_root
 
     tmp = tmp_path_factory.mktemp("report_images")
     root = build_prepared_root(cocostuff_sample, tmp / "data" / "cocostuff", train_ids=(17914,), val_ids=VAL_IDS)

@@ -30,11 +30,12 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping, Sequence
+from typing import Any
 
 HOST = "127.0.0.1"
 REGION = "us-east-1"
@@ -161,8 +162,13 @@ def _start(argv: Sequence[str], log: Path, env: Mapping[str, str], cwd: Path) ->
     """Start ``argv`` in its own process group (so teardown reaches its children), output to ``log``."""
     with open(log, "wb") as handle:
         return subprocess.Popen(
-            list(argv), stdout=handle, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            env=dict(env), cwd=cwd, start_new_session=True,
+            list(argv),
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=dict(env),
+            cwd=cwd,
+            start_new_session=True,
         )
 
 
@@ -286,24 +292,46 @@ def seaweed_server(
     access_key, secret_key = f"srseg{secrets.token_hex(6)}", secrets.token_urlsafe(24)
     config = tmp / "s3.json"
     config.touch(mode=0o600)
-    config.write_text(json.dumps({"identities": [{
-        "name": "srseg-test",
-        "credentials": [{"accessKey": access_key, "secretKey": secret_key}],
-        "actions": ["Admin", "Read", "Write", "List", "Tagging"],
-    }]}))
+    config.write_text(
+        json.dumps(
+            {
+                "identities": [
+                    {
+                        "name": "srseg-test",
+                        "credentials": [{"accessKey": access_key, "secretKey": secret_key}],
+                        "actions": ["Admin", "Read", "Write", "List", "Tagging"],
+                    }
+                ]
+            }
+        )
+    )
     log = tmp / "weed.log"
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
     for attempt in range(1, START_ATTEMPTS + 1):
         master, master_grpc, volume, volume_grpc, filer, filer_grpc, s3, s3_grpc = free_ports(8)
         admin, admin_grpc = _port_pair(10000)
         argv = [
-            str(weed_binary()), "mini", f"-dir={data}", f"-ip={HOST}", f"-ip.bind={HOST}",
-            f"-master.port={master}", f"-master.port.grpc={master_grpc}", "-master.telemetry=false",
-            f"-volume.port={volume}", f"-volume.port.grpc={volume_grpc}",
-            f"-filer.port={filer}", f"-filer.port.grpc={filer_grpc}",
-            f"-s3.port={s3}", f"-s3.port.grpc={s3_grpc}", "-s3.port.iceberg=0", "-s3.port.lance=0",
-            f"-s3.config={config}", "-webdav=false",
-            "-admin.ui=false", f"-admin.port={admin}", f"-admin.port.grpc={admin_grpc}",
+            str(weed_binary()),
+            "mini",
+            f"-dir={data}",
+            f"-ip={HOST}",
+            f"-ip.bind={HOST}",
+            f"-master.port={master}",
+            f"-master.port.grpc={master_grpc}",
+            "-master.telemetry=false",
+            f"-volume.port={volume}",
+            f"-volume.port.grpc={volume_grpc}",
+            f"-filer.port={filer}",
+            f"-filer.port.grpc={filer_grpc}",
+            f"-s3.port={s3}",
+            f"-s3.port.grpc={s3_grpc}",
+            "-s3.port.iceberg=0",
+            "-s3.port.lance=0",
+            f"-s3.config={config}",
+            "-webdav=false",
+            "-admin.ui=false",
+            f"-admin.port={admin}",
+            f"-admin.port.grpc={admin_grpc}",
         ]
         proc = _start(argv, log, env, tmp)
         server = S3Server(f"http://{HOST}:{s3}", access_key, secret_key, proc.pid, data, log)
@@ -345,12 +373,25 @@ def mlflow_server(
     backend = f"sqlite:///{(tmp / 'mlflow.db').resolve()}"
     destination = artifacts_destination or (tmp / "mlartifacts").resolve().as_uri()
     argv = [
-        sys.executable, "-m", "mlflow", "server",
-        "--backend-store-uri", backend, "--artifacts-destination", destination,
-        "--host", HOST, "--port", "0", "--workers", "1",  # the kernel picks the port; read back from the log
+        sys.executable,
+        "-m",
+        "mlflow",
+        "server",
+        "--backend-store-uri",
+        backend,
+        "--artifacts-destination",
+        destination,
+        "--host",
+        HOST,
+        "--port",
+        "0",
+        "--workers",
+        "1",  # the kernel picks the port; read back from the log
     ]
     server_env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "AWS_"))}
-    server_env.update({"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", "MLFLOW_DISABLE_TELEMETRY": "true", **(env or {})})
+    server_env.update(
+        {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", "MLFLOW_DISABLE_TELEMETRY": "true", **(env or {})}
+    )
     log = tmp / "mlflow-server.log"
     proc = _start(argv, log, server_env, tmp)
     try:
@@ -363,10 +404,14 @@ def mlflow_server(
 
 
 @contextmanager
-def mlflow_on_seaweed(tmp: Path, bucket: str = "mlflow", prefix: str = "artifacts") -> Iterator[tuple[MlflowServer, S3Server, str]]:
+def mlflow_on_seaweed(
+    tmp: Path, bucket: str = "mlflow", prefix: str = "artifacts"
+) -> Iterator[tuple[MlflowServer, S3Server, str]]:
     """Both servers wired together: (mlflow server, S3 server, artifacts destination URI)."""
     with ExitStack() as stack:
         s3 = stack.enter_context(seaweed_server(Path(tmp) / "seaweed", buckets=[bucket]))
         destination = f"s3://{bucket}/{prefix}"
-        server = stack.enter_context(mlflow_server(Path(tmp) / "mlflow", artifacts_destination=destination, env=s3.env()))
+        server = stack.enter_context(
+            mlflow_server(Path(tmp) / "mlflow", artifacts_destination=destination, env=s3.env())
+        )
         yield server, s3, destination

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import ReportImages
 from mlflow import MlflowClient
 
-from conftest import ReportImages
 from srseg.cli import main
 from srseg.config import load_params
 from srseg.registry import log_and_register
@@ -24,8 +24,11 @@ TAGS = {"git_commit": "0123abcd", "data_manifest_sha256": "c" * 64}
 
 @pytest.mark.timeout(600)
 def test_srseg_promote_refuses_worse_than_bicubic_without_champion_and_promotes_a_better_one(
-    report_images: ReportImages, local_store: str, tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
+    report_images: ReportImages,
+    local_store: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     params_file = report_images.params(tmp_path / "params.yaml", NAME, local_store)
@@ -52,7 +55,9 @@ def test_srseg_promote_refuses_worse_than_bicubic_without_champion_and_promotes_
     params = load_params(params_file)
     evaluation = gate_evaluation(params, tmp_path / "unused", client).evaluation
     store = EvaluationStore(client, params.mlflow.experiment)
-    challenger = store.find(evaluation, f"sha256:{client.get_model_version(NAME, better.version).tags['sr_head_sha256']}")
+    challenger = store.find(
+        evaluation, f"sha256:{client.get_model_version(NAME, better.version).tags['sr_head_sha256']}"
+    )
     bicubic = store.find(evaluation, "bicubic")
     assert challenger is not None and bicubic is not None and len(challenger.image_ids) == 7
     gains = np.array(challenger.scores["psnr_y"]) - np.array(bicubic.scores["psnr_y"])

@@ -18,15 +18,15 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 import yaml
-from mlflow import MlflowClient
-
 from conftest import ReportImages
+from mlflow import MlflowClient
 from servers import MlflowServer, mlflow_server
+
 from srseg.cli import main
 from srseg.config import load_params
 from srseg.registry import log_and_register
@@ -99,7 +99,9 @@ def test_a_live_lease_is_refused_after_waiting_and_an_expired_one_is_taken_over(
     client = _model(server, name)
     quick = LockSettings(lease_s=3.0, wait_s=0.5, max_write_s=0.5, settle_s=0.6, poll_s=0.1)
     first = acquire(client, name, "promote v1", quick)
-    with pytest.raises(RegistryBusy, match=r"locked by another registry operation: promote v1 by .+:\d+ \(lease ends in \d+ s\)"):
+    with pytest.raises(
+        RegistryBusy, match=r"locked by another registry operation: promote v1 by .+:\d+ \(lease ends in \d+ s\)"
+    ):
         acquire(client, name, "promote v2", quick)
     time.sleep(first.remaining() + 1.0)  # the holder stalls (or crashed) past its lease
     with pytest.raises(RegistryBusy, match="about to expire"):
@@ -130,9 +132,17 @@ def _race_round(server: MlflowServer, images: ReportImages, tmp: Path, index: in
     params_file = images.params(tmp / f"params-{index}.yaml", name, uri)
     barrier = tmp / f"barrier-{index}"
     barrier.mkdir()
-    racers = [subprocess.Popen([sys.executable, "-c", RACER, str(barrier), str(k), "--params", str(params_file), "promote"],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(), cwd=tmp)
-              for k in range(2)]
+    racers = [
+        subprocess.Popen(
+            [sys.executable, "-c", RACER, str(barrier), str(k), "--params", str(params_file), "promote"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=_env(),
+            cwd=tmp,
+        )
+        for k in range(2)
+    ]
     results = []
     for racer in racers:
         try:
@@ -155,8 +165,11 @@ def _race_round(server: MlflowServer, images: ReportImages, tmp: Path, index: in
     assert model.tags["previous_champion_version"] == v1.version and LOCK_TAG not in model.tags
     assert client.get_model_version(name, v1.version).tags["previous_champion"] == "true"
     assert client.get_model_version(name, v2.version).tags["gate_decision"] == "promote"
-    return "lock busy" if "locked by another" in refusals[0] or "took the lock first" in refusals[0] else (
-        "aliases moved" if "aliases moved" in refusals[0] else refusals[0])
+    return (
+        "lock busy"
+        if "locked by another" in refusals[0] or "took the lock first" in refusals[0]
+        else ("aliases moved" if "aliases moved" in refusals[0] else refusals[0])
+    )
 
 
 @pytest.mark.timeout(1800)
@@ -170,13 +183,16 @@ def test_two_racing_srseg_promote_processes_leave_one_winner(
     assert run_promote(load_params(seed), dry_run=True)["passed"]
     rounds = int(os.environ.get("SRSEG_RACE_ROUNDS", "2"))
     outcomes = [_race_round(server, report_images, tmp_path, i) for i in range(rounds)]
-    print(f"\n{rounds} racing rounds: one winner each; the loser was refused by: "
-          + ", ".join(f"{o} x{outcomes.count(o)}" for o in sorted(set(outcomes))))
+    print(
+        f"\n{rounds} racing rounds: one winner each; the loser was refused by: "
+        + ", ".join(f"{o} x{outcomes.count(o)}" for o in sorted(set(outcomes)))
+    )
 
 
 def _plain_params(path: Path, **mlflow: object) -> Path:
-    path.write_text(yaml.safe_dump({"registry": {"model_name": "unreachable"}, "promote": {"perceptual": "none"},
-                                    "mlflow": mlflow}))
+    path.write_text(
+        yaml.safe_dump({"registry": {"model_name": "unreachable"}, "promote": {"perceptual": "none"}, "mlflow": mlflow})
+    )
     return path
 
 
@@ -199,7 +215,9 @@ def test_unreachable_tracking_server_is_reported_within_seconds(
                 elapsed = time.monotonic() - started
                 err = capsys.readouterr().err.strip()
                 assert code == 2 and elapsed < 15, (code, elapsed, err)
-                assert len(err.splitlines()) == 1 and err.startswith(f"srseg {command[0]}: error: MLflow tracking server")
+                assert len(err.splitlines()) == 1 and err.startswith(
+                    f"srseg {command[0]}: error: MLflow tracking server"
+                )
                 assert "unreachable" in err and why in err and "secret" not in err, err
     finally:
         refused.close()
@@ -215,6 +233,8 @@ def test_promote_and_rollback_refuse_when_mlflow_is_disabled(
         capsys.readouterr()
         assert main(["--params", str(params), command]) == 2
         err = capsys.readouterr().err.strip()
-        assert err == (f"srseg {command}: error: mlflow.enabled is false: {command} works on the MLflow model registry "
-                       "and does nothing without it (set mlflow.enabled: true and mlflow.tracking_uri)")
+        assert err == (
+            f"srseg {command}: error: mlflow.enabled is false: {command} works on the MLflow model registry "
+            "and does nothing without it (set mlflow.enabled: true and mlflow.tracking_uri)"
+        )
     assert not (tmp_path / "never.db").exists()

@@ -7,27 +7,33 @@ stale verdict is refused, and a registered version carries the runs that trained
 from __future__ import annotations
 
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
-from mlflow import MlflowClient
-
 from conftest import ReportImages
 from importgraph import ImportGraph, Ref
+from mlflow import MlflowClient
 from servers import MlflowServer, mlflow_server
+
 from srseg.config import load_params
 from srseg.data.manifest import Manifest, manifest_checksum
 from srseg.models.io import sidecar_path
-from srseg.registry import RegistryError, log_and_register
-from srseg.registry import evalcache
+from srseg.registry import RegistryError, evalcache, log_and_register
 from srseg.registry.evalcache import SCORING_CODE, evaluation_set, scoring_code_digest
 from srseg.stages import run_apply_decision, run_evaluate, run_export, run_promote, run_register
 from srseg.train.tracking import MlflowTracker
 
 REPO = Path(__file__).resolve().parents[2]
 TAGS = {"git_commit": "0123abcd", "data_manifest_sha256": "a" * 64}
-NOT_SCORING = {"errors.py", "fileio.py", "export.py", "evaluate/stats.py", "evaluate/perclass.py"}  # no value depends on them
+NOT_SCORING = {
+    "errors.py",
+    "fileio.py",
+    "export.py",
+    "evaluate/stats.py",
+    "evaluate/perclass.py",
+}  # no value depends on them
 
 
 @pytest.fixture(scope="module")
@@ -72,13 +78,17 @@ def test_each_model_is_scored_once_and_promote_applies_the_gates_verdict(
     assert len(counting.calls) == 1, counting.calls  # nothing scored again
     assert _criteria(again) == _criteria(gate) and again["reason"] == gate["reason"]
     assert {role: (s["cached"], s["run_id"]) for role, s in again["evaluations"].items()} == {
-        role: (True, s["run_id"]) for role, s in gate["evaluations"].items()}
+        role: (True, s["run_id"]) for role, s in gate["evaluations"].items()
+    }
     assert client.get_run(gate["evaluations"]["bicubic"]["run_id"]).data.tags["srseg.eval.model"] == "bicubic"
 
     applied = run_apply_decision(params, again)  # the pipeline's promote step: the gate's second half
     assert len(counting.calls) == 1 and applied["applied"] and applied["action"] == "promote"
     assert str(client.get_registered_model(name).aliases["champion"]) == first.version
-    assert client.get_model_version(name, first.version).tags["gate.evaluation_run_id"] == gate["evaluations"]["challenger"]["run_id"]
+    assert (
+        client.get_model_version(name, first.version).tags["gate.evaluation_run_id"]
+        == gate["evaluations"]["challenger"]["run_id"]
+    )
 
     second = log_and_register(report_images.nearest, name, uri, tags=TAGS)  # worse than bicubic
     verdict = run_promote(params, dry_run=True)
@@ -90,11 +100,18 @@ def test_each_model_is_scored_once_and_promote_applies_the_gates_verdict(
 
     changed = load_params(report_images.params(tmp_path / "fewer.yaml", name, uri, evaluate={"max_images": 5}))
     run_promote(changed, dry_run=True)  # another evaluation set: every model scored again, once
-    assert counting.calls[2:] == [{"challenger": f"models:/{name}/{second.version}", "bicubic": "bicubic",
-                                   "champion": f"models:/{name}/{first.version}"}]
+    assert counting.calls[2:] == [
+        {
+            "challenger": f"models:/{name}/{second.version}",
+            "bicubic": "bicubic",
+            "champion": f"models:/{name}/{first.version}",
+        }
+    ]
 
 
-def test_evaluation_key_follows_the_images_the_settings_and_the_scoring_code(report_images: ReportImages, tmp_path: Path) -> None:
+def test_evaluation_key_follows_the_images_the_settings_and_the_scoring_code(
+    report_images: ReportImages, tmp_path: Path
+) -> None:
     def key(**kwargs: Any) -> str:
         args = {"lr_root": report_images.lr_root, "exclude_ids": {139}, "lpips_weights": "none", **kwargs}
         return evaluation_set(report_images.root, "val2017", 4, **args).key
@@ -126,9 +143,13 @@ def test_evaluation_key_follows_the_images_the_settings_and_the_scoring_code(rep
 
 def test_scoring_code_covers_what_computes_the_per_image_values() -> None:
     graph = ImportGraph(REPO, "srseg")
-    roots = [Ref("srseg.evaluate.run", "_score_images"), Ref("srseg.evaluate.run", "_Source"),
-             Ref("srseg.evaluate.methods", "load_method"), Ref("srseg.evaluate.run", "_load_lpips"),
-             Ref("srseg.evaluate.niqe", "load_niqe_params")]
+    roots = [
+        Ref("srseg.evaluate.run", "_score_images"),
+        Ref("srseg.evaluate.run", "_Source"),
+        Ref("srseg.evaluate.methods", "load_method"),
+        Ref("srseg.evaluate.run", "_load_lpips"),
+        Ref("srseg.evaluate.niqe", "load_niqe_params"),
+    ]
     closure = {path.relative_to(REPO / "srseg").as_posix() for path in graph.closure(roots)}
 
     def listed(path: str) -> bool:
@@ -148,30 +169,54 @@ def test_registered_version_carries_the_runs_that_trained_and_scored_it(
     client = MlflowClient(uri, registry_uri=uri)
     # a training record as `srseg train` leaves it: parent + GAN stage run, run files beside the weights
     train_dir = tmp_path / "train"
-    tracker = MlflowTracker.open(uri, "srseg", train_dir, "gan", parent_name="train-multitask-run-7",
-                                 parent_tags={"branch": "multitask", "kfp.run_id": "run-7"})
-    tracker.set_tags({"stage": "gan", "git_commit": "feedbeef" * 5, "kfp.run_id": "run-7",
-                      "data.manifest_sha256": manifest_checksum(report_images.root)})
+    tracker = MlflowTracker.open(
+        uri,
+        "srseg",
+        train_dir,
+        "gan",
+        parent_name="train-multitask-run-7",
+        parent_tags={"branch": "multitask", "kfp.run_id": "run-7"},
+    )
+    tracker.set_tags(
+        {
+            "stage": "gan",
+            "git_commit": "feedbeef" * 5,
+            "kfp.run_id": "run-7",
+            "data.manifest_sha256": manifest_checksum(report_images.root),
+        }
+    )
     tracker.finish()
     weights = train_dir / "gan" / "selected.safetensors"
     shutil.copy(report_images.fitted, weights)
     shutil.copy(sidecar_path(report_images.fitted), sidecar_path(weights))
-    params = load_params(report_images.params(
-        tmp_path / "params.yaml", name, uri,
-        evaluate={"methods": {"multitask": str(weights), "bicubic": "bicubic"}, "compare": ["multitask", "bicubic"],
-                  "seg_model": None, "gallery_crops": 0},
-        export={"weights": str(weights), "output_dir": str(tmp_path / "export")},
-        train={"output_dir": str(tmp_path / "no-training-curves")},
-    ))
+    params = load_params(
+        report_images.params(
+            tmp_path / "params.yaml",
+            name,
+            uri,
+            evaluate={
+                "methods": {"multitask": str(weights), "bicubic": "bicubic"},
+                "compare": ["multitask", "bicubic"],
+                "seg_model": None,
+                "gallery_crops": 0,
+            },
+            export={"weights": str(weights), "output_dir": str(tmp_path / "export")},
+            train={"output_dir": str(tmp_path / "no-training-curves")},
+        )
+    )
     evaluation = run_evaluate(params)  # the evaluate stage, logged to MLflow with its lineage tags
     run_export(params)
     monkeypatch.setenv("SRSEG_KFP_RUN_ID", "run-8")  # registered by a later KFP run
 
     info = run_register(params)
     tags = client.get_model_version(name, info["version"]).tags
-    assert tags["lineage.train_run_id"] == tracker.run_id and tags["lineage.train_parent_run_id"] == tracker.parent_run_id
+    assert (
+        tags["lineage.train_run_id"] == tracker.run_id and tags["lineage.train_parent_run_id"] == tracker.parent_run_id
+    )
     assert tags["lineage.evaluate_run_id"] == evaluation["meta"]["mlflow_run_id"]
-    assert tags["git_commit"] == "feedbeef" * 5 and tags["data_manifest_sha256"] == manifest_checksum(report_images.root)
+    assert tags["git_commit"] == "feedbeef" * 5 and tags["data_manifest_sha256"] == manifest_checksum(
+        report_images.root
+    )
     assert tags["kfp.run_id"] == "run-8" and tags["sr_head_sha256"]
     assert client.get_run(info["run_id"]).data.tags["lineage.train_run_id"] == tracker.run_id  # the registering run too
 

@@ -29,20 +29,31 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> Path:
     torch.manual_seed(3)
     full = MultiTaskSRNet(num_features=8, num_blocks=1, num_classes=5, first_kernel_size=3)
     out = tmp_path_factory.mktemp("export")
-    export_sr_head(full, out, metrics={"psnr_y": 24.5}, data_version="f" * 64, model_name="reg-export",
-                   latency_size=(8, 8), latency_runs=1)
+    export_sr_head(
+        full,
+        out,
+        metrics={"psnr_y": 24.5},
+        data_version="f" * 64,
+        model_name="reg-export",
+        latency_size=(8, 8),
+        latency_runs=1,
+    )
     return out
 
 
 @pytest.fixture(scope="module")
 def logged(exported: Path, local_store: str) -> tuple:
     info = log_and_register(
-        exported / "sr_head.safetensors", "reg-export", local_store, tags=TAGS,
+        exported / "sr_head.safetensors",
+        "reg-export",
+        local_store,
+        tags=TAGS,
         metrics={"psnr_y": {"value": 24.5, "ci_low": 24.1, "ci_high": 24.9, "n": 5}, "lpips": None},
         model_card=exported / "MODEL_CARD.md",
     )
-    local = mlflow.artifacts.download_artifacts(artifact_uri=resolve_artifact_uri(info.model_uri, local_store),
-                                                tracking_uri=local_store)
+    local = mlflow.artifacts.download_artifacts(
+        artifact_uri=resolve_artifact_uri(info.model_uri, local_store), tracking_uri=local_store
+    )
     return info, Path(local)
 
 
@@ -59,7 +70,11 @@ def test_logged_model_has_explicit_signature_example_and_no_pickle(logged: tuple
     example = np.asarray(json.loads((local / mlmodel["saved_input_example_info"]["artifact_path"]).read_text()))
     assert example.shape[0] >= 2 and example.shape[1] == 3
     bundle = local / "artifacts" / "sr_head"
-    assert sorted(p.name for p in bundle.iterdir()) == ["MODEL_CARD.md", "sr_head.safetensors", "sr_head.safetensors.json"]
+    assert sorted(p.name for p in bundle.iterdir()) == [
+        "MODEL_CARD.md",
+        "sr_head.safetensors",
+        "sr_head.safetensors.json",
+    ]
     assert (bundle / "sr_head.safetensors").read_bytes() == (exported / "sr_head.safetensors").read_bytes()
     shipped = [p.name for p in local.rglob("*") if p.is_file()]
     assert not [n for n in shipped if n.endswith((".pkl", ".pickle", ".pth", ".pt", ".pt2"))], shipped
@@ -68,7 +83,9 @@ def test_logged_model_has_explicit_signature_example_and_no_pickle(logged: tuple
 
 @pytest.mark.parametrize("batch", [1, 4])
 @pytest.mark.parametrize("size", [(17, 23), (64, 48)])
-def test_logged_model_runs_any_batch_and_size(logged: tuple, exported: Path, local_store: str, batch: int, size: tuple[int, int]) -> None:
+def test_logged_model_runs_any_batch_and_size(
+    logged: tuple, exported: Path, local_store: str, batch: int, size: tuple[int, int]
+) -> None:
     info, local = logged
     reference = load_generator(exported / "sr_head.safetensors")
     x = torch.rand(batch, 3, *size, generator=torch.Generator().manual_seed(batch))
@@ -105,7 +122,9 @@ def test_second_version_moves_challenger_and_logs_into_given_run(sr_heads: dict[
     client = MlflowClient(local_store, registry_uri=local_store)
     first = log_and_register(sr_heads["nearest"], "reg-runs", local_store, tags=TAGS)
     run = client.create_run(client.get_experiment_by_name("srseg").experiment_id, run_name="training")
-    second = log_and_register(sr_heads["dimmed"], "reg-runs", local_store, run_id=run.info.run_id, tags=TAGS, metrics={"psnr_y": 20.0})
+    second = log_and_register(
+        sr_heads["dimmed"], "reg-runs", local_store, run_id=run.info.run_id, tags=TAGS, metrics={"psnr_y": 20.0}
+    )
     assert (first.version, second.version) == ("1", "2") and second.run_id == run.info.run_id
     assert {k: str(v) for k, v in client.get_registered_model("reg-runs").aliases.items()} == {"challenger": "2"}
     assert client.get_run(run.info.run_id).info.status == "RUNNING"  # a caller's run is left open
@@ -122,7 +141,9 @@ def test_bad_inputs_are_refused_before_logging(tmp_path: Path, sr_heads: dict[st
     shutil.copyfile(sr_heads["nearest"], lonely)
     with pytest.raises(WeightsFileError, match="sidecar"):
         log_and_register(lonely, "reg-bad", local_store)
-    multitask = save_generator(MultiTaskSRNet(num_features=8, num_blocks=1, num_classes=3), tmp_path / "mt" / "g.safetensors")
+    multitask = save_generator(
+        MultiTaskSRNet(num_features=8, num_blocks=1, num_classes=3), tmp_path / "mt" / "g.safetensors"
+    )
     with pytest.raises(RegistryError, match="segmentation head"):
         log_and_register(multitask, "reg-bad", local_store)
     with pytest.raises(RegistryError, match="model_name"):
@@ -149,7 +170,9 @@ def test_loader_refuses_foreign_or_tampered_models(logged: tuple, tmp_path: Path
     weights = local / "artifacts" / "sr_head" / "sr_head.safetensors"
     shutil.copytree(local, tmp_path / "swapped")
     swapped = tmp_path / "swapped" / "artifacts" / "sr_head" / "sr_head.safetensors"
-    other = save_generator(MultiTaskSRNet(num_features=8, num_blocks=1, num_classes=0, first_kernel_size=3), tmp_path / "o.safetensors")
+    other = save_generator(
+        MultiTaskSRNet(num_features=8, num_blocks=1, num_classes=0, first_kernel_size=3), tmp_path / "o.safetensors"
+    )
     shutil.copyfile(other, swapped)
     shutil.copyfile(sidecar_path(other), sidecar_path(swapped))
     with pytest.raises(SRHeadLoadError, match="SHA-256"):

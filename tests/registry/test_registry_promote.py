@@ -111,9 +111,13 @@ def test_gate_study_preference_reads_the_wilson_lower_bound_of_the_right_study()
 
 @pytest.mark.parametrize(
     ("kwargs", "match"),
-    [({"max_psnr_drop_db": -0.1}, "max_psnr_drop_db"), ({"perceptual": "fid"}, "perceptual"),
-     ({"min_study_preference": 1.5}, "min_study_preference"), ({"min_lpips_gain": float("inf")}, "min_lpips_gain"),
-     ({"min_gain_over_bicubic_db": -1.0}, "min_gain_over_bicubic_db")],
+    [
+        ({"max_psnr_drop_db": -0.1}, "max_psnr_drop_db"),
+        ({"perceptual": "fid"}, "perceptual"),
+        ({"min_study_preference": 1.5}, "min_study_preference"),
+        ({"min_lpips_gain": float("inf")}, "min_lpips_gain"),
+        ({"min_gain_over_bicubic_db": -1.0}, "min_gain_over_bicubic_db"),
+    ],
 )
 def test_gate_validation_names_the_bad_value(kwargs: dict, match: str) -> None:
     with pytest.raises(RegistryError, match=match):
@@ -148,7 +152,9 @@ def test_promotion_flow_floor_reject_promote_rollback(registry: dict[str, str], 
     dry = promote(name, local_store, scores(-1.0), gate, dry_run=True)
     assert dry.action == "reject" and not dry.applied and "champion" not in aliases(client, name)
     refused = promote(name, local_store, scores(-1.0), gate)
-    assert refused.action == "reject" and "champion" not in aliases(client, name) and "still no champion" in refused.reason
+    assert (
+        refused.action == "reject" and "champion" not in aliases(client, name) and "still no champion" in refused.reason
+    )
     assert client.get_model_version(name, "1").tags["gate_failed"] == "bicubic floor (psnr_y)"
     first = promote(name, local_store, scores(0.6), gate)
     assert first.action == "promote" and first.applied and aliases(client, name)["champion"] == "1"
@@ -164,7 +170,9 @@ def test_promotion_flow_floor_reject_promote_rollback(registry: dict[str, str], 
     rejected = promote(name, local_store, scores(0.4, 0.9), gate)
     assert rejected.action == "reject" and aliases(client, name)["champion"] == "1"
     table = rejected.table()
-    assert "psnr_y vs champion" in table and "FAIL" in table and "champion stays v1" in table and "(champion v1)" in table
+    assert (
+        "psnr_y vs champion" in table and "FAIL" in table and "champion stays v1" in table and "(champion v1)" in table
+    )
     assert client.get_model_version(name, "2").tags["gate_failed"] == "psnr_y vs champion"
 
     # Better, but LPIPS unavailable: the default gate fails closed.
@@ -236,7 +244,10 @@ def test_copy_to_another_model(registry: dict[str, str], sr_heads: dict[str, Pat
     client.set_registered_model_alias("prom", "picked", registry["nearest"])
     by_alias = copy_to("prom", "picked", "prom-prod", local_store, alias=None)
     assert by_alias.aliases == () and aliases(client, "prom-prod") == {"challenger": copied.version}
-    assert client.get_model_version("prom-prod", by_alias.version).tags["copied_from"] == f"models:/prom/{registry['nearest']}"
+    assert (
+        client.get_model_version("prom-prod", by_alias.version).tags["copied_from"]
+        == f"models:/prom/{registry['nearest']}"
+    )
     with pytest.raises(RegistryError, match="no alias 'ghost'"):
         copy_to("prom", "ghost", "prom-prod", local_store)
     with pytest.raises(RegistryError, match="champion"):

@@ -27,12 +27,14 @@ def test_register_twice_adds_one_version_and_renominates(
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     (tmp_path / "data").mkdir()
     (tmp_path / "data" / "manifest.json").write_text("{}\n")
-    params = parse_params({
-        "paths": {"data_root": str(tmp_path / "data")},
-        "evaluate": {"output_dir": str(tmp_path / "no-evaluation")},
-        "registry": {"model_name": "once"},
-        "mlflow": {"tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}"},
-    })
+    params = parse_params(
+        {
+            "paths": {"data_root": str(tmp_path / "data")},
+            "evaluate": {"output_dir": str(tmp_path / "no-evaluation")},
+            "registry": {"model_name": "once"},
+            "mlflow": {"tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}"},
+        }
+    )
     good = _export_dir(tmp_path / "good", sr_heads["nearest"])
     other = _export_dir(tmp_path / "other", sr_heads["random"])
 
@@ -67,8 +69,15 @@ def test_the_kfp_register_step_run_twice_returns_the_same_version(
     (tmp_path / "data" / "manifest.json").write_text("{}\n")
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     params_file = tmp_path / "params.yaml"
-    params_file.write_text(yaml.safe_dump({"paths": {"data_root": str(tmp_path / "data")}, "registry": {"model_name": "step-once"},
-                                           "mlflow": {"tracking_uri": uri}}))
+    params_file.write_text(
+        yaml.safe_dump(
+            {
+                "paths": {"data_root": str(tmp_path / "data")},
+                "registry": {"model_name": "step-once"},
+                "mlflow": {"tracking_uri": uri},
+            }
+        )
+    )
     exported = Model(uri=str(_export_dir(tmp_path / "export", sr_heads["nearest"])))
     evaluation = Artifact(uri=str(tmp_path / "evaluation"), metadata={"mlflow_run_id": ""})
     outputs = []
@@ -78,5 +87,8 @@ def test_the_kfp_register_step_run_twice_returns_the_same_version(
         record = json.loads(Path(registered.path).read_text())
         assert registered.metadata["model_version"] == version == record["version"]
         outputs.append((name, version, model_uri, record["registered"]))
-    assert outputs == [("step-once", "1", "models:/step-once/1", True), ("step-once", "1", "models:/step-once/1", False)]
+    assert outputs == [
+        ("step-once", "1", "models:/step-once/1", True),
+        ("step-once", "1", "models:/step-once/1", False),
+    ]
     assert [str(v.version) for v in MlflowClient(uri).search_model_versions("name='step-once'")] == ["1"]

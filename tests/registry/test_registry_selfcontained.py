@@ -74,8 +74,10 @@ def closure(names):
     return seen
 
 loaded = [m for name, m in sys.modules.items() if name.split(".")[0] == "srseg" and getattr(m, "__file__", None)]
-third_party = set().union(*(import_time_names(m.__file__) for m in loaded)) - set(sys.stdlib_module_names) - {"srseg", "__future__"}
-required = [Requirement(l).name for l in (model_dir / "requirements.txt").read_text().split() if l and not l.startswith("#")]
+imported = set().union(*(import_time_names(m.__file__) for m in loaded))
+third_party = imported - set(sys.stdlib_module_names) - {"srseg", "__future__"}
+lines = (model_dir / "requirements.txt").read_text().split()
+required = [Requirement(l).name for l in lines if l and not l.startswith("#")]
 covered, owners = closure(required), md.packages_distributions()
 uncovered = sorted(n for n in third_party if not any(canon(d) in covered for d in owners.get(n, [])))
 print(json.dumps({"srseg": sys.modules["srseg"].__file__, "third_party": sorted(third_party), "uncovered": uncovered}))
@@ -88,14 +90,26 @@ def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     torch.manual_seed(5)
     full = MultiTaskSRNet(num_features=8, num_blocks=1, num_classes=5, first_kernel_size=3)
     root = tmp_path_factory.mktemp("selfcontained")
-    export_sr_head(full, root / "export", metrics={"psnr_y": 24.0}, data_version="a" * 64, model_name="portable",
-                   latency_size=(8, 8), latency_runs=1)
+    export_sr_head(
+        full,
+        root / "export",
+        metrics={"psnr_y": 24.0},
+        data_version="a" * 64,
+        model_name="portable",
+        latency_size=(8, 8),
+        latency_runs=1,
+    )
     store = f"sqlite:///{root / 'mlflow.db'}"
-    info = log_and_register(root / "export" / "sr_head.safetensors", "portable", store,
-                            tags={"git_commit": "0123abcd", "data_manifest_sha256": "a" * 64},
-                            artifact_location=str(root / "artifacts"))
-    local = mlflow.artifacts.download_artifacts(artifact_uri=resolve_artifact_uri(info.model_uri, store),
-                                                dst_path=str(root / "download"), tracking_uri=store)
+    info = log_and_register(
+        root / "export" / "sr_head.safetensors",
+        "portable",
+        store,
+        tags={"git_commit": "0123abcd", "data_manifest_sha256": "a" * 64},
+        artifact_location=str(root / "artifacts"),
+    )
+    local = mlflow.artifacts.download_artifacts(
+        artifact_uri=resolve_artifact_uri(info.model_uri, store), dst_path=str(root / "download"), tracking_uri=store
+    )
     return Path(local)
 
 
@@ -137,12 +151,18 @@ def test_mlmodel_names_no_local_path_and_ships_the_code(model_dir: Path) -> None
     assert {"mlflow", "torch", "safetensors", "numpy"} <= pinned
 
 
-def test_loads_and_predicts_without_srseg_installed(model_dir: Path, python_without_srseg: Path, tmp_path: Path) -> None:
+def test_loads_and_predicts_without_srseg_installed(
+    model_dir: Path, python_without_srseg: Path, tmp_path: Path
+) -> None:
     x = np.random.default_rng(1).random((2, 3, 10, 12), dtype=np.float32)
     np.save(tmp_path / "x.npy", x)
     result = subprocess.run(
         [str(python_without_srseg), "-c", PROBE, str(model_dir), str(tmp_path / "x.npy"), str(tmp_path / "y.npy")],
-        cwd=tmp_path, env=clean_env(python_without_srseg), capture_output=True, text=True, timeout=300,
+        cwd=tmp_path,
+        env=clean_env(python_without_srseg),
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads(result.stdout.strip().splitlines()[-1])
@@ -157,13 +177,34 @@ def test_loads_and_predicts_without_srseg_installed(model_dir: Path, python_with
 
 
 @pytest.mark.timeout(300)
-def test_mlflow_models_serve_answers_invocations_without_srseg(model_dir: Path, python_without_srseg: Path, tmp_path: Path) -> None:
+def test_mlflow_models_serve_answers_invocations_without_srseg(
+    model_dir: Path, python_without_srseg: Path, tmp_path: Path
+) -> None:
     log = tmp_path / "serve.log"
     with open(log, "wb") as out:
         server = subprocess.Popen(
-            [str(python_without_srseg), "-m", "mlflow", "models", "serve", "-m", str(model_dir), "--env-manager", "local",
-             "-h", "127.0.0.1", "-p", "0", "--workers", "1"],
-            cwd=tmp_path, env=clean_env(python_without_srseg), stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+            [
+                str(python_without_srseg),
+                "-m",
+                "mlflow",
+                "models",
+                "serve",
+                "-m",
+                str(model_dir),
+                "--env-manager",
+                "local",
+                "-h",
+                "127.0.0.1",
+                "-p",
+                "0",
+                "--workers",
+                "1",
+            ],
+            cwd=tmp_path,
+            env=clean_env(python_without_srseg),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
     try:
         port = None
@@ -176,8 +217,10 @@ def test_mlflow_models_serve_answers_invocations_without_srseg(model_dir: Path, 
         assert port, f"server did not start:\n{log.read_text()[-3000:]}"
         x = np.random.default_rng(2).random((1, 3, 6, 7), dtype=np.float32)
         request = urllib.request.Request(
-            f"http://127.0.0.1:{port}/invocations", data=json.dumps({"inputs": x.tolist()}).encode(),
-            headers={"Content-Type": "application/json"}, method="POST",
+            f"http://127.0.0.1:{port}/invocations",
+            data=json.dumps({"inputs": x.tolist()}).encode(),
+            headers={"Content-Type": "application/json"},
+            method="POST",
         )
         with urllib.request.urlopen(request, timeout=60) as response:
             body = json.loads(response.read())

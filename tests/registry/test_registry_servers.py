@@ -10,13 +10,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import SCALE, Set5Evaluator, lr_hr_pairs, super_resolve_uint8
 from mlflow import MlflowClient
 from PIL import Image
 
 from srseg.inference.upscale import upscale
 from srseg.models.io import load_generator
 from srseg.registry import Gate, load_sr_head, log_and_register, promote, rollback
-from conftest import SCALE, Set5Evaluator, lr_hr_pairs, super_resolve_uint8
 
 NAME = "srseg-sr"
 TAGS = {"git_commit": "0123abcd", "data_manifest_sha256": "d" * 64}
@@ -59,8 +59,13 @@ def test_servers_listen_on_loopback_only_and_s3_checks_credentials(server_stack:
     import boto3
     from botocore.exceptions import ClientError
 
-    wrong = boto3.client("s3", endpoint_url=s3.endpoint_url, aws_access_key_id=s3.access_key,
-                         aws_secret_access_key="not-the-secret", region_name=s3.region)
+    wrong = boto3.client(
+        "s3",
+        endpoint_url=s3.endpoint_url,
+        aws_access_key_id=s3.access_key,
+        aws_secret_access_key="not-the-secret",
+        region_name=s3.region,
+    )
     with pytest.raises(ClientError, match="SignatureDoesNotMatch"):
         wrong.list_objects_v2(Bucket="mlflow")
 
@@ -90,7 +95,9 @@ def test_register_promote_refuse_rollback_and_serve_through_s3(
     # 2. One within a few thousandths of a dB of bicubic: its CI cannot clear the 0.1 dB floor.
     log_and_register(sr_heads["barely"], NAME, uri, tags=TAGS)
     barely = promote(NAME, uri, evaluator, gate)
-    assert barely.action == "reject" and abs(barely.criteria[0].difference) < 0.02 and champion() is None, barely.table()
+    assert barely.action == "reject" and abs(barely.criteria[0].difference) < 0.02 and champion() is None, (
+        barely.table()
+    )
 
     # 3. A version that beats bicubic on every crop: the first champion, through the gate.
     v3 = log_and_register(sr_heads["fitted"], NAME, uri, tags=TAGS)
@@ -102,13 +109,19 @@ def test_register_promote_refuse_rollback_and_serve_through_s3(
     # 4. Random weights: refused (floor and champion criteria), champion unchanged, the table says why.
     v4 = log_and_register(sr_heads["random"], NAME, uri, tags=TAGS)
     dry = promote(NAME, uri, evaluator, gate, dry_run=True)
-    assert dry.action == "reject" and not dry.applied and "gate_decision" not in client.get_model_version(NAME, v4.version).tags
+    assert (
+        dry.action == "reject"
+        and not dry.applied
+        and "gate_decision" not in client.get_model_version(NAME, v4.version).tags
+    )
     refused = promote(NAME, uri, evaluator, gate)
     table = refused.table()
     assert refused.action == "reject" and [c.passed for c in refused.criteria] == [False, False, True], table
     assert "bicubic floor (psnr_y)" in table and f"(champion v{v3.version})" in table and "FAIL" in table
     assert {k: str(v) for k, v in client.get_registered_model(NAME).aliases.items()} == {
-        "champion": v3.version, "challenger": v4.version}
+        "champion": v3.version,
+        "challenger": v4.version,
+    }
 
     # 5. A better-fitted version: beats bicubic and the champion (paired, with CI) -> promoted.
     v5 = log_and_register(sr_heads["fitted_more"], NAME, uri, tags=TAGS)
@@ -126,8 +139,13 @@ def test_register_promote_refuse_rollback_and_serve_through_s3(
     keys = s3.list_keys("mlflow", prefix="artifacts/")
     weights_keys = sorted(k for k in keys if k.endswith("/sr_head/artifacts/sr_head/sr_head.safetensors"))
     assert len(weights_keys) == 5 and sum(k.endswith("/sr_head/MLmodel") for k in keys) == 5, keys
-    stored = {hashlib.sha256(s3.client().get_object(Bucket="mlflow", Key=k)["Body"].read()).hexdigest() for k in weights_keys}
-    local = {hashlib.sha256(sr_heads[n].read_bytes()).hexdigest() for n in ("nearest", "barely", "fitted", "random", "fitted_more")}
+    stored = {
+        hashlib.sha256(s3.client().get_object(Bucket="mlflow", Key=k)["Body"].read()).hexdigest() for k in weights_keys
+    }
+    local = {
+        hashlib.sha256(sr_heads[n].read_bytes()).hexdigest()
+        for n in ("nearest", "barely", "fitted", "random", "fitted_more")
+    }
     assert stored == local
     assert destination == "s3://mlflow/artifacts"
 
@@ -139,8 +157,9 @@ def test_register_promote_refuse_rollback_and_serve_through_s3(
     assert got.shape == hr.shape == (128, 128, 3) and np.array_equal(got, want)
 
 
-def test_upscale_cli_path_loads_the_champion(server_stack: tuple, sr_heads: dict[str, Path], set5: Path,
-                                             tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_upscale_cli_path_loads_the_champion(
+    server_stack: tuple, sr_heads: dict[str, Path], set5: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """``srseg upscale --model models:/NAME@champion`` (the loader contract of srseg.registry.loader)."""
     server, _, _ = server_stack
     name = "srseg-sr-upscale"
@@ -151,12 +170,22 @@ def test_upscale_cli_path_loads_the_champion(server_stack: tuple, sr_heads: dict
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     [(lr, _)] = lr_hr_pairs(set5, ("bird",), 64)
     Image.fromarray(lr.mul(255).round().byte().permute(1, 2, 0).numpy()).save(tmp_path / "bird.png")
-    [out] = upscale([tmp_path / "bird.png"], tmp_path / "out", f"models:/{name}@champion", scale=SCALE,
-                    tile=None, device="cpu", progress=False, tracking_uri=server.tracking_uri)
+    [out] = upscale(
+        [tmp_path / "bird.png"],
+        tmp_path / "out",
+        f"models:/{name}@champion",
+        scale=SCALE,
+        tile=None,
+        device="cpu",
+        progress=False,
+        tracking_uri=server.tracking_uri,
+    )
     got = np.asarray(Image.open(out).convert("RGB"))
     want = super_resolve_uint8(load_generator(sr_heads["nearest"]), lr, "local")
     assert np.array_equal(got, want)
-    assert np.array_equal(got[::SCALE, ::SCALE], lr.mul(255).round().byte().permute(1, 2, 0).numpy())  # nearest neighbour
+    assert np.array_equal(
+        got[::SCALE, ::SCALE], lr.mul(255).round().byte().permute(1, 2, 0).numpy()
+    )  # nearest neighbour
 
 
 def test_weed_start_retries_when_a_port_is_taken(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

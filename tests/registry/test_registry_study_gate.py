@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from mlflow import MlflowClient
+from train.trainkit import build_prepared_root
 
 from srseg.config import Params, parse_params
 from srseg.registry import Gate, log_and_register, promote
@@ -16,21 +17,23 @@ from srseg.stages import run_degrade, run_study_analyze, run_study_gate_build
 from srseg.stages.ship import read_study_preference
 from srseg.study.bundle import load_study
 from srseg.study.store import Vote, default_state_dir, open_store
-from train.trainkit import build_prepared_root
 
 NAME = "gate-study"
 VAL_IDS = (1503, 1490, 1268, 1818)  # one selection image, three report images
 
 
 def _params(root: Path, lr_root: Path, study_dir: Path, tracking_uri: str) -> Params:
-    return parse_params({
-        "paths": {"data_root": str(root), "lr_root": str(lr_root)},
-        "train": {"class_map": "coarse8", "selection_images": 1, "device": "cpu"},
-        "study": {"output_dir": str(study_dir), "num_images": 2, "crop_size": 64, "attention_checks": 1},
-        "registry": {"model_name": NAME},
-        "promote": {"perceptual": "study"},
-        "mlflow": {"tracking_uri": tracking_uri},
-    }, "tests/registry gate study")
+    return parse_params(
+        {
+            "paths": {"data_root": str(root), "lr_root": str(lr_root)},
+            "train": {"class_map": "coarse8", "selection_images": 1, "device": "cpu"},
+            "study": {"output_dir": str(study_dir), "num_images": 2, "crop_size": 64, "attention_checks": 1},
+            "registry": {"model_name": NAME},
+            "promote": {"perceptual": "study"},
+            "mlflow": {"tracking_uri": tracking_uri},
+        },
+        "tests/registry gate study",
+    )
 
 
 def _plant_votes(bundle: Path, for_challenger: int, raters: int = 24) -> None:
@@ -44,7 +47,9 @@ def _plant_votes(bundle: Path, for_challenger: int, raters: int = 24) -> None:
             else:
                 want = "challenger" if r < for_challenger else next(m for m in study.methods if m != "challenger")
                 side = "left" if pair.left.method == want else "right"
-            votes.append(Vote(f"r{r:02d}", pair.id, pair.method(side), side, 900, "2026-01-01T00:00:00.000+00:00", "test"))
+            votes.append(
+                Vote(f"r{r:02d}", pair.id, pair.method(side), side, 900, "2026-01-01T00:00:00.000+00:00", "test")
+            )
     store = open_store(study.study_id, default_state_dir(bundle), create=True)
     assert store.import_votes(votes).inserted == len(votes)
 
@@ -52,8 +57,15 @@ def _plant_votes(bundle: Path, for_challenger: int, raters: int = 24) -> None:
 def _passing_scores(specs: dict[str, str]) -> dict:
     """PSNR scores that clear the floor and the champion criterion: only the study decides here."""
     base = [25.0, 26.5, 24.2, 27.1]
-    out = {role: {"psnr_y": [b + (0.0 if role == "bicubic" else 0.5 if role == "champion" else 0.8) + 0.01 * i
-                             for i, b in enumerate(base)]} for role in specs}
+    out = {
+        role: {
+            "psnr_y": [
+                b + (0.0 if role == "bicubic" else 0.5 if role == "champion" else 0.8) + 0.01 * i
+                for i, b in enumerate(base)
+            ]
+        }
+        for role in specs
+    }
     return out
 
 
@@ -88,7 +100,9 @@ def test_study_gate_passes_on_a_clear_preference_and_refuses_a_split_or_stale_on
     assert row.name == "study_preference" and row.passed and row.opponent_name == "bicubic"
 
     # Second version: the gate study must now be challenger vs champion; the old analysis is stale.
-    v2 = log_and_register(sr_heads["fitted_more"], NAME, local_store, tags={"git_commit": "x", "data_manifest_sha256": "y"})
+    v2 = log_and_register(
+        sr_heads["fitted_more"], NAME, local_store, tags={"git_commit": "x", "data_manifest_sha256": "y"}
+    )
     stale = promote(NAME, local_store, _passing_scores, gate, dry_run=True, study=read_study_preference(params))
     assert stale.action == "reject" and "the study compared" in stale.criteria[-1].note
     bundle = run_study_gate_build(params)

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import contextlib
 import threading
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 from PIL import Image, ImageFilter
@@ -26,7 +26,9 @@ def make_method_folders(source: Path, out: Path) -> dict[str, Path]:
             rgb = image.convert("RGB")
         width, height = rgb.width - rgb.width % 4, rgb.height - rgb.height % 4
         hr = rgb.crop((0, 0, width, height))
-        bicubic = hr.resize((width // 4, height // 4), Image.Resampling.BICUBIC).resize((width, height), Image.Resampling.BICUBIC)
+        bicubic = hr.resize((width // 4, height // 4), Image.Resampling.BICUBIC).resize(
+            (width, height), Image.Resampling.BICUBIC
+        )
         variants = {
             "hr": hr,
             "bicubic": bicubic,
@@ -48,8 +50,16 @@ def method_folders(cocostuff_sample: Path, tmp_path_factory: pytest.TempPathFact
 def study_bundle(method_folders: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
     """bicubic / sr_only / multitask on 6 images, 64 px crops, 4 attention checks: 22 pairs."""
     methods = {name: method_folders[name] for name in ("bicubic", "sr_only", "multitask")}
-    return build_study(methods, tmp_path_factory.mktemp("bundle") / "study", hr_dir=method_folders["hr"],
-                       num_images=6, crop_size=64, attention_checks=4, seed=0, show_reference=False)
+    return build_study(
+        methods,
+        tmp_path_factory.mktemp("bundle") / "study",
+        hr_dir=method_folders["hr"],
+        num_images=6,
+        crop_size=64,
+        attention_checks=4,
+        seed=0,
+        show_reference=False,
+    )
 
 
 @contextlib.contextmanager

@@ -30,8 +30,18 @@ def test_wilson_interval_known_values() -> None:
 
 def test_fleiss_kappa_matches_the_textbook_example() -> None:
     # Fleiss (1971) style example as tabulated on Wikipedia: 10 items, 14 raters, 5 categories.
-    table = [[0, 0, 0, 0, 14], [0, 2, 6, 4, 2], [0, 0, 3, 5, 6], [0, 3, 9, 2, 0], [2, 2, 8, 1, 1],
-             [7, 7, 0, 0, 0], [3, 2, 6, 3, 0], [2, 5, 3, 2, 2], [6, 5, 2, 1, 0], [0, 2, 2, 3, 7]]
+    table = [
+        [0, 0, 0, 0, 14],
+        [0, 2, 6, 4, 2],
+        [0, 0, 3, 5, 6],
+        [0, 3, 9, 2, 0],
+        [2, 2, 8, 1, 1],
+        [7, 7, 0, 0, 0],
+        [3, 2, 6, 3, 0],
+        [2, 5, 3, 2, 2],
+        [6, 5, 2, 1, 0],
+        [0, 2, 2, 3, 7],
+    ]
     assert fleiss_kappa(np.array(table)) == pytest.approx(0.210, abs=1e-3)
     assert fleiss_kappa(np.array([[3, 0], [0, 3], [3, 0]])) == pytest.approx(1.0)
 
@@ -62,7 +72,17 @@ def simulate_votes(study: Study, seed: int = 0) -> tuple[list[Vote], set[str]]:
                 a, b = pair.left.method, pair.right.method
                 p_left = 1 / (1 + math.exp(-(PLANTED[a] - PLANTED[b])))
                 side = "left" if rng.random() < p_left else "right"
-            votes.append(Vote(rater, pair.id, pair.method(side), side, rng.randint(400, 4000), "2024-01-01T00:00:00.000+00:00", "sim"))
+            votes.append(
+                Vote(
+                    rater,
+                    pair.id,
+                    pair.method(side),
+                    side,
+                    rng.randint(400, 4000),
+                    "2024-01-01T00:00:00.000+00:00",
+                    "sim",
+                )
+            )
     return votes, bad
 
 
@@ -96,7 +116,10 @@ def test_planted_preference_is_recovered(study_bundle: Path, tmp_path: Path) -> 
     files = {p.name for p in (tmp_path / "report").iterdir()}
     assert {"metrics.json", "analysis.json", "report.md", "report.html", "study_scores.png"} <= files
     assert (tmp_path / "report" / "study_scores.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert json.loads((tmp_path / "report" / "metrics.json").read_text())["bt_score"]["multitask"]["score"] == bt["multitask"]["score"]
+    assert (
+        json.loads((tmp_path / "report" / "metrics.json").read_text())["bt_score"]["multitask"]["score"]
+        == bt["multitask"]["score"]
+    )
     assert "| multitask |" in (tmp_path / "report" / "report.md").read_text()
 
     # without exclusion the left-clicking raters pull the estimate towards 0.5
@@ -149,4 +172,7 @@ def test_mlflow_logging_to_a_local_store(study_bundle: Path, tmp_path: Path, mon
     assert run.data.metrics["study.raters_included"] == GOOD
     assert "study.bt_score.multitask.score" in run.data.metrics
     assert run.data.params["study.bootstrap_unit"] == "rater"
-    assert {f.path for f in client.list_artifacts(run.info.run_id, "study")} >= {"study/report.md", "study/study_scores.png"}
+    assert {f.path for f in client.list_artifacts(run.info.run_id, "study")} >= {
+        "study/report.md",
+        "study/study_scores.png",
+    }

@@ -78,7 +78,9 @@ def test_client_response_time_cannot_exceed_what_the_server_saw(app) -> None:  #
     client = app.test_client()
     csrf = _login(app, client)
     pair_id = client.get("/study").get_data(as_text=True).split('data-pair-id="')[1].split('"')[0]
-    client.post("/api/vote", json={"pair_id": pair_id, "side": "left", "response_ms": 3_000_000}, headers={"X-CSRF-Token": csrf})
+    client.post(
+        "/api/vote", json={"pair_id": pair_id, "side": "left", "response_ms": 3_000_000}, headers={"X-CSRF-Token": csrf}
+    )
     assert _store(app).votes()[0].response_ms < 60_000
 
 
@@ -126,8 +128,14 @@ def test_images_only_by_pair_and_side(app, study_bundle: Path) -> None:  # type:
     assert response.data == study.path(pair.left.file).read_bytes()
     assert "private" in response.headers["Cache-Control"]
     response.close()
-    for bad in ("/image/p0000/reference", "/image/p0000/top", "/image/p9999/left", "/image/..%2Fstudy.json/left",
-                "/image/p0000/..%2F..%2Fstudy.json", f"/image/{pair.left.file}"):
+    for bad in (
+        "/image/p0000/reference",
+        "/image/p0000/top",
+        "/image/p9999/left",
+        "/image/..%2Fstudy.json/left",
+        "/image/p0000/..%2F..%2Fstudy.json",
+        f"/image/{pair.left.file}",
+    ):
         assert client.get(bad).status_code == 404, bad
 
 
@@ -139,7 +147,7 @@ def test_security_headers(app) -> None:  # type: ignore[no-untyped-def]
         assert "script-src 'self'" in csp and "unsafe-inline" not in csp and "frame-ancestors 'none'" in csp
         assert headers["X-Content-Type-Options"] == "nosniff" and headers["X-Frame-Options"] == "DENY"
     assert client.get("/start").headers["Cache-Control"] == "no-store"
-    assert "<script>" not in client.get("/start").get_data(as_text=True).replace('<script src=', '')
+    assert "<script>" not in client.get("/start").get_data(as_text=True).replace("<script src=", "")
 
 
 def test_admin_is_separate_and_protected(app, study_bundle: Path) -> None:  # type: ignore[no-untyped-def]
@@ -149,7 +157,11 @@ def test_admin_is_separate_and_protected(app, study_bundle: Path) -> None:  # ty
     assert rater.get("/admin/api/progress").status_code == 401
     assert rater.get("/admin/api/progress", headers={"Authorization": "Bearer wrong"}).status_code == 401
     api = rater.get("/admin/api/progress", headers={"Authorization": f"Bearer {ADMIN}"})
-    assert api.status_code == 200 and api.json["pairs"] == len(load_study(study_bundle).pairs) and len(api.json["raters"]) == 1
+    assert (
+        api.status_code == 200
+        and api.json["pairs"] == len(load_study(study_bundle).pairs)
+        and len(api.json["raters"]) == 1
+    )
 
     admin = app.test_client()
     form = admin.get("/admin/login").get_data(as_text=True)

@@ -96,9 +96,11 @@ def test_wrong_admin_tokens_are_rate_limited(study_bundle: Path, tmp_path: Path)
     bearer = {"Authorization": "Bearer wrong-2"}
     assert admin.get("/admin/api/progress", headers=bearer).status_code == 401
     assert admin.get("/image/p0000/left", headers=bearer).status_code == 401
-    for request in (lambda: admin.post("/admin/login", data={"token": ADMIN, "csrf_token": csrf}),
-                    lambda: admin.get("/admin/api/progress", headers={"Authorization": f"Bearer {ADMIN}"}),
-                    lambda: admin.post("/api/session", json={"token": "x"})):
+    for request in (
+        lambda: admin.post("/admin/login", data={"token": ADMIN, "csrf_token": csrf}),
+        lambda: admin.get("/admin/api/progress", headers={"Authorization": f"Bearer {ADMIN}"}),
+        lambda: admin.post("/api/session", json={"token": "x"}),
+    ):
         response = request()
         assert response.status_code == 429 and response.headers["Retry-After"], response.status_code
     assert _client(app).get("/admin/api/progress", headers={"Authorization": f"Bearer {ADMIN}"}).status_code == 200
@@ -109,7 +111,11 @@ def test_behind_a_proxy_the_forwarded_address_counts(study_bundle: Path, tmp_pat
     proxy = _client(app, "10.0.0.1")
     for _ in range(2):
         proxy.post("/api/session", json={"token": "guess"}, headers={"X-Forwarded-For": "203.0.113.5"})
-    assert proxy.post("/api/session", json={"token": "x"}, headers={"X-Forwarded-For": "203.0.113.5"}).status_code == 429
-    assert proxy.post("/api/session", json={"token": "x"}, headers={"X-Forwarded-For": "203.0.113.6"}).status_code == 403
+    assert (
+        proxy.post("/api/session", json={"token": "x"}, headers={"X-Forwarded-For": "203.0.113.5"}).status_code == 429
+    )
+    assert (
+        proxy.post("/api/session", json={"token": "x"}, headers={"X-Forwarded-For": "203.0.113.6"}).status_code == 403
+    )
     with pytest.raises(ValueError, match="trusted_proxies"):
         _app(study_bundle, tmp_path / "state", trusted_proxies=-1)

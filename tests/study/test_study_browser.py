@@ -34,8 +34,16 @@ from srseg.study.store import default_state_dir, open_store
 
 REPO = Path(__file__).resolve().parents[2]
 CHROMIUM = Path(os.environ.get("SRSEG_CHROMIUM", "/usr/bin/chromium"))
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 ADMIN = "browser-admin-token-0123456789abcdef"
 TITLE = "Study <script>alert('title')</script>"
 NAME = "<img src=x onerror=alert('name')>"
@@ -62,8 +70,17 @@ def sync_playwright():  # type: ignore[no-untyped-def]
 @pytest.fixture()
 def bundle(method_folders: dict[str, Path], tmp_path: Path) -> Path:
     methods = {"bicubic": method_folders["bicubic"], METHOD: method_folders["multitask"]}
-    return build_study(methods, tmp_path / "study", hr_dir=method_folders["hr"], num_images=4, crop_size=64,
-                       attention_checks=2, seed=3, show_reference=True, title=TITLE)
+    return build_study(
+        methods,
+        tmp_path / "study",
+        hr_dir=method_folders["hr"],
+        num_images=4,
+        crop_size=64,
+        attention_checks=2,
+        seed=3,
+        show_reference=True,
+        title=TITLE,
+    )
 
 
 def _assert_inert(page, dialogs: list[str]) -> None:  # type: ignore[no-untyped-def]
@@ -73,7 +90,9 @@ def _assert_inert(page, dialogs: list[str]) -> None:  # type: ignore[no-untyped-
 
 
 @pytest.mark.timeout(180)
-def test_rater_answers_every_pair_in_chromium(bundle: Path, tmp_path: Path, serve_app, caplog: pytest.LogCaptureFixture) -> None:  # type: ignore[no-untyped-def]
+def test_rater_answers_every_pair_in_chromium(
+    bundle: Path, tmp_path: Path, serve_app, caplog: pytest.LogCaptureFixture
+) -> None:  # type: ignore[no-untyped-def]
     caplog.set_level(logging.INFO)
     study = load_study(bundle)
     app = create_app(bundle, tmp_path / "state", admin_token=ADMIN)
@@ -134,10 +153,18 @@ def test_rater_answers_every_pair_in_chromium(bundle: Path, tmp_path: Path, serv
 
             # another rater's CSRF token, from inside ann's browser session
             bob_csrf = requests.post(f"{base}/api/session", json={"token": bob.token}, timeout=10).json()["csrf_token"]
-            response = page.request.post(f"{base}/api/vote", data={"pair_id": study.pairs[0].id, "side": "left"},
-                                         headers={"X-CSRF-Token": bob_csrf, "Content-Type": "application/json"})
+            response = page.request.post(
+                f"{base}/api/vote",
+                data={"pair_id": study.pairs[0].id, "side": "left"},
+                headers={"X-CSRF-Token": bob_csrf, "Content-Type": "application/json"},
+            )
             assert response.status == 403
-            assert requests.post(f"{base}/api/vote", json={"pair_id": study.pairs[0].id, "side": "left"}, timeout=10).status_code == 401
+            assert (
+                requests.post(
+                    f"{base}/api/vote", json={"pair_id": study.pairs[0].id, "side": "left"}, timeout=10
+                ).status_code
+                == 401
+            )
             assert store.votes(bob.rater_id) == []
 
             # the admin page shows the payloads as text
@@ -194,19 +221,32 @@ def test_study_serve_from_the_repository_root_serves_images(method_folders: dict
     bundle_rel = Path(params.study.output_dir) / "bundle"
     assert not bundle_rel.is_absolute()  # the default is what this test is about
     methods = {name: method_folders[name] for name in params.study.methods}
-    build_study(methods, root / bundle_rel, hr_dir=method_folders["hr"], num_images=2, crop_size=64,
-                attention_checks=1, seed=0)
+    build_study(
+        methods, root / bundle_rel, hr_dir=method_folders["hr"], num_images=2, crop_size=64, attention_checks=1, seed=0
+    )
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("SRSEG_STUDY_")}
-    invite = subprocess.run([*_srseg(), "study", "invite", "--count", "1", "--base-url", "http://placeholder.invalid"],
-                            cwd=root, env=env, capture_output=True, text=True, timeout=120)
+    invite = subprocess.run(
+        [*_srseg(), "study", "invite", "--count", "1", "--base-url", "http://placeholder.invalid"],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert invite.returncode == 0, invite.stderr[-3000:]
     token = invite.stdout.strip().splitlines()[-1].split("#token=", 1)[1]
 
     log = tmp_path / "serve.log"
     with open(log, "wb") as handle:  # as in the README, with --port 0: the kernel picks a free port
-        server = subprocess.Popen([*_srseg(), "study", "serve", "--host", "127.0.0.1", "--port", "0"], cwd=root, env=env,
-                                  stdout=handle, stderr=subprocess.STDOUT, start_new_session=True)
+        server = subprocess.Popen(
+            [*_srseg(), "study", "serve", "--host", "127.0.0.1", "--port", "0"],
+            cwd=root,
+            env=env,
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     statuses: list[tuple[str, int]] = []
     try:
         base = _wait_for_address(server, log)

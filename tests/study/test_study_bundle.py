@@ -27,7 +27,10 @@ def test_same_seed_same_bundle_other_seed_other_sample(method_folders: dict[str,
     c = build_study(_methods(method_folders), tmp_path / "c", seed=8, **kwargs)
     assert (a / MANIFEST).read_bytes() == (b / MANIFEST).read_bytes()
     assert sorted(p.name for p in (a / "images").iterdir()) == sorted(p.name for p in (b / "images").iterdir())
-    pairs = lambda root: [(p["stem"], p["left"]["method"], p["right"]["method"]) for p in json.loads((root / MANIFEST).read_text())["pairs"]]
+    pairs = lambda root: [
+        (p["stem"], p["left"]["method"], p["right"]["method"])
+        for p in json.loads((root / MANIFEST).read_text())["pairs"]
+    ]
     assert pairs(a) != pairs(c)
     assert not list(tmp_path.glob(".*tmp")), "no temp folders left behind"
 
@@ -46,7 +49,9 @@ def test_pairs_sides_balanced_and_complete(study_bundle: Path) -> None:
     assert any(p.attention_check for p in study.pairs[: len(study.pairs) - 4])
 
 
-def test_crops_are_the_same_texture_window_for_every_method(study_bundle: Path, method_folders: dict[str, Path]) -> None:
+def test_crops_are_the_same_texture_window_for_every_method(
+    study_bundle: Path, method_folders: dict[str, Path]
+) -> None:
     study = load_study(study_bundle)
     for image in study.manifest["images"]:
         x, y, w, h = image["crop"]
@@ -78,16 +83,30 @@ def test_attention_checks_have_known_answers(study_bundle: Path) -> None:
 
 
 def test_reference_shown_when_asked(method_folders: dict[str, Path], tmp_path: Path) -> None:
-    bundle = build_study(_methods(method_folders, ("bicubic", "blurry")), tmp_path / "s", hr_dir=method_folders["hr"],
-                         num_images=2, crop_size=48, attention_checks=1, seed=1, show_reference=True)
+    bundle = build_study(
+        _methods(method_folders, ("bicubic", "blurry")),
+        tmp_path / "s",
+        hr_dir=method_folders["hr"],
+        num_images=2,
+        crop_size=48,
+        attention_checks=1,
+        seed=1,
+        show_reference=True,
+    )
     study = load_study(bundle)
     assert study.show_reference and all(p.reference for p in study.pairs)
     assert len(study.pairs) == 2 + 1
 
 
 def test_tampered_file_is_detected(method_folders: dict[str, Path], tmp_path: Path) -> None:
-    bundle = build_study(_methods(method_folders, ("bicubic", "blurry")), tmp_path / "s", num_images=1, crop_size=32,
-                         attention_checks=0, seed=0)
+    bundle = build_study(
+        _methods(method_folders, ("bicubic", "blurry")),
+        tmp_path / "s",
+        num_images=1,
+        crop_size=32,
+        attention_checks=0,
+        seed=0,
+    )
     victim = next((bundle / "images").iterdir())
     victim.write_bytes(victim.read_bytes() + b"x")
     with pytest.raises(ValueError, match=victim.name):
@@ -119,7 +138,9 @@ def test_rebuild_replaces_bundle_but_never_a_foreign_folder(method_folders: dict
         ({"attention_checks": -1}, "attention_checks must be >= 0, got -1"),
     ],
 )
-def test_bad_arguments_name_the_value(method_folders: dict[str, Path], tmp_path: Path, kwargs: dict, message: str) -> None:
+def test_bad_arguments_name_the_value(
+    method_folders: dict[str, Path], tmp_path: Path, kwargs: dict, message: str
+) -> None:
     base = dict(num_images=1, crop_size=32, attention_checks=0, seed=0)
     with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
         build_study(_methods(method_folders, ("bicubic", "blurry")), tmp_path / "s", **{**base, **kwargs})
@@ -127,7 +148,9 @@ def test_bad_arguments_name_the_value(method_folders: dict[str, Path], tmp_path:
 
 def test_bad_method_names_and_folders(method_folders: dict[str, Path], tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="'@hr'.*reserved"):
-        build_study({"@hr": method_folders["hr"], "b": method_folders["bicubic"]}, tmp_path / "s", num_images=1, crop_size=32)
+        build_study(
+            {"@hr": method_folders["hr"], "b": method_folders["bicubic"]}, tmp_path / "s", num_images=1, crop_size=32
+        )
     with pytest.raises(FileNotFoundError, match="method 'b'"):
         build_study({"a": method_folders["hr"], "b": tmp_path / "missing"}, tmp_path / "s", num_images=1, crop_size=32)
     with pytest.raises(ValueError, match="at least two methods"):

@@ -43,7 +43,16 @@ def test_roundtrip_into_the_store(study_bundle: Path, tmp_path: Path) -> None:
     answers = [["rater_id", "pair_id", "choice", "response_ms", "submitted_at", "extra"]]
     for worker in ("A1B2C3", "W-77"):
         for row in pairs:
-            answers.append([worker, row["pair_id"], rng.choice(["left", "right"]), str(rng.randint(300, 5000)), "2024-05-01T12:00:00Z", "x"])
+            answers.append(
+                [
+                    worker,
+                    row["pair_id"],
+                    rng.choice(["left", "right"]),
+                    str(rng.randint(300, 5000)),
+                    "2024-05-01T12:00:00Z",
+                    "x",
+                ]
+            )
     votes_csv = _write(tmp_path / "votes.csv", answers)
     report = import_crowd_votes(study_bundle, votes_csv, tmp_path / "state")
     assert (report.rows, report.inserted, report.duplicates, report.raters) == (2 * len(pairs), 2 * len(pairs), 0, 2)
@@ -58,15 +67,18 @@ def test_roundtrip_into_the_store(study_bundle: Path, tmp_path: Path) -> None:
 
 
 def test_validation_errors_name_the_line(study_bundle: Path, tmp_path: Path) -> None:
-    votes_csv = _write(tmp_path / "votes.csv", [
-        ["rater_id", "pair_id", "choice", "response_ms"],
-        ["w1", "p0000", "left", "500"],
-        ["w1", "p9999", "left", "500"],
-        ["w2", "p0001", "up", "500"],
-        ["w3", "p0002", "right", "soon"],
-        ["w 4", "p0003", "left", ""],
-        ["w1", "p0000", "right", ""],
-    ])
+    votes_csv = _write(
+        tmp_path / "votes.csv",
+        [
+            ["rater_id", "pair_id", "choice", "response_ms"],
+            ["w1", "p0000", "left", "500"],
+            ["w1", "p9999", "left", "500"],
+            ["w2", "p0001", "up", "500"],
+            ["w3", "p0002", "right", "soon"],
+            ["w 4", "p0003", "left", ""],
+            ["w1", "p0000", "right", ""],
+        ],
+    )
     with pytest.raises(CrowdImportError) as info:
         import_crowd_votes(study_bundle, votes_csv, tmp_path / "state")
     message = str(info.value)
@@ -81,10 +93,20 @@ def test_validation_errors_name_the_line(study_bundle: Path, tmp_path: Path) -> 
 
 def test_missing_columns_and_conflicts_with_stored_votes(study_bundle: Path, tmp_path: Path) -> None:
     with pytest.raises(CrowdImportError, match="line 1: missing column.s. choice"):
-        import_crowd_votes(study_bundle, _write(tmp_path / "a.csv", [["rater_id", "pair_id"], ["w", "p0000"]]), tmp_path / "state")
-    import_crowd_votes(study_bundle, _write(tmp_path / "b.csv", [["rater_id", "pair_id", "choice"], ["w", "p0000", "left"]]), tmp_path / "state")
-    changed = _write(tmp_path / "c.csv", [["rater_id", "pair_id", "choice"], ["v", "p0001", "left"], ["w", "p0000", "right"]])
+        import_crowd_votes(
+            study_bundle, _write(tmp_path / "a.csv", [["rater_id", "pair_id"], ["w", "p0000"]]), tmp_path / "state"
+        )
+    import_crowd_votes(
+        study_bundle,
+        _write(tmp_path / "b.csv", [["rater_id", "pair_id", "choice"], ["w", "p0000", "left"]]),
+        tmp_path / "state",
+    )
+    changed = _write(
+        tmp_path / "c.csv", [["rater_id", "pair_id", "choice"], ["v", "p0001", "left"], ["w", "p0000", "right"]]
+    )
     with pytest.raises(CrowdImportError, match="line 3: rater 'crowd:w' already answered p0000 with 'left'"):
         import_crowd_votes(study_bundle, changed, tmp_path / "state")
     study = load_study(study_bundle)
-    assert [(v.rater_id, v.side) for v in open_store(study.study_id, tmp_path / "state").votes()] == [("crowd:w", "left")]
+    assert [(v.rater_id, v.side) for v in open_store(study.study_id, tmp_path / "state").votes()] == [
+        ("crowd:w", "left")
+    ]

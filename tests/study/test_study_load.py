@@ -31,8 +31,9 @@ LISTENING = re.compile(r"Listening at: (http://127\.0\.0\.1:\d+)")
 def bundle(method_folders: dict[str, Path], tmp_path: Path) -> Path:
     """4 methods x 8 images = 48 pairs + 2 attention checks = 50 pairs."""
     methods = {name: method_folders[name] for name in ("bicubic", "sr_only", "multitask", "blurry")}
-    bundle = build_study(methods, tmp_path / "study", hr_dir=method_folders["hr"], num_images=8, crop_size=32,
-                         attention_checks=2, seed=0)
+    bundle = build_study(
+        methods, tmp_path / "study", hr_dir=method_folders["hr"], num_images=8, crop_size=32, attention_checks=2, seed=0
+    )
     assert len(load_study(bundle).pairs) == VOTES
     return bundle
 
@@ -42,9 +43,22 @@ def _start(bundle: Path, state: Path, log_path: Path) -> tuple[subprocess.Popen,
     offset = log_path.stat().st_size if log_path.exists() else 0
     with open(log_path, "ab") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "srseg.study.app", "--bundle", str(bundle), "--state", str(state), "--port", "0",
-             "--threads", "8"],
-            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            [
+                sys.executable,
+                "-m",
+                "srseg.study.app",
+                "--bundle",
+                str(bundle),
+                "--state",
+                str(state),
+                "--port",
+                "0",
+                "--threads",
+                "8",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
     deadline = time.monotonic() + 30
     base = None
@@ -79,7 +93,9 @@ def _kill(process: subprocess.Popen, sig: int = signal.SIGKILL) -> None:
 
 
 @pytest.mark.timeout(180)
-def test_concurrent_raters_survive_a_server_kill(bundle: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_concurrent_raters_survive_a_server_kill(
+    bundle: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     study = load_study(bundle)
     state = tmp_path / "state"
     invitations = create_invitations(bundle, RATERS, "http://study.invalid", state)
@@ -121,8 +137,12 @@ def test_concurrent_raters_survive_a_server_kill(bundle: Path, tmp_path: Path, c
                     assert page.status_code == 200, f"/study: {page.status_code} {page.text[:200]}"
                     pair_id = page.text.split('data-pair-id="')[1].split('"')[0]
                     side = rng.choice(("left", "right"))
-                    response = call(session, "/api/vote", json={"pair_id": pair_id, "side": side, "response_ms": rng.randint(300, 3000)},
-                                    headers={"X-CSRF-Token": csrf})
+                    response = call(
+                        session,
+                        "/api/vote",
+                        json={"pair_id": pair_id, "side": side, "response_ms": rng.randint(300, 3000)},
+                        headers={"X-CSRF-Token": csrf},
+                    )
                     assert response.status_code in (200, 201), f"{pair_id}: {response.status_code} {response.text}"
                     with lock:
                         sent[(rater_id, pair_id)] = side
@@ -162,5 +182,8 @@ def test_concurrent_raters_survive_a_server_kill(bundle: Path, tmp_path: Path, c
     ordered = sorted(latencies)
     p50, p99 = ordered[len(ordered) // 2], ordered[int(len(ordered) * 0.99)]
     with capsys.disabled():  # shown in every run, not only with -s
-        print(f"\nload: {len(votes)} votes from {RATERS} raters in {elapsed:.1f} s (server SIGKILLed after {killed_at} votes); "
-              f"{len(ordered)} answered requests, latency p50 {p50 * 1000:.1f} ms, p99 {p99 * 1000:.1f} ms")
+        print(
+            f"\nload: {len(votes)} votes from {RATERS} raters in {elapsed:.1f} s (server SIGKILLed after {killed_at} "
+            "votes); "
+            f"{len(ordered)} answered requests, latency p50 {p50 * 1000:.1f} ms, p99 {p99 * 1000:.1f} ms"
+        )

@@ -52,8 +52,11 @@ def test_one_vote_per_rater_and_pair(tmp_path: Path) -> None:
     assert store.record_vote(b.rater_id, "p0001", "bicubic", "right", 700)[1] == "created"
     assert [(v.rater_id, v.choice) for v in store.votes()] == [(a.rater_id, "multitask"), (b.rater_id, "bicubic")]
     with store.connect() as conn, pytest.raises(sqlite3.IntegrityError, match="UNIQUE"):
-        conn.execute("INSERT INTO votes(rater_id, pair_id, choice, side, created_at, source) VALUES (?, 'p0001', 'x', 'left', 't', 'web')",
-                     (a.rater_id,))
+        conn.execute(
+            "INSERT INTO votes(rater_id, pair_id, choice, side, created_at, source) VALUES (?, 'p0001', 'x', 'left', "
+            "'t', 'web')",
+            (a.rater_id,),
+        )
 
 
 def test_state_is_bound_to_one_bundle(tmp_path: Path) -> None:
@@ -84,7 +87,9 @@ def test_admin_token(tmp_path: Path) -> None:
 
 def test_import_is_all_or_nothing(tmp_path: Path) -> None:
     store = _store(tmp_path)
-    vote = lambda rater, pair, choice, side: Vote(rater, pair, choice, side, None, "2024-01-01T00:00:00.000+00:00", "crowd")
+    vote = lambda rater, pair, choice, side: Vote(
+        rater, pair, choice, side, None, "2024-01-01T00:00:00.000+00:00", "crowd"
+    )
     result = store.import_votes([vote("crowd:w1", "p0001", "a", "left"), vote("crowd:w2", "p0001", "b", "right")])
     assert (result.inserted, result.duplicates, result.conflicts) == (2, 0, [])
     result = store.import_votes([vote("crowd:w3", "p0002", "a", "left"), vote("crowd:w1", "p0001", "b", "right")])

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 from trainkit import TRAIN_IDS, build_prepared_root
@@ -18,9 +18,7 @@ def prepared_root(cocostuff_sample: Path, tmp_path_factory: pytest.TempPathFacto
 @pytest.fixture(scope="session")
 def patch_root(cocostuff_sample: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Four real 32x32 training patches (one possible crop each) and two validation images."""
-    return build_prepared_root(
-        cocostuff_sample, tmp_path_factory.mktemp("patches"), train_ids=TRAIN_IDS[:4], crop=32
-    )
+    return build_prepared_root(cocostuff_sample, tmp_path_factory.mktemp("patches"), train_ids=TRAIN_IDS[:4], crop=32)
 
 
 @pytest.fixture(autouse=True)

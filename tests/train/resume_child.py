@@ -33,8 +33,13 @@ def main() -> None:
         if iteration == args.kill_at:
             os.kill(os.getpid(), signal.SIGKILL)
 
-    run_train(params, "gan", output_dir=args.output, init_from=args.init_from,
-              hooks=TrainHooks(after_step=after_step, after_checkpoint=after_checkpoint))
+    run_train(
+        params,
+        "gan",
+        output_dir=args.output,
+        init_from=args.init_from,
+        hooks=TrainHooks(after_step=after_step, after_checkpoint=after_checkpoint),
+    )
 
 
 if __name__ == "__main__":

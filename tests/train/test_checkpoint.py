@@ -16,8 +16,12 @@ from srseg.train.distributed import ShardedBatchSampler, per_rank_batch
 
 
 def _state(iteration: int) -> dict:
-    return {"format": ckpt.CHECKPOINT_FORMAT, "iteration": iteration, "w": torch.full((3,), float(iteration)),
-            "rng": [ckpt.capture_rng_state()]}
+    return {
+        "format": ckpt.CHECKPOINT_FORMAT,
+        "iteration": iteration,
+        "w": torch.full((3,), float(iteration)),
+        "rng": [ckpt.capture_rng_state()],
+    }
 
 
 def test_roundtrip_is_weights_only_loadable(tmp_path: Path) -> None:
@@ -68,7 +72,12 @@ def test_prune_keeps_newest(tmp_path: Path) -> None:
     (tmp_path / "best.safetensors").write_bytes(b"kept")
     ckpt.prune_checkpoints(tmp_path, keep=2)
     assert sorted(p.name for p in tmp_path.iterdir()) == [
-        "best.safetensors", "iter_00000003.pt", "iter_00000003.pt.sha256", "iter_00000010.pt", "iter_00000010.pt.sha256"]
+        "best.safetensors",
+        "iter_00000003.pt",
+        "iter_00000003.pt.sha256",
+        "iter_00000010.pt",
+        "iter_00000010.pt.sha256",
+    ]
 
 
 def _take(sampler: ShardedBatchSampler, n: int) -> list[list[tuple[int, int]]]:

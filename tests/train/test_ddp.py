@@ -50,14 +50,20 @@ VAL_RTOL = 1e-4
 
 
 def _params(root: Path, out: Path):
-    return tiny_params(root, out, {"train": {
-        "deterministic": False,
-        "log_every": 1,  # every step's losses land in plots/train_loss.csv
-        "selection_images": 2,  # one image per rank: the sharded validation is reduced across ranks
-        "discriminator": {"spectral_norm": True, "gan_type": "standard"},  # no per-rank BN / logit means
-        "psnr_stage": {"iterations": PSNR_ITERS, "val_every": PSNR_ITERS, "checkpoint_every": PSNR_ITERS},
-        "gan_stage": {"iterations": GAN_ITERS, "val_every": GAN_ITERS, "checkpoint_every": GAN_ITERS},
-    }})
+    return tiny_params(
+        root,
+        out,
+        {
+            "train": {
+                "deterministic": False,
+                "log_every": 1,  # every step's losses land in plots/train_loss.csv
+                "selection_images": 2,  # one image per rank: the sharded validation is reduced across ranks
+                "discriminator": {"spectral_norm": True, "gan_type": "standard"},  # no per-rank BN / logit means
+                "psnr_stage": {"iterations": PSNR_ITERS, "val_every": PSNR_ITERS, "checkpoint_every": PSNR_ITERS},
+                "gan_stage": {"iterations": GAN_ITERS, "val_every": GAN_ITERS, "checkpoint_every": GAN_ITERS},
+            }
+        },
+    )
 
 
 @dataclass(frozen=True)
@@ -90,14 +96,37 @@ def run_ddp(root: Path, dest: Path, plant: str = "none") -> Run:
         assert len(set(ports)) == len(ports)
         procs = []
         for rank in range(2):  # the environment torchrun exports to each worker
-            env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), str(HERE)]), "OMP_NUM_THREADS": "1",
-                   "RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": "2", "LOCAL_WORLD_SIZE": "2",
-                   "MASTER_ADDR": "127.0.0.1", "TORCHELASTIC_USE_AGENT_STORE": "True"}
+            env = {
+                **os.environ,
+                "PYTHONPATH": os.pathsep.join([str(REPO), str(HERE)]),
+                "OMP_NUM_THREADS": "1",
+                "RANK": str(rank),
+                "LOCAL_RANK": str(rank),
+                "WORLD_SIZE": "2",
+                "LOCAL_WORLD_SIZE": "2",
+                "MASTER_ADDR": "127.0.0.1",
+                "TORCHELASTIC_USE_AGENT_STORE": "True",
+            }
             with open(dest / f"rank{rank}.log", "wb") as log:  # a file, not a pipe: no rank blocks on output
-                procs.append(subprocess.Popen(
-                    [sys.executable, str(HERE / "ddp_worker.py"), "--params", str(params_file),
-                     "--ports", ",".join(map(str, ports)), "--probe-dir", str(probes), "--plant", plant],
-                    env=env, stdout=subprocess.DEVNULL, stderr=log))
+                procs.append(
+                    subprocess.Popen(
+                        [
+                            sys.executable,
+                            str(HERE / "ddp_worker.py"),
+                            "--params",
+                            str(params_file),
+                            "--ports",
+                            ",".join(map(str, ports)),
+                            "--probe-dir",
+                            str(probes),
+                            "--plant",
+                            plant,
+                        ],
+                        env=env,
+                        stdout=subprocess.DEVNULL,
+                        stderr=log,
+                    )
+                )
         try:
             for proc in procs:
                 proc.wait(timeout=300)
@@ -125,7 +154,9 @@ def _tight(a: dict, b: dict, what: str) -> list[str]:
     for key in b:
         if a[key].is_floating_point():
             if not torch.allclose(a[key], b[key], rtol=1e-5, atol=1e-6):
-                out.append(f"{what}.{key}: max |diff| {float((a[key] - b[key]).abs().max()):.3g} (tight: rtol 1e-5, atol 1e-6)")
+                out.append(
+                    f"{what}.{key}: max |diff| {float((a[key] - b[key]).abs().max()):.3g} (tight: rtol 1e-5, atol 1e-6)"
+                )
         elif not torch.equal(a[key], b[key]):
             out.append(f"{what}.{key}: integer tensors differ")
     return out
@@ -141,8 +172,10 @@ def _moved(a: dict, b: dict, start: dict, what: str) -> list[str]:
             continue
         diff, moved = _norm(a[key] - b[key]), _norm(b[key] - start[key])
         if diff > MOVE_RTOL * moved:
-            out.append(f"{what}.{key}: ||ddp - single|| {diff:.3g} > {MOVE_RTOL:g} x movement {moved:.3g} "
-                       f"({diff / moved if moved else math.inf:.3g}x the movement)")
+            out.append(
+                f"{what}.{key}: ||ddp - single|| {diff:.3g} > {MOVE_RTOL:g} x movement {moved:.3g} "
+                f"({diff / moved if moved else math.inf:.3g}x the movement)"
+            )
     return out
 
 
@@ -153,14 +186,18 @@ def _grads(a: dict, b: dict, stage: str) -> list[str]:
     for key in b:
         diff, scale = _norm(a[key] - b[key]), _norm(b[key])
         if diff > GRAD_RTOL * scale:
-            out.append(f"{stage} first-step grad {key}: ||ddp - single|| {diff:.3g} > {GRAD_RTOL:g} x ||single|| {scale:.3g}")
+            out.append(
+                f"{stage} first-step grad {key}: ||ddp - single|| {diff:.3g} > {GRAD_RTOL:g} x ||single|| {scale:.3g}"
+            )
     return out
 
 
 def _loss_rows(run: Run, stage: str) -> list[dict[str, float]]:
     with open(run.out / stage / "plots" / "train_loss.csv", newline="") as handle:
-        return [{k: float(v) for k, v in row.items() if v != "" and not k.startswith(("perf/", "train/lr"))}
-                for row in csv.DictReader(handle)]
+        return [
+            {k: float(v) for k, v in row.items() if v != "" and not k.startswith(("perf/", "train/lr"))}
+            for row in csv.DictReader(handle)
+        ]
 
 
 def _losses(a: Run, b: Run, stage: str, iters: int) -> list[str]:
@@ -174,7 +211,10 @@ def _losses(a: Run, b: Run, stage: str, iters: int) -> list[str]:
             continue
         for name in sorted(row_b):
             if row_a[name] != pytest.approx(row_b[name], rel=LOSS_RTOL, abs=1e-7):
-                out.append(f"{stage} iteration {row_b['iteration']:.0f} {name}: ddp {row_a[name]:.8g} vs single {row_b[name]:.8g}")
+                out.append(
+                    f"{stage} iteration {row_b['iteration']:.0f} {name}: ddp {row_a[name]:.8g} vs single "
+                    f"{row_b[name]:.8g}"
+                )
     return out
 
 
@@ -189,7 +229,9 @@ def ddp_mismatches(ddp: Run, single: Run) -> list[str]:
 
         probe_a, probe_b = ddp.probe(stage), single.probe(stage)
         rank1 = ddp.probe(stage, rank=1)["grads"]
-        assert all(torch.equal(rank1[k], v) for k, v in probe_a["grads"].items()), "ranks hold different all-reduced gradients"
+        assert all(torch.equal(rank1[k], v) for k, v in probe_a["grads"].items()), (
+            "ranks hold different all-reduced gradients"
+        )
         out += _grads(probe_a["grads"], probe_b["grads"], stage)
         out += _losses(ddp, single, stage, iters)
 
@@ -234,7 +276,9 @@ def test_two_process_ddp_matches_single_process(prepared_root: Path, single_run:
     assert mismatches == [], "\n".join(mismatches)
 
 
-def test_check_rejects_per_rank_segmentation_normalisation(prepared_root: Path, single_run: Run, tmp_path: Path) -> None:
+def test_check_rejects_per_rank_segmentation_normalisation(
+    prepared_root: Path, single_run: Run, tmp_path: Path
+) -> None:
     """The planted bug changes the objective whenever the ranks see different numbers of labelled
     pixels (they do here); the check must say where, in gradients, losses and weights."""
     broken = run_ddp(prepared_root, tmp_path, plant="per_rank_seg")

@@ -17,8 +17,8 @@ from srseg.data.dataset import FullImageDataset, PairedPatchDataset
 from srseg.data.manifest import LR_FORMAT, Manifest, Sample
 from srseg.degrade.bicubic import bicubic_downscale
 from srseg.fileio import sha256_file
-from srseg.stages.train import run_train
 from srseg.models.io import load_generator, load_state_dict_file
+from srseg.stages.train import run_train
 from srseg.train.checkpoint import CheckpointError
 from srseg.train.engine import Trainer, TrainHooks
 from srseg.train.validation import confusion_matrix, segmentation_scores, synthesize_lr
@@ -28,11 +28,13 @@ def _trainer(params, root: Path, stage: str = "psnr", out: Path | None = None, *
     cfg = params.train
     cmap = get_class_map(cfg.class_map)
     lr_root = Path(params.paths.lr_root) if cfg.lr_source == "precomputed" else None
-    train_set = PairedPatchDataset(root, cfg.train_split, cfg.scale, cfg.patch_size, cmap,
-                                   lr_root=lr_root, augment=cfg.augment, seed=cfg.seed)
+    train_set = PairedPatchDataset(
+        root, cfg.train_split, cfg.scale, cfg.patch_size, cmap, lr_root=lr_root, augment=cfg.augment, seed=cfg.seed
+    )
     val_set = FullImageDataset(root, cfg.val_split, cfg.scale, cmap, lr_root=lr_root)
-    return Trainer(cfg, stage, out or Path(cfg.output_dir) / stage, train_set, val_set,
-                   num_classes=cmap.num_classes, **kwargs)
+    return Trainer(
+        cfg, stage, out or Path(cfg.output_dir) / stage, train_set, val_set, num_classes=cmap.num_classes, **kwargs
+    )
 
 
 def _run_steps(trainer: Trainer, steps: int) -> list[dict[str, float]]:
@@ -43,9 +45,18 @@ def _run_steps(trainer: Trainer, steps: int) -> list[dict[str, float]]:
 def test_overfits_fixed_real_patches(patch_root: Path, tmp_path: Path) -> None:
     """60 steps on the same four real 32x32 patches (augment off): pixel L1 falls below half of
     its initial value (seeds 0-2 reach 0.26-0.33x) and the segmentation CE below 0.8x (0.57-0.6x)."""
-    params = tiny_params(patch_root, tmp_path, {"train": {  # learning from scratch: the paper's layout
-        "augment": False, "psnr_stage": {"iterations": 100, "lr": 2e-3}, "deterministic": False,
-        "generator": {"global_residual": "none"}}})
+    params = tiny_params(
+        patch_root,
+        tmp_path,
+        {
+            "train": {  # learning from scratch: the paper's layout
+                "augment": False,
+                "psnr_stage": {"iterations": 100, "lr": 2e-3},
+                "deterministic": False,
+                "generator": {"global_residual": "none"},
+            }
+        },
+    )
     trainer = _trainer(params, patch_root)
     history = _run_steps(trainer, 60)
     first = np.mean([h["pixel"] for h in history[:5]])
@@ -103,14 +114,24 @@ def test_gan_stage_requires_psnr_weights(prepared_root: Path, tmp_path: Path) ->
 
 
 def test_stage_outputs_for_dvc(prepared_root: Path, tmp_path: Path) -> None:
-    params = tiny_params(prepared_root, tmp_path, {"train": {"psnr_stage": {"iterations": 6, "val_every": 3,
-                                                                            "checkpoint_every": 2}}})
+    params = tiny_params(
+        prepared_root, tmp_path, {"train": {"psnr_stage": {"iterations": 6, "val_every": 3, "checkpoint_every": 2}}}
+    )
     summary = run_train(params, "psnr")
     stage = tmp_path / "psnr"
     assert summary["finished"] and summary["iteration"] == 6
     assert [p.name for p in sorted((stage / "checkpoints").glob("*.pt"))] == ["iter_00000004.pt", "iter_00000006.pt"]
-    for name in ("selected.safetensors", "selected.safetensors.json", "final.safetensors", "metrics.json", "config.yaml", "plots/val.csv", "plots/train_loss.csv",
-                 "samples/iter_00000003.png", "samples/iter_00000006.png"):
+    for name in (
+        "selected.safetensors",
+        "selected.safetensors.json",
+        "final.safetensors",
+        "metrics.json",
+        "config.yaml",
+        "plots/val.csv",
+        "plots/train_loss.csv",
+        "samples/iter_00000003.png",
+        "samples/iter_00000006.png",
+    ):
         assert (stage / name).is_file(), name
     final = load_generator(stage / "final.safetensors")  # the format evaluate/export read
     assert final.has_seg_head and final.config["num_features"] == 8
@@ -157,8 +178,11 @@ def _write_lr_root(hr_root: Path, lr_root: Path, scale: int) -> None:
             lr = bicubic_downscale(torch.from_numpy(arr).permute(2, 0, 1).contiguous(), scale)
             rel = f"{split}/{s.id:012d}.png"
             Image.fromarray(lr.permute(1, 2, 0).numpy()).save(lr_root / rel)
-            out.append(Sample(id=s.id, image=rel, width=lr.shape[2], height=lr.shape[1],
-                              image_sha256=sha256_file(lr_root / rel)))
+            out.append(
+                Sample(
+                    id=s.id, image=rel, width=lr.shape[2], height=lr.shape[1], image_sha256=sha256_file(lr_root / rel)
+                )
+            )
         splits[split] = out
     Manifest(kind="lr", format=LR_FORMAT, splits=splits, meta={"scale": scale}).save(lr_root)
 
@@ -168,9 +192,14 @@ def test_precomputed_lr_matches_device_synthesis(prepared_root: Path, tmp_path: 
     the LR the trainer synthesises on the device (same MATLAB bicubic, same uint8 rounding)."""
     lr_root = tmp_path / "lr"
     _write_lr_root(prepared_root, lr_root, 4)
-    params = tiny_params(prepared_root, tmp_path / "out", {
-        "paths": {"lr_root": str(lr_root)},
-        "train": {"lr_source": "precomputed", "psnr_stage": {"iterations": 2, "val_every": 2}}})
+    params = tiny_params(
+        prepared_root,
+        tmp_path / "out",
+        {
+            "paths": {"lr_root": str(lr_root)},
+            "train": {"lr_source": "precomputed", "psnr_stage": {"iterations": 2, "val_every": 2}},
+        },
+    )
     summary = run_train(params, "psnr")
     assert summary["finished"] and np.isfinite(summary["val"]["psnr_y"])
 
@@ -194,8 +223,11 @@ def test_segmentation_scores_by_hand() -> None:
 
 
 def test_class_weighted_ce_counts_labels_once(prepared_root: Path, tmp_path: Path) -> None:
-    params = tiny_params(prepared_root, tmp_path, {"train": {
-        "loss": {"seg_class_weights": "inverse_sqrt"}, "psnr_stage": {"iterations": 2, "val_every": 2}}})
+    params = tiny_params(
+        prepared_root,
+        tmp_path,
+        {"train": {"loss": {"seg_class_weights": "inverse_sqrt"}, "psnr_stage": {"iterations": 2, "val_every": 2}}},
+    )
     seen = {}
     run_train(params, "psnr", hooks=TrainHooks(before_train=lambda t: seen.update(w=t.seg_loss.class_weights)))
     cache = json.loads((tmp_path / "class_counts.json").read_text())
@@ -221,6 +253,7 @@ def _spoil_at(iteration: int):
             if step == iteration:
                 with torch.no_grad():
                     trainer.ema.module.sr_head.bias.add_(0.3)  # +0.3 on every pixel: a large PSNR drop
+
         trainer.hooks.after_step = after
 
     return spoil
@@ -235,11 +268,17 @@ def _val_rows(stage: Path) -> list[dict[str, float]]:
 def test_gan_stage_ships_its_final_ema_weights_not_its_max_psnr_ones(prepared_root: Path, tmp_path: Path) -> None:
     """Without LPIPS weights the GAN stage ships the final EMA weights, even when its validation
     PSNR peaked earlier (planted here: the EMA output is spoiled right before the last validation)."""
-    params = tiny_params(prepared_root, tmp_path, {"train": {
-        "psnr_stage": {"iterations": 2, "val_every": 2},
-        "gan_stage": {"iterations": 4, "val_every": 2, "checkpoint_every": 2},
-        "lpips_weights": str(tmp_path / "no-lpips-here"),
-    }})
+    params = tiny_params(
+        prepared_root,
+        tmp_path,
+        {
+            "train": {
+                "psnr_stage": {"iterations": 2, "val_every": 2},
+                "gan_stage": {"iterations": 4, "val_every": 2, "checkpoint_every": 2},
+                "lpips_weights": str(tmp_path / "no-lpips-here"),
+            }
+        },
+    )
     run_train(params, "psnr")
     summary = run_train(params, "gan", hooks=TrainHooks(before_train=_spoil_at(4)))
     stage = tmp_path / "gan"
@@ -260,11 +299,17 @@ def test_gan_stage_ships_its_final_ema_weights_not_its_max_psnr_ones(prepared_ro
 def test_gan_stage_with_lpips_ships_the_lowest_lpips_weights(prepared_root: Path, tmp_path: Path) -> None:
     """With LPIPS configured (a random backbone here: tests ship no weights) the stage keeps the
     EMA weights with the lowest LPIPS on the selection images, and says so."""
-    params = tiny_params(prepared_root, tmp_path, {"train": {
-        "psnr_stage": {"iterations": 2, "val_every": 2},
-        "gan_stage": {"iterations": 4, "val_every": 2, "checkpoint_every": 2, "select": "min_lpips"},
-        "lpips_weights": "none",
-    }})
+    params = tiny_params(
+        prepared_root,
+        tmp_path,
+        {
+            "train": {
+                "psnr_stage": {"iterations": 2, "val_every": 2},
+                "gan_stage": {"iterations": 4, "val_every": 2, "checkpoint_every": 2, "select": "min_lpips"},
+                "lpips_weights": "none",
+            }
+        },
+    )
     run_train(params, "psnr")
     summary = run_train(params, "gan", hooks=TrainHooks(before_train=_spoil_at(4)))
     rows = _val_rows(tmp_path / "gan")
@@ -278,10 +323,17 @@ def test_gan_stage_with_lpips_ships_the_lowest_lpips_weights(prepared_root: Path
 def test_min_lpips_without_weights_is_an_error_naming_the_setting(prepared_root: Path, tmp_path: Path) -> None:
     from srseg.models.vgg import MissingWeightsError
 
-    params = tiny_params(prepared_root, tmp_path, {"train": {
-        "psnr_stage": {"iterations": 2, "val_every": 2},
-        "gan_stage": {"select": "min_lpips"}, "lpips_weights": str(tmp_path / "absent"),
-    }})
+    params = tiny_params(
+        prepared_root,
+        tmp_path,
+        {
+            "train": {
+                "psnr_stage": {"iterations": 2, "val_every": 2},
+                "gan_stage": {"select": "min_lpips"},
+                "lpips_weights": str(tmp_path / "absent"),
+            }
+        },
+    )
     # refused before the PSNR stage starts, not after it (the check at training start, srseg.weights)
     with pytest.raises(MissingWeightsError, match=r"train\.gan_stage\.select: min_lpips"):
         run_train(params, "psnr")

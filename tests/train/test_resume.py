@@ -49,8 +49,18 @@ def _final(out: Path) -> dict[str, Any]:
 
 
 def _compare_training_state(a: dict[str, Any], b: dict[str, Any]) -> None:
-    for key in ("generator", "discriminator", "ema", "optimizer_g", "optimizer_d", "scheduler_g",
-                "scheduler_d", "iteration", "data", "best"):
+    for key in (
+        "generator",
+        "discriminator",
+        "ema",
+        "optimizer_g",
+        "optimizer_d",
+        "scheduler_g",
+        "scheduler_d",
+        "iteration",
+        "data",
+        "best",
+    ):
         _assert_identical(a[key], b[key], key)
 
 
@@ -61,14 +71,31 @@ def gan_setup(prepared_root: Path, tmp_path_factory: pytest.TempPathFactory) -> 
     base = tmp_path_factory.mktemp("resume")
     psnr = tiny_params(prepared_root, base / "psnr_out", {"train": {"psnr_stage": {"iterations": 2, "val_every": 2}}})
     run_train(psnr, "psnr")
-    params = tiny_params(prepared_root, base / "unused", {"train": {
-        "batch_size": 2,
-        "gan_stage": {"iterations": N, "val_every": 5, "checkpoint_every": N // 2, "lr_milestones": [3], "lr_gamma": 0.5},
-    }})
+    params = tiny_params(
+        prepared_root,
+        base / "unused",
+        {
+            "train": {
+                "batch_size": 2,
+                "gan_stage": {
+                    "iterations": N,
+                    "val_every": 5,
+                    "checkpoint_every": N // 2,
+                    "lr_milestones": [3],
+                    "lr_gamma": 0.5,
+                },
+            }
+        },
+    )
     init = base / "psnr_out" / "psnr" / "selected.safetensors"
     straight_ids: list[list[int]] = []
-    run_train(params, "gan", output_dir=base / "straight", init_from=init,
-              hooks=TrainHooks(after_step=lambda it, ids: straight_ids.append(ids)))
+    run_train(
+        params,
+        "gan",
+        output_dir=base / "straight",
+        init_from=init,
+        hooks=TrainHooks(after_step=lambda it, ids: straight_ids.append(ids)),
+    )
     return {"base": base, "params": params, "init": init, "straight_ids": straight_ids}
 
 
@@ -81,9 +108,24 @@ def test_sigkill_then_resume_is_bit_identical(gan_setup: dict[str, Any]) -> None
     # One intra-op thread, like the in-process runs (see conftest.py): same kernels, same bits.
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), str(HERE)]), "OMP_NUM_THREADS": "1"}
     child = subprocess.run(
-        [sys.executable, str(HERE / "resume_child.py"), "--params", str(params_file), "--output", str(out),
-         "--init-from", str(init), "--kill-at", str(N // 2), "--ids", str(ids_file)],
-        env=env, capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            str(HERE / "resume_child.py"),
+            "--params",
+            str(params_file),
+            "--output",
+            str(out),
+            "--init-from",
+            str(init),
+            "--kill-at",
+            str(N // 2),
+            "--ids",
+            str(ids_file),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert child.returncode == -signal.SIGKILL, child.stderr[-3000:]
     names = sorted(p.name for p in (out / "gan" / "checkpoints").glob("*.pt"))
@@ -95,16 +137,19 @@ def test_sigkill_then_resume_is_bit_identical(gan_setup: dict[str, Any]) -> None
     child_ids = [json.loads(line)[1] for line in ids_file.read_text().splitlines()]
     resumed_ids: list[list[int]] = []
     resumed_from = []
-    hooks = TrainHooks(before_train=lambda t: resumed_from.append(t.iteration),
-                       after_step=lambda it, ids: resumed_ids.append(ids))
+    hooks = TrainHooks(
+        before_train=lambda t: resumed_from.append(t.iteration), after_step=lambda it, ids: resumed_ids.append(ids)
+    )
     run_train(params, "gan", output_dir=out, init_from=init, hooks=hooks)
 
     assert resumed_from == [N // 2]
     straight = gan_setup["straight_ids"]
     assert child_ids == straight[: N // 2] and resumed_ids == straight[N // 2 :]
     _compare_training_state(_final(base / "straight"), _final(out))
-    _assert_identical(load_state_dict_file(base / "straight" / "gan" / "final.safetensors")[0],
-                      load_state_dict_file(out / "gan" / "final.safetensors")[0])
+    _assert_identical(
+        load_state_dict_file(base / "straight" / "gan" / "final.safetensors")[0],
+        load_state_dict_file(out / "gan" / "final.safetensors")[0],
+    )
 
 
 def test_corrupt_newest_checkpoint_falls_back_to_previous(
@@ -122,8 +167,14 @@ def test_corrupt_newest_checkpoint_falls_back_to_previous(
         seen["state"] = trainer.state_dict()
 
     with caplog.at_level(logging.WARNING, logger="srseg.train.checkpoint"):
-        run_train(gan_setup["params"], "gan", output_dir=out, init_from=gan_setup["init"],
-                  max_iterations=N // 2, hooks=TrainHooks(before_train=capture))
+        run_train(
+            gan_setup["params"],
+            "gan",
+            output_dir=out,
+            init_from=gan_setup["init"],
+            max_iterations=N // 2,
+            hooks=TrainHooks(before_train=capture),
+        )
     assert "skipping unusable checkpoint" in caplog.text and "iter_00000010.pt" in caplog.text
     assert seen["iteration"] == N // 2
     previous = ckpt.load_file(out / "gan" / "checkpoints" / ckpt.checkpoint_name(N // 2))
@@ -136,9 +187,24 @@ def _run_killed_child(gan_setup: dict[str, Any], out: Path, kill_at: int) -> sub
     params_file.write_text(json.dumps(params.model_dump(mode="json")))
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), str(HERE)]), "OMP_NUM_THREADS": "1"}
     return subprocess.run(
-        [sys.executable, str(HERE / "resume_child.py"), "--params", str(params_file), "--output", str(out),
-         "--init-from", str(init), "--kill-at", str(kill_at), "--ids", str(out.parent / f"{out.name}_ids.jsonl")],
-        env=env, capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            str(HERE / "resume_child.py"),
+            "--params",
+            str(params_file),
+            "--output",
+            str(out),
+            "--init-from",
+            str(init),
+            "--kill-at",
+            str(kill_at),
+            "--ids",
+            str(out.parent / f"{out.name}_ids.jsonl"),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
 
 
@@ -159,6 +225,12 @@ def test_fresh_start_over_unusable_checkpoints_stays_resumable(gan_setup: dict[s
     assert [p.name for _, p in ckpt.list_checkpoints(folder)] == [ckpt.checkpoint_name(N // 2)]
 
     resumed_from: list[int] = []
-    run_train(params, "gan", output_dir=out, init_from=init, hooks=TrainHooks(before_train=lambda t: resumed_from.append(t.iteration)))
+    run_train(
+        params,
+        "gan",
+        output_dir=out,
+        init_from=init,
+        hooks=TrainHooks(before_train=lambda t: resumed_from.append(t.iteration)),
+    )
     assert resumed_from == [N // 2]
     _compare_training_state(_final(base / "straight"), _final(out))

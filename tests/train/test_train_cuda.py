@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 import torch
@@ -44,8 +45,9 @@ RESUME_PSNR_TOL_DB = 0.01  # only when runs are not bit-reproducible: a few roun
 def _trainer(params: Any, root: Path, stage: str, out: Path) -> Trainer:
     cfg = params.train
     cmap = get_class_map(cfg.class_map)
-    train_set = PairedPatchDataset(root, cfg.train_split, cfg.scale, cfg.patch_size, cmap,
-                                   augment=cfg.augment, seed=cfg.seed)
+    train_set = PairedPatchDataset(
+        root, cfg.train_split, cfg.scale, cfg.patch_size, cmap, augment=cfg.augment, seed=cfg.seed
+    )
     return Trainer(cfg, stage, out / stage, train_set, None, num_classes=cmap.num_classes)
 
 
@@ -63,8 +65,9 @@ def test_bf16_channels_last_steps_are_finite_and_close_to_fp32(
 ) -> None:
     common = {"deterministic": False, "gan_stage": {"iterations": 10}, "psnr_stage": {"iterations": 10}}
     cpu_params = tiny_params(prepared_root, tmp_path / "cpu", {"train": {**common, "device": "cpu"}})
-    gpu_params = tiny_params(prepared_root, tmp_path / "gpu", {"train": {
-        **common, "device": "cuda", "amp": True, "channels_last": True}})
+    gpu_params = tiny_params(
+        prepared_root, tmp_path / "gpu", {"train": {**common, "device": "cuda", "amp": True, "channels_last": True}}
+    )
     reference = _trainer(cpu_params, prepared_root, stage, tmp_path / "cpu")
     bf16 = _trainer(gpu_params, prepared_root, stage, tmp_path / "gpu")
     assert bf16.amp and bf16.channels_last and bf16.device.type == "cuda"
@@ -127,13 +130,24 @@ def _state_diff(a: dict[str, Any], b: dict[str, Any]) -> tuple[float, str, float
 
 
 def test_gpu_resume_matches_uninterrupted_run(prepared_root: Path, tmp_path: Path, record_property) -> None:
-    params = tiny_params(prepared_root, tmp_path / "unused", {"train": {
-        "device": "cuda",
-        "batch_size": 2,
-        "psnr_stage": {"iterations": 2, "val_every": 2},
-        "gan_stage": {"iterations": RESUME_N, "val_every": RESUME_N, "checkpoint_every": RESUME_N // 2,
-                      "lr_milestones": [2], "lr_gamma": 0.5},
-    }})
+    params = tiny_params(
+        prepared_root,
+        tmp_path / "unused",
+        {
+            "train": {
+                "device": "cuda",
+                "batch_size": 2,
+                "psnr_stage": {"iterations": 2, "val_every": 2},
+                "gan_stage": {
+                    "iterations": RESUME_N,
+                    "val_every": RESUME_N,
+                    "checkpoint_every": RESUME_N // 2,
+                    "lr_milestones": [2],
+                    "lr_gamma": 0.5,
+                },
+            }
+        },
+    )
     run_train(params, "psnr", output_dir=tmp_path / "psnr_out")
     init = tmp_path / "psnr_out" / "psnr" / "best.safetensors"
     with warnings.catch_warnings(record=True) as caught:
@@ -143,8 +157,9 @@ def test_gpu_resume_matches_uninterrupted_run(prepared_root: Path, tmp_path: Pat
         run_train(params, "gan", output_dir=tmp_path / "resumed", init_from=init, max_iterations=RESUME_N // 2)
         summary = run_train(params, "gan", output_dir=tmp_path / "resumed", init_from=init)
     assert summary["iteration"] == RESUME_N
-    nondeterministic = sorted({str(w.message).split(" does not have")[0] for w in caught
-                               if "deterministic" in str(w.message)})
+    nondeterministic = sorted(
+        {str(w.message).split(" does not have")[0] for w in caught if "deterministic" in str(w.message)}
+    )
 
     def final(name: str) -> dict[str, Any]:
         return ckpt.load_file(tmp_path / name / "gan" / "checkpoints" / ckpt.checkpoint_name(RESUME_N))
@@ -157,7 +172,8 @@ def test_gpu_resume_matches_uninterrupted_run(prepared_root: Path, tmp_path: Pat
     record_property("nondeterministic_ops_warned", nondeterministic)
     if spread == 0.0:
         assert drift == 0.0 and psnr_drift == 0.0, (
-            f"resumed run differs from the uninterrupted one by {drift:g} at {drift_at} (best psnr_y by {psnr_drift:g} dB)"
+            f"resumed run differs from the uninterrupted one by {drift:g} at {drift_at} (best psnr_y by "
+            f"{psnr_drift:g} dB)"
         )
     else:
         assert drift <= RESUME_SPREAD_FACTOR * spread, (

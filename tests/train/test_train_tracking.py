@@ -4,8 +4,8 @@ loopback: parent run with nested PSNR and GAN stage runs, params, metrics, tags,
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 from trainkit import tiny_params
@@ -14,6 +14,7 @@ from srseg.data.manifest import manifest_checksum
 from srseg.fileio import read_json
 from srseg.stages.train import run_train
 from srseg.tracking import PARENT_TAG, git_commit
+
 
 @pytest.fixture(scope="module")
 def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
@@ -32,10 +33,14 @@ def test_parent_and_nested_stage_runs_on_a_real_server(
     unused_db = tmp_path / "must_not_exist.db"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)  # wins over params.mlflow.tracking_uri
     monkeypatch.setenv("SRSEG_KFP_RUN_ID", "kfp-run-42")  # what the pipeline sets from the pod label pipeline/runid
-    params = tiny_params(prepared_root, tmp_path / "out", {
-        "mlflow": {"enabled": True, "tracking_uri": f"sqlite:///{unused_db}", "experiment": "srseg-test"},
-        "train": {"psnr_stage": {"iterations": 4, "val_every": 2}, "gan_stage": {"iterations": 2, "val_every": 2}},
-    })
+    params = tiny_params(
+        prepared_root,
+        tmp_path / "out",
+        {
+            "mlflow": {"enabled": True, "tracking_uri": f"sqlite:///{unused_db}", "experiment": "srseg-test"},
+            "train": {"psnr_stage": {"iterations": 4, "val_every": 2}, "gan_stage": {"iterations": 2, "val_every": 2}},
+        },
+    )
     psnr = run_train(params, "psnr")
     gan = run_train(params, "gan")
     assert not unused_db.exists()
@@ -81,4 +86,7 @@ def test_parent_and_nested_stage_runs_on_a_real_server(
     # a random-weight VGG19 loss was asked for (trainkit): the run says so, the PSNR stage has none
     gan_tags, psnr_tags = client.get_run(gan["run_id"]).data.tags, client.get_run(psnr["run_id"]).data.tags
     assert gan_tags["train.random_vgg_weights"] == "true" and psnr_tags["train.random_vgg_weights"] == "false"
-    assert gan_tags["train.perceptual_loss"].startswith("random-weight VGG19") and gan_tags["train.selection_rule"] == "final_ema"
+    assert (
+        gan_tags["train.perceptual_loss"].startswith("random-weight VGG19")
+        and gan_tags["train.selection_rule"] == "final_ema"
+    )

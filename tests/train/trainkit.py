@@ -13,7 +13,7 @@ from PIL import Image
 from srseg.config import Params, deep_merge, parse_params
 from srseg.data.manifest import HR_FORMAT, Manifest, Sample, image_name, label_name
 from srseg.fileio import sha256_file
-from srseg.train.engine import TrainHooks, Trainer
+from srseg.train.engine import Trainer, TrainHooks
 
 TRAIN_IDS = (17914, 29286, 138805, 184101, 284465, 426773)
 VAL_IDS = (1503, 1490)
@@ -122,8 +122,11 @@ class FirstStepProbe:
 
     def _before(self, trainer: Trainer) -> None:
         self.trainer = trainer
-        self.start = {f"{net}.{k}": v.detach().clone() for net, module in self._named(trainer).items()
-                      for k, v in module.state_dict().items()}
+        self.start = {
+            f"{net}.{k}": v.detach().clone()
+            for net, module in self._named(trainer).items()
+            for k, v in module.state_dict().items()
+        }
 
     def _after(self, iteration: int, ids: list[int]) -> None:
         if iteration != 1 or self.trainer is None:
