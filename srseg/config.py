@@ -219,6 +219,11 @@ class TrainConfig(_Section):
     train_split: str = Field("train2017", min_length=1, description="manifest split used for training")
     val_split: str = Field("val2017", min_length=1, description="manifest split used for validation")
     augment: bool = Field(True, description="random flips / 90-degree rotations of training patches")
+    hr_scales: tuple[float, ...] = Field(
+        (1.0,),
+        min_length=1,
+        description="train on every image at each of these downscale factors in (0, 1] (multi-scale copies)",
+    )
     adam_betas: tuple[float, float] = (0.9, 0.99)
     log_every: int = Field(10, ge=1, description="iterations between loss read-backs (host syncs) and logs")
     selection_images: int = Field(
@@ -232,6 +237,17 @@ class TrainConfig(_Section):
     def _patch_fits_scale(self) -> TrainConfig:
         if self.patch_size % self.scale:
             raise ValueError(f"patch_size {self.patch_size} must be a multiple of scale {self.scale}")
+        return self
+
+    @model_validator(mode="after")
+    def _scales_are_factors(self) -> TrainConfig:
+        bad = [f for f in self.hr_scales if not 0.0 < f <= 1.0]
+        if bad:
+            raise ValueError(f"hr_scales {list(self.hr_scales)}: every factor must be in (0, 1], not {bad}")
+        if self.lr_source == "precomputed" and self.hr_scales != (1.0,):
+            raise ValueError(
+                f"hr_scales {list(self.hr_scales)} needs lr_source gpu: precomputed LR exists for full-size images only"
+            )
         return self
 
     @model_validator(mode="after")

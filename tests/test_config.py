@@ -137,3 +137,14 @@ def test_demo_and_paper_differ_where_the_readme_says() -> None:
     assert demo.train.class_map == "coarse8" and paper.train.class_map == "fine171"
     assert demo.train.loss.vgg_weights == "none" and paper.train.loss.vgg_weights == "auto"
     assert demo.promote.min_gain_over_bicubic_db == paper.promote.min_gain_over_bicubic_db == 0.1
+
+
+def test_multiscale_copies_need_factors_and_lr_made_in_the_step() -> None:
+    from srseg.config import with_overrides
+
+    params = load_params(REPO / "params.yaml")
+    assert with_overrides(params, ["train.hr_scales=[1.0,0.7]"]).train.hr_scales == (1.0, 0.7)
+    with pytest.raises(ConfigError, match=r"hr_scales .*\(0, 1\]"):
+        with_overrides(params, ["train.hr_scales=[1.0,2.0]"])
+    with pytest.raises(ConfigError, match=r"hr_scales .*lr_source gpu"):
+        with_overrides(params, ["train.hr_scales=[1.0,0.5]", "train.lr_source=precomputed"])

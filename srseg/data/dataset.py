@@ -19,6 +19,11 @@ Conventions (see ``srseg/data/manifest.py`` for the on-disk layout):
   epoch's DataLoader iterator is created; with ``persistent_workers=True`` workers keep their own
   copy of the dataset and would not see the new epoch.
 - EXIF orientation is ignored on purpose: COCO labels are aligned with the stored pixels.
+- ``hr_scales`` adds downscaled copies of every training image (MATLAB bicubic for the image,
+  nearest-pixel indexing for the label): a standard SR augmentation (FSRCNN trains on copies at
+  0.6-0.9) that multiplies the distinct edge scales a small dataset holds and, on JPEG sources
+  such as COCO, makes HR targets with weaker compression artifacts. Index ``i`` of the dataset is
+  image ``i % n`` at factor ``hr_scales[i // n]``. Needs LR made in the step (no ``lr_root``).
 - ``cache_images=True`` keeps every decoded image (HR, LR, label) in memory after its first use:
   decoding a JPEG costs more than a training step of a small network, and a few dozen images fit
   easily. Each DataLoader worker holds its own copy.
@@ -37,6 +42,7 @@ from torch.utils.data import Dataset
 
 from srseg.data.classmap import IGNORE_INDEX, ClassMap, get_class_map
 from srseg.data.manifest import Manifest, ManifestError, Sample
+from srseg.degrade.bicubic import imresize, output_length
 
 
 @dataclass(frozen=True)
@@ -104,6 +110,12 @@ def _pad_bottom_right(arr: np.ndarray, height: int, width: int, *, label: bool) 
     return np.pad(arr, widths, mode=mode)
 
 
+def _nearest_indices(in_len: int, out_len: int, factor: float) -> np.ndarray:
+    """Source pixel of each output pixel when resizing by ``factor`` (pixel centres, clamped)."""
+    centres = (np.arange(out_len) + 0.5) / factor
+    return np.minimum(centres.astype(np.int64), in_len - 1)
+
+
 class _PairedSource:
     """Reads one split of an HR root (and its LR root) and returns modcropped uint8 arrays."""
 
@@ -115,9 +127,18 @@ class _PairedSource:
         class_map: ClassMap | str,
         lr_root: str | Path | None,
         cache_images: bool = False,
+        hr_scales: tuple[float, ...] = (1.0,),
     ) -> None:
         if not isinstance(scale, int) or scale < 1:
             raise ValueError(f"scale must be a positive integer, got {scale!r}")
+        if not hr_scales or any(not 0.0 < f <= 1.0 for f in hr_scales):
+            raise ValueError(f"hr_scales must be factors in (0, 1], got {list(hr_scales)!r}")
+        if lr_root is not None and tuple(hr_scales) != (1.0,):
+            raise ValueError(
+                f"hr_scales {list(hr_scales)} needs LR made in the training step (lr_source gpu): "
+                f"{lr_root} holds LR of the full-size images only"
+            )
+        self.hr_scales = tuple(float(f) for f in hr_scales)
         self._cache: dict[int, tuple[Sample, np.ndarray, np.ndarray | None, np.ndarray]] | None = (
             {} if cache_images else None
         )
@@ -160,18 +181,48 @@ class _PairedSource:
             )
         return list(manifest.splits[self.split])
 
-    def modcropped_size(self, sample: Sample) -> tuple[int, int]:
-        return sample.height - sample.height % self.scale, sample.width - sample.width % self.scale
+    def modcropped_size(self, sample: Sample, factor: float = 1.0) -> tuple[int, int]:
+        height, width = sample.height, sample.width
+        if factor != 1.0:
+            height, width = output_length(height, factor), output_length(width, factor)
+        return height - height % self.scale, width - width % self.scale
+
+    def __len__(self) -> int:
+        """Entries: every image at every factor of ``hr_scales``."""
+        return len(self.samples) * len(self.hr_scales)
+
+    def entry(self, index: int) -> tuple[Sample, float]:
+        """The image and the downscale factor of entry ``index``."""
+        count = len(self.samples)
+        return self.samples[index % count], self.hr_scales[index // count]
+
+    def entry_size(self, index: int) -> tuple[int, int]:
+        """Modcropped (height, width) of entry ``index``, without reading it."""
+        return self.modcropped_size(*self.entry(index))
 
     def load(self, index: int) -> tuple[Sample, np.ndarray, np.ndarray | None, np.ndarray]:
-        """(sample, HR HWC, LR HWC or None, raw label HW), all modcropped and size-checked."""
+        """(sample, HR HWC, LR HWC or None, raw label HW) of entry ``index`` (an image at one of
+        ``hr_scales``), all modcropped and size-checked."""
         if self._cache is None:
-            return self._read(index)
+            return self._read_entry(index)
         if index not in self._cache:
-            self._cache[index] = self._read(index)
+            self._cache[index] = self._read_entry(index)
         return self._cache[index]
 
-    def _read(self, index: int) -> tuple[Sample, np.ndarray, np.ndarray | None, np.ndarray]:
+    def _read_entry(self, index: int) -> tuple[Sample, np.ndarray, np.ndarray | None, np.ndarray]:
+        count = len(self.samples)
+        sample, factor = self.entry(index)
+        if factor == 1.0:
+            return self._read(index % count)
+        sample, hr, _, label = self._read(index % count, modcrop=False)
+        small = imresize(torch.from_numpy(np.array(hr)).permute(2, 0, 1), scale=factor)
+        rows = _nearest_indices(label.shape[0], small.shape[1], factor)
+        cols = _nearest_indices(label.shape[1], small.shape[2], factor)
+        height, width = self.modcropped_size(sample, factor)
+        hr_small = small.permute(1, 2, 0).numpy()[:height, :width]
+        return sample, np.ascontiguousarray(hr_small), None, label[rows][:, cols][:height, :width]
+
+    def _read(self, index: int, modcrop: bool = True) -> tuple[Sample, np.ndarray, np.ndarray | None, np.ndarray]:
         sample = self.samples[index]
         hr_path = self.hr_root / sample.image
         hr = _load_rgb(hr_path)
@@ -190,6 +241,8 @@ class _PairedSource:
                 )
         else:
             label = np.full(hr.shape[:2], IGNORE_INDEX, dtype=np.uint8)
+        if not modcrop:
+            return sample, hr, None, label
         height, width = self.modcropped_size(sample)
         hr, label = hr[:height, :width], label[:height, :width]
         lr = None
@@ -220,6 +273,7 @@ class PairedPatchDataset(Dataset):
         augment: bool = True,
         seed: int = 0,
         cache_images: bool = False,
+        hr_scales: tuple[float, ...] = (1.0,),
     ) -> None:
         if not isinstance(patch_size, int) or patch_size < 1 or patch_size % scale:
             raise ValueError(
@@ -227,7 +281,7 @@ class PairedPatchDataset(Dataset):
             )
         if not isinstance(seed, int) or seed < 0:
             raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
-        self.source = _PairedSource(hr_root, split, scale, class_map, lr_root, cache_images)
+        self.source = _PairedSource(hr_root, split, scale, class_map, lr_root, cache_images, hr_scales)
         self.scale = scale
         self.patch_size = patch_size
         self.augment = augment
@@ -239,7 +293,7 @@ class PairedPatchDataset(Dataset):
         return self.source.class_map
 
     def __len__(self) -> int:
-        return len(self.source.samples)
+        return len(self.source)
 
     def set_epoch(self, epoch: int) -> None:
         """Select the epoch whose patches ``__getitem__`` returns (resume = set the same epoch)."""
@@ -252,7 +306,7 @@ class PairedPatchDataset(Dataset):
         if not 0 <= index < len(self):
             raise IndexError(f"index {index} out of range for {len(self)} samples")
         rng = np.random.default_rng([self.seed, self.epoch, index])
-        height, width = self.source.modcropped_size(self.source.samples[index])
+        height, width = self.source.entry_size(index)
         lr_patch = self.patch_size // self.scale
         lr_h = max(height, self.patch_size) // self.scale
         lr_w = max(width, self.patch_size) // self.scale

@@ -132,7 +132,8 @@ def _quantize(x: torch.Tensor) -> torch.Tensor:
     return torch.floor(x + 0.5).clamp_(0.0, 255.0)
 
 
-def _output_length(in_len: int, scale: float) -> int:
+def output_length(in_len: int, scale: float) -> int:
+    """Length MATLAB's imresize gives an axis of ``in_len`` pixels resized by ``scale``."""
     # ceil(scale * in) as MATLAB, tolerant of 1-ulp noise such as 300 * (1/3) = 100.00000000000001.
     return max(1, int(math.ceil(scale * in_len - 1e-9)))
 
@@ -179,7 +180,7 @@ def imresize(
         if scale is None:
             scales = (out_h / in_h, out_w / in_w)
     else:
-        out_h, out_w = _output_length(in_h, scales[0]), _output_length(in_w, scales[1])
+        out_h, out_w = output_length(in_h, scales[0]), output_length(in_w, scales[1])
 
     dtype = _compute_dtype(x)
     plan_h = _axis_plan(in_h, out_h, scales[0], x.device, dtype)

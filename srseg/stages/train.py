@@ -200,6 +200,7 @@ def _datasets(params: Params, class_map: Any) -> tuple[Any, Any]:
         augment=cfg.augment,
         seed=cfg.seed,
         cache_images=cfg.cache_images,
+        hr_scales=cfg.hr_scales,
     )
     if len(train_set) == 0:
         raise ValueError(f"{hr_root}: split {cfg.train_split!r} has no images")

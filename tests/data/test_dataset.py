@@ -223,6 +223,41 @@ def test_hr_only_has_no_lr_key(roots: tuple[Path, Path]) -> None:
     )
 
 
+def test_multiscale_copies_are_matlab_downscales_with_indexed_labels(roots: tuple[Path, Path]) -> None:
+    from srseg.degrade.bicubic import imresize
+
+    hr_root, _ = roots
+    ds = PairedPatchDataset(hr_root, "train", SCALE, PATCH, FINE, augment=False, hr_scales=(1.0, 0.5))
+    count = len(ds.source.samples)
+    assert len(ds) == 2 * count
+    index = [s.id for s in ds.source.samples].index(17914)  # 500x375
+    sample, hr, lr, label = ds.source.load(count + index)
+    assert sample.id == 17914 and lr is None
+    full = _rgb(hr_root / sample.image)
+    expected = imresize(torch.from_numpy(full.copy()).permute(2, 0, 1), scale=0.5).permute(1, 2, 0).numpy()
+    assert hr.shape == (188, 248, 3) == ds.source.entry_size(count + index) + (3,)  # 250x188 modcropped
+    np.testing.assert_array_equal(hr, expected[:188, :248])
+    with Image.open(hr_root / sample.label) as lab:  # type: ignore[operator]
+        raw = np.asarray(lab)
+    rows = np.minimum(np.arange(188) * 2 + 1, 374)  # pixel centres of a 2x reduction, the last one clamped
+    np.testing.assert_array_equal(label, raw[rows][:, 1:497:2])
+    assert set(np.unique(label)) <= set(np.unique(raw))
+    plan = ds.plan(count + index)
+    item = ds[count + index]
+    np.testing.assert_array_equal(
+        _to_uint8(item["hr"]), hr[plan.top : plan.top + PATCH, plan.left : plan.left + PATCH]
+    )
+    assert ds.source.load(index)[1].shape == (372, 500, 3)  # factor 1.0 is the image itself
+
+
+def test_multiscale_needs_lr_made_in_the_step(roots: tuple[Path, Path]) -> None:
+    hr_root, lr_root = roots
+    with pytest.raises(ValueError, match="lr_source gpu"):
+        PairedPatchDataset(hr_root, "train", SCALE, PATCH, FINE, lr_root=lr_root, hr_scales=(1.0, 0.5))
+    with pytest.raises(ValueError, match="hr_scales"):
+        PairedPatchDataset(hr_root, "train", SCALE, PATCH, FINE, hr_scales=(1.0, 1.5))
+
+
 def test_small_image_is_padded_with_ignore_labels(roots: tuple[Path, Path]) -> None:
     hr_root, lr_root = roots
     ds = PairedPatchDataset(hr_root, "train", SCALE, PATCH, FINE, lr_root=lr_root, augment=False)
