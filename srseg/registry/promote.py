@@ -281,6 +281,11 @@ def _values(scores: Scores, role: str, key: str) -> list[float] | None:
     return values or None
 
 
+def _failed(name: str, opponent: str, threshold: str, note: str) -> Criterion:
+    """A criterion that fails closed: nothing could be compared, ``note`` says why."""
+    return Criterion(name, None, None, opponent, None, None, None, 0, threshold, False, note)
+
+
 def _paired_criterion(
     name: str,
     scores: Scores,
@@ -301,19 +306,12 @@ def _paired_criterion(
     mine, theirs = _values(scores, "challenger", key), _values(scores, opponent_role, key)
     if mine is None or theirs is None:
         note = missing_note or f"{key} missing for {'challenger' if mine is None else opponent_name}: fails closed"
-        return Criterion(name, None, None, opponent_name, None, None, None, 0, threshold, False, note)
+        return _failed(name, opponent_name, threshold, note)
     if len(mine) != len(theirs):
-        return Criterion(
+        return _failed(
             name,
-            None,
-            None,
             opponent_name,
-            None,
-            None,
-            None,
-            0,
             threshold,
-            False,
             f"{len(mine)} challenger vs {len(theirs)} {opponent_name} images: not paired, fails closed",
         )
     a, b = (theirs, mine) if lower_is_better else (mine, theirs)
@@ -342,17 +340,10 @@ def _study_criterion(
 ) -> Criterion:
     threshold = f"CI low >= {gate.min_study_preference:g} of votes"
     if study is None:
-        return Criterion(
+        return _failed(
             STUDY_KEY,
-            None,
-            None,
             opponent_name,
-            None,
-            None,
-            None,
-            0,
             threshold,
-            False,
             "no gate study analysed (srseg study gate-build, collect votes, srseg study analyze): fails closed",
         )
     if (study.challenger, study.opponent) != (challenger_uri, opponent_uri):
