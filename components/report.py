@@ -7,13 +7,15 @@ def report(
     params: Input[Artifact],
     evaluation: Input[Artifact],
     benchmarks: Input[Artifact],
+    study: Input[Artifact],
     multitask: Input[list[Model]],
     sr_only: Input[list[Model]],
     folder: Output[Artifact],
     page: Output[HTML],
     summary: Output[Markdown],
 ):
-    """Benchmark table, COCO-Stuff validation, per-class gains, study (when votes exist), training
+    """Benchmark table, COCO-Stuff validation, per-class gains, study (``study``: the study-analyze
+    step's results, with Bradley-Terry scores once votes exist), training
     curves of both arms per seed and the provenance, from this run's artifacts; logged into the
     evaluation's MLflow run. The HTML page (figures inlined) shows in the KFP UI.
     """
@@ -27,7 +29,13 @@ def report(
         branch: {int(m.metadata["seed"]): Path(m.metadata["train_dir"]) for m in models}
         for branch, models in (("multitask", multitask), ("sr_only", sr_only))
     }
-    inputs = report_inputs(resolved, evaluate_dir=Path(evaluation.path), benchmark_dir=Path(benchmarks.path), runs=runs)
+    inputs = report_inputs(
+        resolved,
+        evaluate_dir=Path(evaluation.path),
+        benchmark_dir=Path(benchmarks.path),
+        runs=runs,
+        study_dir=Path(study.path),
+    )
     out = Path(folder.path)
     result = run_report(resolved, output_dir=out, inputs=inputs)
     steps.publish(out / "report.html", page.path, "run_report wrote no report.html", html=True)

@@ -4,7 +4,8 @@
                                                                  train sr_only   /
         -> evaluate -> export -> register -> gate -> [promote]
               |  \\-> study_build -> study_analyze ----/
-               \\-> benchmark -> report
+              |                          \\
+               \\-> benchmark -----------> report (before export: the model card links it)
 
 Training fans out over ``train.seeds`` (``dsl.ParallelFor``, one iteration per seed with both
 arms), and the steps after it get every seed's model of each arm (``dsl.Collected``): evaluation
@@ -303,8 +304,13 @@ def _shipping_steps(c: Components, params: Any, models: dict[str, Any], volume: 
     benchmark = c.benchmark(params=params, **trained()).set_display_name("benchmark")
     _on_volume(_sized(benchmark, "benchmark"), **volume)
     report = c.report(
-        params=params, evaluation=evaluate.outputs["results"], benchmarks=benchmark.outputs["results"], **trained()
+        params=params,
+        evaluation=evaluate.outputs["results"],
+        benchmarks=benchmark.outputs["results"],
+        study=study_analyze.outputs["results"],  # the votes analysed so far (none in a fresh run)
+        **trained(),
     ).set_display_name("report")
+    report.set_caching_options(False)  # its study section changes as votes come in
     _on_volume(_sized(report, "report"), **volume)
 
     export = c.export(params=params, models=trained()["multitask"], evaluation=evaluate.outputs["results"])

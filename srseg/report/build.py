@@ -306,9 +306,10 @@ def _study_section(doc: Document, study_dir: Path | None) -> str | None:
     doc.heading("4. User study")
     path = study_dir / "analysis.json" if study_dir is not None else None
     if path is None or not path.is_file():
+        where = f" (no `analysis.json` in `{study_dir}`)" if study_dir is not None else ""
         doc.text(
-            "No votes analysed yet: serve the study (`srseg study serve`, invite raters with `srseg study invite`), "
-            "then `srseg study analyze` and `srseg report`."
+            f"No votes analysed yet{where}: serve the study (`srseg study serve`, invite raters with "
+            "`srseg study invite`), then `srseg study analyze` and `srseg report`."
         )
         return None
     result = read_json(path)

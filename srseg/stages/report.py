@@ -19,9 +19,11 @@ def report_inputs(
     evaluate_dir: Path | None = None,
     benchmark_dir: Path | None = None,
     runs: dict[str, dict[int, Path]] | None = None,
+    study_dir: Path | None = None,
 ) -> Any:
     """:class:`~srseg.report.build.ReportInputs` for ``params``: the stages' output folders (or the
-    given ones), each arm's run per seed, data checksums and the code version."""
+    given ones: the Kubeflow step passes its input artifacts), each arm's run per seed, data
+    checksums and the code version."""
     from srseg.data.manifest import manifest_checksum
     from srseg.pipeline.preflight import code_digest
     from srseg.report.build import ReportInputs
@@ -41,7 +43,7 @@ def report_inputs(
         runs=runs
         or {arm: {seed: seed_run_dir(root, seed) for seed in params.train.seeds} for arm, root in roots.items()},
         compare=tuple(params.evaluate.compare),
-        study_dir=Path(params.study.output_dir) / "analysis",
+        study_dir=Path(study_dir or Path(params.study.output_dir) / "analysis"),
         data_checksums=checksums,
         code={
             "git commit": git_commit() or "unknown (no git checkout, SRSEG_GIT_COMMIT unset)",

@@ -142,7 +142,7 @@ def test_download_retries_with_backoff(compiled: tuple[dict, dict]) -> None:
 def test_caching_is_off_where_reruns_must_happen(compiled: tuple[dict, dict]) -> None:
     spec, _ = compiled
     tasks = all_tasks(spec)
-    for task in ("preflight", "study-build", "study-analyze", "register", "gate", "promote"):
+    for task in ("preflight", "study-build", "study-analyze", "report", "register", "gate", "promote"):
         assert not tasks[task].get("cachingOptions", {}).get("enableCache", False), task
     for task in (
         "resolve-params",
@@ -157,7 +157,6 @@ def test_caching_is_off_where_reruns_must_happen(compiled: tuple[dict, dict]) ->
         "collect-model-2",
         "evaluate",
         "benchmark",
-        "report",
         "export",
     ):
         assert tasks[task]["cachingOptions"]["enableCache"] is True, task
@@ -248,6 +247,11 @@ def test_training_fans_out_over_the_seeds(compiled: tuple[dict, dict]) -> None:
             ]
     assert inputs(spec, "export")["models"]["taskOutputArtifact"]["producerTask"] == "for-loop-1"
     assert "report" in all_tasks(spec)["export"]["dependentTasks"]  # the card links to the report
+    # the report's study section reads the votes analysed in this run
+    assert inputs(spec, "report")["study"]["taskOutputArtifact"] == {
+        "outputArtifactKey": "results",
+        "producerTask": "study-analyze",
+    }
 
 
 def test_preflight_runs_before_any_data_moves(compiled: tuple[dict, dict]) -> None:

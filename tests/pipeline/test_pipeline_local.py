@@ -150,6 +150,10 @@ def test_compiled_pipeline_runs_locally_to_a_registered_model(
         assert scores["srseg.eval.model"] == f"sha256:{registered.tags['sr_head_sha256']}"
         # the gate step only judges: the rejected version keeps no gate tags (the verdict links to its scores)
         assert not {k for k in registered.tags if k.startswith("gate")}, registered.tags
+        # the science report's study section comes from the study-analyze step (no votes in a fresh run)
+        (summary,) = [p for p in run.pipeline_root.glob("*/report/summary") if p.is_file()]
+        assert "No votes analysed yet (no `analysis.json` in `" in summary.read_text()
+        assert "/study-analyze/results`" in summary.read_text()  # this run's study step, not a default path
         checks = step_outputs(run.pipeline_root, "preflight")["artifacts"]["checks"]["artifacts"][0]["metadata"]
         assert checks["code_version"] == code_digest() and checks["in_kubernetes"] is False  # ran first, here
 
