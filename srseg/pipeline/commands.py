@@ -239,6 +239,27 @@ def _is_k8s_name(name: str) -> bool:
 # ------------------------------------------------------------------------------------------ run
 
 
+@contextmanager
+def _restored_print_and_logging() -> Iterator[None]:
+    """Put ``builtins.print`` and the root logger back as they were after a kfp.local run.
+
+    kfp.local runs ParallelFor iterations in threads, each swapping ``builtins.print`` (indented
+    output) and the root logger's handlers in and out; interleaved, a thread restores another's
+    swap and the process keeps indenting every print and logging to stdout after the run.
+    """
+    import builtins
+    import logging
+
+    root = logging.getLogger()
+    print_before, handlers, level = builtins.print, root.handlers[:], root.level
+    try:
+        yield
+    finally:
+        builtins.print = print_before
+        root.handlers[:] = handlers
+        root.setLevel(level)
+
+
 def run_local(
     params: Params | str | Path | None = "params.yaml",
     profile: str | None = "demo",
@@ -276,7 +297,7 @@ def run_local(
     with _package_for(package, pod, root) as compiled:
         pipeline = kfp.components.load_component_from_file(str(compiled))
     local.init(runner=runner or local.SubprocessRunner(use_venv=False), pipeline_root=str(runs), raise_on_error=True)
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), _restored_print_and_logging():
         # expected here: the IR names the project image and sets resources, a local run has neither
         warnings.filterwarnings("ignore", message=".*non-Python base image.*", category=RuntimeWarning)
         warnings.filterwarnings("ignore", message=".*no effect in the current local runner.*", category=UserWarning)

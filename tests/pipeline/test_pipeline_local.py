@@ -161,3 +161,25 @@ def test_compiled_pipeline_runs_locally_to_a_registered_model(
     assert dataset["path"] == str(tmp_path / "work" / "data" / "cocostuff")
     assert dataset["images"] == {"train2017": 4, "val2017": 4}
     assert (tmp_path / "work" / "data" / "lr" / "manifest.json").is_file()
+
+
+def test_a_local_run_leaves_print_and_logging_as_it_found_them() -> None:
+    """kfp.local's ParallelFor threads swap ``builtins.print`` and the root logger in and out; when
+    two iterations interleave (enter A, enter B, exit A, exit B) kfp leaves B's swap behind. The
+    wrapper around the local run puts both back."""
+    import builtins
+    import logging
+
+    from kfp.local import logging_utils
+
+    root = logging.getLogger()
+    before = (builtins.print, root.handlers[:], root.level)
+    with commands._restored_print_and_logging():
+        for make in (logging_utils.indented_print, logging_utils.local_logger_context):
+            first, second = make(), make()
+            first.__enter__()
+            second.__enter__()
+            first.__exit__(None, None, None)
+            second.__exit__(None, None, None)
+        assert builtins.print is not before[0]  # the interleaving leaked, as on CI
+    assert (builtins.print, root.handlers[:], root.level) == before
