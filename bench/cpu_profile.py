@@ -1,0 +1,176 @@
+"""The README's CPU-profile figures, measured again: both arms trained side by side, then every kept
+checkpoint's EMA weights through ``srseg benchmark`` (Set5/Set14, MATLAB protocol).
+
+    python bench/cpu_profile.py                    # train both arms (~36 min on 2 cores), then score
+    python bench/cpu_profile.py --skip-train       # score the checkpoints of an earlier run
+
+Run it in a checkout whose ``data/cocostuff`` holds the sample (``make mirror`` then
+``srseg --profile cpu download``). Each arm runs in its own process with one thread, started at
+the same time, so the wall time is what a 2-core machine needs for both. Prints the benchmark
+table of the selected weights and the per-checkpoint gains over bicubic, and writes
+``<output>/cpu_profile.json`` and ``<output>/cpu_profile_curves.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ARMS = {
+    "multitask": ("outputs/train", []),
+    "sr_only": ("outputs/ablation", ["--set", "train.loss.lambda_seg=0", "--set", "train.output_dir=outputs/ablation"]),
+}
+
+FSRCNN_MARGIN_DB = {"set5": 2.3, "set14": 1.6}  # published x4 psnr_y gains over bicubic (issue 11's target)
+
+
+def train_arms(profile: str, seed: int, overrides: list[str]) -> dict[str, dict[str, float]]:
+    """Start both arms at once (one thread each); wall and user+sys CPU minutes per arm."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    start = time.monotonic()
+    procs = {}
+    for arm, (_, extra) in ARMS.items():
+        sets = [arg for item in overrides for arg in ("--set", item)]
+        cmd = [
+            "srseg",
+            "--profile",
+            profile,
+            *sets,
+            *extra,
+            "train",
+            "--stage",
+            "psnr",
+            "--seed",
+            str(seed),
+            "--no-resume",
+        ]
+        log = open(f"cpu_profile_{arm}.log", "w", encoding="utf-8")  # noqa: SIM115 - closed below
+        procs[arm] = (subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT), log)
+        print(f"{arm}: {' '.join(cmd)} (log: cpu_profile_{arm}.log)", flush=True)
+    timing: dict[str, dict[str, float]] = {}
+    pids = {proc.pid: arm for arm, (proc, _) in procs.items()}
+    while pids:
+        pid, status, usage = os.wait4(-1, 0)
+        arm = pids.pop(pid, None)
+        if arm is None:
+            continue
+        procs[arm][1].close()
+        code = os.waitstatus_to_exitcode(status)
+        if code:
+            for other in pids:
+                os.kill(other, signal.SIGTERM)
+            sys.exit(f"{arm} arm failed (exit {code}); see cpu_profile_{arm}.log")
+        timing[arm] = {"wall_s": time.monotonic() - start, "cpu_min": (usage.ru_utime + usage.ru_stime) / 60}
+        print(f"{arm}: done after {timing[arm]['wall_s'] / 60:.1f} min wall, {timing[arm]['cpu_min']:.1f} CPU-min")
+    return timing
+
+
+def create_tracking_store(params) -> None:
+    """Open the MLflow store once before the arms start: two processes creating a fresh sqlite
+    store at the same moment race in its schema migration ("duplicate column name")."""
+    import mlflow
+
+    from srseg.stages.evaluate import tracking_uri
+
+    uri = tracking_uri(params)
+    if uri is not None:
+        mlflow.MlflowClient(uri).search_experiments()
+
+
+def checkpoint_weights(params, arm_dir: Path, seed: int, out_dir: Path) -> dict[int, Path]:
+    """The EMA generator of each kept checkpoint as safetensors (what the benchmark reads)."""
+    from srseg.models.registry import build_generator
+    from srseg.train.checkpoint import list_checkpoints, load_file
+    from srseg.train.engine import save_ema_weights
+
+    weights = {}
+    for iteration, path in list_checkpoints(arm_dir / f"seed{seed}" / "psnr" / "checkpoints"):
+        state = load_file(path)
+        net = build_generator(params.train.generator.architecture, state["generator_config"])
+        net.load_state_dict(state["ema"]["module"])
+        weights[iteration] = save_ema_weights(
+            net, out_dir / f"{arm_dir.name}_{iteration}.safetensors", "psnr", iteration, {}
+        )
+    return weights
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--profile", default="cpu")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--set", action="append", default=[], metavar="KEY.PATH=VALUE", help="params override")
+    parser.add_argument("--skip-train", action="store_true", help="score the checkpoints already on disk")
+    parser.add_argument("--output", type=Path, default=Path("outputs/bench_cpu_profile"))
+    args = parser.parse_args()
+
+    from srseg.config import load_params
+    from srseg.stages.benchmark import run_benchmark
+
+    params = load_params(profile=args.profile, overrides=args.set)
+    if not args.skip_train:
+        create_tracking_store(params)
+    timing = {} if args.skip_train else train_arms(args.profile, args.seed, args.set)
+    args.output.mkdir(parents=True, exist_ok=True)
+    methods = {"bicubic": "bicubic"}
+    for arm, (folder, _) in ARMS.items():
+        methods[arm] = f"{folder}/seed{args.seed}/psnr/selected.safetensors"
+        for iteration, path in checkpoint_weights(params, Path(folder), args.seed, args.output).items():
+            methods[f"{arm}_it{iteration}"] = str(path)
+    result = run_benchmark(params, output_dir=args.output / "benchmark", methods=methods)
+
+    table: dict[str, dict[str, dict[str, float]]] = {}
+    for set_name, metrics in result["sets"].items():
+        means = {name: m["psnr_y"]["mean"] for name, m in metrics["methods"].items()}
+        ssims = {name: m["ssim_y"]["mean"] for name, m in metrics["methods"].items()}
+        table[set_name] = {
+            n: {"psnr_y": means[n], "ssim_y": ssims[n], "gain_db": means[n] - means["bicubic"]} for n in means
+        }
+    selected = {
+        arm: json.loads(Path(f"{folder}/seed{args.seed}/psnr/selected.safetensors.json").read_text())
+        for arm, (folder, _) in ARMS.items()
+    }
+    report = {"profile": args.profile, "seed": args.seed, "timing": timing, "table": table, "selected": selected}
+    (args.output / "cpu_profile.json").write_text(json.dumps(report, indent=2, default=str), encoding="utf-8")
+
+    for set_name, rows in table.items():
+        print(f"\n{set_name} x4 (MATLAB protocol)     psnr_y   ssim_y   gain over bicubic")
+        for name, row in rows.items():
+            print(f"  {name:28s} {row['psnr_y']:7.3f}  {row['ssim_y']:.4f}  {row['gain_db']:+.3f} dB")
+    plot_curves(table, args.output / "cpu_profile_curves.png")
+    print(f"\nwrote {args.output / 'cpu_profile.json'} and {args.output / 'cpu_profile_curves.png'}")
+
+
+def plot_curves(table: dict[str, dict[str, dict[str, float]]], path: Path) -> None:
+    """Gain over bicubic of every checkpoint, one panel per benchmark set, both arms."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(table), figsize=(5 * len(table), 3.6), squeeze=False)
+    for ax, (set_name, rows) in zip(axes[0], table.items()):
+        for arm in ARMS:
+            points = sorted(
+                (int(n.split("_it")[1]), r["gain_db"]) for n, r in rows.items() if n.startswith(arm + "_it")
+            )
+            ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=arm)
+        if set_name in FSRCNN_MARGIN_DB:
+            ax.axhline(FSRCNN_MARGIN_DB[set_name], color="grey", linestyle="--", label="FSRCNN margin")
+        ax.set_title(f"{set_name} x4")
+        ax.set_xlabel("PSNR-stage iteration")
+        ax.set_ylabel("psnr_y gain over bicubic (dB)")
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    main()
