@@ -143,7 +143,8 @@ def main() -> None:
         for name, row in rows.items():
             print(f"  {name:28s} {row['psnr_y']:7.3f}  {row['ssim_y']:.4f}  {row['gain_db']:+.3f} dB")
     plot_curves(table, args.output / "cpu_profile_curves.png")
-    print(f"\nwrote {args.output / 'cpu_profile.json'} and {args.output / 'cpu_profile_curves.png'}")
+    plot_validation(args.seed, args.output / "cpu_profile_val.png")
+    print(f"\nwrote cpu_profile.json, cpu_profile_curves.png and cpu_profile_val.png to {args.output}")
 
 
 def plot_curves(table: dict[str, dict[str, dict[str, float]]], path: Path) -> None:
@@ -167,6 +168,30 @@ def plot_curves(table: dict[str, dict[str, dict[str, float]]], path: Path) -> No
         ax.set_ylabel("psnr_y gain over bicubic (dB)")
         ax.grid(alpha=0.3)
         ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_validation(seed: int, path: Path) -> None:
+    """Validation psnr_y of both arms on the selection images (``plots/val.csv``: what selects)."""
+    import csv
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5.5, 3.6))
+    for arm, (folder, _) in ARMS.items():
+        with open(f"{folder}/seed{seed}/psnr/plots/val.csv", encoding="utf-8") as handle:
+            rows = list(csv.DictReader(handle))
+        ax.plot([int(r["iteration"]) for r in rows], [float(r["psnr_y"]) for r in rows], marker=".", label=arm)
+    ax.set_title("validation psnr_y (COCO-Stuff selection images)")
+    ax.set_xlabel("PSNR-stage iteration")
+    ax.set_ylabel("psnr_y (dB)")
+    ax.grid(alpha=0.3)
+    ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
